@@ -1,0 +1,500 @@
+"""The records of the contract (``../shared/CONTRACT.md``) as frozen, typed objects.
+
+Each record type has one parser. A parser never raises on bad input: it returns either
+the record or a :class:`Rejected` value carrying a machine-readable reason
+(``missing_field:user_id``, ``bad_type:ts``, ``unknown_event_type``, ``text_too_long``,
+``not_json``...), so bad records travel on an error path as values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "EVENT_TYPES",
+    "ITEM_EVENT_TYPES",
+    "NEGATIVE_EVENT_TYPES",
+    "POSITIVE_EVENT_TYPES",
+    "TEXT_EVENT_TYPES",
+    "CatalogDeletion",
+    "CatalogItem",
+    "Event",
+    "Intent",
+    "InterestLabel",
+    "Recommendation",
+    "RecommendedItem",
+    "Rejected",
+    "parse_catalog",
+    "parse_event",
+    "parse_recommendation",
+]
+
+EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        "view",
+        "click",
+        "add_to_cart",
+        "purchase",
+        "rate",
+        "review",
+        "search",
+        "chat",
+        "skip",
+        "dislike",
+        "delete_user",
+    }
+)
+#: Event types that must name the item acted on.
+ITEM_EVENT_TYPES: frozenset[str] = frozenset(
+    {"view", "click", "add_to_cart", "purchase", "rate", "review", "skip", "dislike"}
+)
+#: Event types that must carry free text.
+TEXT_EVENT_TYPES: frozenset[str] = frozenset({"search", "chat", "review"})
+#: Event types that push interest away from the item.
+NEGATIVE_EVENT_TYPES: frozenset[str] = frozenset({"skip", "dislike"})
+#: Event types that count as a positive interaction in evaluation (plus rate >= 4).
+POSITIVE_EVENT_TYPES: frozenset[str] = frozenset({"purchase", "add_to_cart", "click"})
+
+DEFAULT_MAX_TEXT_CHARS = 2000
+DEFAULT_MAX_RECORD_BYTES = 64 * 1024
+_MAX_ID_CHARS = 256
+_MAX_CONTEXT_KEYS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record that broke the contract.
+
+    ``reason`` is machine-readable and stable (``missing_field:user_id``); ``detail`` is
+    for people; ``raw`` is the original bytes, kept for the dead-letter topic.
+    """
+
+    reason: str
+    detail: str
+    raw: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One user interaction, validated.
+
+    ``ts`` is event time in unix seconds. ``event_id`` is the producer's id or, when the
+    producer gave none, the ``topic/partition/offset`` it was read from.
+    """
+
+    user_id: str
+    ts: float
+    type: str
+    event_id: str
+    item_id: str | None = None
+    text: str | None = None
+    rating: float | None = None
+    context: Mapping[str, str | float | int] = field(default_factory=dict)
+    #: Offset in its events partition when read from Kafka (None offline); a user's events
+    #: live in one partition, so it orders them and detects replays after a crash.
+    offset: int | None = None
+
+    @property
+    def is_positive(self) -> bool:
+        """True for the interactions the evaluation protocol counts as hits."""
+        if self.type in POSITIVE_EVENT_TYPES:
+            return True
+        return self.type == "rate" and self.rating is not None and self.rating >= 4.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract's JSON object for this event."""
+        return {
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "ts": self.ts,
+            "type": self.type,
+            "item_id": self.item_id,
+            "text": self.text,
+            "rating": self.rating,
+            "context": dict(self.context),
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogItem:
+    """One catalog item. The encoder reads its text fields together (see ``item_text``)."""
+
+    item_id: str
+    title: str
+    description: str = ""
+    category: str = ""
+    tags: tuple[str, ...] = ()
+    image_caption: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "item_id": self.item_id,
+            "title": self.title,
+            "description": self.description,
+            "category": self.category,
+            "tags": list(self.tags),
+            "image_caption": self.image_caption,
+            "deleted": False,
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogDeletion:
+    """A catalog record with ``"deleted": true`` or a null value (tombstone)."""
+
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendedItem:
+    item_id: str
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class InterestLabel:
+    label: str
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    label: str
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """A user's refreshed recommendations, as published on the recommendations topic.
+
+    ``version`` grows by one per publication for the user, so consumers can drop
+    duplicates and stale records. ``event_ts`` is the event time of the newest event that
+    triggered it; ``published_at`` is wall-clock unix seconds at publication.
+    """
+
+    user_id: str
+    version: int
+    event_ts: float
+    published_at: float
+    trigger_event_id: str
+    items: tuple[RecommendedItem, ...]
+    interests: tuple[InterestLabel, ...] = ()
+    intent: Intent | None = None
+    model: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "version": self.version,
+            "event_ts": self.event_ts,
+            "published_at": self.published_at,
+            "trigger_event_id": self.trigger_event_id,
+            "items": [
+                {"item_id": i.item_id, "score": round(i.score, 6), "reason": i.reason}
+                for i in self.items
+            ],
+            "interests": [{"label": i.label, "weight": round(i.weight, 6)} for i in self.interests],
+            "intent": (
+                None
+                if self.intent is None
+                else {"label": self.intent.label, "confidence": round(self.intent.confidence, 6)}
+            ),
+            "model": self.model,
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _load_object(
+    raw: bytes | str | Mapping[str, Any],
+) -> tuple[dict[str, Any] | None, Rejected | None, bytes]:
+    """Decode ``raw`` into a JSON object, or say why not."""
+    if isinstance(raw, Mapping):
+        obj = dict(raw)
+        return obj, None, b""
+    raw_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    try:
+        obj = orjson.loads(raw_bytes)
+    except orjson.JSONDecodeError as exc:
+        return None, Rejected("not_json", str(exc)[:200], raw_bytes), raw_bytes
+    if not isinstance(obj, dict):
+        return (
+            None,
+            Rejected("not_object", f"JSON {type(obj).__name__}, not an object", raw_bytes),
+            raw_bytes,
+        )
+    return obj, None, raw_bytes
+
+
+def _ts_from(value: Any) -> float | None:
+    """Unix seconds from an int/float or an ISO-8601 string with a zone; None if invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        ts = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            return None
+        ts = moment.timestamp()
+    else:
+        return None
+    if not math.isfinite(ts) or ts < 0 or ts > 4_102_444_800:  # up to 2100-01-01
+        return None
+    return ts
+
+
+def _clean_id(value: Any) -> str | None:
+    """An identifier: a non-empty string, or an integer turned into one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text and len(text) <= _MAX_ID_CHARS and text.isprintable():
+            return text
+    return None
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def parse_event(
+    raw: bytes | str | Mapping[str, Any],
+    *,
+    fallback_id: str | None = None,
+    offset: int | None = None,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> Event | Rejected:
+    """Validate one interaction event against the contract.
+
+    ``fallback_id`` (usually ``topic/partition/offset``) stands in for a missing
+    ``event_id``; ``offset`` is the record's partition offset, kept on the event.
+    ``max_text_chars`` bounds ``text`` (characters); ``max_record_bytes``
+    bounds the encoded record (bytes). Returns the :class:`Event` or a :class:`Rejected`.
+    """
+    if isinstance(raw, bytes | bytearray | memoryview) and len(raw) > max_record_bytes:
+        return Rejected("record_too_large", f"{len(raw)} bytes > {max_record_bytes}", bytes(raw))
+    obj, rejected, raw_bytes = _load_object(raw)
+    if rejected is not None:
+        return rejected
+    assert obj is not None
+
+    def fail(reason: str, detail: str) -> Rejected:
+        return Rejected(reason, detail, raw_bytes or orjson.dumps(obj, default=str))
+
+    for name in ("user_id", "ts", "type"):
+        if obj.get(name) is None:
+            return fail(f"missing_field:{name}", f"'{name}' is required")
+    user_id = _clean_id(obj["user_id"])
+    if user_id is None:
+        return fail(
+            "bad_type:user_id", "user_id must be a non-empty printable string or an integer"
+        )
+    ts = _ts_from(obj["ts"])
+    if ts is None:
+        return fail("bad_type:ts", "ts must be unix seconds or an ISO-8601 string with a zone")
+    event_type = obj["type"]
+    if not isinstance(event_type, str):
+        return fail("bad_type:type", "type must be a string")
+    if event_type not in EVENT_TYPES:
+        return fail("unknown_event_type", f"unknown event type {event_type[:40]!r}")
+
+    item_id: str | None = None
+    if obj.get("item_id") is not None:
+        item_id = _clean_id(obj["item_id"])
+        if item_id is None:
+            return fail("bad_type:item_id", "item_id must be a non-empty string or an integer")
+    if event_type in ITEM_EVENT_TYPES and item_id is None:
+        return fail("missing_field:item_id", f"'{event_type}' events need an item_id")
+
+    text: str | None = None
+    if obj.get("text") is not None:
+        if not isinstance(obj["text"], str):
+            return fail("bad_type:text", "text must be a string")
+        if _has_lone_surrogate(obj["text"]):
+            return fail("bad_value:text", "text is not valid Unicode")
+        text = obj["text"].strip()
+        if len(text) > max_text_chars:
+            return fail("text_too_long", f"{len(text)} characters > {max_text_chars}")
+        if not text:
+            text = None
+    if event_type in TEXT_EVENT_TYPES and text is None:
+        return fail("missing_field:text", f"'{event_type}' events need a non-empty text")
+
+    rating: float | None = None
+    if obj.get("rating") is not None:
+        value = obj["rating"]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return fail("bad_type:rating", "rating must be a number")
+        rating = float(value)
+        if not (0.0 <= rating <= 5.0):
+            return fail("bad_value:rating", "rating must be in [0, 5]")
+    if event_type == "rate" and rating is None:
+        return fail("missing_field:rating", "'rate' events need a rating")
+
+    event_id = fallback_id
+    if obj.get("event_id") is not None:
+        event_id = _clean_id(obj["event_id"])
+        if event_id is None:
+            return fail("bad_type:event_id", "event_id must be a non-empty string or an integer")
+    if event_id is None:
+        return fail("missing_field:event_id", "no event_id and no topic/partition/offset")
+
+    context: dict[str, str | float | int] = {}
+    raw_context = obj.get("context")
+    if raw_context is not None:
+        if not isinstance(raw_context, dict) or len(raw_context) > _MAX_CONTEXT_KEYS:
+            return fail("bad_type:context", "context must be an object of at most 32 keys")
+        for key, value in raw_context.items():
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                return fail("bad_type:context", f"context[{key[:40]!r}] must be a string or number")
+            if isinstance(value, float) and not math.isfinite(value):
+                return fail("bad_type:context", f"context[{key[:40]!r}] is not finite")
+            if isinstance(value, str) and (
+                len(value) > max_text_chars or _has_lone_surrogate(value)
+            ):
+                return fail(
+                    "bad_value:context", f"context[{key[:40]!r}] is too long or not Unicode"
+                )
+            context[key] = value
+
+    return Event(
+        user_id=user_id,
+        ts=ts,
+        type=event_type,
+        event_id=event_id,
+        item_id=item_id,
+        text=text,
+        rating=rating,
+        context=context,
+        offset=offset,
+    )
+
+
+def _text_field(obj: Mapping[str, Any], name: str, max_chars: int) -> str | Rejected:
+    value = obj.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return Rejected(f"bad_type:{name}", f"{name} must be a string")
+    if _has_lone_surrogate(value):
+        return Rejected(f"bad_value:{name}", f"{name} is not valid Unicode")
+    if len(value) > max_chars:
+        return Rejected("text_too_long", f"{name}: {len(value)} characters > {max_chars}")
+    return value.strip()
+
+
+def parse_catalog(
+    key: bytes | str | None,
+    raw: bytes | str | Mapping[str, Any] | None,
+    *,
+    max_text_chars: int = 4 * DEFAULT_MAX_TEXT_CHARS,
+) -> CatalogItem | CatalogDeletion | Rejected:
+    """Validate one catalog record; a null value (tombstone) or ``deleted: true`` is a deletion.
+
+    ``key`` is the record's Kafka key (the item id), used for tombstones.
+    """
+    if raw is None:
+        item_key = _clean_id(key.decode("utf-8", "replace") if isinstance(key, bytes) else key)
+        if item_key is None:
+            return Rejected("missing_field:item_id", "tombstone without a key")
+        return CatalogDeletion(item_key)
+    obj, rejected, raw_bytes = _load_object(raw)
+    if rejected is not None:
+        return rejected
+    assert obj is not None
+
+    def fail(reason: str, detail: str) -> Rejected:
+        return Rejected(reason, detail, raw_bytes or orjson.dumps(obj, default=str))
+
+    if obj.get("item_id") is None:
+        return fail("missing_field:item_id", "'item_id' is required")
+    item_id = _clean_id(obj["item_id"])
+    if item_id is None:
+        return fail("bad_type:item_id", "item_id must be a non-empty string or an integer")
+    deleted = obj.get("deleted", False)
+    if deleted is not None and not isinstance(deleted, bool):
+        return fail("bad_type:deleted", "deleted must be true or false")
+    if deleted:
+        return CatalogDeletion(item_id)
+    title = obj.get("title")
+    if title is None:
+        return fail("missing_field:title", "'title' is required")
+    if not isinstance(title, str) or not title.strip():
+        return fail("bad_type:title", "title must be a non-empty string")
+    fields: dict[str, str] = {}
+    for name in ("title", "description", "category", "image_caption"):
+        value = _text_field(obj, name, max_text_chars)
+        if isinstance(value, Rejected):
+            return fail(value.reason, value.detail)
+        fields[name] = value
+    raw_tags = obj.get("tags")
+    tags: tuple[str, ...] = ()
+    if raw_tags is not None:
+        if not isinstance(raw_tags, list) or not all(isinstance(t, str) for t in raw_tags):
+            return fail("bad_type:tags", "tags must be a list of strings")
+        if any(_has_lone_surrogate(t) for t in raw_tags):
+            return fail("bad_value:tags", "a tag is not valid Unicode")
+        tags = tuple(dict.fromkeys(t.strip() for t in raw_tags if t.strip()))
+    return CatalogItem(item_id=item_id, tags=tags, **fields)
+
+
+def parse_recommendation(raw: bytes | str | Mapping[str, Any]) -> Recommendation | Rejected:
+    """Read a recommendation record back (for ``interest subscribe`` and tests)."""
+    obj, rejected, raw_bytes = _load_object(raw)
+    if rejected is not None:
+        return rejected
+    assert obj is not None
+    try:
+        intent = obj.get("intent")
+        return Recommendation(
+            user_id=str(obj["user_id"]),
+            version=int(obj["version"]),
+            event_ts=float(obj["event_ts"]),
+            published_at=float(obj["published_at"]),
+            trigger_event_id=str(obj.get("trigger_event_id", "")),
+            items=tuple(
+                RecommendedItem(str(i["item_id"]), float(i["score"]), str(i.get("reason", "")))
+                for i in obj.get("items", [])
+            ),
+            interests=tuple(
+                InterestLabel(str(i["label"]), float(i["weight"])) for i in obj.get("interests", [])
+            ),
+            intent=None
+            if not intent
+            else Intent(str(intent["label"]), float(intent["confidence"])),
+            model=str(obj.get("model", "")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        return Rejected("bad_recommendation", str(exc)[:200], raw_bytes)

@@ -1,0 +1,74 @@
+"""Kafka clients built from the settings, security (SASL/TLS) passed through.
+
+The one place that turns :class:`~interest_core.settings.KafkaSettings` into
+kafka-python keyword arguments, so producers, consumers and the admin client agree.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+from interest_core.settings import KafkaSettings, Settings
+
+__all__ = ["client_kwargs", "make_admin", "make_consumer", "make_producer"]
+
+log = logging.getLogger(__name__)
+
+
+def client_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
+    """kafka-python connection keyword arguments common to every client."""
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": [s.strip() for s in kafka.bootstrap_servers.split(",") if s.strip()],
+        "client_id": kafka.client_id,
+        "security_protocol": kafka.security_protocol,
+        "request_timeout_ms": kafka.request_timeout_ms,
+        "retry_backoff_ms": kafka.retry_backoff_ms,
+        "reconnect_backoff_max_ms": kafka.reconnect_backoff_max_ms,
+    }
+    if kafka.security_protocol.startswith("SASL"):
+        kwargs["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
+        kwargs["sasl_plain_username"] = kafka.sasl_plain_username
+        kwargs["sasl_plain_password"] = kafka.sasl_plain_password
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(kafka, name):
+            kwargs[name] = getattr(kafka, name)
+    return kwargs
+
+
+def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+    """A producer that waits for all in-sync replicas and retries (idempotent where allowed)."""
+    kwargs: dict[str, Any] = client_kwargs(settings.kafka)
+    kwargs.update(
+        acks="all",
+        linger_ms=5,
+        retries=2**31 - 1,
+        max_in_flight_requests_per_connection=5,
+        enable_idempotence=True,
+        delivery_timeout_ms=120_000,
+    )
+    kwargs.update(overrides)
+    return KafkaProducer(**kwargs)
+
+
+def make_consumer(settings: Settings, *topics: str, **overrides: Any) -> KafkaConsumer:
+    """A consumer with the configured timeouts; pass ``group_id=None`` for a group-less reader."""
+    c = settings.consumer
+    kwargs: dict[str, Any] = client_kwargs(settings.kafka)
+    kwargs.update(
+        session_timeout_ms=c.session_timeout_ms,
+        heartbeat_interval_ms=c.heartbeat_interval_ms,
+        max_poll_interval_ms=c.max_poll_interval_ms,
+        fetch_max_bytes=c.fetch_max_bytes,
+        max_partition_fetch_bytes=c.max_partition_fetch_bytes,
+    )
+    kwargs.update(overrides)
+    return KafkaConsumer(*topics, **kwargs)
+
+
+def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:
+    kwargs = client_kwargs(settings.kafka)
+    kwargs.update(overrides)
+    return KafkaAdminClient(**kwargs)

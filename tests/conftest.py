@@ -1,0 +1,44 @@
+"""Shared fixtures: the embedded broker (started by the tests themselves) and settings."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from interest_core.settings import Settings
+from producers.broker import EmbeddedBroker, free_port
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    """One embedded Tansu broker for the test session, on a free port."""
+    with EmbeddedBroker("127.0.0.1", free_port()) as running:
+        yield running
+
+
+@pytest.fixture
+def kafka_settings(broker: EmbeddedBroker) -> Settings:
+    """Settings pointing at the session broker, with fresh topic names and group per test."""
+    suffix = uuid.uuid4().hex[:8]
+    return Settings().replace(
+        kafka={"bootstrap_servers": broker.bootstrap_servers},
+        topics={
+            "events": f"t{suffix}.events",
+            "catalog": f"t{suffix}.catalog",
+            "recommendations": f"t{suffix}.recommendations",
+            "deadletter": f"t{suffix}.deadletter",
+            "state": f"t{suffix}.state",
+            "events_partitions": 4,
+            "recommendations_partitions": 4,
+            "state_partitions": 4,
+        },
+        consumer={
+            "group_id": f"g{suffix}",
+            "max_poll_interval_ms": 3000,
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
+        },
+        metrics={"port": 0},
+    )
