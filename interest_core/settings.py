@@ -102,6 +102,7 @@ class BatchSettings:
 
 @dataclass(frozen=True)
 class EncoderSettings:
+    backend: str = "transformer"  # transformer | hashing (cheap deterministic, for tests)
     model_path: str = ""  # empty: the bundled all-MiniLM-L6-v2
     model_name: str = ""  # name reported in records; empty: the model directory's name
     pooling: str = "auto"  # auto, mean, cls, last
