@@ -1,0 +1,355 @@
+"""The prequential evaluation protocol (``interest eval``), pure: no I/O, no clock.
+
+Events are replayed in time order. Before each positive event (purchase, add_to_cart,
+click, or a rating of 4 or more) of a user who already has at least ``min_history``
+events, the recommender is asked for that user's top-K over the whole catalog minus the
+items the user has already interacted with (the exclusion is passed explicitly), and the
+event's item is looked up in it. Then the event is applied. This is the "test, then
+train" loop of streaming-recommender research (Vinagre et al., 2014).
+
+Two positives are not scored, and are counted instead: an item the user has already
+interacted with (it is excluded, so it could never be hit) and an item outside the
+catalog (no recommender could propose it).
+
+The recommender is anything with ``learn(events)`` and ``recommend(user_ids, k,
+exclude)`` (:class:`Recommender`); the command line adapts the :class:`~interest_core.
+engine.Engine` the workers run. Events between two asks are fed to ``learn`` in one
+chunk. With ``max_lag_events > 0`` asks of different users may share one ``recommend``
+call, each seeing the state before at most that many other users' events (the user's own
+history is always complete); 0 (the default) is the exact protocol.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from interest_core.records import Event
+
+__all__ = [
+    "POSITIVE_RATING",
+    "PrequentialResult",
+    "Recommender",
+    "TasteCheck",
+    "TruthPoint",
+    "TruthTimeline",
+    "ndcg_gain",
+    "order_events",
+    "prequential",
+    "sliding_mean",
+    "taste_agreement",
+]
+
+#: A rating at or above this counts as a positive event (stars, 0..5).
+POSITIVE_RATING = 4.0
+
+
+class Recommender(Protocol):
+    """What the protocol drives: online learning and top-K with an explicit exclusion."""
+
+    def learn(self, events: Sequence[Event]) -> None:
+        """Apply ``events`` (in the order given) to the model."""
+        ...
+
+    def recommend(
+        self, user_ids: Sequence[str], k: int, exclude: Mapping[str, Collection[str]]
+    ) -> Mapping[str, Sequence[str]]:
+        """Top-``k`` item ids per user, best first, none of them in ``exclude[user]``."""
+        ...
+
+
+def ndcg_gain(rank: int) -> float:
+    """NDCG of one relevant item at 1-based ``rank`` (0 means missed): 1 / log2(rank + 1)."""
+    return 0.0 if rank <= 0 else 1.0 / math.log2(rank + 1)
+
+
+def order_events(events: Iterable[Event]) -> list[Event]:
+    """Events in time order; ties keep the log's order (a stable sort on ``ts``)."""
+    return sorted(events, key=lambda event: event.ts)
+
+
+def sliding_mean(values: Sequence[float], window: int) -> list[float]:
+    """Mean of the last ``window`` values at each position (shorter at the start)."""
+    if window <= 0:
+        raise ValueError("window must be positive")
+    out: list[float] = []
+    total = 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+@dataclass
+class PrequentialResult:
+    """The scores of one recommender on one log.
+
+    ``ranks`` holds, per evaluated event in order, the 1-based rank of the event's item
+    in the top-K, or 0 when it was missed; ``event_ts`` their event times (unix seconds).
+    """
+
+    k: int
+    catalog_size: int
+    ranks: list[int] = field(default_factory=list)
+    event_ts: list[float] = field(default_factory=list)
+    recommended: set[str] = field(default_factory=set)
+    events_total: int = 0
+    positives: int = 0
+    skipped_cold: int = 0
+    skipped_repeat: int = 0
+    skipped_unknown_item: int = 0
+    exclusion_violations: int = 0
+    asks: int = 0
+    learn_calls: int = 0
+
+    @property
+    def evaluated(self) -> int:
+        """Number of scored events."""
+        return len(self.ranks)
+
+    @property
+    def hits(self) -> int:
+        return sum(1 for rank in self.ranks if rank > 0)
+
+    @property
+    def hit_rate(self) -> float:
+        """HR@K: share of scored events whose item was in the top-K."""
+        return self.hits / self.evaluated if self.ranks else 0.0
+
+    @property
+    def ndcg(self) -> float:
+        """NDCG@K with one relevant item per ask: mean of 1/log2(rank+1), 0 for a miss."""
+        return sum(ndcg_gain(r) for r in self.ranks) / self.evaluated if self.ranks else 0.0
+
+    @property
+    def mrr(self) -> float:
+        """MRR@K: mean of 1/rank, 0 for a miss."""
+        return sum(1.0 / r for r in self.ranks if r > 0) / self.evaluated if self.ranks else 0.0
+
+    @property
+    def coverage(self) -> float:
+        """Catalog coverage: distinct items ever recommended / catalog size."""
+        return len(self.recommended) / self.catalog_size if self.catalog_size else 0.0
+
+    def metrics(self) -> dict[str, Any]:
+        """The reported numbers, JSON-ready."""
+        return {
+            f"hr@{self.k}": self.hit_rate,
+            f"ndcg@{self.k}": self.ndcg,
+            "mrr": self.mrr,
+            "coverage": self.coverage,
+            "evaluated": self.evaluated,
+            "hits": self.hits,
+            "distinct_recommended": len(self.recommended),
+            "catalog_size": self.catalog_size,
+            "events_total": self.events_total,
+            "positives": self.positives,
+            "skipped_cold": self.skipped_cold,
+            "skipped_repeat": self.skipped_repeat,
+            "skipped_unknown_item": self.skipped_unknown_item,
+            "exclusion_violations": self.exclusion_violations,
+            "asks": self.asks,
+            "learn_calls": self.learn_calls,
+        }
+
+
+@dataclass
+class _Ask:
+    slot: int  # index into result.ranks
+    user_id: str
+    item_id: str
+    exclude: frozenset[str]
+
+
+def prequential(
+    events: Iterable[Event],
+    recommender: Recommender,
+    *,
+    catalog: Collection[str],
+    k: int = 10,
+    min_history: int = 5,
+    max_lag_events: int = 0,
+    max_chunk_events: int = 4096,
+    checkpoints: Sequence[float] = (),
+    on_checkpoint: Callable[[float], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> PrequentialResult:
+    """Run the prequential protocol of ``recommender`` over ``events``.
+
+    ``catalog`` is the set of item ids that can be recommended; ``k`` the list length
+    (items); ``min_history`` the events a user needs before being scored;
+    ``max_lag_events`` how many other users' events an ask may miss (0: exact);
+    ``max_chunk_events`` caps one ``learn`` call. ``on_checkpoint(t)`` is called, with
+    exactly the events of time < ``t`` applied, for each ``t`` in ``checkpoints``
+    (unix seconds, ascending). ``progress(n)`` reports ``n`` more events processed.
+    """
+    if k <= 0:
+        raise ValueError("k must be positive")
+    if min_history < 0 or max_lag_events < 0 or max_chunk_events <= 0:
+        raise ValueError("min_history and max_lag_events must be >= 0, max_chunk_events > 0")
+    ordered = order_events(events)
+    catalog_ids = catalog if isinstance(catalog, set | frozenset) else set(catalog)
+    result = PrequentialResult(k=k, catalog_size=len(catalog_ids))
+    history: dict[str, int] = {}
+    seen: dict[str, set[str]] = {}
+    pending: list[Event] = []
+    pending_users: set[str] = set()
+    asks: list[_Ask] = []
+    todo_checkpoints = sorted(checkpoints)
+
+    def flush() -> None:
+        if asks:
+            answers = recommender.recommend(
+                [a.user_id for a in asks], k, {a.user_id: a.exclude for a in asks}
+            )
+            result.asks += len(asks)
+            for ask in asks:
+                listed = list(answers.get(ask.user_id, ()))[:k]
+                kept = [i for i in listed if i not in ask.exclude]
+                result.exclusion_violations += len(listed) - len(kept)
+                result.recommended.update(kept)
+                if ask.item_id in kept:
+                    result.ranks[ask.slot] = kept.index(ask.item_id) + 1
+            asks.clear()
+        if pending:
+            recommender.learn(list(pending))
+            result.learn_calls += 1
+            if progress is not None:
+                progress(len(pending))
+            pending.clear()
+            pending_users.clear()
+
+    for event in ordered:
+        while todo_checkpoints and event.ts >= todo_checkpoints[0]:
+            flush()
+            if on_checkpoint is not None:
+                on_checkpoint(todo_checkpoints[0])
+            todo_checkpoints.pop(0)
+        result.events_total += 1
+        user = event.user_id
+        if event.type == "delete_user":
+            # Everything about the user is gone: history starts again from nothing.
+            history.pop(user, None)
+            seen.pop(user, None)
+        elif event.is_positive and event.item_id is not None:
+            result.positives += 1
+            user_seen = seen.get(user, set())
+            if history.get(user, 0) < min_history:
+                result.skipped_cold += 1
+            elif event.item_id not in catalog_ids:
+                result.skipped_unknown_item += 1
+            elif event.item_id in user_seen:
+                result.skipped_repeat += 1
+            else:
+                # The ask must see every earlier event of this user, and at most
+                # max_lag_events earlier events of others.
+                if pending and (len(pending) > max_lag_events or user in pending_users):
+                    flush()
+                result.ranks.append(0)
+                result.event_ts.append(event.ts)
+                asks.append(_Ask(len(result.ranks) - 1, user, event.item_id, frozenset(user_seen)))
+        if event.type != "delete_user":
+            history[user] = history.get(user, 0) + 1
+            if event.item_id is not None:
+                seen.setdefault(user, set()).add(event.item_id)
+        pending.append(event)
+        pending_users.add(user)
+        if len(pending) >= max_chunk_events:
+            flush()
+    flush()
+    for t in todo_checkpoints:
+        if on_checkpoint is not None:
+            on_checkpoint(t)
+    return result
+
+
+# --------------------------------------------------------------------------- taste tracking
+
+
+@dataclass(frozen=True)
+class TruthPoint:
+    """From ``since`` (unix seconds) on, ``user_id``'s true dominant taste is ``taste``."""
+
+    user_id: str
+    since: float
+    taste: str
+
+
+class TruthTimeline:
+    """Each user's true taste over time, from a generator's ground truth."""
+
+    def __init__(self, points: Iterable[TruthPoint]) -> None:
+        self._by_user: dict[str, list[TruthPoint]] = {}
+        for point in sorted(points, key=lambda p: p.since):
+            self._by_user.setdefault(point.user_id, []).append(point)
+
+    @property
+    def users(self) -> list[str]:
+        return sorted(self._by_user)
+
+    def taste_at(self, user_id: str, ts: float) -> str | None:
+        """The user's true taste at time ``ts`` (None before the first point)."""
+        current = None
+        for point in self._by_user.get(user_id, ()):
+            if point.since > ts:
+                break
+            current = point.taste
+        return current
+
+    def drift_times(self) -> list[float]:
+        """Times (unix seconds) at which some user's taste changes, ascending, distinct."""
+        times: set[float] = set()
+        for points in self._by_user.values():
+            times.update(p.since for p in points[1:])
+        return sorted(times)
+
+    def last_change_before(self, user_id: str, ts: float) -> float | None:
+        """When the user's current taste (at ``ts``) began, if it replaced an earlier one."""
+        points = [p for p in self._by_user.get(user_id, ()) if p.since <= ts]
+        return points[-1].since if len(points) >= 2 else None
+
+
+@dataclass(frozen=True)
+class TasteCheck:
+    """At time ``ts``, how many users' captured top interest matched their true taste."""
+
+    ts: float
+    users: int
+    matched: int
+
+    @property
+    def share(self) -> float:
+        return self.matched / self.users if self.users else 0.0
+
+
+def _norm(label: str) -> str:
+    return " ".join(label.lower().replace("_", " ").replace("-", " ").split())
+
+
+def taste_agreement(
+    ts: float,
+    truth: TruthTimeline,
+    captured: Mapping[str, str | None],
+    *,
+    match: Callable[[str, str], bool] | None = None,
+) -> TasteCheck:
+    """Compare captured top-interest labels with the true tastes at ``ts``.
+
+    ``captured`` maps user id to the label the recommender holds as that user's top
+    interest (None: nothing held yet). Only users with a known true taste at ``ts`` and
+    a captured label count. ``match(captured, true)`` decides a match; by default a
+    case- and separator-insensitive containment either way ("Sci-Fi" ~ "sci fi movies").
+    """
+    matcher = match or (lambda got, want: _norm(want) in _norm(got) or _norm(got) in _norm(want))
+    users = matched = 0
+    for user_id, label in captured.items():
+        want = truth.taste_at(user_id, ts)
+        if want is None or not label:
+            continue
+        users += 1
+        matched += bool(matcher(label, want))
+    return TasteCheck(ts=ts, users=users, matched=matched)
