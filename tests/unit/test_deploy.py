@@ -1,0 +1,315 @@
+"""The deployment files agree with each other and with the code.
+
+No Docker engine runs here, so these read the files: docker-compose.yml, the
+Dockerfiles, deploy/prometheus.yml, the Grafana provisioning and dashboard, configs/.
+The dashboard's metrics are checked against the architecture's metric table here and
+against a live worker's /metrics in tests/integration/test_deploy_metrics.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from consumers.cli import COMMANDS, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "interest-stream.json"
+DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+PROVIDERS = ROOT / "deploy" / "grafana" / "provisioning" / "dashboards" / "interest-stream.yml"
+DOCKERFILES = [ROOT / "Dockerfile", ROOT / "Dockerfile.cuda"]
+
+PROMQL_WORDS = {
+    "sum",
+    "rate",
+    "max",
+    "min",
+    "avg",
+    "by",
+    "le",
+    "histogram_quantile",
+    "increase",
+    "irate",
+}
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+
+
+def _docker_settings():
+    return load_settings(ROOT / "configs" / "docker.toml", {})
+
+
+def dashboard_expressions() -> list[str]:
+    """Every PromQL expression of the Grafana dashboard."""
+    dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+
+
+def dashboard_metric_names() -> set[str]:
+    """Metric sample names the dashboard queries (``interest_..._bucket`` etc.)."""
+    names: set[str] = set()
+    for expr in dashboard_expressions():
+        names.update(re.findall(r"\binterest_[a-z0-9_]+", expr))
+    return names
+
+
+def base_metric_name(sample: str) -> str:
+    """``interest_x_seconds_bucket`` -> ``interest_x_seconds``; counters keep ``_total``."""
+    for suffix in ("_bucket", "_sum", "_count", "_created"):
+        if sample.endswith(suffix):
+            return sample[: -len(suffix)]
+    return sample
+
+
+# --------------------------------------------------------------------------- configs
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_config_loads(path: Path) -> None:
+    settings = load_settings(path, {})
+    assert settings.topics.events_partitions >= 1
+
+
+def test_override_configs_only_override_documented_keys() -> None:
+    """docker/gpu/test configs may only name keys that default.toml documents."""
+    import tomllib
+
+    documented = tomllib.loads((ROOT / "configs" / "default.toml").read_text(encoding="utf-8"))
+    for path in (ROOT / "configs").glob("*.toml"):
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        for section, values in data.items():
+            assert section in documented, f"{path.name}: [{section}] not in default.toml"
+            for key in values:
+                assert key in documented[section], f"{path.name}: {section}.{key} undocumented"
+        assert "default.toml" in path.read_text(encoding="utf-8") or path.name == "default.toml"
+
+
+def test_docker_config_binds_metrics_for_the_network_and_reaches_kafka() -> None:
+    settings = _docker_settings()
+    assert settings.metrics.host == "0.0.0.0"
+    assert settings.metrics.port > 0
+    kafka = _compose()["services"]["kafka"]["environment"]
+    advertised = kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    internal = [a.split("://", 1)[1] for a in advertised if a.startswith("INTERNAL://")]
+    assert internal == [settings.kafka.bootstrap_servers]
+
+
+def test_gpu_config_runs_the_encoder_on_cuda_in_half_precision() -> None:
+    settings = load_settings(ROOT / "configs" / "gpu.toml", {})
+    default = load_settings(ROOT / "configs" / "default.toml", {})
+    assert settings.encoder.device == "cuda"
+    assert settings.encoder.dtype == "float16"
+    assert settings.batch.max_events > default.batch.max_events
+
+
+# --------------------------------------------------------------------------- compose
+
+
+def test_compose_references_exist() -> None:
+    compose = _compose()
+    services = compose["services"]
+    volumes = set((compose.get("volumes") or {}).keys())
+    assert {"kafka", "topics", "worker", "replay", "prometheus", "grafana"} <= set(services)
+    for name, service in services.items():
+        depends = service.get("depends_on") or []
+        for dep in depends if isinstance(depends, list) else depends.keys():
+            assert dep in services, f"{name} depends on unknown service {dep}"
+        build = service.get("build")
+        if build:
+            context = ROOT / (build["context"] if isinstance(build, dict) else build)
+            assert context.is_dir(), f"{name}: build context {context} missing"
+            dockerfile = (
+                build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile"
+            )
+            assert (context / dockerfile).is_file(), f"{name}: {dockerfile} missing"
+        for volume in service.get("volumes") or []:
+            source = volume.split(":", 1)[0]
+            if source.startswith((".", "/")):
+                assert (ROOT / source).exists(), f"{name}: mounted path {source} missing"
+            else:
+                assert source in volumes, f"{name}: named volume {source} not declared"
+
+
+def test_compose_runs_only_known_interest_commands() -> None:
+    for name, service in _compose()["services"].items():
+        if service.get("image", "").startswith("interest-stream"):
+            command = service["command"]
+            words = (
+                re.findall(r"\binterest (\w+)", " ".join(command))
+                if service.get("entrypoint")
+                else [command[0]]
+            )
+            assert words, name
+            for word in words:
+                assert word in COMMANDS, f"{name} runs unknown subcommand {word}"
+
+
+def test_workers_scale() -> None:
+    """No fixed container name or host port, or `--scale worker=N` would collide."""
+    worker = _compose()["services"]["worker"]
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    assert str(_docker_settings().metrics.port) in [str(p) for p in worker.get("expose", [])]
+    assert _docker_settings().topics.events_partitions >= 2
+
+
+def test_compose_config_files_are_the_ones_mounted() -> None:
+    compose = _compose()
+    worker = compose["services"]["worker"]
+    config = worker["environment"]["INTEREST_CONFIG"]
+    mounts = dict(v.split(":")[:2][::-1] for v in worker["volumes"])
+    mount_dir = next(target for target in mounts if config.startswith(target + "/"))
+    assert (ROOT / mounts[mount_dir] / config[len(mount_dir) + 1 :]).is_file()
+
+
+# --------------------------------------------------------------------------- Dockerfiles
+
+
+def _dockerignore_allows(path: str) -> bool:
+    allowed = False
+    for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line.lstrip("!").rstrip("/")
+        if pattern == "**" or path == pattern or path.startswith(pattern + "/"):
+            allowed = negate
+    return allowed
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_copies_existing_and_unignored_files(dockerfile: Path) -> None:
+    text = dockerfile.read_text(encoding="utf-8").replace("\\\n", " ")
+    copies = [line.split()[1:] for line in text.splitlines() if line.startswith("COPY ")]
+    assert copies
+    for args in copies:
+        if any(a.startswith("--from") for a in args):
+            continue
+        for source in args[:-1]:
+            optional = source.endswith("*")
+            source = source.rstrip("*")
+            if optional and not (ROOT / source).exists():
+                continue
+            assert (ROOT / source).exists(), f"{dockerfile.name}: COPY {source}: missing"
+            assert _dockerignore_allows(source), f"{dockerfile.name}: {source} is dockerignored"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_runtime_is_offline_non_root_and_configured(dockerfile: Path) -> None:
+    text = dockerfile.read_text(encoding="utf-8")
+    runtime = text.split(" AS runtime", 1)[1]
+    assert "HF_HUB_OFFLINE=1" in runtime and "TRANSFORMERS_OFFLINE=1" in runtime
+    assert re.search(r"^USER (?!root)\w+", runtime, re.M)
+    config = re.search(r"INTEREST_CONFIG=/app/(\S+)", runtime)
+    assert config and (ROOT / config.group(1)).is_file()
+    assert "COPY configs /app/configs" in runtime
+    assert re.search(r"ARG TORCH_SPEC=torch==\d+\.\d+\.\d+", text), "torch must be pinned"
+    port = load_settings(ROOT / config.group(1), {}).metrics.port
+    assert f"127.0.0.1:{port}/healthz" in runtime
+    entry = re.search(r"^ENTRYPOINT (.+)$", runtime, re.M)
+    assert entry and json.loads(entry.group(1)) == ["interest"]
+
+
+def test_constraints_pin_every_runtime_dependency() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    pinned = {
+        re.sub(r"[-_.]+", "-", line.split("==")[0]).lower()
+        for line in (ROOT / "deploy" / "constraints.txt").read_text(encoding="utf-8").splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    for requirement in project["dependencies"]:
+        name = re.split(r"[<>=!~ \[;]", requirement, maxsplit=1)[0]
+        name = re.sub(r"[-_.]+", "-", name).lower()
+        if name != "torch":  # pinned by the TORCH_SPEC build argument instead
+            assert name in pinned, f"{name} is not pinned in deploy/constraints.txt"
+
+
+# --------------------------------------------------------------------------- Prometheus / Grafana
+
+
+def test_prometheus_scrapes_every_worker_on_the_configured_port() -> None:
+    config = yaml.safe_load(PROMETHEUS.read_text(encoding="utf-8"))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    worker_jobs = [j for j in jobs.values() if j.get("dns_sd_configs")]
+    assert worker_jobs
+    sd = worker_jobs[0]["dns_sd_configs"][0]
+    assert set(sd["names"]) & {"worker", "tasks.worker"}
+    assert sd["port"] == _docker_settings().metrics.port
+    assert worker_jobs[0].get("metrics_path", "/metrics") == "/metrics"
+    prometheus = _compose()["services"]["prometheus"]
+    mounted = [v.split(":")[0] for v in prometheus["volumes"]]
+    assert "./deploy/prometheus.yml" in mounted
+
+
+def test_grafana_provisioning_points_at_the_dashboard_and_datasource() -> None:
+    grafana = _compose()["services"]["grafana"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}
+    providers = yaml.safe_load(PROVIDERS.read_text(encoding="utf-8"))["providers"]
+    path = providers[0]["options"]["path"]
+    assert (ROOT / mounts[path] / DASHBOARD.name).is_file()
+    assert (ROOT / mounts["/etc/grafana/provisioning"] / "datasources").is_dir()
+    datasource = yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090"
+    dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    for panel in dash["panels"]:
+        assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
+        assert panel["targets"], panel["title"]
+
+
+def test_dashboard_covers_what_operators_need() -> None:
+    exprs = " ".join(dashboard_expressions())
+    for needed in (
+        "interest_events_consumed_total",
+        "interest_event_to_publish_seconds_bucket",
+        "interest_consumer_lag_records",
+        "interest_batch_size_bucket",
+        "interest_encoder_seconds_bucket",
+        "interest_embedding_cache_hits_total",
+        "interest_events_deadlettered_total",
+        "interest_recommendations_published_total",
+    ):
+        assert needed in exprs, needed
+    assert "histogram_quantile" in exprs
+
+
+def test_dashboard_metrics_are_in_the_architecture_metric_table() -> None:
+    table = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"`(interest_[a-z0-9_]+)`", table))
+    # "`interest_embedding_cache_hits_total` / `_misses_total`" documents both.
+    documented |= {
+        d.replace("hits_total", "misses_total") for d in documented if d.endswith("_hits_total")
+    }
+    for sample in dashboard_metric_names():
+        assert base_metric_name(sample) in documented, sample
+
+
+def test_dashboard_expressions_are_balanced() -> None:
+    for expr in dashboard_expressions():
+        assert expr.count("(") == expr.count(")"), expr
+        assert expr.count("[") == expr.count("]"), expr
+        words = set(re.findall(r"\b([a-z_]+)\s*\(", expr))
+        assert words <= PROMQL_WORDS, words - PROMQL_WORDS
+
+
+def test_readme_commands_in_compose_header_parse() -> None:
+    """The usage lines at the top of docker-compose.yml name real services and commands."""
+    header = [line[1:].strip() for line in COMPOSE.read_text().splitlines() if line.startswith("#")]
+    scale = [line for line in header if "--scale" in line]
+    assert scale and "worker=" in scale[0]
+    for line in header:
+        if line.startswith("INTEREST__"):
+            words = shlex.split(line.split("#")[0])
+            assert words[1] == "interest" and words[2] in COMMANDS
