@@ -21,6 +21,7 @@ import ctypes
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -28,7 +29,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -40,7 +41,10 @@ __all__ = [
     "Fleet",
     "WorkerStatus",
     "format_status",
+    "histogram_buckets",
+    "histogram_quantile",
     "scrape_metrics",
+    "scrape_samples",
     "settings_env",
 ]
 
@@ -84,22 +88,78 @@ def settings_env(settings: Settings, baseline: Settings) -> dict[str, str]:
 # --------------------------------------------------------------------------- metrics
 
 
-def scrape_metrics(url: str, timeout_s: float = 1.0) -> dict[str, float]:
-    """Sum of every sample per metric name at a Prometheus ``/metrics`` URL.
+Sample = tuple[str, dict[str, str], float]
 
-    Labels are summed over (``interest_events_consumed_total`` of every type becomes one
-    number). Raises :class:`OSError` when the endpoint does not answer within
-    ``timeout_s`` seconds.
+
+def scrape_samples(url: str, timeout_s: float = 1.0) -> list[Sample]:
+    """Every sample at a Prometheus ``/metrics`` URL: ``(name, labels, value)``.
+
+    Raises :class:`OSError` when the endpoint does not answer within ``timeout_s``
+    seconds, :class:`ValueError` when the text is not the exposition format.
     """
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(url, timeout=timeout_s) as response:
         text = response.read().decode("utf-8", "replace")
+    return [
+        (sample.name, dict(sample.labels), float(sample.value))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def scrape_metrics(url: str, timeout_s: float = 1.0) -> dict[str, float]:
+    """Sum of every sample per metric name at a Prometheus ``/metrics`` URL.
+
+    Labels are summed over (``interest_events_consumed_total`` of every type becomes one
+    number); do not use it for histogram buckets (see :func:`histogram_buckets`).
+    """
     totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            totals[sample.name] = totals.get(sample.name, 0.0) + float(sample.value)
+    for name, _, value in scrape_samples(url, timeout_s):
+        totals[name] = totals.get(name, 0.0) + value
     return totals
+
+
+def histogram_buckets(samples: Iterable[Sample], name: str) -> dict[float, float]:
+    """Cumulative counts by upper bound (``le``) of histogram ``name``, summed over labels.
+
+    Samples of several workers can be passed together: their buckets add up.
+    """
+    buckets: dict[float, float] = {}
+    for sample_name, labels, value in samples:
+        if sample_name == f"{name}_bucket" and "le" in labels:
+            le = float(labels["le"])
+            buckets[le] = buckets.get(le, 0.0) + value
+    return buckets
+
+
+def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """The ``q`` quantile (0..1) of a histogram, interpolated as Prometheus does.
+
+    ``buckets`` maps upper bounds to cumulative counts (see :func:`histogram_buckets`);
+    the result is in the histogram's unit. None when it holds no observation. A quantile
+    in the ``+Inf`` bucket reports the largest finite bound.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile must be in [0, 1], got {q}")
+    bounds = sorted(buckets)
+    if not bounds or buckets[bounds[-1]] <= 0:
+        return None
+    total = buckets[bounds[-1]]
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound
+            if count == lower_count:
+                return bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (
+                count - lower_count
+            )
+        lower_bound, lower_count = bound, count
+    return lower_bound
 
 
 # --------------------------------------------------------------------------- supervision

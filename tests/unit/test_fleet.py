@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
 from consumers.cli import load_settings
-from consumers.fleet import Backoff, WorkerStatus, format_status, settings_env
+from consumers.fleet import (
+    Backoff,
+    WorkerStatus,
+    format_status,
+    histogram_buckets,
+    histogram_quantile,
+    settings_env,
+)
 from interest_core.settings import Settings
 
 
@@ -42,3 +51,26 @@ def test_status_line_shows_what_an_operator_needs() -> None:
     for part in ("fleet-1", "4242", "running", "restarts 2", ":9401", "812.3 ev/s", "ready"):
         assert part in line
     assert "not ready" in format_status(WorkerStatus("fleet-0", 9400, ready=False))
+
+
+def test_histogram_quantile_interpolates_like_prometheus() -> None:
+    samples = [
+        ("interest_x_seconds_bucket", {"le": "0.1"}, 30.0),
+        ("interest_x_seconds_bucket", {"le": "0.5"}, 60.0),
+        ("interest_x_seconds_bucket", {"le": "1.0"}, 70.0),
+        ("interest_x_seconds_bucket", {"le": "+Inf"}, 70.0),
+        # a second worker's buckets add up with the first's
+        ("interest_x_seconds_bucket", {"le": "0.1"}, 20.0),
+        ("interest_x_seconds_bucket", {"le": "0.5"}, 30.0),
+        ("interest_x_seconds_bucket", {"le": "1.0"}, 30.0),
+        ("interest_x_seconds_bucket", {"le": "+Inf"}, 30.0),
+        ("interest_x_seconds_count", {}, 100.0),
+    ]
+    buckets = histogram_buckets(samples, "interest_x_seconds")
+    assert buckets == {0.1: 50.0, 0.5: 90.0, 1.0: 100.0, float("inf"): 100.0}
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.1)
+    assert histogram_quantile(0.99, buckets) == pytest.approx(0.95)
+    assert histogram_quantile(0.25, buckets) == pytest.approx(0.05)
+    assert histogram_quantile(0.5, {0.1: 0.0, float("inf"): 0.0}) is None
+    # everything beyond the last finite bound: report that bound
+    assert histogram_quantile(0.9, {0.1: 1.0, float("inf"): 10.0}) == 0.1
