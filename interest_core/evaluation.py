@@ -21,6 +21,7 @@ history is always complete); 0 (the default) is the exact protocol.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,14 +33,14 @@ __all__ = [
     "POSITIVE_RATING",
     "PrequentialResult",
     "Recommender",
-    "TasteCheck",
-    "TruthPoint",
+    "TastePeriod",
     "TruthTimeline",
+    "label_matches",
     "ndcg_gain",
     "order_events",
     "prequential",
     "sliding_mean",
-    "taste_agreement",
+    "taste_tracking",
 ]
 
 #: A rating at or above this counts as a positive event (stars, 0..5).
@@ -271,85 +272,141 @@ def prequential(
 
 
 @dataclass(frozen=True)
-class TruthPoint:
-    """From ``since`` (unix seconds) on, ``user_id``'s true dominant taste is ``taste``."""
+class TastePeriod:
+    """Over ``[from_ts, to_ts)`` (unix seconds) ``user_id`` truly holds ``tastes``.
+
+    ``weights`` go with ``tastes`` (same order); the strongest taste is ``dominant``
+    when it is strictly stronger than the others.
+    """
 
     user_id: str
-    since: float
-    taste: str
+    from_ts: float
+    to_ts: float
+    tastes: tuple[str, ...]
+    weights: tuple[float, ...] = ()
+
+    @property
+    def dominant(self) -> str | None:
+        if not self.tastes:
+            return None
+        if len(self.weights) != len(self.tastes):
+            return self.tastes[0] if len(self.tastes) == 1 else None
+        ranked = sorted(zip(self.weights, self.tastes, strict=True), reverse=True)
+        if len(ranked) == 1 or ranked[0][0] > ranked[1][0]:
+            return ranked[0][1]
+        return None
 
 
 class TruthTimeline:
-    """Each user's true taste over time, from a generator's ground truth."""
+    """Each user's true tastes over time, from a generator's ground truth."""
 
-    def __init__(self, points: Iterable[TruthPoint]) -> None:
-        self._by_user: dict[str, list[TruthPoint]] = {}
-        for point in sorted(points, key=lambda p: p.since):
-            self._by_user.setdefault(point.user_id, []).append(point)
+    def __init__(self, periods: Iterable[TastePeriod]) -> None:
+        self._by_user: dict[str, list[TastePeriod]] = {}
+        for period in sorted(periods, key=lambda p: (p.user_id, p.from_ts)):
+            self._by_user.setdefault(period.user_id, []).append(period)
 
     @property
     def users(self) -> list[str]:
         return sorted(self._by_user)
 
-    def taste_at(self, user_id: str, ts: float) -> str | None:
-        """The user's true taste at time ``ts`` (None before the first point)."""
-        current = None
-        for point in self._by_user.get(user_id, ()):
-            if point.since > ts:
-                break
-            current = point.taste
-        return current
+    def period_at(self, user_id: str, ts: float) -> TastePeriod | None:
+        """The period in force for the user at ``ts`` (None outside every period)."""
+        for period in self._by_user.get(user_id, ()):
+            if period.from_ts <= ts < period.to_ts:
+                return period
+        return None
 
-    def drift_times(self) -> list[float]:
-        """Times (unix seconds) at which some user's taste changes, ascending, distinct."""
-        times: set[float] = set()
-        for points in self._by_user.values():
-            times.update(p.since for p in points[1:])
-        return sorted(times)
+    def drifts(self) -> list[tuple[TastePeriod, TastePeriod]]:
+        """Every (old, new) pair of consecutive periods of a user whose tastes differ."""
+        return [
+            (old, new)
+            for periods in self._by_user.values()
+            for old, new in itertools.pairwise(periods)
+            if set(old.tastes) != set(new.tastes)
+        ]
 
-    def last_change_before(self, user_id: str, ts: float) -> float | None:
-        """When the user's current taste (at ``ts``) began, if it replaced an earlier one."""
-        points = [p for p in self._by_user.get(user_id, ()) if p.since <= ts]
-        return points[-1].since if len(points) >= 2 else None
-
-
-@dataclass(frozen=True)
-class TasteCheck:
-    """At time ``ts``, how many users' captured top interest matched their true taste."""
-
-    ts: float
-    users: int
-    matched: int
-
-    @property
-    def share(self) -> float:
-        return self.matched / self.users if self.users else 0.0
+    def span(self) -> tuple[float, float]:
+        """First ``from_ts`` and last ``to_ts`` over all users (unix seconds)."""
+        periods = [p for ps in self._by_user.values() for p in ps]
+        if not periods:
+            return (0.0, 0.0)
+        return (min(p.from_ts for p in periods), max(p.to_ts for p in periods))
 
 
 def _norm(label: str) -> str:
     return " ".join(label.lower().replace("_", " ").replace("-", " ").split())
 
 
-def taste_agreement(
-    ts: float,
-    truth: TruthTimeline,
-    captured: Mapping[str, str | None],
-    *,
-    match: Callable[[str, str], bool] | None = None,
-) -> TasteCheck:
-    """Compare captured top-interest labels with the true tastes at ``ts``.
+def label_matches(label: str | None, taste: str) -> bool:
+    """A captured interest label names the taste: case- and separator-insensitive
+    containment either way ("Sci-Fi" ~ "sci fi movies")."""
+    if not label:
+        return False
+    got, want = _norm(label), _norm(taste)
+    return bool(got) and (want in got or got in want)
 
-    ``captured`` maps user id to the label the recommender holds as that user's top
-    interest (None: nothing held yet). Only users with a known true taste at ``ts`` and
-    a captured label count. ``match(captured, true)`` decides a match; by default a
-    case- and separator-insensitive containment either way ("Sci-Fi" ~ "sci fi movies").
+
+def _matches_any(label: str | None, tastes: Iterable[str]) -> bool:
+    return any(label_matches(label, taste) for taste in tastes)
+
+
+def taste_tracking(
+    truth: TruthTimeline, snapshots: Mapping[float, Mapping[str, str | None]]
+) -> dict[str, Any]:
+    """How closely captured top-interest labels follow the true tastes over time.
+
+    ``snapshots[t][user]`` is the user's captured top interest label at time ``t`` (unix
+    seconds; None: nothing held). Returns, JSON-ready:
+
+    - ``over_time``: per snapshot, users with a label and the share whose label is one
+      of their current true tastes (``in_current``);
+    - ``drift``: per drift point (a user's tastes change at time d), judged on the last
+      snapshot before d (``before``) and the last snapshot before the next change
+      (``after``): share whose label was a current taste before; share whose label is
+      the new taste after (``after_new``), a current taste after (``after_current``), and
+      still a dropped taste after (``after_stale``). ``drifts`` counts the drift points
+      with a labelled snapshot on both sides.
     """
-    matcher = match or (lambda got, want: _norm(want) in _norm(got) or _norm(got) in _norm(want))
-    users = matched = 0
-    for user_id, label in captured.items():
-        want = truth.taste_at(user_id, ts)
-        if want is None or not label:
+    times = sorted(snapshots)
+    over_time = []
+    for t in times:
+        users = matched = 0
+        for user, label in snapshots[t].items():
+            period = truth.period_at(user, t)
+            if period is None or not label:
+                continue
+            users += 1
+            matched += _matches_any(label, period.tastes)
+        over_time.append({"ts": t, "users": users, "in_current": matched / users if users else 0.0})
+    counted = before_ok = after_new = after_current = after_stale = 0
+    for old, new in truth.drifts():
+        user = new.user_id
+        before = [t for t in times if old.from_ts <= t < new.from_ts]
+        after = [t for t in times if new.from_ts < t < new.to_ts]
+        if not before or not after:
             continue
-        users += 1
-        matched += bool(matcher(label, want))
-    return TasteCheck(ts=ts, users=users, matched=matched)
+        label_before = snapshots[before[-1]].get(user)
+        label_after = snapshots[after[-1]].get(user)
+        if not label_before or not label_after:
+            continue
+        added = [t for t in new.tastes if t not in old.tastes]
+        dropped = [t for t in old.tastes if t not in new.tastes]
+        counted += 1
+        before_ok += _matches_any(label_before, old.tastes)
+        after_new += _matches_any(label_after, added)
+        after_current += _matches_any(label_after, new.tastes)
+        after_stale += _matches_any(label_after, dropped)
+
+    def share(n: int) -> float:
+        return n / counted if counted else 0.0
+
+    return {
+        "over_time": over_time,
+        "drift": {
+            "drifts": counted,
+            "before_in_current": share(before_ok),
+            "after_new": share(after_new),
+            "after_current": share(after_current),
+            "after_stale": share(after_stale),
+        },
+    }

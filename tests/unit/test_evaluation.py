@@ -10,13 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interest_core.evaluation import (
-    TruthPoint,
+    TastePeriod,
     TruthTimeline,
+    label_matches,
     ndcg_gain,
     order_events,
     prequential,
     sliding_mean,
-    taste_agreement,
+    taste_tracking,
 )
 from interest_core.records import Event
 
@@ -252,18 +253,33 @@ def test_ndcg_gain_and_sliding_mean() -> None:
         sliding_mean([1.0], 0)
 
 
-def test_taste_agreement_follows_the_truth_over_time() -> None:
+def test_taste_tracking_before_and_after_a_drift() -> None:
     truth = TruthTimeline(
         [
-            TruthPoint("u1", 0.0, "Sci-Fi"),
-            TruthPoint("u1", 100.0, "Drama"),
-            TruthPoint("u2", 0.0, "Comedy"),
+            TastePeriod("u1", 0.0, 100.0, ("Sci-Fi", "Jazz"), (1.0, 1.0)),
+            TastePeriod("u1", 100.0, 200.0, ("Drama", "Jazz"), (2.0, 1.0)),
+            TastePeriod("u2", 0.0, 100.0, ("Comedy", "Jazz"), (1.0, 1.0)),
+            TastePeriod("u2", 100.0, 200.0, ("Horror", "Jazz"), (2.0, 1.0)),
+            TastePeriod("u3", 0.0, 200.0, ("Baking",), (1.0,)),
         ]
     )
-    assert truth.taste_at("u1", 50) == "Sci-Fi" and truth.taste_at("u1", 100) == "Drama"
-    assert truth.taste_at("u3", 50) is None
-    assert truth.drift_times() == [100.0]
-    before = taste_agreement(50, truth, {"u1": "sci fi", "u2": "Drama", "u3": "x"})
-    assert (before.users, before.matched) == (2, 1) and before.share == 0.5
-    after = taste_agreement(150, truth, {"u1": "Drama films", "u2": None})
-    assert (after.users, after.matched) == (1, 1)
+    assert truth.period_at("u1", 100.0).tastes == ("Drama", "Jazz")
+    assert truth.period_at("u1", 200.0) is None and truth.period_at("nobody", 5) is None
+    assert truth.period_at("u1", 150).dominant == "Drama"
+    assert truth.period_at("u1", 50).dominant is None
+    assert len(truth.drifts()) == 2 and truth.span() == (0.0, 200.0)
+    snapshots = {
+        50.0: {"u1": "sci fi", "u2": "Comedy films", "u3": None},
+        120.0: {"u1": "Sci-Fi", "u2": "Comedy", "u3": "baking"},
+        190.0: {"u1": "Drama", "u2": "Comedy", "u3": "Jazz"},
+    }
+    report = taste_tracking(truth, snapshots)
+    assert [row["users"] for row in report["over_time"]] == [2, 3, 3]
+    assert [row["in_current"] for row in report["over_time"]] == [1.0, pytest.approx(1 / 3), 1 / 3]
+    drift = report["drift"]
+    # u1 moved to Drama, u2 is still labelled with its dropped taste (Comedy).
+    assert drift["drifts"] == 2 and drift["before_in_current"] == 1.0
+    assert drift["after_new"] == 0.5 and drift["after_current"] == 0.5
+    assert drift["after_stale"] == 0.5
+    assert label_matches("Jazz records", "jazz") and not label_matches(None, "jazz")
+    assert not label_matches("", "jazz")
