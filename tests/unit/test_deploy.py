@@ -313,3 +313,50 @@ def test_readme_commands_in_compose_header_parse() -> None:
         if line.startswith("INTEREST__"):
             words = shlex.split(line.split("#")[0])
             assert words[1] == "interest" and words[2] in COMMANDS
+
+
+def exported_sample_names(exposition: str) -> set[str]:
+    """Sample names a /metrics text can carry, including those of label-less families
+    that have no child yet (a counter by reason before the first dead letter)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    names: set[str] = set()
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "gauge": ("",),
+        "summary": ("_sum", "_count", "_created"),
+    }
+    for family in text_string_to_metric_families(exposition):
+        names.add(family.name)
+        names.update(family.name + s for s in suffixes.get(family.type, ("",)))
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+def test_dashboard_metrics_exist_in_the_worker_metrics_registry() -> None:
+    """Against consumers/metrics.py after exercising its hooks (the live /metrics check
+    of a running worker is tests/integration/test_deploy_metrics.py)."""
+    from consumers.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    metrics.records_consumed(["click", "view", "invalid"])
+    metrics.dead_lettered("not_json")
+    metrics.batch_done(size=3, parse_s=0.001, encode_s=0.01, texts_encoded=2, cache_hits=1)
+    metrics.published(
+        publish_s=0.002,
+        batch_s=0.02,
+        recommendations=2,
+        tombstones=0,
+        state_writes=2,
+        published_at=100.0,
+        event_times=[99.0],
+        ingest_times=[99.9],
+    )
+    metrics.lag({("interest.events", 0): 5})
+    metrics.holding(users=2, catalog_items=10)
+    metrics.set_ready(True)
+    body, _ = metrics.exposition()
+    exported = exported_sample_names(body.decode())
+    missing = sorted(dashboard_metric_names() - exported)
+    assert not missing, missing
