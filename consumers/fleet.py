@@ -480,6 +480,7 @@ class Fleet:
                 child.status.last_exit = process.returncode
                 child.status.state = "stopped"
                 child.status.ready = False
+                child.status.events_per_s = None
                 child.process = None
             for child in self._children:
                 if child.status.state == "backoff":
