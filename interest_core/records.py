@@ -8,6 +8,7 @@ the record or a :class:`Rejected` value carrying a machine-readable reason
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ DEFAULT_MAX_TEXT_CHARS = 2000
 DEFAULT_MAX_RECORD_BYTES = 64 * 1024
 _MAX_ID_CHARS = 256
 _MAX_CONTEXT_KEYS = 32
+# Integers beyond 64 bits cannot be written back as JSON by orjson (nor fit a float's range).
+_MAX_SAFE_INT = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,11 +246,24 @@ def _load_object(
     return obj, None, raw_bytes
 
 
+def _dump_raw(obj: Mapping[str, Any]) -> bytes:
+    """Bytes for the dead-letter copy of a record handed over as a mapping (never raises)."""
+    try:
+        return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # integers beyond 64 bits, odd keys: stdlib json copes
+        try:
+            return json.dumps(obj, default=str, skipkeys=True).encode("utf-8", "replace")
+        except (TypeError, ValueError):
+            return repr(obj).encode("utf-8", "replace")
+
+
 def _ts_from(value: Any) -> float | None:
     """Unix seconds from an int/float or an ISO-8601 string with a zone; None if invalid."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
+        if isinstance(value, int) and abs(value) > _MAX_SAFE_INT:
+            return None
         ts = float(value)
     elif isinstance(value, str):
         text = value.strip()
@@ -311,7 +327,7 @@ def parse_event(
     assert obj is not None
 
     def fail(reason: str, detail: str) -> Rejected:
-        return Rejected(reason, detail, raw_bytes or orjson.dumps(obj, default=str))
+        return Rejected(reason, detail, raw_bytes or _dump_raw(obj))
 
     for name in ("user_id", "ts", "type"):
         if obj.get(name) is None:
@@ -357,6 +373,8 @@ def parse_event(
         value = obj["rating"]
         if isinstance(value, bool) or not isinstance(value, int | float):
             return fail("bad_type:rating", "rating must be a number")
+        if isinstance(value, int) and abs(value) > _MAX_SAFE_INT:
+            return fail("bad_value:rating", "rating must be in [0, 5]")
         rating = float(value)
         if not (0.0 <= rating <= 5.0):
             return fail("bad_value:rating", "rating must be in [0, 5]")
@@ -381,6 +399,8 @@ def parse_event(
                 return fail("bad_type:context", f"context[{key[:40]!r}] must be a string or number")
             if isinstance(value, float) and not math.isfinite(value):
                 return fail("bad_type:context", f"context[{key[:40]!r}] is not finite")
+            if isinstance(value, int) and abs(value) > _MAX_SAFE_INT:
+                return fail("bad_value:context", f"context[{key[:40]!r}] is out of range")
             if isinstance(value, str) and (
                 len(value) > max_text_chars or _has_lone_surrogate(value)
             ):
@@ -436,7 +456,7 @@ def parse_catalog(
     assert obj is not None
 
     def fail(reason: str, detail: str) -> Rejected:
-        return Rejected(reason, detail, raw_bytes or orjson.dumps(obj, default=str))
+        return Rejected(reason, detail, raw_bytes or _dump_raw(obj))
 
     if obj.get("item_id") is None:
         return fail("missing_field:item_id", "'item_id' is required")
