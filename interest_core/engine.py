@@ -1,0 +1,821 @@
+"""The Engine: the one facade the worker and the evaluation both call.
+
+``process(events)`` is the worker's call: bad item references come back as rejected
+values, the batch's distinct texts are redacted and encoded in one encoder call, events
+are applied in order per user (replays skipped), then all touched users get fresh
+recommendations from one batched index search. ``learn`` / ``recommend`` split the same
+work for the prequential evaluation.
+
+Strategies switch sources and features on the same code paths:
+
+========  ==========================================  =================================
+strategy  candidate sources                           fused features
+========  ==========================================  =================================
+popular   trending                                    trending
+itemknn   co-occurrence                               co-occurrence
+static    one long-term content vector (no decay)     long-term cosine
+dynamic   slots + short-term + decayed long-term      slot, short-term, long-term cosine
+hybrid    all of the above                            all five, weights learned online
+========  ==========================================  =================================
+
+Every list is topped up from trending when its sources give fewer than ``k`` items, so a
+new user (no history) gets the popular items.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from interest_core.catalog import Catalog
+from interest_core.cooccurrence import CoOccurrence
+from interest_core.diversity import mmr
+from interest_core.encoder import CachedEncoder, Encoder
+from interest_core.fusion import FusionWeights
+from interest_core.index import ItemIndex
+from interest_core.intent import IntentModel
+from interest_core.interest import InterestModel, RecentItem, UserState
+from interest_core.labels import LabelModel, LabelVocabulary
+from interest_core.records import (
+    CatalogItem,
+    Event,
+    Intent,
+    InterestLabel,
+    Recommendation,
+    RecommendedItem,
+    Rejected,
+)
+from interest_core.redact import redact
+from interest_core.settings import Settings
+from interest_core.signals import event_weight
+from interest_core.trending import Trending
+
+__all__ = ["FEATURES", "STRATEGIES", "BatchOutcome", "BatchStats", "Engine"]
+
+log = logging.getLogger(__name__)
+
+FEATURES = ("slot", "short_term", "long_term", "cooccurrence", "trending")
+STRATEGIES = ("popular", "itemknn", "static", "dynamic", "hybrid")
+_STRATEGY_FEATURES: dict[str, tuple[str, ...]] = {
+    "popular": ("trending",),
+    "itemknn": ("cooccurrence",),
+    "static": ("long_term",),
+    "dynamic": ("slot", "short_term", "long_term"),
+    "hybrid": FEATURES,
+}
+_SEEN_LIMIT = 1000  # items remembered per user for "already consumed" filtering
+_SHOWN_KEPT = 20  # top candidates kept per user as BPR negatives
+_MAX_OVERFETCH = 2000  # extra index results fetched to survive exclusions
+_COOC_DECAY_PER_ITEM = 0.85  # recency weight of the i-th most recent item in co-occurrence
+_INTERESTS_SHOWN = 5
+_NEUTRAL_INTENT = ("browse", 0.2)  # no text event yet: browse, at uniform confidence
+_ACTIONS = {
+    "view": "viewed",
+    "click": "clicked",
+    "add_to_cart": "added to your cart",
+    "purchase": "bought",
+    "review": "reviewed",
+    "skip": "skipped",
+    "dislike": "disliked",
+}
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """Where a ``process`` call spent its time (seconds) and what it encoded (texts)."""
+
+    encode_s: float = 0.0
+    update_s: float = 0.0
+    search_s: float = 0.0
+    rank_s: float = 0.0
+    texts_encoded: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    events_applied: int = 0
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What a ``process`` call produced; the worker publishes and commits from it."""
+
+    recommendations: list[Recommendation]
+    rejected: list[tuple[Event, Rejected]]
+    changed_users: list[str]
+    deleted_users: list[str]
+    duplicates: int
+    stats: BatchStats = field(default_factory=BatchStats)
+
+
+@dataclass
+class _Query:
+    """One user's view at ranking time: directions, history and feature scales."""
+
+    state: UserState | None
+    slot_dirs: np.ndarray
+    short_dir: np.ndarray | None
+    long_dir: np.ndarray | None
+    history_rows: list[int]
+    history_weights: list[float]
+    excluded: set[int]
+    cooc_dense: np.ndarray | None = None
+    cooc_scale: float = 1.0
+
+
+class Engine:
+    """The interest model and hybrid recommender over one catalog (no I/O).
+
+    ``encoder`` turns texts into unit vectors; ``settings`` supplies model, index and
+    recommendation hyper-parameters; ``strategy`` is one of :data:`STRATEGIES`;
+    ``model_name`` is reported in records (default: the encoder's name).
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        settings: Settings,
+        *,
+        strategy: str = "hybrid",
+        model_name: str | None = None,
+    ) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
+        self.encoder = encoder
+        self.settings = settings
+        self.strategy = strategy
+        self.model_name = model_name or encoder.name
+        self.dim = encoder.dim
+        rec = settings.recommend
+        self.catalog = Catalog(self.dim)
+        self.index = ItemIndex(
+            self.dim,
+            exact_max_items=settings.index.exact_max_items,
+            hnsw_m=settings.index.hnsw_m,
+            hnsw_ef_search=settings.index.hnsw_ef_search,
+            hnsw_ef_construction=settings.index.hnsw_ef_construction,
+        )
+        self.cooccurrence = CoOccurrence()
+        self.trending = Trending(rec.trending_half_life_s)
+        self.features = _STRATEGY_FEATURES[strategy]
+        self.fusion = FusionWeights(FEATURES, self.features, learning_rate=rec.fusion_learning_rate)
+        static = strategy == "static"
+        self.interest = InterestModel(
+            settings.model,
+            use_slots="slot" in self.features,
+            use_short_term="short_term" in self.features,
+            long_term_half_life_s=math.inf if static else None,
+        )
+        self.label_model = LabelModel(settings.model.long_term_half_life_s)
+        self.vocabulary = LabelVocabulary()
+        self._labels_dirty = True
+        self._intent: IntentModel | None = None
+        self.users: dict[str, UserState] = {}
+        self._shown: dict[str, np.ndarray] = {}
+        self.now_ts = 0.0  # newest event time seen (seconds); the clock of all decay
+
+    # ------------------------------------------------------------------ catalog
+
+    @property
+    def catalog_size(self) -> int:
+        """Live items."""
+        return len(self.catalog)
+
+    @property
+    def users_held(self) -> int:
+        """Users whose state is in memory."""
+        return len(self.users)
+
+    def has_item(self, item_id: str) -> bool:
+        """True when ``item_id`` is a live catalog item."""
+        return self.catalog.row(item_id) is not None
+
+    def upsert_items(self, items: Sequence[CatalogItem]) -> None:
+        """Add or update items; only new or changed texts are encoded (one encoder call)."""
+        latest = {item.item_id: item for item in items}
+        changed = self.catalog.changed(list(latest.values()))
+        if not changed:
+            return
+        prefix = self.settings.encoder.document_prefix
+        texts = [prefix + text for _, text in changed]
+        vectors = np.asarray(self.encoder.encode(texts), dtype=np.float32)
+        rows = []
+        for (item, text), vector in zip(changed, vectors, strict=True):
+            row, _ = self.catalog.put(item, text, vector)
+            rows.append(row)
+        self.index.upsert(rows, vectors)
+        self._labels_dirty = True
+
+    def delete_items(self, item_ids: Iterable[str]) -> None:
+        """Remove items from the catalog, the index, co-occurrence and trending. They never
+        come back in a recommendation unless the catalog publishes them again."""
+        rows = [r for r in (self.catalog.remove(i) for i in item_ids) if r is not None]
+        if not rows:
+            return
+        self.index.delete(rows)
+        for row in rows:
+            self.cooccurrence.remove(row)
+            self.trending.remove(row)
+        self._labels_dirty = True
+
+    def _vocabulary(self) -> LabelVocabulary:
+        if self._labels_dirty:
+            labels = {
+                label for row in self.catalog.row_of.values() for label in self.catalog.labels[row]
+            }
+            self.vocabulary.refresh(sorted(labels), self.encoder)
+            self._labels_dirty = False
+        return self.vocabulary
+
+    def _intent_model(self) -> IntentModel:
+        if self._intent is None:
+            self._intent = IntentModel(self.encoder)
+        return self._intent
+
+    # ------------------------------------------------------------------ events
+
+    def process(
+        self, events: Sequence[Event], *, published_at: float | None = None
+    ) -> BatchOutcome:
+        """Apply a micro-batch and return one fresh Recommendation per touched user.
+
+        ``published_at`` (wall-clock seconds) is stamped on the records and used as the
+        users' last activity; it defaults to the newest event time.
+        """
+        hits0, misses0, encoded0 = self._cache_counters()
+        rejected, valid = self._validate(events)
+        t0 = time.perf_counter()
+        vectors, intents = self._encode_texts(valid)
+        t1 = time.perf_counter()
+        touched: dict[str, Event] = {}
+        event_ts: dict[str, float] = {}
+        deleted: list[str] = []
+        duplicates = applied = 0
+        for event in valid:
+            if event.type == "delete_user":
+                self.forget_user(event.user_id)
+                touched.pop(event.user_id, None)
+                deleted.append(event.user_id)
+                continue
+            if not self._apply(event, vectors, intents, published_at):
+                duplicates += 1
+                continue
+            applied += 1
+            touched[event.user_id] = event
+            event_ts[event.user_id] = max(event_ts.get(event.user_id, event.ts), event.ts)
+        t2 = time.perf_counter()
+        user_ids = list(touched)
+        timings: dict[str, float] = {}
+        ranked = self._recommend(user_ids, self.settings.recommend.k, True, None, timings)
+        stamp = published_at if published_at is not None else self.now_ts
+        recommendations = []
+        for user_id in user_ids:
+            state = self.users[user_id]
+            state.version += 1
+            recommendations.append(
+                Recommendation(
+                    user_id=user_id,
+                    version=state.version,
+                    event_ts=event_ts[user_id],
+                    published_at=stamp,
+                    trigger_event_id=touched[user_id].event_id,
+                    items=tuple(ranked.get(user_id, [])),
+                    interests=tuple(InterestLabel(name, w) for name, w in self.interests(user_id)),
+                    intent=self.intent_of(user_id),
+                    model=self.model_name,
+                )
+            )
+        hits1, misses1, encoded1 = self._cache_counters()
+        stats = BatchStats(
+            encode_s=t1 - t0,
+            update_s=t2 - t1,
+            search_s=timings.get("search_s", 0.0),
+            rank_s=timings.get("rank_s", 0.0),
+            texts_encoded=encoded1 - encoded0,
+            cache_hits=hits1 - hits0,
+            cache_misses=misses1 - misses0,
+            events_applied=applied,
+        )
+        return BatchOutcome(
+            recommendations=recommendations,
+            rejected=rejected,
+            changed_users=user_ids,
+            deleted_users=[u for u in dict.fromkeys(deleted) if u not in touched],
+            duplicates=duplicates,
+            stats=stats,
+        )
+
+    def learn(self, events: Sequence[Event]) -> None:
+        """Apply events without recommending (the evaluation's update step). Events naming
+        unknown items are skipped; replays are ignored."""
+        _, valid = self._validate(events)
+        vectors, intents = self._encode_texts(valid)
+        for event in valid:
+            if event.type == "delete_user":
+                self.forget_user(event.user_id)
+            else:
+                self._apply(event, vectors, intents, None)
+
+    def _cache_counters(self) -> tuple[int, int, int]:
+        if isinstance(self.encoder, CachedEncoder):
+            return self.encoder.hits, self.encoder.misses, self.encoder.texts_encoded
+        return 0, 0, 0
+
+    def _validate(
+        self, events: Sequence[Event]
+    ) -> tuple[list[tuple[Event, Rejected]], list[Event]]:
+        rejected: list[tuple[Event, Rejected]] = []
+        valid: list[Event] = []
+        for event in events:
+            if (
+                event.type != "delete_user"
+                and event.item_id is not None
+                and not self.has_item(event.item_id)
+            ):
+                rejected.append(
+                    (
+                        event,
+                        Rejected(
+                            "unknown_item", f"unknown item {event.item_id[:80]!r}", event.to_json()
+                        ),
+                    )
+                )
+            else:
+                valid.append(event)
+        return rejected, valid
+
+    def _encode_texts(
+        self, events: Sequence[Event]
+    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, float]]]:
+        """Redacted texts of the batch -> unit vectors and intents, in one encoder call."""
+        texts = list(
+            dict.fromkeys(redact(e.text) for e in events if e.text and e.type != "delete_user")
+        )
+        if not texts:
+            return {}, {}
+        prefix = self.settings.encoder.query_prefix
+        matrix = np.asarray(self.encoder.encode([prefix + t for t in texts]), dtype=np.float32)
+        intents = self._intent_model().classify(matrix)
+        return dict(zip(texts, matrix, strict=True)), dict(zip(texts, intents, strict=True))
+
+    def _apply(
+        self,
+        event: Event,
+        vectors: Mapping[str, np.ndarray],
+        intents: Mapping[str, tuple[str, float]],
+        active_at: float | None,
+    ) -> bool:
+        state = self.users.get(event.user_id)
+        if state is None:
+            state = self.users[event.user_id] = UserState(event.user_id, self.dim)
+        elif state.already_applied(event.event_id, event.offset):
+            return False
+        ts = event.ts
+        self.now_ts = max(self.now_ts, ts)
+        text = redact(event.text) if event.text else None
+        intent = intents.get(text) if text else None
+        weight = event_weight(event, self.settings.model.negative_weight)
+        if (
+            event.type == "review"
+            and intent is not None
+            and intent[0] == "complaint"
+            and intent[1] >= 0.5
+        ):
+            weight = -abs(weight)  # a complaint about the item is not "more like this"
+        if event.item_id is not None:
+            row = self.catalog.row(event.item_id)
+            assert row is not None  # validated
+            if weight > 0.0 and self.fusion.mask.sum() > 1:
+                self._learn_fusion(state, row)
+            positive_history = self._history(state)[0][
+                : self.settings.recommend.cooccurrence_window
+            ]
+            self.interest.apply(state, self.catalog.embeddings[row], weight, ts)
+            self.label_model.add_item(state, self.catalog.labels[row], weight, ts)
+            if weight > 0.0:
+                if "cooccurrence" in self.features:
+                    self.cooccurrence.add(row, positive_history)
+                self.trending.add(row, weight, ts)
+            state.remember_item(
+                RecentItem(event.item_id, ts, weight, self._action(event)),
+                self.settings.model.recent_items,
+                _SEEN_LIMIT,
+            )
+        if text is not None and text in vectors:
+            vector = vectors[text]
+            text_weight = weight if event.type in ("search", "chat") else 0.5 * max(weight, 0.0)
+            self.interest.apply(state, vector, text_weight, ts)
+            self.label_model.add_text(state, self._vocabulary().nearest(vector), text_weight, ts)
+            state.remember_text(text, vector, ts)
+            if intent is not None:
+                state.intent = intent
+        state.mark_applied(event.event_id, event.offset, event.type, ts)
+        state.active_at = active_at if active_at is not None else max(state.active_at, ts)
+        return True
+
+    @staticmethod
+    def _action(event: Event) -> str:
+        if event.type == "rate":
+            rating = event.rating if event.rating is not None else 0.0
+            return f"rated {rating:g}"
+        return _ACTIONS.get(event.type, event.type)
+
+    # ------------------------------------------------------------------ fusion learning
+
+    def _learn_fusion(self, state: UserState, row: int) -> None:
+        """BPR step: the acted-on item against the items the user was (or would have
+        been) shown, with features from the state before this event."""
+        shown = self._shown.get(state.user_id)
+        if shown is None:
+            return
+        negatives = shown[(shown != row) & self.catalog.alive[shown]]
+        if negatives.size == 0:
+            return
+        query = self._query(state, set())
+        trend = self._trend_scale()
+        rows = np.concatenate([[row], negatives])
+        features = self._feature_matrix(query, rows, trend)
+        self.fusion.update(features[0], features[1:])
+
+    # ------------------------------------------------------------------ recommending
+
+    def recommend(
+        self,
+        user_ids: Sequence[str],
+        k: int,
+        *,
+        exclude_seen: bool = True,
+        exclude: Mapping[str, Collection[str]] | None = None,
+    ) -> dict[str, list[RecommendedItem]]:
+        """Top ``k`` items per user, best first, each with a reason.
+
+        ``exclude_seen`` drops the items the user already acted on (bounded history);
+        ``exclude`` maps a user to more item ids to leave out (the evaluation passes every
+        item the user interacted with). Unknown users get the cold-start list (trending).
+        """
+        return self._recommend(list(dict.fromkeys(user_ids)), k, exclude_seen, exclude, {})
+
+    def _recommend(
+        self,
+        user_ids: list[str],
+        k: int,
+        exclude_seen: bool,
+        exclude: Mapping[str, Collection[str]] | None,
+        timings: dict[str, float],
+    ) -> dict[str, list[RecommendedItem]]:
+        if not user_ids or k <= 0:
+            return {u: [] for u in user_ids}
+        t0 = time.perf_counter()
+        queries: list[_Query] = []
+        for user_id in user_ids:
+            state = self.users.get(user_id)
+            excluded: set[int] = set()
+            if state is not None and exclude_seen:
+                excluded.update(r for r in map(self.catalog.row, state.seen) if r is not None)
+            if exclude is not None and user_id in exclude:
+                excluded.update(r for r in map(self.catalog.row, exclude[user_id]) if r is not None)
+            queries.append(self._query(state, excluded))
+        content = self._content_candidates(queries)
+        t1 = time.perf_counter()
+        width = self.catalog.rows_allocated
+        trend_dense = self.trending.scores(self.now_ts, width)
+        trend_dense[~self.catalog.alive[:width]] = 0.0
+        trend_scale = float(trend_dense.max()) if width else 0.0
+        budget = self.settings.recommend.candidates_per_source
+        trend_order = self._trending_order(
+            trend_dense, budget + max((len(q.excluded) for q in queries), default=0)
+        )
+        out: dict[str, list[RecommendedItem]] = {}
+        for user_id, query, content_rows in zip(user_ids, queries, content, strict=True):
+            candidates = set(content_rows)
+            if "cooccurrence" in self.features and query.history_rows:
+                dense = self._cooc_dense(query, width)
+                candidates.update(self._top_rows(dense, budget, query.excluded))
+            if "trending" in self.features:
+                candidates.update(self._first_allowed(trend_order, budget, query.excluded))
+            out[user_id] = self._rank(
+                user_id, query, candidates, k, trend_order, trend_scale, trend_dense
+            )
+        timings["search_s"] = t1 - t0
+        timings["rank_s"] = time.perf_counter() - t1
+        return out
+
+    def _history(self, state: UserState | None) -> tuple[list[int], list[float]]:
+        """Live rows of the user's positive recent items, newest first, with weights
+        (event weight x recency)."""
+        rows: list[int] = []
+        weights: list[float] = []
+        if state is None:
+            return rows, weights
+        seen_rows: set[int] = set()
+        for item in reversed(state.recent):
+            if item.weight <= 0.0:
+                continue
+            row = self.catalog.row(item.item_id)
+            if row is None or row in seen_rows:
+                continue
+            seen_rows.add(row)
+            weights.append(item.weight * _COOC_DECAY_PER_ITEM ** len(rows))
+            rows.append(row)
+        return rows, weights
+
+    def _query(self, state: UserState | None, excluded: set[int]) -> _Query:
+        empty = np.zeros((0, self.dim), dtype=np.float32)
+        if state is None:
+            return _Query(None, empty, None, None, [], [], excluded)
+        slots = empty
+        if self.interest.use_slots and state.slot_weights:
+            slots = state.slot_dirs.astype(np.float32)
+        short = None
+        freshness = self.interest.short_term_freshness(state, self.now_ts)
+        if freshness > 0.0:
+            short = state.short_dir.astype(np.float32) * freshness
+        long_dir = state.long_dir.astype(np.float32) if state.long_mass > 0.0 else None
+        window = self.settings.recommend.cooccurrence_window
+        rows, weights = self._history(state)
+        return _Query(state, slots, short, long_dir, rows[:window], weights[:window], excluded)
+
+    def _content_candidates(self, queries: list[_Query]) -> list[list[int]]:
+        """Candidate rows from each user's content vectors, by ONE batched index search."""
+        out: list[list[int]] = [[] for _ in queries]
+        if not ({"slot", "short_term", "long_term"} & set(self.features)) or not len(self.index):
+            return out
+        vectors: list[np.ndarray] = []
+        owners: list[int] = []
+        for i, query in enumerate(queries):
+            parts: list[np.ndarray] = []
+            if "slot" in self.features:
+                parts.extend(query.slot_dirs)
+            if "short_term" in self.features and query.short_dir is not None:
+                parts.append(query.short_dir)
+            if "long_term" in self.features and query.long_dir is not None:
+                parts.append(query.long_dir)
+            for vector in parts:
+                if np.any(vector):
+                    vectors.append(vector)
+                    owners.append(i)
+        if not vectors:
+            return out
+        budget = self.settings.recommend.candidates_per_source
+        overfetch = min(max(len(q.excluded) for q in queries), _MAX_OVERFETCH)
+        _, rows = self.index.search(np.stack(vectors), budget + overfetch)
+        for owner, found in zip(owners, rows, strict=True):
+            excluded = queries[owner].excluded
+            picked = out[owner]
+            count = 0
+            for row in found.tolist():
+                if row < 0:
+                    break
+                if row in excluded:
+                    continue
+                picked.append(row)
+                count += 1
+                if count == budget:
+                    break
+        return out
+
+    def _cooc_dense(self, query: _Query, width: int) -> np.ndarray:
+        if query.cooc_dense is None or len(query.cooc_dense) != width:
+            dense = self.cooccurrence.scores(query.history_rows, query.history_weights, width)
+            dense[~self.catalog.alive[:width]] = 0.0
+            query.cooc_dense = dense
+            query.cooc_scale = max(sum(query.history_weights), 1e-9)
+        return query.cooc_dense
+
+    @staticmethod
+    def _top_rows(dense: np.ndarray, count: int, excluded: set[int]) -> list[int]:
+        positive = int(np.count_nonzero(dense > 0.0))
+        if positive == 0:
+            return []
+        take = min(positive, count + len(excluded))
+        top = (
+            np.argpartition(-dense, take - 1)[:take] if take < len(dense) else np.arange(len(dense))
+        )
+        top = top[np.argsort(-dense[top], kind="stable")]
+        return [r for r in top.tolist() if dense[r] > 0.0 and r not in excluded][:count]
+
+    def _trending_order(self, dense: np.ndarray, count: int) -> list[int]:
+        positive = int(np.count_nonzero(dense > 0.0))
+        take = min(positive, count)
+        if take == 0:
+            return []
+        top = (
+            np.argpartition(-dense, take - 1)[:take] if take < len(dense) else np.arange(len(dense))
+        )
+        return top[np.argsort(-dense[top], kind="stable")].tolist()
+
+    @staticmethod
+    def _first_allowed(order: list[int], count: int, excluded: set[int]) -> list[int]:
+        out = []
+        for row in order:
+            if row not in excluded:
+                out.append(row)
+                if len(out) == count:
+                    break
+        return out
+
+    def _trend_scale(self) -> tuple[np.ndarray, float]:
+        width = self.catalog.rows_allocated
+        dense = self.trending.scores(self.now_ts, width)
+        dense[~self.catalog.alive[:width]] = 0.0
+        return dense, float(dense.max()) if width else 0.0
+
+    def _feature_matrix(
+        self, query: _Query, rows: np.ndarray, trend: tuple[np.ndarray, float]
+    ) -> np.ndarray:
+        """``(len(rows), len(FEATURES))``: cosine to the best slot, to the short-term
+        vector (times its freshness), to the long-term vector; co-occurrence score over
+        the user's summed history weight; trending over the top trending score."""
+        embeddings = self.catalog.embeddings[rows]
+        features = np.zeros((len(rows), len(FEATURES)), dtype=np.float64)
+        enabled = self.features
+        if "slot" in enabled and len(query.slot_dirs):
+            features[:, 0] = (embeddings @ query.slot_dirs.T).max(axis=1)
+        if "short_term" in enabled and query.short_dir is not None:
+            features[:, 1] = embeddings @ query.short_dir
+        if "long_term" in enabled and query.long_dir is not None:
+            features[:, 2] = embeddings @ query.long_dir
+        if "cooccurrence" in enabled and query.history_rows:
+            dense = self._cooc_dense(query, self.catalog.rows_allocated)
+            features[:, 3] = dense[rows] / query.cooc_scale
+        if "trending" in enabled:
+            dense, scale = trend
+            if scale > 0.0:
+                features[:, 4] = dense[rows] / scale
+        return features
+
+    def _rank(
+        self,
+        user_id: str,
+        query: _Query,
+        candidates: set[int],
+        k: int,
+        trend_order: list[int],
+        trend_scale: float,
+        trend_dense: np.ndarray,
+    ) -> list[RecommendedItem]:
+        alive = self.catalog.alive
+        rows = np.fromiter(
+            (r for r in candidates if alive[r] and r not in query.excluded), dtype=np.int64
+        )
+        picked: list[int] = []
+        scores: dict[int, float] = {}
+        contributions: np.ndarray = np.zeros((0, len(FEATURES)))
+        if len(rows):
+            rows.sort()  # deterministic order whatever the set's iteration order
+            features = self._feature_matrix(query, rows, (trend_dense, trend_scale))
+            contributions = features * self.fusion.weights
+            fused = contributions.sum(axis=1)
+            order = np.argsort(-fused, kind="stable")
+            self._shown[user_id] = rows[order[:_SHOWN_KEPT]]
+            chosen = mmr(
+                fused, self.catalog.embeddings[rows], k, self.settings.recommend.mmr_lambda
+            )
+            picked = [int(rows[i]) for i in chosen]
+            scores = {int(rows[i]): float(fused[i]) for i in chosen}
+            contributions = contributions[chosen]
+        items = [
+            RecommendedItem(
+                self.catalog.item_ids[row], scores[row], self._reason(query, row, contributions[i])
+            )
+            for i, row in enumerate(picked)
+        ]
+        if len(items) < k:
+            taken = set(picked)
+            for row in trend_order:
+                if row in taken or row in query.excluded or not alive[row]:
+                    continue
+                items.append(RecommendedItem(self.catalog.item_ids[row], 0.0, "popular now"))
+                if len(items) == k:
+                    break
+        return items
+
+    # ------------------------------------------------------------------ reasons
+
+    def _reason(self, query: _Query, row: int, contribution: np.ndarray) -> str:
+        """A sentence a person understands, from the feature that contributed most."""
+        best = (
+            FEATURES[int(np.argmax(contribution))]
+            if contribution.size and contribution.max() > 0
+            else "trending"
+        )
+        if best == "trending":
+            return "popular now"
+        if best == "cooccurrence" and query.history_rows:
+            sims = [
+                self.cooccurrence.similarity(h, row) * w
+                for h, w in zip(query.history_rows, query.history_weights, strict=True)
+            ]
+            anchor = query.history_rows[int(np.argmax(sims))]
+            return f"people who liked '{self.catalog.titles[anchor]}' also liked this"
+        return self._content_reason(query, row)
+
+    def _content_reason(self, query: _Query, row: int) -> str:
+        state = query.state
+        vector = self.catalog.embeddings[row]
+        best_item: tuple[float, RecentItem | None] = (-1.0, None)
+        if state is not None:
+            for item in list(state.recent)[-20:]:
+                other = self.catalog.row(item.item_id)
+                if other is None or item.weight <= 0.0 or other == row:
+                    continue
+                cosine = float(self.catalog.embeddings[other] @ vector)
+                if cosine > best_item[0]:
+                    best_item = (cosine, item)
+            if len(state.texts):
+                text_cos = state.text_dirs.astype(np.float32) @ vector
+                i = int(np.argmax(text_cos))
+                if float(text_cos[i]) >= best_item[0]:
+                    return f"similar to your search '{state.texts[i].text}'"
+        labels = set(self.catalog.labels[row])
+        if state is not None and labels:
+            for label, _ in self.label_model.top(state, 3):
+                if label in labels and best_item[0] < 0.6:
+                    return f"matches your interest in {label}"
+        found = best_item[1]
+        if found is not None:
+            title = self.catalog.titles[self.catalog.row_of[found.item_id]]
+            if found.action.startswith("rated "):
+                return f"because you rated '{title}' {found.action[6:]}"
+            return f"similar to '{title}' you {found.action}"
+        return "popular now"
+
+    # ------------------------------------------------------------------ users
+
+    def interests(self, user_id: str, n: int = _INTERESTS_SHOWN) -> list[tuple[str, float]]:
+        """The user's top readable interest labels with weights (shares, sum <= 1)."""
+        state = self.users.get(user_id)
+        return [] if state is None else self.label_model.top(state, n)
+
+    def intent_of(self, user_id: str) -> Intent:
+        """The latest text event's intent, or browse with low confidence when none."""
+        state = self.users.get(user_id)
+        label, confidence = state.intent if state is not None and state.intent else _NEUTRAL_INTENT
+        return Intent(label, confidence)
+
+    def export_user(self, user_id: str) -> bytes | None:
+        """The user's compact serialised state (see :class:`UserState`), or None."""
+        state = self.users.get(user_id)
+        return None if state is None else state.to_bytes()
+
+    def import_user(self, user_id: str, blob: bytes) -> None:
+        """Restore a user from :meth:`export_user` bytes; raises ``StateFormatError``."""
+        state = UserState.from_bytes(blob, dim=self.dim)
+        state.user_id = user_id
+        self.users[user_id] = state
+        self._shown.pop(user_id, None)
+        if state.last_ts is not None:
+            self.now_ts = max(self.now_ts, state.last_ts)
+
+    def forget_user(self, user_id: str) -> bool:
+        """Drop everything held about the user; True when there was something."""
+        self._shown.pop(user_id, None)
+        return self.users.pop(user_id, None) is not None
+
+    def evict_idle(self, older_than_ts: float) -> list[str]:
+        """Drop users whose last activity is before ``older_than_ts``; returns their ids."""
+        idle = [u for u, s in self.users.items() if s.active_at < older_than_ts]
+        for user_id in idle:
+            self.forget_user(user_id)
+        return idle
+
+    def describe_user(self, user_id: str) -> dict[str, Any] | None:
+        """What the engine holds about a user, for people (``interest inspect``)."""
+        state = self.users.get(user_id)
+        if state is None:
+            return None
+        vocabulary = self._vocabulary()
+        slot_weights = self.interest.slot_weights_at(state, self.now_ts)
+        slots = []
+        for direction, weight in zip(state.slot_dirs, slot_weights, strict=True):
+            nearest = vocabulary.nearest(direction.astype(np.float32), top=3, min_cosine=-1.0)
+            slots.append({"weight": round(weight, 4), "labels": [n for n, _ in nearest]})
+        intent = self.intent_of(user_id)
+        return {
+            "user_id": user_id,
+            "version": state.version,
+            "last_event_ts": state.last_ts,
+            "events_by_type": dict(sorted(state.counts.items())),
+            "interests": [
+                {"label": name, "weight": round(w, 4)} for name, w in self.interests(user_id)
+            ],
+            "slots": slots,
+            "short_term_freshness": round(
+                self.interest.short_term_freshness(state, self.now_ts), 4
+            ),
+            "intent": {"label": intent.label, "confidence": round(intent.confidence, 4)},
+            "recent_items": [
+                {"item_id": r.item_id, "ts": r.ts, "action": r.action}
+                for r in list(state.recent)[-10:]
+            ],
+            "recent_texts": [t.text for t in state.texts],
+            "state_bytes": len(state.to_bytes()),
+        }
+
+    def fusion_weights(self) -> dict[str, float]:
+        """The learned fusion weights by feature name."""
+        return self.fusion.as_dict()
