@@ -94,7 +94,6 @@ def bulk_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     kwargs: dict[str, Any] = {
         "linger_ms": 20,
         "batch_size": 256 * 1024,
-        "buffer_memory": 64 * 1024 * 1024,
         "max_request_size": 4 * 1024 * 1024,
     }
     kwargs.update(overrides)

@@ -1,0 +1,81 @@
+"""Replay planning (no broker): validation, time order, invalid lines, keys; JSONL helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from consumers.subscribe import Received, format_received
+from interest_core.records import Intent, InterestLabel, Recommendation, RecommendedItem
+from interest_core.settings import Settings
+from producers.jsonl import best_effort_key, read_lines, write_jsonl
+from producers.replay import plan_replay
+
+LINES = [
+    b'{"event_id":"a","user_id":"u1","ts":30,"type":"view","item_id":"i1"}',
+    b"",
+    b'{"event_id":"b","user_id":7,"ts":"1970-01-01T00:00:10Z","type":"click","item_id":"i2"}',
+    b"{not json",
+    b'{"user_id":"u2","ts":10,"type":"view","item_id":"i3"}',
+    b'{"user_id":"u3","ts":20,"type":"teleport"}',
+    b'{"event_id":"c","user_id":"u1","ts":10,"type":"search","text":"jazz"}\r',
+]
+
+
+def test_plan_orders_by_time_keeps_original_bytes_and_reports(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(LINES) + b"\n")
+    plan = plan_replay(path, Settings())
+    assert [(ts, key) for ts, key, _ in plan.records] == [
+        (10.0, b"7"),
+        (10.0, b"u2"),
+        (10.0, b"u1"),
+        (30.0, b"u1"),
+    ]
+    assert plan.records[0][2] == LINES[2]  # the original line, not a re-encoding
+    assert plan.records[2][2] == LINES[6].rstrip(b"\r")
+    summary = plan.summary
+    assert summary.lines == 6
+    assert dict(summary.rejected) == {"not_json": 1, "unknown_event_type": 1}
+    assert [(n, r) for n, r, _ in summary.rejected_lines] == [
+        (4, "not_json"),
+        (6, "unknown_event_type"),
+    ]
+    assert "line 4: not_json" in summary.report()
+
+
+def test_plan_with_invalid_lines_keeps_them_near_their_place(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(LINES) + b"\n")
+    plan = plan_replay(path, Settings(), send_invalid=True)
+    assert len(plan.records) == 6
+    keys = [key for _, key, _ in plan.records]
+    assert None in keys and b"u3" in keys  # unparseable: no key; parseable: its user_id
+
+
+def test_jsonl_helpers(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "x.jsonl"
+    assert write_jsonl(path, [{"b": 1, "a": 2}, b'{"c":3}\n']) == 2
+    assert path.read_bytes() == b'{"b":1,"a":2}\n{"c":3}\n'
+    assert list(read_lines(path)) == [(1, b'{"b":1,"a":2}'), (2, b'{"c":3}')]
+    assert best_effort_key(b'{"user_id": 5}', "user_id") == b"5"
+    assert best_effort_key(b'{"user_id": true}', "user_id") is None
+    assert best_effort_key(b"[1]", "user_id") is None
+    assert best_effort_key(b"{oops", "user_id") is None
+
+
+def test_subscribe_formatting() -> None:
+    rec = Recommendation(
+        user_id="u42",
+        version=17,
+        event_ts=1_700_000_000.5,
+        published_at=1_700_000_000.75,
+        trigger_event_id="e-123",
+        items=(RecommendedItem("m527", 0.83, "similar to 'X' you rated 5"),),
+        interests=(InterestLabel("Drama", 0.41),),
+        intent=Intent("browse", 0.72),
+    )
+    text = format_received(Received("u42", rec, rec.to_json(), 0, 5), {"m527": "Heat (1995)"})
+    assert "u42  v17  event 2023-11-14 22:13:20Z" in text
+    assert "+0.25 s" in text and "Drama 0.41" in text and "browse (0.72)" in text
+    assert "m527 'Heat (1995)'" in text and "you rated 5" in text
+    assert "DELETED" in format_received(Received("u9", None, None, 1, 2))
