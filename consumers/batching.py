@@ -1,0 +1,153 @@
+"""The micro-batch: one component owns the records between poll and commit.
+
+Like Quix's ``Checkpoint``: records are ``add``-ed as they are polled; the batch is
+``due`` once it holds ``max_events`` records or its first record has waited
+``max_wait_s``; ``flush`` hands over the records with the offsets to commit once they
+have been published (next offset per partition, Kafka's convention).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Batch", "InputRecord", "MicroBatcher", "next_offsets"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """One record as read from Kafka (or handed in by a test), bytes untouched.
+
+    ``ingested_at`` is unix seconds: the record's Kafka timestamp (producer CreateTime
+    or broker LogAppendTime) when it has one, else the time it was polled.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    ingested_at: float = 0.0
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def source(self) -> str:
+        """``topic/partition/offset``: where the record came from."""
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+    @classmethod
+    def from_consumer_record(cls, record: Any, polled_at: float) -> InputRecord:
+        """From a kafka-python ``ConsumerRecord``; ``polled_at`` in unix seconds."""
+        timestamp_ms = getattr(record, "timestamp", None)
+        ingested_at = (
+            timestamp_ms / 1000.0
+            if isinstance(timestamp_ms, int) and timestamp_ms > 0
+            else polled_at
+        )
+        headers = tuple(
+            (str(name), bytes(value or b""))
+            for name, value in (getattr(record, "headers", None) or ())
+        )
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            ingested_at=ingested_at,
+            headers=headers,
+        )
+
+
+def next_offsets(records: Iterable[InputRecord]) -> dict[tuple[str, int], int]:
+    """The offsets to commit after ``records``: last offset + 1 per ``(topic, partition)``."""
+    offsets: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        offsets[key] = max(offsets.get(key, 0), record.offset + 1)
+    return offsets
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A flushed micro-batch: its records in poll order and the offsets to commit.
+
+    ``offsets`` maps ``(topic, partition)`` to the next offset to read (last + 1).
+    """
+
+    records: Sequence[InputRecord]
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class MicroBatcher:
+    """Collects records into micro-batches bounded by size (records) and wait (seconds).
+
+    ``clock`` returns monotonic seconds (injected so tests can drive time).
+    """
+
+    def __init__(
+        self, max_events: int, max_wait_s: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if max_events < 1:
+            raise ValueError(f"max_events must be at least 1, got {max_events}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
+        self.max_events = max_events
+        self.max_wait_s = max_wait_s
+        self._clock = clock
+        self._records: list[InputRecord] = []
+        self._started_at: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def room(self) -> int:
+        """Records that still fit before the batch is full."""
+        return max(0, self.max_events - len(self._records))
+
+    @property
+    def full(self) -> bool:
+        return len(self._records) >= self.max_events
+
+    def add(self, record: InputRecord) -> bool:
+        """Add one record; returns True when the batch is now due."""
+        if not self._records:
+            self._started_at = self._clock()
+        self._records.append(record)
+        return self.due()
+
+    def time_left(self) -> float | None:
+        """Seconds until the batch is due by time; None while empty, 0 when due."""
+        if self._started_at is None or not self._records:
+            return None
+        if self.full:
+            return 0.0
+        return max(0.0, self.max_wait_s - (self._clock() - self._started_at))
+
+    def due(self) -> bool:
+        """True when the batch is full or its first record has waited ``max_wait_s``."""
+        left = self.time_left()
+        return left is not None and left <= 0.0
+
+    def flush(self) -> Batch:
+        """Hand over every record held (possibly none) with the offsets to commit."""
+        records, self._records, self._started_at = self._records, [], None
+        return Batch(records, next_offsets(records))
+
+    def drop_partitions(self, partitions: Collection[tuple[str, int]]) -> int:
+        """Forget the records of ``partitions`` (lost to another worker); returns how many."""
+        kept = [r for r in self._records if (r.topic, r.partition) not in partitions]
+        dropped = len(self._records) - len(kept)
+        self._records = kept
+        if not kept:
+            self._started_at = None
+        return dropped

@@ -1,0 +1,334 @@
+"""Every Prometheus metric of a worker, in one class built on an injected registry.
+
+Processing code calls the hook methods (``batch_done``, ``dead_lettered``,
+``published``...) and never touches ``prometheus_client``: like Faust's
+``PrometheusMonitor``, this module is the only one that knows metrics exist. Names and
+labels follow the table in ``docs/ARCHITECTURE.md``; all times are seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = ["WorkerMetrics"]
+
+log = logging.getLogger(__name__)
+
+# Stage timings: from sub-millisecond (a cached lookup) to seconds (a big CPU encode).
+_STAGE_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+# End-to-end latency: milliseconds in a live system; replays of old logs land far right.
+_LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    3600.0,
+    86400.0,
+)
+_BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 512, 1024, 2048, 4096)
+
+
+class WorkerMetrics:
+    """The worker's metrics on ``registry`` (one registry per worker; tests make their own).
+
+    Every public method is a hook named for what happened; none raises on odd input.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter(
+            "interest_events_consumed_total",
+            "Event records consumed, by event type ('invalid' for records that did not parse)",
+            ["type"],
+            registry=r,
+        )
+        self.events_deadlettered = Counter(
+            "interest_events_deadlettered_total",
+            "Event records sent to the dead-letter topic, by machine-readable reason",
+            ["reason"],
+            registry=r,
+        )
+        self.events_duplicate = Counter(
+            "interest_events_duplicate_total",
+            "Events skipped because the user's state had already applied them (replays)",
+            registry=r,
+        )
+        self.events_applied = Counter(
+            "interest_events_applied_total",
+            "Events applied to a user's state",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "interest_batch_size",
+            "Records per micro-batch (events)",
+            buckets=_BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "interest_batch_seconds",
+            "Time to process and publish one micro-batch, parse to producer flush",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.parse_seconds = Histogram(
+            "interest_parse_seconds",
+            "Time to parse and validate one micro-batch's records",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.encoder_seconds = Histogram(
+            "interest_encoder_seconds",
+            "Encoder time per micro-batch (one call for the batch's uncached texts)",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.texts_encoded = Counter(
+            "interest_texts_encoded_total", "Distinct texts run through the encoder", registry=r
+        )
+        self.cache_hits = Counter(
+            "interest_embedding_cache_hits_total", "Text embeddings found in the cache", registry=r
+        )
+        self.cache_misses = Counter(
+            "interest_embedding_cache_misses_total",
+            "Text embeddings not in the cache",
+            registry=r,
+        )
+        self.update_seconds = Histogram(
+            "interest_update_seconds",
+            "Interest-state update time per micro-batch",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.search_seconds = Histogram(
+            "interest_index_search_seconds",
+            "Batched item-index search time per micro-batch",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.rank_seconds = Histogram(
+            "interest_rank_seconds",
+            "Fusion, diversity re-ranking and reasons per micro-batch",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.publish_seconds = Histogram(
+            "interest_publish_seconds",
+            "Time to send a micro-batch's records and flush the producer",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.recommendations_published = Counter(
+            "interest_recommendations_published_total",
+            "Recommendation records published",
+            registry=r,
+        )
+        self.tombstones_published = Counter(
+            "interest_tombstones_published_total",
+            "Null-value records published for deleted users (state and recommendations)",
+            registry=r,
+        )
+        self.event_to_publish = Histogram(
+            "interest_event_to_publish_seconds",
+            "Event time to publication of the recommendation it triggered",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ingest_to_publish = Histogram(
+            "interest_ingest_to_publish_seconds",
+            "Kafka record timestamp (else poll time) to publication",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "interest_consumer_lag_records",
+            "Records between the consumer's position and the end of the partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.users_held = Gauge("interest_users_held", "Users whose state is in memory", registry=r)
+        self.catalog_items = Gauge(
+            "interest_catalog_items", "Items in the worker's catalog index", registry=r
+        )
+        self.catalog_records = Counter(
+            "interest_catalog_records_total",
+            "Catalog records applied, by outcome (upsert, delete, or a rejection reason)",
+            ["outcome"],
+            registry=r,
+        )
+        self.state_writes = Counter(
+            "interest_state_writes_total",
+            "Records written to the state topic (tombstones included)",
+            registry=r,
+        )
+        self.state_restore_seconds = Histogram(
+            "interest_state_restore_seconds",
+            "Time to restore users' state from the state topic (per restore)",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.users_restored = Counter(
+            "interest_users_restored_total", "Users loaded back from the state topic", registry=r
+        )
+        self.users_evicted = Counter(
+            "interest_users_evicted_total",
+            "Users dropped from memory after idling past the TTL (restorable)",
+            registry=r,
+        )
+        self.users_released = Counter(
+            "interest_users_released_total",
+            "Users dropped from memory because their partition went to another worker",
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "interest_rebalances_total",
+            "Partition assignment changes seen by this worker, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "interest_ready", "1 when the catalog is loaded and partitions are assigned", registry=r
+        )
+
+    # ------------------------------------------------------------------ hooks
+
+    def records_consumed(self, event_types: Iterable[str]) -> None:
+        """Count consumed records by event type ('invalid' for records that did not parse)."""
+        counts: dict[str, int] = {}
+        for event_type in event_types:
+            counts[event_type] = counts.get(event_type, 0) + 1
+        for event_type, n in counts.items():
+            self.events_consumed.labels(type=event_type).inc(n)
+
+    def dead_lettered(self, reason: str, count: int = 1) -> None:
+        """Count records sent to the dead-letter topic under ``reason``."""
+        self.events_deadlettered.labels(reason=reason).inc(count)
+
+    def batch_done(
+        self,
+        *,
+        size: int,
+        parse_s: float,
+        encode_s: float = 0.0,
+        update_s: float = 0.0,
+        search_s: float = 0.0,
+        rank_s: float = 0.0,
+        texts_encoded: int = 0,
+        cache_hits: int = 0,
+        cache_misses: int = 0,
+        events_applied: int = 0,
+        duplicates: int = 0,
+    ) -> None:
+        """Record one processed micro-batch: ``size`` records, stage times in seconds."""
+        self.batch_size.observe(size)
+        self.parse_seconds.observe(parse_s)
+        self.encoder_seconds.observe(encode_s)
+        self.update_seconds.observe(update_s)
+        self.search_seconds.observe(search_s)
+        self.rank_seconds.observe(rank_s)
+        self.texts_encoded.inc(texts_encoded)
+        self.cache_hits.inc(cache_hits)
+        self.cache_misses.inc(cache_misses)
+        self.events_applied.inc(events_applied)
+        self.events_duplicate.inc(duplicates)
+
+    def published(
+        self,
+        *,
+        publish_s: float,
+        batch_s: float,
+        recommendations: int,
+        tombstones: int,
+        state_writes: int,
+        published_at: float,
+        event_times: Iterable[float],
+        ingest_times: Iterable[float],
+    ) -> None:
+        """Record a flushed publication; times are unix seconds, durations seconds."""
+        self.publish_seconds.observe(publish_s)
+        self.batch_seconds.observe(batch_s)
+        self.recommendations_published.inc(recommendations)
+        self.tombstones_published.inc(tombstones)
+        self.state_writes.inc(state_writes)
+        for ts in event_times:
+            self.event_to_publish.observe(max(0.0, published_at - ts))
+        for ts in ingest_times:
+            self.ingest_to_publish.observe(max(0.0, published_at - ts))
+
+    def lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        """Set consumer lag (records) per ``(topic, partition)`` this worker owns."""
+        for (topic, partition), records in lags.items():
+            self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, records))
+
+    def partitions_released(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Drop the lag series of partitions this worker no longer owns."""
+        for topic, partition in partitions:
+            with contextlib.suppress(KeyError):  # never set: nothing to remove
+                self.consumer_lag.remove(topic, str(partition))
+
+    def rebalance(self, kind: str, partitions: int) -> None:
+        """Count an assignment change: ``kind`` is assigned, revoked or lost."""
+        if partitions:
+            self.rebalances.labels(kind=kind).inc()
+
+    def holding(self, *, users: int, catalog_items: int) -> None:
+        """Set the gauges of what is in memory: users and catalog items."""
+        self.users_held.set(users)
+        self.catalog_items.set(catalog_items)
+
+    def catalog_applied(self, outcome: str, count: int = 1) -> None:
+        """Count catalog records by outcome: upsert, delete, or a rejection reason."""
+        if count:
+            self.catalog_records.labels(outcome=outcome).inc(count)
+
+    def state_restored(self, *, seconds: float, users: int) -> None:
+        """Record one restore from the state topic: its duration and users loaded."""
+        self.state_restore_seconds.observe(seconds)
+        self.users_restored.inc(users)
+
+    def evicted(self, count: int) -> None:
+        """Count users dropped from memory for idling past the TTL."""
+        self.users_evicted.inc(count)
+
+    def released(self, count: int) -> None:
+        """Count users dropped from memory because their partition was revoked or lost."""
+        self.users_released.inc(count)
+
+    def set_ready(self, ready: bool) -> None:
+        """1 when the worker is ready (catalog caught up, partitions assigned), else 0."""
+        self.ready.set(1 if ready else 0)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The registry in Prometheus text format, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,171 @@
+"""Reading users' state back from the compacted state topic.
+
+The worker writes each changed user's serialised state to the state topic (key
+``user_id``) before it commits the offsets of the events that changed it, so the topic
+always holds at least what the committed offsets claim. A worker that takes over an
+events partition reads the matching state partition from the beginning to its end
+offsets; the latest value per key wins and a null value (tombstone) means deleted.
+
+The state topic normally has as many partitions as the events topic, and both are
+keyed by ``user_id`` with Kafka's default partitioner, so a user's state sits in the
+same partition number as its events. When the counts differ, every state partition is
+read and a user is kept when its key hashes (murmur2, as kafka-python's
+``DefaultPartitioner``) to one of the requested events partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import TopicPartition
+from kafka.partitioner.default import murmur2
+
+from interest_core.settings import Settings
+from producers.kafka_client import make_consumer
+
+__all__ = ["StateEntry", "StateReader", "StateRestoreError", "partition_for_key"]
+
+log = logging.getLogger(__name__)
+
+
+class StateRestoreError(RuntimeError):
+    """The state topic could not be read to its end within the restore timeout."""
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """The partition kafka-python's default partitioner picks for ``key`` among ``partitions``."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be at least 1, got {partitions}")
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class StateEntry:
+    """The latest state-topic value of one user.
+
+    ``partition`` is the user's events partition; ``blob`` is None for a deleted user;
+    ``offset`` is the state record's offset (for ``interest inspect``).
+    """
+
+    user_id: str
+    partition: int
+    blob: bytes | None
+    offset: int = -1
+    timestamp_ms: int = -1
+
+
+class StateReader:
+    """Group-less reader of the state topic; owns one consumer, created on first use.
+
+    Not thread-safe: one caller at a time (the worker thread, or its rebalance listener
+    while the worker thread waits in ``poll``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        consumer_factory: Callable[..., Any] = make_consumer,
+        timeout_s: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.timeout_s = settings.state.restore_timeout_s if timeout_s is None else timeout_s
+        self._consumer_factory = consumer_factory
+        self._consumer: Any = None
+
+    def _client(self) -> Any:
+        if self._consumer is None:
+            self._consumer = self._consumer_factory(
+                self.settings,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                client_id=f"{self.settings.kafka.client_id}-state",
+            )
+        return self._consumer
+
+    def _partition_count(self, topic: str) -> int:
+        found = self._client().partitions_for_topic(topic)
+        return len(found) if found else 0
+
+    def read(
+        self,
+        partitions: Collection[int] | None = None,
+        *,
+        users: Collection[str] | None = None,
+    ) -> dict[str, StateEntry]:
+        """Latest state per user of the given events ``partitions`` (None: every user).
+
+        ``users`` narrows the result to those user ids. Reads from the beginning to the
+        end offsets seen at the start of the call. Raises :class:`StateRestoreError`
+        when that takes longer than the restore timeout (seconds).
+        """
+        topics = self.settings.topics
+        state_count = self._partition_count(topics.state)
+        if state_count == 0:
+            log.warning("state topic %s does not exist: nothing to restore", topics.state)
+            return {}
+        events_count = self._partition_count(topics.events) or topics.events_partitions
+        aligned = state_count == events_count
+        if partitions is None:
+            to_read = list(range(state_count))
+        elif aligned:
+            to_read = sorted(p for p in set(partitions) if 0 <= p < state_count)
+        else:
+            to_read = list(range(state_count))
+        wanted = None if partitions is None else set(partitions)
+        wanted_users = None if users is None else set(users)
+        if not to_read or (wanted_users is not None and not wanted_users):
+            return {}
+
+        consumer = self._client()
+        tps = [TopicPartition(topics.state, p) for p in to_read]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps, timeout_ms=int(self.timeout_s * 1000))
+        pending = {tp for tp in tps if end.get(tp, 0) > 0}
+        latest: dict[str, StateEntry] = {}
+        deadline = time.monotonic() + self.timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise StateRestoreError(
+                    f"state topic {topics.state} partitions {sorted(tp.partition for tp in pending)}"
+                    f" not read to their end within {self.timeout_s:.0f} s"
+                )
+            polled = consumer.poll(timeout_ms=200, max_records=10_000)
+            for tp, records in polled.items():
+                for record in records:
+                    if record.offset >= end.get(tp, 0) or record.key is None:
+                        continue
+                    user_id = bytes(record.key).decode("utf-8", "replace")
+                    if wanted_users is not None and user_id not in wanted_users:
+                        continue
+                    events_partition = (
+                        tp.partition
+                        if aligned
+                        else partition_for_key(bytes(record.key), events_count)
+                    )
+                    if not aligned and wanted is not None and events_partition not in wanted:
+                        continue
+                    latest[user_id] = StateEntry(
+                        user_id,
+                        events_partition,
+                        None if record.value is None else bytes(record.value),
+                        record.offset,
+                        int(record.timestamp or -1),
+                    )
+            for tp in list(pending):
+                if consumer.position(tp) >= end[tp]:
+                    pending.discard(tp)
+        consumer.assign([])
+        return latest
+
+    def close(self) -> None:
+        """Close the consumer (idempotent)."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.close(autocommit=False)

@@ -1,0 +1,849 @@
+"""``interest worker``: one member of the events consumer group.
+
+The loop, Quix-``Checkpoint`` style::
+
+    poll ─► MicroBatcher (max_events / max_wait_ms)
+         ─► process_records: parse at the edge, bad records ─► dead-letter plan
+                             Engine.process(valid events) ─► state + recommendation plan
+         ─► publish: send every planned record, flush the producer
+         ─► ONLY THEN commit the batch's offsets
+
+State is durable because it is published before offsets are committed and the Engine
+skips events whose offset is at or below a user's last applied offset: after a crash
+the events since the last commit are read again and skipped where already applied.
+
+On partition assignment the users of those partitions are restored from the state
+topic before any of their events is processed; on revocation the batch in hand is
+processed, published and committed, then those users leave memory.
+
+Idle users (no event for ``state.user_ttl_s`` seconds of wall clock) are evicted from
+memory; the worker remembers their ids (and partition) and, when one of them has events
+in a later batch, reloads its state from the state topic before processing the batch.
+
+``process_records`` is the same step the Kafka loop runs, usable with no broker (the
+pipeline tests drive it with a :class:`MemorySink`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from consumers.batching import InputRecord, MicroBatcher, next_offsets
+from consumers.catalog_follower import CatalogFollower
+from consumers.health import HealthServer
+from consumers.metrics import WorkerMetrics
+from consumers.state_store import StateEntry, StateReader
+from interest_core.encoder import CachedEncoder, Encoder, encoder_from_settings
+from interest_core.records import (
+    CatalogDeletion,
+    CatalogItem,
+    Event,
+    Rejected,
+    parse_catalog,
+    parse_event,
+)
+from interest_core.settings import Settings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from interest_core.engine import Engine
+
+__all__ = [
+    "KafkaSink",
+    "MemorySink",
+    "OutgoingRecord",
+    "PublishPlan",
+    "Sink",
+    "StateSource",
+    "Worker",
+    "configure",
+    "run",
+]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between consumer-lag refreshes.
+LAG_REFRESH_S = 5.0
+#: The loop counts as stalled (``/healthz`` 503) after this many seconds without a tick.
+STALL_AFTER_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """A record to publish; ``value`` None is a tombstone."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass
+class PublishPlan:
+    """What one micro-batch publishes, and the offsets to commit after it is flushed.
+
+    ``offsets`` maps ``(topic, partition)`` to the next offset to read. ``event_times``
+    and ``ingest_times`` (unix seconds) are those of the valid events, for latency.
+    """
+
+    records_in: int = 0
+    dead_letters: list[OutgoingRecord] = field(default_factory=list)
+    dead_letter_reasons: list[str] = field(default_factory=list)
+    states: list[OutgoingRecord] = field(default_factory=list)
+    recommendations: list[OutgoingRecord] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    event_times: list[float] = field(default_factory=list)
+    ingest_times: list[float] = field(default_factory=list)
+    duplicates: int = 0
+    started: float = 0.0  # perf_counter at the start of processing
+
+    @property
+    def outgoing(self) -> list[OutgoingRecord]:
+        """Every record to send, state before recommendations, dead letters first."""
+        return [*self.dead_letters, *self.states, *self.recommendations]
+
+    @property
+    def tombstones(self) -> int:
+        return sum(1 for r in self.states if r.value is None) + sum(
+            1 for r in self.recommendations if r.value is None
+        )
+
+
+class Sink(Protocol):
+    """Where planned records go: ``send`` each, then ``flush`` (raises if any failed)."""
+
+    def send(self, record: OutgoingRecord) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class StateSource(Protocol):
+    """Reads users' latest state (see :class:`consumers.state_store.StateReader`)."""
+
+    def read(
+        self, partitions: Collection[int] | None = None, *, users: Collection[str] | None = None
+    ) -> dict[str, StateEntry]: ...
+
+
+class PublishError(RuntimeError):
+    """The producer could not deliver a batch's records; offsets must not be committed."""
+
+
+class MemorySink:
+    """A sink that keeps what is flushed, in order: the pipeline harness's Kafka."""
+
+    def __init__(self) -> None:
+        self.records: list[OutgoingRecord] = []
+        self._pending: list[OutgoingRecord] = []
+        self.flushes = 0
+
+    def send(self, record: OutgoingRecord) -> None:
+        self._pending.append(record)
+
+    def flush(self) -> None:
+        self.records.extend(self._pending)
+        self._pending.clear()
+        self.flushes += 1
+
+    def on(self, topic: str) -> list[OutgoingRecord]:
+        """Flushed records of ``topic``, in order."""
+        return [r for r in self.records if r.topic == topic]
+
+    def latest(self, topic: str) -> dict[str, bytes | None]:
+        """Latest value per key on ``topic`` (what compaction would keep)."""
+        out: dict[str, bytes | None] = {}
+        for record in self.on(topic):
+            if record.key is not None:
+                out[record.key.decode()] = record.value
+        return out
+
+
+class KafkaSink:
+    """Sends through a kafka-python producer; ``flush`` raises :class:`PublishError`."""
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+        self._futures: list[Any] = []
+
+    def send(self, record: OutgoingRecord) -> None:
+        self._futures.append(
+            self.producer.send(
+                record.topic, key=record.key, value=record.value, headers=list(record.headers)
+            )
+        )
+
+    def flush(self) -> None:
+        self.producer.flush()
+        futures, self._futures = self._futures, []
+        failed = [f.exception for f in futures if f.failed()]
+        if failed:
+            raise PublishError(
+                f"{len(failed)} of {len(futures)} records not delivered: {failed[0]}"
+            )
+
+
+# --------------------------------------------------------------------------- worker
+
+
+class Worker:
+    """One worker: the Kafka loop (:meth:`run`) around a broker-free step (:meth:`process_records`).
+
+    ``encoder`` defaults to the one the settings choose (the real model unless
+    ``encoder.backend = "hashing"``); a given encoder gets an embedding cache in front
+    unless it is a ``CachedEncoder`` already. ``engine`` may be given instead (it then
+    owns its encoder). ``registry`` is the Prometheus registry the metrics live on (a fresh one by
+    default). ``state_source`` reads state back for evicted users; :meth:`run` makes a
+    :class:`StateReader` when none was given.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        encoder: Encoder | None = None,
+        *,
+        worker_id: str | None = None,
+        registry: CollectorRegistry | None = None,
+        engine: Engine | None = None,
+        state_source: StateSource | None = None,
+    ) -> None:
+        self.settings = settings
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.metrics = WorkerMetrics(registry)
+        if engine is None:
+            from interest_core.engine import Engine
+
+            if encoder is None:
+                encoder = encoder_from_settings(settings.encoder)
+            elif not isinstance(encoder, CachedEncoder):
+                # The batch's repeated texts and the cache metrics need the LRU in front.
+                encoder = CachedEncoder(encoder, settings.encoder.cache_size)
+            engine = Engine(encoder, settings)
+        self.engine = engine
+        self.batcher = MicroBatcher(settings.batch.max_events, settings.batch.max_wait_ms / 1000.0)
+        self.state_source = state_source
+        self.metrics_port: int | None = None
+        self._user_partition: dict[str, int] = {}  # user -> events partition, users in memory
+        self._evicted: dict[str, int] = {}  # user -> events partition, evicted while idle
+        self._assigned: set[int] = set()  # events partitions owned
+        self._catalog_caught_up = False
+        self._alive = False
+        self._last_tick = time.monotonic()
+        self._sink: Sink | None = None
+        self._consumer: Any = None
+        self._stop = threading.Event()
+        self._next_eviction = time.monotonic() + self._eviction_interval()
+        self._next_lag = 0.0
+
+    # ------------------------------------------------------------ broker-free step
+
+    def apply_catalog_records(self, records: Sequence[InputRecord]) -> None:
+        """Apply catalog records in order: upserts batched, deletions where they fall."""
+        upserts: dict[str, CatalogItem] = {}
+
+        def flush_upserts() -> None:
+            if upserts:
+                self.engine.upsert_items(list(upserts.values()))
+                self.metrics.catalog_applied("upsert", len(upserts))
+                upserts.clear()
+
+        for record in records:
+            parsed = parse_catalog(record.key, record.value)
+            if isinstance(parsed, Rejected):
+                log.warning(
+                    "catalog record %s rejected: %s (%s)",
+                    record.source,
+                    parsed.reason,
+                    parsed.detail,
+                )
+                self.metrics.catalog_applied(parsed.reason)
+            elif isinstance(parsed, CatalogDeletion):
+                upserts.pop(parsed.item_id, None)
+                flush_upserts()
+                self.engine.delete_items([parsed.item_id])
+                self.metrics.catalog_applied("delete")
+            else:
+                upserts.pop(parsed.item_id, None)  # keep the latest, in arrival order
+                upserts[parsed.item_id] = parsed
+        flush_upserts()
+        self._update_gauges()
+
+    def process_records(self, records: Sequence[InputRecord]) -> PublishPlan:
+        """Parse, validate and process one micro-batch; returns what to publish and commit.
+
+        Touches no broker: bad records become dead-letter records, valid events go
+        through ``Engine.process`` in one call. The caller publishes the plan (see
+        :meth:`publish`) and commits ``plan.offsets`` only after the flush.
+        """
+        plan = PublishPlan(records_in=len(records), started=time.perf_counter())
+        plan.offsets = next_offsets(records)
+        limits = self.settings.limits
+        events: list[Event] = []
+        source: dict[int, InputRecord] = {}
+        types: list[str] = []
+        for record in records:
+            parsed: Event | Rejected
+            if record.value is None:
+                parsed = Rejected("null_value", "event record has a null value")
+            else:
+                parsed = parse_event(
+                    record.value,
+                    fallback_id=record.source,
+                    offset=record.offset,
+                    max_text_chars=limits.max_text_chars,
+                    max_record_bytes=limits.max_record_bytes,
+                )
+            if isinstance(parsed, Rejected):
+                types.append("invalid")
+                self._dead_letter(plan, record, parsed)
+            else:
+                types.append(parsed.type)
+                events.append(parsed)
+                source[id(parsed)] = record
+        parse_s = time.perf_counter() - plan.started
+        self.metrics.records_consumed(types)
+        for event in events:
+            self._user_partition[event.user_id] = source[id(event)].partition
+        self._reload_evicted(events, source)
+
+        stats: Any = None
+        if events:
+            outcome = self._process_events(events)
+            stats = outcome.stats
+            plan.duplicates = outcome.duplicates
+            by_identity = {(e.user_id, e.event_id, e.offset): source[id(e)] for e in events}
+            rejected_keys: set[tuple[str, str, int | None]] = set()
+            for event, why in outcome.rejected:
+                key = (event.user_id, event.event_id, event.offset)
+                rejected_keys.add(key)
+                origin = source.get(id(event)) or by_identity.get(key)
+                if origin is None:
+                    log.error("engine rejected an event not in the batch: %s", event.event_id)
+                    continue
+                self._dead_letter(plan, origin, why)
+            for event in events:
+                if (event.user_id, event.event_id, event.offset) not in rejected_keys:
+                    plan.event_times.append(event.ts)
+                    plan.ingest_times.append(source[id(event)].ingested_at)
+            topics = self.settings.topics
+            for user_id in outcome.changed_users:
+                blob = self.engine.export_user(user_id)
+                plan.states.append(OutgoingRecord(topics.state, user_id.encode(), blob))
+            for rec in outcome.recommendations:
+                plan.recommendations.append(
+                    OutgoingRecord(topics.recommendations, rec.user_id.encode(), rec.to_json())
+                )
+            for user_id in outcome.deleted_users:
+                key = user_id.encode()
+                plan.states.append(OutgoingRecord(topics.state, key, None))
+                plan.recommendations.append(OutgoingRecord(topics.recommendations, key, None))
+                self._user_partition.pop(user_id, None)
+                self._evicted.pop(user_id, None)
+
+        self.metrics.batch_done(
+            size=len(records),
+            parse_s=parse_s,
+            encode_s=getattr(stats, "encode_s", 0.0),
+            update_s=getattr(stats, "update_s", 0.0),
+            search_s=getattr(stats, "search_s", 0.0),
+            rank_s=getattr(stats, "rank_s", 0.0),
+            texts_encoded=getattr(stats, "texts_encoded", 0),
+            cache_hits=getattr(stats, "cache_hits", 0),
+            cache_misses=getattr(stats, "cache_misses", 0),
+            events_applied=getattr(stats, "events_applied", 0),
+            duplicates=plan.duplicates,
+        )
+        return plan
+
+    def publish(self, plan: PublishPlan, sink: Sink) -> None:
+        """Send every planned record and flush; raises if the sink could not deliver."""
+        start = time.perf_counter()
+        for record in plan.outgoing:
+            sink.send(record)
+        sink.flush()
+        done = time.perf_counter()
+        for reason in plan.dead_letter_reasons:
+            self.metrics.dead_lettered(reason)
+        self.metrics.published(
+            publish_s=done - start,
+            batch_s=done - plan.started,
+            recommendations=sum(1 for r in plan.recommendations if r.value is not None),
+            tombstones=plan.tombstones,
+            state_writes=len(plan.states),
+            published_at=time.time(),
+            event_times=plan.event_times,
+            ingest_times=plan.ingest_times,
+        )
+        self._update_gauges()
+
+    def handle(self, records: Sequence[InputRecord], sink: Sink) -> PublishPlan:
+        """``process_records`` then ``publish``: one micro-batch end to end, minus the commit."""
+        plan = self.process_records(records)
+        self.publish(plan, sink)
+        return plan
+
+    def evict_idle(self, now: float | None = None) -> list[str]:
+        """Evict users idle for ``state.user_ttl_s`` seconds (wall clock); returns their ids.
+
+        Their state is already on the state topic; their ids are remembered so that a
+        later event reloads it first.
+        """
+        now = time.time() if now is None else now
+        evicted = self.engine.evict_idle(now - self.settings.state.user_ttl_s)
+        for user_id in evicted:
+            partition = self._user_partition.pop(user_id, None)
+            if partition is not None:
+                self._evicted[user_id] = partition
+        self.metrics.evicted(len(evicted))
+        self._update_gauges()
+        return list(evicted)
+
+    def restore_partitions(self, partitions: Iterable[int]) -> int:
+        """Load the users of events ``partitions`` from the state topic; returns users loaded."""
+        wanted = sorted(set(partitions))
+        if not wanted or self.state_source is None:
+            return 0
+        start = time.perf_counter()
+        entries = self.state_source.read(wanted)
+        loaded = self._import(entries.values())
+        self.metrics.state_restored(seconds=time.perf_counter() - start, users=loaded)
+        log.info(
+            "%s restored %d users of partitions %s in %.3f s",
+            self.worker_id,
+            loaded,
+            wanted,
+            time.perf_counter() - start,
+        )
+        return loaded
+
+    def release_partitions(self, partitions: Iterable[int]) -> int:
+        """Drop from memory the users of events ``partitions``; returns how many."""
+        gone = set(partitions)
+        users = [u for u, p in self._user_partition.items() if p in gone]
+        for user_id in users:
+            self.engine.forget_user(user_id)
+            del self._user_partition[user_id]
+        for user_id in [u for u, p in self._evicted.items() if p in gone]:
+            del self._evicted[user_id]
+        self.metrics.released(len(users))
+        self._update_gauges()
+        return len(users)
+
+    # ------------------------------------------------------------ internals
+
+    def _dead_letter(self, plan: PublishPlan, record: InputRecord, why: Rejected) -> None:
+        headers = (
+            ("reason", why.reason.encode()),
+            ("detail", why.detail.encode("utf-8", "replace")[:1000]),
+            ("source_topic", record.topic.encode()),
+            ("source_partition", str(record.partition).encode()),
+            ("source_offset", str(record.offset).encode()),
+            ("worker_id", self.worker_id.encode()),
+        )
+        plan.dead_letters.append(
+            OutgoingRecord(self.settings.topics.deadletter, record.key, record.value, headers)
+        )
+        plan.dead_letter_reasons.append(why.reason)
+
+    def _process_events(self, events: list[Event]) -> Any:
+        try:
+            return self.engine.process(events, published_at=time.time())
+        except Exception:
+            # A bug the batch tripped on must not lose the others or stop the worker:
+            # find the event(s) at fault one by one and dead-letter them.
+            log.exception("batch of %d events failed; retrying them one at a time", len(events))
+        return _merge_single_outcomes(self.engine, events)
+
+    def _import(self, entries: Iterable[StateEntry]) -> int:
+        loaded = 0
+        for entry in entries:
+            if entry.blob is None:
+                self.engine.forget_user(entry.user_id)
+                self._user_partition.pop(entry.user_id, None)
+            else:
+                self.engine.import_user(entry.user_id, entry.blob)
+                self._user_partition[entry.user_id] = entry.partition
+                loaded += 1
+            self._evicted.pop(entry.user_id, None)
+        self._update_gauges()
+        return loaded
+
+    def _reload_evicted(self, events: Sequence[Event], source: dict[int, InputRecord]) -> None:
+        if not self._evicted:
+            return
+        back = {e.user_id for e in events if e.user_id in self._evicted}
+        if not back:
+            return
+        if self.state_source is None:
+            log.warning("%d evicted users came back but no state source: starting fresh", len(back))
+            for user_id in back:
+                self._evicted.pop(user_id, None)
+            return
+        start = time.perf_counter()
+        partitions = {self._evicted[u] for u in back}
+        entries = self.state_source.read(partitions, users=back)
+        loaded = self._import(entries.values())
+        for user_id in back:
+            self._evicted.pop(user_id, None)
+        for event in events:  # the partition they come from now is authoritative
+            if event.user_id in back:
+                self._user_partition[event.user_id] = source[id(event)].partition
+        self.metrics.state_restored(seconds=time.perf_counter() - start, users=loaded)
+
+    def _update_gauges(self) -> None:
+        self.metrics.holding(users=self.engine.users_held, catalog_items=self.engine.catalog_size)
+        self.metrics.set_ready(not self.not_ready_reasons())
+
+    def _eviction_interval(self) -> float:
+        return max(1.0, min(60.0, self.settings.state.user_ttl_s / 4))
+
+    # ------------------------------------------------------------ probes
+
+    def not_ready_reasons(self) -> list[str]:
+        """Why the worker is not ready (empty when ready)."""
+        reasons = []
+        if not self._alive:
+            reasons.append("worker loop not running")
+        if not self._catalog_caught_up:
+            reasons.append("catalog loading")
+        if not self._assigned:
+            reasons.append("no events partitions assigned")
+        return reasons
+
+    def not_alive_reasons(self) -> list[str]:
+        """Why the worker is not alive (empty while the loop runs and ticks)."""
+        if not self._alive:
+            return ["worker loop not running"]
+        stalled = time.monotonic() - self._last_tick
+        if stalled > STALL_AFTER_S:
+            return [f"worker loop stalled for {stalled:.0f} s"]
+        return []
+
+    @property
+    def ready(self) -> bool:
+        return not self.not_ready_reasons()
+
+    @property
+    def assigned_partitions(self) -> frozenset[int]:
+        """Events partitions this worker owns now."""
+        return frozenset(self._assigned)
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` seconds until ready; returns whether it is."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.ready:
+                return True
+            if self._stop.is_set() and not self._alive:
+                return False
+            time.sleep(0.05)
+        return self.ready
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish the batch in hand, commit and leave the group."""
+        self._stop.set()
+
+    # ------------------------------------------------------------ the Kafka loop
+
+    def run(self, stop: threading.Event | None = None) -> int:
+        """Consume until ``stop`` is set (or :meth:`stop` is called); returns an exit status."""
+        from producers.kafka_client import make_consumer, make_producer
+        from producers.topics import create_topics
+
+        if stop is not None:
+            self._stop = stop
+        stop = self._stop
+        settings = self.settings
+        health: HealthServer | None = None
+        producer: Any = None
+        follower: CatalogFollower | None = None
+        own_reader: StateReader | None = None
+        self._alive = True
+        self._tick()
+        try:
+            if settings.metrics.enabled:
+                health = HealthServer(
+                    settings.metrics.host,
+                    settings.metrics.port,
+                    render_metrics=self.metrics.exposition,
+                    liveness=self.not_alive_reasons,
+                    readiness=self.not_ready_reasons,
+                ).start()
+                self.metrics_port = health.port
+            create_topics(settings)
+            if self.state_source is None:
+                own_reader = StateReader(settings)
+                self.state_source = own_reader
+            producer = make_producer(
+                settings, client_id=f"{settings.kafka.client_id}-{self.worker_id}"
+            )
+            self._sink = KafkaSink(producer)
+            follower = CatalogFollower(settings).start()
+            while not follower.caught_up and not stop.is_set():
+                self.apply_catalog_records(follower.poll(0.2))
+                self._tick()
+            self._catalog_caught_up = follower.caught_up
+            self._update_gauges()
+            if stop.is_set():
+                return 0
+            log.info("%s: catalog loaded (%d items)", self.worker_id, self.engine.catalog_size)
+            consumer = make_consumer(
+                settings,
+                group_id=settings.consumer.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                client_id=f"{settings.kafka.client_id}-{self.worker_id}",
+            )
+            self._consumer = consumer
+            consumer.subscribe([settings.topics.events], listener=_Rebalance(self))
+            while not stop.is_set():
+                self._tick()
+                left = self.batcher.time_left()
+                timeout_ms = 100 if left is None else max(0, int(left * 1000))
+                polled = consumer.poll(timeout_ms=timeout_ms, max_records=max(1, self.batcher.room))
+                now = time.time()
+                for records in polled.values():
+                    for record in records:
+                        self.batcher.add(InputRecord.from_consumer_record(record, now))
+                if self.batcher.due():
+                    self._flush_and_commit()
+                if not len(self.batcher):  # between batches
+                    self.apply_catalog_records(follower.poll(0))
+                    self._housekeeping()
+            self._flush_and_commit()
+            log.info("%s: stopping", self.worker_id)
+            return 0
+        finally:
+            self._alive = False
+            if self._consumer is not None:
+                try:
+                    self._consumer.close(autocommit=False)  # leaves the group
+                except Exception:
+                    log.exception("closing the events consumer failed")
+                self._consumer = None
+            for closing in (follower, own_reader):
+                if closing is not None:
+                    try:
+                        closing.close()
+                    except Exception:
+                        log.exception("closing %s failed", type(closing).__name__)
+            if producer is not None:
+                producer.close(timeout=10)
+            if health is not None:
+                health.stop()
+            self._assigned.clear()
+            self.metrics.set_ready(False)
+
+    def _tick(self) -> None:
+        self._last_tick = time.monotonic()
+
+    def _flush_and_commit(self, *, from_listener: bool = False) -> None:
+        batch = self.batcher.flush()
+        if not batch.records or self._sink is None:
+            return
+        plan = self.process_records(batch.records)
+        self.publish(plan, self._sink)
+        offsets = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in plan.offsets.items()
+        }
+        consumer = self._consumer
+        if consumer is None:
+            return
+        if from_listener:
+            # Blocking consumer calls are refused on the consumer's IO thread, where the
+            # listener runs; the async commit is queued before the group re-join.
+            consumer.commit_async(offsets)
+            return
+        try:
+            consumer.commit(offsets)
+        except KafkaError as exc:
+            # The state is already published: the next owner re-reads these events and
+            # skips them by offset, so nothing is applied twice.
+            log.warning(
+                "%s: offset commit failed (%s); events will be re-read", self.worker_id, exc
+            )
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_eviction:
+            self._next_eviction = now + self._eviction_interval()
+            self.evict_idle()
+        if now >= self._next_lag and self._consumer is not None:
+            self._next_lag = now + LAG_REFRESH_S
+            self._refresh_lag()
+
+    def _refresh_lag(self) -> None:
+        consumer = self._consumer
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return
+        try:
+            ends = consumer.end_offsets(assigned, timeout_ms=2000)
+            lags = {
+                (tp.topic, tp.partition): int(ends[tp])
+                - int(consumer.position(tp, timeout_ms=2000))
+                for tp in assigned
+                if tp in ends
+            }
+        except KafkaError as exc:
+            log.debug("lag refresh failed: %s", exc)
+            return
+        self.metrics.lag(lags)
+
+    # rebalance callbacks: they run on the consumer's IO thread while the worker thread
+    # waits inside poll(), so the Engine is never touched by two threads at once.
+
+    def _on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        mine = {tp.partition for tp in revoked if tp.topic == self.settings.topics.events}
+        self.metrics.rebalance("revoked", len(mine))
+        if not mine:
+            return
+        self._flush_and_commit(from_listener=True)
+        self.release_partitions(mine)
+        self._assigned -= mine
+        self.metrics.partitions_released((self.settings.topics.events, p) for p in mine)
+        self._update_gauges()
+        log.info("%s: partitions %s revoked", self.worker_id, sorted(mine))
+
+    def _on_lost(self, lost: Iterable[TopicPartition]) -> None:
+        mine = {tp.partition for tp in lost if tp.topic == self.settings.topics.events}
+        self.metrics.rebalance("lost", len(mine))
+        if not mine:
+            return
+        # Another worker owns them already: what is in hand will be read again there.
+        dropped = self.batcher.drop_partitions({(self.settings.topics.events, p) for p in mine})
+        self.release_partitions(mine)
+        self._assigned -= mine
+        self.metrics.partitions_released((self.settings.topics.events, p) for p in mine)
+        self._update_gauges()
+        log.warning(
+            "%s: partitions %s lost (%d records dropped)", self.worker_id, sorted(mine), dropped
+        )
+
+    def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        mine = {tp.partition for tp in assigned if tp.topic == self.settings.topics.events}
+        self.metrics.rebalance("assigned", len(mine))
+        new = mine - self._assigned
+        self.restore_partitions(new)
+        self._assigned |= mine
+        self._update_gauges()
+        log.info("%s: partitions %s assigned", self.worker_id, sorted(mine))
+
+
+def _merge_single_outcomes(engine: Any, events: list[Event]) -> Any:
+    """Process ``events`` one by one; an event that raises is rejected as processing_error."""
+    from interest_core.engine import BatchOutcome
+
+    recommendations: dict[str, Any] = {}
+    rejected: list[tuple[Event, Rejected]] = []
+    changed: dict[str, None] = {}
+    deleted: dict[str, None] = {}
+    duplicates = 0
+    last_stats: Any = None
+    for event in events:
+        try:
+            outcome = engine.process([event], published_at=time.time())
+        except Exception as exc:
+            log.exception("event %s failed", event.event_id)
+            rejected.append(
+                (event, Rejected("processing_error", f"{type(exc).__name__}: {exc}"[:300]))
+            )
+            continue
+        last_stats = outcome.stats
+        duplicates += outcome.duplicates
+        rejected.extend(outcome.rejected)
+        for rec in outcome.recommendations:
+            recommendations[rec.user_id] = rec  # one record per user per batch: the latest
+        for user_id in outcome.changed_users:
+            changed[user_id] = None
+            deleted.pop(user_id, None)
+        for user_id in outcome.deleted_users:
+            deleted[user_id] = None
+            changed.pop(user_id, None)
+            recommendations.pop(user_id, None)
+    return BatchOutcome(
+        recommendations=list(recommendations.values()),
+        rejected=rejected,
+        changed_users=list(changed),
+        deleted_users=list(deleted),
+        duplicates=duplicates,
+        stats=last_stats,
+    )
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.worker._on_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.worker._on_assigned(assigned)
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self.worker._on_lost(lost)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``interest worker``."""
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="port of /metrics, /healthz, /readyz (default: metrics.port; 0 = a free port)",
+    )
+    parser.add_argument(
+        "--worker-id",
+        default=None,
+        metavar="ID",
+        help="name in logs and dead letters (default: host-pid)",
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one worker until SIGTERM / SIGINT, then finish the batch, commit and leave."""
+    if args.metrics_port is not None:
+        settings = settings.replace(metrics={"port": args.metrics_port})
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: finishing the batch in hand and leaving the group", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        worker = Worker(settings, worker_id=args.worker_id)
+    except Exception as exc:
+        print(f"interest worker: cannot start: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"interest worker {worker.worker_id}: group {settings.consumer.group_id},"
+        f" events {settings.topics.events}, Kafka {settings.kafka.bootstrap_servers}",
+        file=sys.stderr,
+    )
+    try:
+        return worker.run(stop)
+    except KafkaError as exc:
+        print(f"interest worker: Kafka error: {exc}", file=sys.stderr)
+        return 1

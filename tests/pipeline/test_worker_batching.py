@@ -1,0 +1,90 @@
+"""The micro-batcher: bounded by size and by wait, offsets to commit, lost partitions."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumers.batching import InputRecord, MicroBatcher, next_offsets
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rec(partition: int, offset: int, topic: str = "ev") -> InputRecord:
+    return InputRecord(topic, partition, offset, b"k", b"{}")
+
+
+def test_due_when_full() -> None:
+    batcher = MicroBatcher(3, 10.0, clock=Clock())
+    assert not batcher.add(rec(0, 0))
+    assert not batcher.add(rec(0, 1))
+    assert batcher.room == 1
+    assert batcher.add(rec(1, 0))
+    assert batcher.full and batcher.time_left() == 0.0
+
+
+def test_due_after_wait_from_first_record() -> None:
+    clock = Clock()
+    batcher = MicroBatcher(100, 0.02, clock=clock)
+    assert batcher.time_left() is None and not batcher.due()
+    batcher.add(rec(0, 0))
+    clock.now += 0.015
+    batcher.add(rec(0, 1))  # a later record does not restart the wait
+    assert not batcher.due()
+    assert batcher.time_left() == pytest.approx(0.005)
+    clock.now += 0.006
+    assert batcher.due()
+
+
+def test_flush_hands_over_records_and_next_offsets() -> None:
+    batcher = MicroBatcher(10, 1.0, clock=Clock())
+    for r in [rec(0, 5), rec(1, 2), rec(0, 6), rec(2, 9, topic="other")]:
+        batcher.add(r)
+    batch = batcher.flush()
+    assert [r.offset for r in batch.records] == [5, 2, 6, 9]
+    assert batch.offsets == {("ev", 0): 7, ("ev", 1): 3, ("other", 2): 10}
+    assert len(batcher) == 0 and batcher.time_left() is None
+    assert len(batcher.flush()) == 0
+
+
+def test_drop_partitions_keeps_the_others() -> None:
+    batcher = MicroBatcher(10, 1.0, clock=Clock())
+    for r in [rec(0, 1), rec(1, 1), rec(0, 2)]:
+        batcher.add(r)
+    assert batcher.drop_partitions({("ev", 0)}) == 2
+    assert [r.partition for r in batcher.flush().records] == [1]
+
+
+def test_rejects_nonsense_bounds() -> None:
+    with pytest.raises(ValueError):
+        MicroBatcher(0, 1.0)
+    with pytest.raises(ValueError):
+        MicroBatcher(1, -1.0)
+
+
+def test_ingest_time_from_kafka_timestamp_else_poll_time() -> None:
+    class Record:
+        topic, partition, offset, key, value, headers = "ev", 0, 3, b"k", b"v", [("h", b"x")]
+        timestamp = 1_700_000_000_500
+
+    with_ts = InputRecord.from_consumer_record(Record(), polled_at=5.0)
+    assert with_ts.ingested_at == 1_700_000_000.5 and with_ts.headers == (("h", b"x"),)
+    Record.timestamp = -1
+    assert InputRecord.from_consumer_record(Record(), polled_at=5.0).ingested_at == 5.0
+    assert with_ts.source == "ev/0/3"
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 1000)), max_size=50))
+def test_committed_offset_is_past_every_record(pairs: list[tuple[int, int]]) -> None:
+    records = [rec(p, o) for p, o in pairs]
+    offsets = next_offsets(records)
+    for r in records:
+        assert offsets[("ev", r.partition)] > r.offset
+    assert set(offsets) == {("ev", p) for p, _ in pairs}

@@ -1,0 +1,405 @@
+"""The worker's batch step with no broker: records in, state and recommendations out.
+
+The same ``Worker.process_records`` / ``publish`` the Kafka loop runs, fed MovieLens
+records (``/work/shared/data/movielens-small``) and publishing to a :class:`MemorySink`
+(like Quix's ``sdf.test()``). The hashing encoder keeps it fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from collections import Counter
+from collections.abc import Collection, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from consumers.batching import InputRecord
+from consumers.state_store import StateEntry, partition_for_key
+from consumers.worker import MemorySink, Worker
+from interest_core.encoder import HashingEncoder
+from interest_core.records import parse_recommendation
+from interest_core.settings import Settings
+
+MOVIELENS = Path("/work/shared/data/movielens-small")
+PARTITIONS = 4
+
+pytestmark = pytest.mark.skipif(not MOVIELENS.exists(), reason="MovieLens data not present")
+
+
+def _settings() -> Settings:
+    return Settings().replace(
+        encoder={"backend": "hashing"},
+        topics={"events_partitions": PARTITIONS, "state_partitions": PARTITIONS},
+    )
+
+
+def movielens_log(users: int = 12, per_user: int = 12) -> tuple[list[dict], list[dict]]:
+    """(catalog records, events) for the first ``users`` users' first ratings, in time order.
+
+    Ratings become view / click / purchase / rate / dislike by value, and every user also
+    searches once for the genre of a movie they rated, so text goes through the encoder.
+    """
+    movies = {}
+    with (MOVIELENS / "movies.csv").open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            movies[row["movieId"]] = row
+    events: list[dict] = []
+    taken: Counter[str] = Counter()
+    used: set[str] = set()
+    with (MOVIELENS / "ratings.csv").open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            user = row["userId"]
+            if int(user) > users or taken[user] >= per_user:
+                continue
+            taken[user] += 1
+            rating, movie = float(row["rating"]), row["movieId"]
+            used.add(movie)
+            kind = (
+                "purchase"
+                if rating >= 4.5
+                else "click"
+                if rating >= 4
+                else "view"
+                if rating >= 3
+                else "rate"
+                if rating >= 2
+                else "dislike"
+            )
+            event = {
+                "event_id": f"e{len(events)}",
+                "user_id": f"u{user}",
+                "ts": float(row["timestamp"]),
+                "type": kind,
+                "item_id": f"m{movie}",
+            }
+            if kind == "rate":
+                event["rating"] = rating
+            events.append(event)
+            if taken[user] == 3:
+                genre = movies[movie]["genres"].split("|")[0]
+                events.append(
+                    {
+                        "event_id": f"e{len(events)}",
+                        "user_id": f"u{user}",
+                        "ts": float(row["timestamp"]) + 1,
+                        "type": "search",
+                        "text": f"{genre.lower()} movies like {movies[movie]['title']}",
+                    }
+                )
+    catalog = [
+        {
+            "item_id": f"m{m}",
+            "title": movies[m]["title"],
+            "category": movies[m]["genres"].split("|")[0],
+            "tags": movies[m]["genres"].split("|"),
+        }
+        for m in sorted(used, key=int)
+    ]
+    events.sort(key=lambda e: e["ts"])
+    return catalog, events
+
+
+class Feed:
+    """Turns values into events-topic records keyed by user, with per-partition offsets."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.offsets: Counter[int] = Counter()
+
+    def record(self, key: str, value: bytes | None) -> InputRecord:
+        partition = partition_for_key(key.encode(), PARTITIONS)
+        offset = self.offsets[partition]
+        self.offsets[partition] += 1
+        return InputRecord(self.topic, partition, offset, key.encode(), value, 1_700_000_000.0)
+
+    def events(self, events: list[dict]) -> list[InputRecord]:
+        return [self.record(e["user_id"], orjson.dumps(e)) for e in events]
+
+
+class SinkState:
+    """A state source reading a MemorySink's state records (what the state topic holds)."""
+
+    def __init__(self, sink: MemorySink, topic: str) -> None:
+        self.sink, self.topic = sink, topic
+        self.reads = 0
+
+    def read(
+        self, partitions: Collection[int] | None = None, *, users: Collection[str] | None = None
+    ) -> dict[str, StateEntry]:
+        self.reads += 1
+        out = {}
+        for user, blob in self.sink.latest(self.topic).items():
+            partition = partition_for_key(user.encode(), PARTITIONS)
+            if partitions is not None and partition not in partitions:
+                continue
+            if users is not None and user not in users:
+                continue
+            out[user] = StateEntry(user, partition, blob)
+        return out
+
+
+def catalog_records(settings: Settings, catalog: list[dict]) -> list[InputRecord]:
+    return [
+        InputRecord(settings.topics.catalog, 0, i, c["item_id"].encode(), orjson.dumps(c))
+        for i, c in enumerate(catalog)
+    ]
+
+
+def batches(records: list[InputRecord], size: int) -> Iterator[list[InputRecord]]:
+    it = iter(records)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def make_worker(settings: Settings, catalog: list[dict], sink: MemorySink | None = None) -> Worker:
+    state = SinkState(sink, settings.topics.state) if sink is not None else None
+    worker = Worker(
+        settings,
+        HashingEncoder(),
+        worker_id="test-worker",
+        registry=CollectorRegistry(),
+        state_source=state,
+    )
+    worker.apply_catalog_records(catalog_records(settings, catalog))
+    return worker
+
+
+def counts_by_user(events: list[dict]) -> dict[str, Counter[str]]:
+    out: dict[str, Counter[str]] = {}
+    for e in events:
+        out.setdefault(e["user_id"], Counter())[e["type"]] += 1
+    return out
+
+
+def metric(worker: Worker, name: str, **labels: str) -> float:
+    value = worker.metrics.registry.get_sample_value(name, labels or None)
+    return 0.0 if value is None else value
+
+
+@pytest.fixture(scope="module")
+def log_data() -> tuple[list[dict], list[dict]]:
+    return movielens_log()
+
+
+def test_records_in_recommendations_out(log_data: tuple[list[dict], list[dict]]) -> None:
+    catalog, events = log_data
+    settings = _settings()
+    sink = MemorySink()
+    worker = make_worker(settings, catalog)
+    feed = Feed(settings.topics.events)
+    records = feed.events(events)
+    plans = [worker.handle(chunk, sink) for chunk in batches(records, 40)]
+
+    # one recommendation per touched user per batch, versions counting publications
+    for plan, chunk in zip(plans, batches(records, 40), strict=True):
+        users = [r.key.decode() for r in plan.recommendations]
+        assert len(users) == len(set(users))
+        assert set(users) == {r.key.decode() for r in chunk}
+        assert plan.offsets == {
+            (settings.topics.events, p): max(r.offset for r in chunk if r.partition == p) + 1
+            for p in {r.partition for r in chunk}
+        }
+    recs = [parse_recommendation(r.value) for r in sink.on(settings.topics.recommendations)]
+    by_user: dict[str, list[int]] = {}
+    for rec in recs:
+        assert not hasattr(rec, "reason"), rec  # every record parses
+        by_user.setdefault(rec.user_id, []).append(rec.version)
+        assert rec.items and all(worker.engine.has_item(i.item_id) for i in rec.items)
+        assert rec.model == "hashing"
+    assert set(by_user) == {e["user_id"] for e in events}
+    assert all(v == list(range(1, len(v) + 1)) for v in by_user.values())
+
+    # the state topic holds every user; its counts are the log's, applied once
+    expected = counts_by_user(events)
+    latest_state = sink.latest(settings.topics.state)
+    assert set(latest_state) == set(expected)
+    for user, counts in expected.items():
+        assert worker.engine.describe_user(user)["events_by_type"] == dict(counts)
+    assert not sink.on(settings.topics.deadletter)
+
+    assert metric(worker, "interest_events_consumed_total", type="search") == sum(
+        1 for e in events if e["type"] == "search"
+    )
+    assert metric(worker, "interest_recommendations_published_total") == len(recs)
+    assert metric(worker, "interest_state_writes_total") == len(sink.on(settings.topics.state))
+    assert metric(worker, "interest_events_applied_total") == len(events)
+    assert metric(worker, "interest_texts_encoded_total") > 0
+    assert metric(worker, "interest_users_held") == len(expected)
+    assert metric(worker, "interest_catalog_items") == len(catalog)
+
+
+def test_bad_records_are_dead_lettered_with_reasons(
+    log_data: tuple[list[dict], list[dict]],
+) -> None:
+    catalog, events = log_data
+    settings = _settings().replace(limits={"max_text_chars": 50})
+    sink = MemorySink()
+    worker = make_worker(settings, catalog)
+    feed = Feed(settings.topics.events)
+    good = events[:30]
+    bad = [
+        (b"u1", b"{not json", "not_json"),
+        (b"u2", b"[1, 2]", "not_object"),
+        (
+            b"u3",
+            orjson.dumps({"ts": 1.0, "type": "view", "item_id": "m1"}),
+            "missing_field:user_id",
+        ),
+        (
+            b"u4",
+            orjson.dumps({"user_id": "u4", "ts": 1.0, "type": "teleport"}),
+            "unknown_event_type",
+        ),
+        (
+            b"u5",
+            orjson.dumps({"user_id": "u5", "ts": 1.0, "type": "search", "text": "x" * 51}),
+            "text_too_long",
+        ),
+        (b"u6", orjson.dumps({"user_id": "u6", "ts": "yesterday", "type": "view"}), "bad_type:ts"),
+        (
+            b"u7",
+            orjson.dumps({"user_id": "u7", "ts": 5.0, "type": "click", "item_id": "no-such"}),
+            "unknown_item",
+        ),
+        (b"u8", None, "null_value"),
+    ]
+    records = feed.events(good)
+    bad_records = [feed.record(key.decode(), value) for key, value, _ in bad]
+    mixed = records[:10] + bad_records[:4] + records[10:] + bad_records[4:]
+    plan = worker.handle(mixed, sink)
+
+    letters = sink.on(settings.topics.deadletter)
+    reasons = Counter(dict(r.headers)["reason"].decode() for r in letters)
+    assert reasons == Counter(reason for _, _, reason in bad)
+    for letter in letters:
+        headers = dict(letter.headers)
+        original = next(r for r in bad_records if r.key == letter.key)
+        assert letter.value == original.value  # original bytes, untouched
+        assert headers["source_topic"].decode() == settings.topics.events
+        assert int(headers["source_partition"]) == original.partition
+        assert int(headers["source_offset"]) == original.offset
+        assert headers["worker_id"] == b"test-worker"
+        assert headers["detail"]
+    for _, _, reason in bad:
+        assert metric(worker, "interest_events_deadlettered_total", reason=reason) == 1
+    assert metric(worker, "interest_events_consumed_total", type="invalid") == 7
+    # the good events went through all the same
+    assert {r.key.decode() for r in plan.recommendations} == {e["user_id"] for e in good}
+    assert plan.offsets[(settings.topics.events, bad_records[-1].partition)] >= (
+        bad_records[-1].offset + 1
+    )
+
+
+def test_replay_after_a_crash_applies_nothing_twice(
+    log_data: tuple[list[dict], list[dict]],
+) -> None:
+    """Published but not committed: the next owner restores state and skips by offset."""
+    catalog, events = log_data
+    settings = _settings()
+    sink = MemorySink()
+    feed = Feed(settings.topics.events)
+    records = feed.events(events)
+    half = len(records) // 2
+    first = make_worker(settings, catalog)
+    first.handle(records[:half], sink)
+    # ... crash here: the offsets of that batch were never committed.
+
+    second = make_worker(settings, catalog, sink)
+    restored = second.restore_partitions(range(PARTITIONS))
+    assert restored == len({r.key for r in records[:half]})
+    replayed = second.handle(records, sink)  # from the last committed offset: the start
+    assert replayed.duplicates == half
+    for user, counts in counts_by_user(events).items():
+        assert second.engine.describe_user(user)["events_by_type"] == dict(counts)
+    assert metric(second, "interest_events_duplicate_total") == half
+    assert metric(second, "interest_users_restored_total") == restored
+    # a restored user's versions keep counting up
+    recs = [parse_recommendation(r.value) for r in sink.on(settings.topics.recommendations)]
+    per_user: dict[str, list[int]] = {}
+    for rec in recs:
+        per_user.setdefault(rec.user_id, []).append(rec.version)
+    assert all(v == sorted(set(v)) for v in per_user.values())
+
+
+def test_delete_user_publishes_tombstones_and_forgets(
+    log_data: tuple[list[dict], list[dict]],
+) -> None:
+    catalog, events = log_data
+    settings = _settings()
+    sink = MemorySink()
+    worker = make_worker(settings, catalog)
+    feed = Feed(settings.topics.events)
+    worker.handle(feed.events(events[:40]), sink)
+    victim = events[0]["user_id"]
+    delete = {"event_id": "del-1", "user_id": victim, "ts": 2e9, "type": "delete_user"}
+    plan = worker.handle(feed.events([delete]), sink)
+    assert [(r.key.decode(), r.value) for r in plan.states] == [(victim, None)]
+    assert [(r.key.decode(), r.value) for r in plan.recommendations] == [(victim, None)]
+    assert sink.latest(settings.topics.state)[victim] is None
+    assert worker.engine.describe_user(victim) is None
+    assert metric(worker, "interest_tombstones_published_total") == 2
+
+
+def test_catalog_deletion_never_recommended_again(
+    log_data: tuple[list[dict], list[dict]],
+) -> None:
+    catalog, events = log_data
+    settings = _settings()
+    sink = MemorySink()
+    worker = make_worker(settings, catalog)
+    feed = Feed(settings.topics.events)
+    plan = worker.handle(feed.events(events[:60]), sink)
+    shown = Counter(
+        item.item_id for r in plan.recommendations for item in parse_recommendation(r.value).items
+    )
+    gone = shown.most_common(1)[0][0]
+    tombstone = InputRecord(settings.topics.catalog, 0, 10_000, gone.encode(), None)
+    worker.apply_catalog_records([tombstone])
+    assert not worker.engine.has_item(gone)
+    later = worker.handle(feed.events(events[60:]), sink)
+    assert later.recommendations
+    for record in later.recommendations:
+        assert gone not in {i.item_id for i in parse_recommendation(record.value).items}
+    assert metric(worker, "interest_catalog_records_total", outcome="delete") == 1
+    assert metric(worker, "interest_catalog_items") == len(catalog) - 1
+
+
+def test_evicted_users_are_reloaded_from_state(log_data: tuple[list[dict], list[dict]]) -> None:
+    catalog, events = log_data
+    settings = _settings().replace(state={"user_ttl_s": 60.0})
+    sink = MemorySink()
+    worker = make_worker(settings, catalog, sink)
+    feed = Feed(settings.topics.events)
+    split = len(events) * 2 // 3
+    worker.handle(feed.events(events[:split]), sink)
+    held = worker.engine.users_held
+    evicted = worker.evict_idle(now=4e9)  # far in the future: everyone is idle
+    assert len(evicted) == held and worker.engine.users_held == 0
+    assert metric(worker, "interest_users_evicted_total") == held
+    worker.handle(feed.events(events[split:]), sink)
+    comeback = {e["user_id"] for e in events[split:]}
+    assert metric(worker, "interest_users_restored_total") == len(
+        comeback & {e["user_id"] for e in events[:split]}
+    )
+    for user in comeback:
+        assert worker.engine.describe_user(user)["events_by_type"] == dict(
+            counts_by_user(events)[user]
+        )
+
+
+def test_released_partitions_leave_memory(log_data: tuple[list[dict], list[dict]]) -> None:
+    catalog, events = log_data
+    settings = _settings()
+    sink = MemorySink()
+    worker = make_worker(settings, catalog)
+    feed = Feed(settings.topics.events)
+    records = feed.events(events)
+    worker.handle(records, sink)
+    in_zero = {r.key.decode() for r in records if r.partition == 0}
+    assert worker.release_partitions([0]) == len(in_zero)
+    assert worker.engine.users_held == len({r.key for r in records}) - len(in_zero)
+    assert all(worker.engine.describe_user(u) is None for u in in_zero)

@@ -1,0 +1,121 @@
+"""The worker's metrics: the contract's names, hooks that move them, the exposition."""
+
+from __future__ import annotations
+
+import re
+
+from prometheus_client import CollectorRegistry
+
+from consumers.metrics import WorkerMetrics
+
+# The table in docs/ARCHITECTURE.md (counters are exposed with their _total name).
+ARCHITECTURE = {
+    "interest_events_consumed_total": "counter",
+    "interest_events_deadlettered_total": "counter",
+    "interest_events_duplicate_total": "counter",
+    "interest_batch_size": "histogram",
+    "interest_batch_seconds": "histogram",
+    "interest_parse_seconds": "histogram",
+    "interest_encoder_seconds": "histogram",
+    "interest_texts_encoded_total": "counter",
+    "interest_embedding_cache_hits_total": "counter",
+    "interest_embedding_cache_misses_total": "counter",
+    "interest_update_seconds": "histogram",
+    "interest_index_search_seconds": "histogram",
+    "interest_publish_seconds": "histogram",
+    "interest_recommendations_published_total": "counter",
+    "interest_event_to_publish_seconds": "histogram",
+    "interest_ingest_to_publish_seconds": "histogram",
+    "interest_consumer_lag_records": "gauge",
+    "interest_users_held": "gauge",
+    "interest_catalog_items": "gauge",
+    "interest_state_writes_total": "counter",
+    "interest_state_restore_seconds": "histogram",
+    "interest_users_restored_total": "counter",
+    "interest_users_evicted_total": "counter",
+    "interest_ready": "gauge",
+}
+
+
+def exposed_types(metrics: WorkerMetrics) -> dict[str, str]:
+    text = metrics.exposition()[0].decode()
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.M))
+    # prometheus_client declares a counter's family without _total in TYPE lines
+    return {
+        (name + "_total" if kind == "counter" and not name.endswith("_total") else name): kind
+        for name, kind in types.items()
+    }
+
+
+def test_every_architecture_metric_with_its_type() -> None:
+    types = exposed_types(WorkerMetrics(CollectorRegistry()))
+    for name, kind in ARCHITECTURE.items():
+        assert types.get(name) == kind, name
+    for name in types:
+        if name.endswith("_created"):  # prometheus_client's creation-time series
+            continue
+        assert name.startswith("interest_")
+        assert re.search(r"(_total|_seconds|_bytes|_records|_size|_held|_items|_ready)$", name)
+
+
+def test_hooks_move_the_numbers() -> None:
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    value = registry.get_sample_value
+    metrics.records_consumed(["click", "click", "invalid", "search"])
+    metrics.dead_lettered("not_json")
+    metrics.dead_lettered("unknown_item", 2)
+    metrics.batch_done(
+        size=4,
+        parse_s=0.001,
+        encode_s=0.01,
+        texts_encoded=1,
+        cache_hits=2,
+        cache_misses=1,
+        events_applied=3,
+        duplicates=1,
+    )
+    metrics.published(
+        publish_s=0.002,
+        batch_s=0.02,
+        recommendations=2,
+        tombstones=2,
+        state_writes=3,
+        published_at=1000.0,
+        event_times=[999.5, 990.0],
+        ingest_times=[999.9],
+    )
+    metrics.lag({("ev", 0): 5, ("ev", 1): -1})
+    metrics.holding(users=7, catalog_items=100)
+    metrics.state_restored(seconds=0.5, users=4)
+    metrics.evicted(3)
+    metrics.set_ready(True)
+    assert value("interest_events_consumed_total", {"type": "click"}) == 2
+    assert value("interest_events_consumed_total", {"type": "invalid"}) == 1
+    assert value("interest_events_deadlettered_total", {"reason": "unknown_item"}) == 2
+    assert value("interest_events_duplicate_total") == 1
+    assert value("interest_batch_size_sum") == 4
+    assert value("interest_texts_encoded_total") == 1
+    assert value("interest_embedding_cache_hits_total") == 2
+    assert value("interest_recommendations_published_total") == 2
+    assert value("interest_tombstones_published_total") == 2
+    assert value("interest_state_writes_total") == 3
+    assert value("interest_event_to_publish_seconds_count") == 2
+    assert value("interest_event_to_publish_seconds_sum") == 10.5
+    assert value("interest_ingest_to_publish_seconds_sum") == 1000.0 - 999.9
+    assert value("interest_consumer_lag_records", {"topic": "ev", "partition": "0"}) == 5
+    assert value("interest_consumer_lag_records", {"topic": "ev", "partition": "1"}) == 0
+    assert value("interest_users_held") == 7 and value("interest_catalog_items") == 100
+    assert value("interest_users_restored_total") == 4
+    assert value("interest_state_restore_seconds_count") == 1
+    assert value("interest_users_evicted_total") == 3
+    assert value("interest_ready") == 1
+    metrics.partitions_released([("ev", 0), ("ev", 9)])
+    assert value("interest_consumer_lag_records", {"topic": "ev", "partition": "0"}) is None
+
+
+def test_two_workers_two_registries() -> None:
+    a, b = WorkerMetrics(CollectorRegistry()), WorkerMetrics(CollectorRegistry())
+    a.records_consumed(["view"])
+    assert a.registry.get_sample_value("interest_events_consumed_total", {"type": "view"}) == 1
+    assert b.registry.get_sample_value("interest_events_consumed_total", {"type": "view"}) is None
