@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kafka.errors import KafkaTimeoutError
+from kafka.future import Future
+
 from consumers.subscribe import Received, format_received
 from interest_core.records import Intent, InterestLabel, Recommendation, RecommendedItem
 from interest_core.settings import Settings
+from producers.catalog import load_catalog
 from producers.jsonl import best_effort_key, read_lines, write_jsonl
-from producers.replay import plan_replay
+from producers.replay import plan_replay, replay
 
 LINES = [
     b'{"event_id":"a","user_id":"u1","ts":30,"type":"view","item_id":"i1"}',
@@ -79,3 +83,58 @@ def test_subscribe_formatting() -> None:
     assert "+0.25 s" in text and "Drama 0.41" in text and "browse (0.72)" in text
     assert "m527 'Heat (1995)'" in text and "you rated 5" in text
     assert "DELETED" in format_received(Received("u9", None, None, 1, 2))
+
+
+class RecordingProducer:
+    """Stands in for KafkaProducer: records sends; fails the values it is told to."""
+
+    def __init__(self, fail_values: set[bytes] = frozenset()) -> None:  # type: ignore[assignment]
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+        self.fail_values = fail_values
+        self.flushed = False
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes | None = None) -> Future:
+        self.sent.append((topic, key, value))
+        future = Future()
+        if value in self.fail_values:
+            future.failure(KafkaTimeoutError("no ack"))
+        else:
+            future.success(None)
+        return future
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.flushed = True
+
+
+def test_replay_sends_in_time_order_and_counts_failures(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(LINES) + b"\n")
+    producer = RecordingProducer(fail_values={LINES[0]})
+    summary = replay(path, Settings(), producer=producer, speed=1e9)  # type: ignore[arg-type]
+    assert [value for _, _, value in producer.sent] == [
+        LINES[2],
+        LINES[4],
+        LINES[6].rstrip(b"\r"),
+        LINES[0],
+    ]
+    assert {topic for topic, _, _ in producer.sent} == {"interest.events"}
+    assert producer.flushed
+    assert (summary.sent, summary.failed, dict(summary.failures)) == (
+        3,
+        1,
+        {"KafkaTimeoutError": 1},
+    )
+    assert not summary.ok and "1 sends FAILED" in summary.report()
+
+
+def test_catalog_load_keys_by_item_and_skips_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.jsonl"
+    path.write_bytes(
+        b'{"item_id": "i1", "title": "One"}\n'
+        b'{"item_id": "i2"}\n'
+        b'{"item_id": 3, "title": "Three", "deleted": true}\n'
+    )
+    producer = RecordingProducer()
+    summary = load_catalog(path, Settings(), producer=producer)  # type: ignore[arg-type]
+    assert [key for _, key, _ in producer.sent] == [b"i1", b"3"]
+    assert summary.sent == 2 and dict(summary.rejected) == {"missing_field:title": 1}
