@@ -138,7 +138,9 @@ class RecommendationWatcher(threading.Thread):
         from producers.kafka_client import make_consumer
 
         try:
-            consumer = make_consumer(self.settings, group_id=None, auto_offset_reset="earliest")
+            consumer = make_consumer(
+                self.settings, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+            )
             topic = self.settings.topics.recommendations
             partitions = consumer.partitions_for_topic(topic) or set()
             consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
@@ -471,10 +473,11 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
             "are historical, so event-time latency is not meaningful here)"
         )
         say("    metrics: " + "  ".join(result.metrics_urls))
-        say(
-            f"    broker: {broker.bootstrap_servers}  (e.g. interest subscribe with "
-            f"INTEREST__KAFKA__BOOTSTRAP_SERVERS={broker.bootstrap_servers})"
-        )
+        if options.keep_running:
+            say(
+                f"    broker: {broker.bootstrap_servers} (try: INTEREST__KAFKA__BOOTSTRAP_SERVERS="
+                f"{broker.bootstrap_servers} interest subscribe)"
+            )
 
         say("")
         if options.evaluate:
