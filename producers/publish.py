@@ -112,7 +112,7 @@ class Publisher:
         """Hand one record to the producer (asynchronously); failures are counted, not raised."""
         try:
             future = self.producer.send(self.summary.topic, key=key, value=value)
-        except KafkaError as exc:
+        except (KafkaError, ValueError, TypeError) as exc:  # refused before queueing
             self._failed(exc)
             return
         self._pending.append(future)
