@@ -19,6 +19,7 @@ from typing import Any
 from kafka import TopicPartition
 
 from consumers.batching import InputRecord
+from consumers.state_store import read_to_end
 from interest_core.settings import Settings
 from producers.kafka_client import make_consumer
 
@@ -79,7 +80,7 @@ class CatalogFollower:
         if self._caught_up or self._consumer is None:
             return
         for tp, end in self._targets.items():
-            if end > 0 and self._consumer.position(tp) < end:
+            if end > 0 and not read_to_end(self._consumer, tp, end):
                 return
         self._caught_up = True
         log.info("catalog caught up after %d records", self.records_read)

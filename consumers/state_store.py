@@ -27,7 +27,13 @@ from kafka.partitioner.default import murmur2
 from interest_core.settings import Settings
 from producers.kafka_client import make_consumer
 
-__all__ = ["StateEntry", "StateReader", "StateRestoreError", "partition_for_key"]
+__all__ = [
+    "StateEntry",
+    "StateReader",
+    "StateRestoreError",
+    "partition_for_key",
+    "read_to_end",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,20 @@ def partition_for_key(key: bytes, partitions: int) -> int:
     if partitions < 1:
         raise ValueError(f"partitions must be at least 1, got {partitions}")
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def read_to_end(consumer: Any, tp: TopicPartition, end_offset: int) -> bool:
+    """True once ``consumer`` has read ``tp`` up to ``end_offset`` and its high watermark.
+
+    The high watermark of the latest fetch backs up ``end_offsets``: the embedded broker
+    answers ListOffsets with the last batch's base offset + 1, short of the true end
+    when that batch holds several records; fetch responses carry the true one.
+    """
+    position = consumer.position(tp)
+    if position < end_offset:
+        return False
+    highwater = consumer.highwater(tp)
+    return highwater is not None and position >= highwater
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +159,8 @@ class StateReader:
             polled = consumer.poll(timeout_ms=200, max_records=10_000)
             for tp, records in polled.items():
                 for record in records:
-                    if record.offset >= end.get(tp, 0) or record.key is None:
+                    # Records past the end snapshot are kept: newer state is never wrong.
+                    if record.key is None:
                         continue
                     user_id = bytes(record.key).decode("utf-8", "replace")
                     if wanted_users is not None and user_id not in wanted_users:
@@ -159,7 +180,7 @@ class StateReader:
                         int(record.timestamp or -1),
                     )
             for tp in list(pending):
-                if consumer.position(tp) >= end[tp]:
+                if read_to_end(consumer, tp, end[tp]):
                     pending.discard(tp)
         consumer.assign([])
         return latest

@@ -694,12 +694,11 @@ class Worker:
             return
         try:
             ends = consumer.end_offsets(assigned, timeout_ms=2000)
-            lags = {
-                (tp.topic, tp.partition): int(ends[tp])
-                - int(consumer.position(tp, timeout_ms=2000))
-                for tp in assigned
-                if tp in ends
-            }
+            lags = {}
+            for tp in assigned:
+                # the fetch high watermark backs up ListOffsets (see state_store.read_to_end)
+                end = max(int(ends.get(tp, 0)), int(consumer.highwater(tp) or 0))
+                lags[(tp.topic, tp.partition)] = end - int(consumer.position(tp, timeout_ms=2000))
         except KafkaError as exc:
             log.debug("lag refresh failed: %s", exc)
             return
