@@ -70,8 +70,9 @@ _STRATEGY_FEATURES: dict[str, tuple[str, ...]] = {
     "hybrid": FEATURES,
 }
 _SEEN_LIMIT = 1000  # items remembered per user for "already consumed" filtering
-_SHOWN_KEPT = 20  # top candidates kept per user as BPR negatives
-_MAX_OVERFETCH = 2000  # extra index results fetched to survive exclusions
+_SHOWN_KEPT = 10  # top candidates kept per user as BPR negatives ("was shown")
+_POOL_NEGATIVES = 20  # random other candidates as BPR negatives ("would have been shown")
+_MAX_OVERFETCH = 400  # extra index results fetched per query vector to survive exclusions
 _COOC_DECAY_PER_ITEM = 0.85  # recency weight of the i-th most recent item in co-occurrence
 _INTERESTS_SHOWN = 5
 _NEUTRAL_INTENT = ("browse", 0.2)  # no text event yet: browse, at uniform confidence
@@ -122,7 +123,8 @@ class _Query:
     long_dir: np.ndarray | None
     history_rows: list[int]
     history_weights: list[float]
-    excluded: set[int]
+    blocked: np.ndarray  # bool per row: dead or excluded for this user
+    n_excluded: int
     cooc_dense: np.ndarray | None = None
     cooc_scale: float = 1.0
 
@@ -176,6 +178,7 @@ class Engine:
         self._intent: IntentModel | None = None
         self.users: dict[str, UserState] = {}
         self._shown: dict[str, np.ndarray] = {}
+        self._rng = np.random.default_rng(0)  # negatives sampling; seeded: deterministic
         self.now_ts = 0.0  # newest event time seen (seconds); the clock of all decay
 
     # ------------------------------------------------------------------ catalog
@@ -427,18 +430,18 @@ class Engine:
     # ------------------------------------------------------------------ fusion learning
 
     def _learn_fusion(self, state: UserState, row: int) -> None:
-        """BPR step: the acted-on item against the items the user was (or would have
-        been) shown, with features from the state before this event."""
+        """BPR step: the acted-on item against the items the user was shown and other
+        candidates that would have been shown, with features from the state before
+        this event."""
         shown = self._shown.get(state.user_id)
         if shown is None:
             return
         negatives = shown[(shown != row) & self.catalog.alive[shown]]
         if negatives.size == 0:
             return
-        query = self._query(state, set())
-        trend = self._trend_scale()
+        query = self._query(state, self._blocked([]), 0)
         rows = np.concatenate([[row], negatives])
-        features = self._feature_matrix(query, rows, trend)
+        features = self._feature_matrix(query, rows, self._trend())
         self.fusion.update(features[0], features[1:])
 
     # ------------------------------------------------------------------ recommending
@@ -459,6 +462,16 @@ class Engine:
         """
         return self._recommend(list(dict.fromkeys(user_ids)), k, exclude_seen, exclude, {})
 
+    def _blocked(self, item_ids: Iterable[str]) -> np.ndarray:
+        """Boolean mask over rows: dead items and ``item_ids`` are True."""
+        width = self.catalog.rows_allocated
+        blocked = ~self.catalog.alive[:width]
+        row_of = self.catalog.row_of
+        rows = [r for r in map(row_of.get, item_ids) if r is not None]
+        if rows:
+            blocked[rows] = True
+        return blocked
+
     def _recommend(
         self,
         user_ids: list[str],
@@ -473,33 +486,29 @@ class Engine:
         queries: list[_Query] = []
         for user_id in user_ids:
             state = self.users.get(user_id)
-            excluded: set[int] = set()
+            ids: list[str] = []
             if state is not None and exclude_seen:
-                excluded.update(r for r in map(self.catalog.row, state.seen) if r is not None)
+                ids.extend(state.seen)
             if exclude is not None and user_id in exclude:
-                excluded.update(r for r in map(self.catalog.row, exclude[user_id]) if r is not None)
-            queries.append(self._query(state, excluded))
+                ids.extend(exclude[user_id])
+            queries.append(self._query(state, self._blocked(ids), len(ids)))
         content = self._content_candidates(queries)
         t1 = time.perf_counter()
-        width = self.catalog.rows_allocated
-        trend_dense = self.trending.scores(self.now_ts, width)
-        trend_dense[~self.catalog.alive[:width]] = 0.0
-        trend_scale = float(trend_dense.max()) if width else 0.0
+        trend = self._trend()
         budget = self.settings.recommend.candidates_per_source
-        trend_order = self._trending_order(
-            trend_dense, budget + max((len(q.excluded) for q in queries), default=0)
-        )
+        longest = max(q.n_excluded for q in queries)
+        trend_order = self._top(trend[0], budget + min(longest, _MAX_OVERFETCH) + k)
         out: dict[str, list[RecommendedItem]] = {}
         for user_id, query, content_rows in zip(user_ids, queries, content, strict=True):
-            candidates = set(content_rows)
+            parts = [content_rows]
             if "cooccurrence" in self.features and query.history_rows:
-                dense = self._cooc_dense(query, width)
-                candidates.update(self._top_rows(dense, budget, query.excluded))
+                dense = np.where(query.blocked, 0.0, self._cooc_dense(query))
+                parts.append(self._top(dense, budget))
+            allowed_trending = trend_order[~query.blocked[trend_order]]
             if "trending" in self.features:
-                candidates.update(self._first_allowed(trend_order, budget, query.excluded))
-            out[user_id] = self._rank(
-                user_id, query, candidates, k, trend_order, trend_scale, trend_dense
-            )
+                parts.append(allowed_trending[:budget])
+            rows = np.unique(np.concatenate(parts))
+            out[user_id] = self._rank(user_id, query, rows, k, allowed_trending, trend)
         timings["search_s"] = t1 - t0
         timings["rank_s"] = time.perf_counter() - t1
         return out
@@ -523,10 +532,10 @@ class Engine:
             rows.append(row)
         return rows, weights
 
-    def _query(self, state: UserState | None, excluded: set[int]) -> _Query:
+    def _query(self, state: UserState | None, blocked: np.ndarray, n_excluded: int) -> _Query:
         empty = np.zeros((0, self.dim), dtype=np.float32)
         if state is None:
-            return _Query(None, empty, None, None, [], [], excluded)
+            return _Query(None, empty, None, None, [], [], blocked, n_excluded)
         slots = empty
         if self.interest.use_slots and state.slot_weights:
             slots = state.slot_dirs.astype(np.float32)
@@ -537,11 +546,13 @@ class Engine:
         long_dir = state.long_dir.astype(np.float32) if state.long_mass > 0.0 else None
         window = self.settings.recommend.cooccurrence_window
         rows, weights = self._history(state)
-        return _Query(state, slots, short, long_dir, rows[:window], weights[:window], excluded)
+        return _Query(
+            state, slots, short, long_dir, rows[:window], weights[:window], blocked, n_excluded
+        )
 
-    def _content_candidates(self, queries: list[_Query]) -> list[list[int]]:
+    def _content_candidates(self, queries: list[_Query]) -> list[np.ndarray]:
         """Candidate rows from each user's content vectors, by ONE batched index search."""
-        out: list[list[int]] = [[] for _ in queries]
+        out = [np.empty(0, dtype=np.int64) for _ in queries]
         if not ({"slot", "short_term", "long_term"} & set(self.features)) or not len(self.index):
             return out
         vectors: list[np.ndarray] = []
@@ -561,24 +572,17 @@ class Engine:
         if not vectors:
             return out
         budget = self.settings.recommend.candidates_per_source
-        overfetch = min(max(len(q.excluded) for q in queries), _MAX_OVERFETCH)
-        _, rows = self.index.search(np.stack(vectors), budget + overfetch)
-        for owner, found in zip(owners, rows, strict=True):
-            excluded = queries[owner].excluded
-            picked = out[owner]
-            count = 0
-            for row in found.tolist():
-                if row < 0:
-                    break
-                if row in excluded:
-                    continue
-                picked.append(row)
-                count += 1
-                if count == budget:
-                    break
-        return out
+        overfetch = min(max(q.n_excluded for q in queries), _MAX_OVERFETCH)
+        _, found = self.index.search(np.stack(vectors), budget + overfetch)
+        picked: list[list[np.ndarray]] = [[] for _ in queries]
+        for owner, rows in zip(owners, found, strict=True):
+            rows = rows[rows >= 0]
+            rows = rows[~queries[owner].blocked[rows]]
+            picked[owner].append(rows[:budget])
+        return [np.concatenate(p) if p else o for p, o in zip(picked, out, strict=True)]
 
-    def _cooc_dense(self, query: _Query, width: int) -> np.ndarray:
+    def _cooc_dense(self, query: _Query) -> np.ndarray:
+        width = self.catalog.rows_allocated
         if query.cooc_dense is None or len(query.cooc_dense) != width:
             dense = self.cooccurrence.scores(query.history_rows, query.history_weights, width)
             dense[~self.catalog.alive[:width]] = 0.0
@@ -587,38 +591,19 @@ class Engine:
         return query.cooc_dense
 
     @staticmethod
-    def _top_rows(dense: np.ndarray, count: int, excluded: set[int]) -> list[int]:
-        positive = int(np.count_nonzero(dense > 0.0))
-        if positive == 0:
-            return []
-        take = min(positive, count + len(excluded))
-        top = (
-            np.argpartition(-dense, take - 1)[:take] if take < len(dense) else np.arange(len(dense))
-        )
-        top = top[np.argsort(-dense[top], kind="stable")]
-        return [r for r in top.tolist() if dense[r] > 0.0 and r not in excluded][:count]
-
-    def _trending_order(self, dense: np.ndarray, count: int) -> list[int]:
+    def _top(dense: np.ndarray, count: int) -> np.ndarray:
+        """Rows of the ``count`` largest positive values, best first (ties by row)."""
         positive = int(np.count_nonzero(dense > 0.0))
         take = min(positive, count)
-        if take == 0:
-            return []
+        if take <= 0:
+            return np.empty(0, dtype=np.int64)
         top = (
             np.argpartition(-dense, take - 1)[:take] if take < len(dense) else np.arange(len(dense))
         )
-        return top[np.argsort(-dense[top], kind="stable")].tolist()
+        return top[np.lexsort((top, -dense[top]))].astype(np.int64)
 
-    @staticmethod
-    def _first_allowed(order: list[int], count: int, excluded: set[int]) -> list[int]:
-        out = []
-        for row in order:
-            if row not in excluded:
-                out.append(row)
-                if len(out) == count:
-                    break
-        return out
-
-    def _trend_scale(self) -> tuple[np.ndarray, float]:
+    def _trend(self) -> tuple[np.ndarray, float]:
+        """Dense decayed trending scores at the engine's clock, and their maximum."""
         width = self.catalog.rows_allocated
         dense = self.trending.scores(self.now_ts, width)
         dense[~self.catalog.alive[:width]] = 0.0
@@ -640,8 +625,7 @@ class Engine:
         if "long_term" in enabled and query.long_dir is not None:
             features[:, 2] = embeddings @ query.long_dir
         if "cooccurrence" in enabled and query.history_rows:
-            dense = self._cooc_dense(query, self.catalog.rows_allocated)
-            features[:, 3] = dense[rows] / query.cooc_scale
+            features[:, 3] = self._cooc_dense(query)[rows] / query.cooc_scale
         if "trending" in enabled:
             dense, scale = trend
             if scale > 0.0:
@@ -652,46 +636,45 @@ class Engine:
         self,
         user_id: str,
         query: _Query,
-        candidates: set[int],
+        rows: np.ndarray,
         k: int,
-        trend_order: list[int],
-        trend_scale: float,
-        trend_dense: np.ndarray,
+        fill: np.ndarray,
+        trend: tuple[np.ndarray, float],
     ) -> list[RecommendedItem]:
-        alive = self.catalog.alive
-        rows = np.fromiter(
-            (r for r in candidates if alive[r] and r not in query.excluded), dtype=np.int64
-        )
+        """Fuse, re-rank with MMR, explain; top up from ``fill`` (allowed trending rows)."""
+        items: list[RecommendedItem] = []
         picked: list[int] = []
-        scores: dict[int, float] = {}
-        contributions: np.ndarray = np.zeros((0, len(FEATURES)))
         if len(rows):
-            rows.sort()  # deterministic order whatever the set's iteration order
-            features = self._feature_matrix(query, rows, (trend_dense, trend_scale))
+            features = self._feature_matrix(query, rows, trend)
             contributions = features * self.fusion.weights
             fused = contributions.sum(axis=1)
             order = np.argsort(-fused, kind="stable")
-            self._shown[user_id] = rows[order[:_SHOWN_KEPT]]
-            chosen = mmr(
+            rest = order[_SHOWN_KEPT:]
+            sample = (
+                self._rng.choice(rest, size=min(_POOL_NEGATIVES, len(rest)), replace=False)
+                if len(rest)
+                else rest
+            )
+            self._shown[user_id] = rows[np.concatenate([order[:_SHOWN_KEPT], sample])]
+            for i in mmr(
                 fused, self.catalog.embeddings[rows], k, self.settings.recommend.mmr_lambda
-            )
-            picked = [int(rows[i]) for i in chosen]
-            scores = {int(rows[i]): float(fused[i]) for i in chosen}
-            contributions = contributions[chosen]
-        items = [
-            RecommendedItem(
-                self.catalog.item_ids[row], scores[row], self._reason(query, row, contributions[i])
-            )
-            for i, row in enumerate(picked)
-        ]
+            ):
+                row = int(rows[i])
+                picked.append(row)
+                items.append(
+                    RecommendedItem(
+                        self.catalog.item_ids[row],
+                        float(fused[i]),
+                        self._reason(query, row, contributions[i]),
+                    )
+                )
         if len(items) < k:
             taken = set(picked)
-            for row in trend_order:
-                if row in taken or row in query.excluded or not alive[row]:
-                    continue
-                items.append(RecommendedItem(self.catalog.item_ids[row], 0.0, "popular now"))
-                if len(items) == k:
-                    break
+            for row in fill.tolist():
+                if row not in taken:
+                    items.append(RecommendedItem(self.catalog.item_ids[row], 0.0, "popular now"))
+                    if len(items) == k:
+                        break
         return items
 
     # ------------------------------------------------------------------ reasons

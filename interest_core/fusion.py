@@ -3,8 +3,11 @@
 ``score = weights . features``. When a user acts positively on an item, a pairwise
 logistic (BPR) step pushes that item's features above those of the items the user was
 shown (or would have been): ``w += lr * mean_j sigmoid(-w.(f_i - f_j)) (f_i - f_j)``,
-with a small L2 pull and weights kept non-negative (every feature is built so that
-higher means more relevant). Initial weights are neutral (all equal).
+with weights kept non-negative (every feature is built so that higher means more
+relevant) and their total fixed: a ranking does not change when all weights scale, so
+only their ratios are learned, and the step cannot shrink every weight to zero when the
+shown items out-score the acted-on one on every feature. Initial weights are neutral
+(all equal).
 """
 
 from __future__ import annotations
@@ -25,14 +28,13 @@ class FusionWeights:
         enabled: Sequence[str] | None = None,
         *,
         learning_rate: float = 0.05,
-        l2: float = 1e-4,
     ) -> None:
         self.names = tuple(names)
         on = set(self.names if enabled is None else enabled)
         self.mask = np.array([name in on for name in self.names], dtype=np.float64)
         self.weights = self.mask.copy()
         self.learning_rate = learning_rate
-        self.l2 = l2
+        self.total = float(self.mask.sum())
         self.updates = 0
 
     def score(self, features: np.ndarray) -> np.ndarray:
@@ -47,8 +49,11 @@ class FusionWeights:
         margin = diff @ self.weights
         loss = float(np.mean(np.logaddexp(0.0, -margin)))
         pull = 1.0 / (1.0 + np.exp(np.clip(margin, -30, 30)))  # sigmoid(-margin)
-        gradient = (pull[:, None] * diff).mean(axis=0) - self.l2 * self.weights
-        self.weights = np.maximum(self.weights + self.learning_rate * gradient, 0.0) * self.mask
+        gradient = (pull[:, None] * diff).mean(axis=0)
+        stepped = np.maximum(self.weights + self.learning_rate * gradient, 0.0) * self.mask
+        mass = stepped.sum()
+        if mass > 1e-12:
+            self.weights = stepped * (self.total / mass)
         self.updates += 1
         return loss
 

@@ -8,8 +8,10 @@ seen items, readable label weights, counters by event type, the last event time,
 last applied offset and event ids (for idempotence) and a publication version.
 
 Vectors are kept as float16, so the state is compact and export/import round-trips
-exactly. With the bundled 384-dim model and full history a user exports to about
-7-9 KB (``tests/unit/test_core_interest.py`` measures it).
+exactly. Measured with the bundled 384-dim model: a full user (4 slots, 3 texts, 50
+recent items, 64 event ids, 1000 seen items) exports to 19,886 bytes, one with 50 seen
+items to 10,386 bytes; the vectors are 6,912 bytes of it
+(``tests/unit/test_core_interest.py::test_bytes_per_user_with_the_real_width``).
 """
 
 from __future__ import annotations

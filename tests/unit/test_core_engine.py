@@ -1,0 +1,174 @@
+"""Engine rules: deleted items never come back, consumed items are filtered, strategies,
+unknown items rejected, delete_user, versions, reasons."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from interest_core.encoder import HashingEncoder
+from interest_core.engine import STRATEGIES, Engine
+from interest_core.records import CatalogItem, Event
+from interest_core.settings import Settings
+
+GENRES = ("Jazz", "Rock", "Sci-Fi", "Drama")
+
+
+def catalog(n: int = 40) -> list[CatalogItem]:
+    return [
+        CatalogItem(
+            f"i{i}",
+            f"{GENRES[i % 4]} title {i}",
+            category=GENRES[i % 4],
+            tags=(GENRES[i % 4].lower(),),
+        )
+        for i in range(n)
+    ]
+
+
+def engine_with(strategy: str = "hybrid", n: int = 40) -> Engine:
+    engine = Engine(HashingEncoder(dim=64), Settings(), strategy=strategy)
+    engine.upsert_items(catalog(n))
+    return engine
+
+
+def clicks(user: str, items: list[int], start: float = 0.0) -> list[Event]:
+    return [
+        Event(user, start + j, "click", f"{user}-{start}-{j}", item_id=f"i{i}")
+        for j, i in enumerate(items)
+    ]
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[list[Event], set[str]]:
+    events = []
+    for j in range(draw(st.integers(5, 60))):
+        user = f"u{draw(st.integers(0, 4))}"
+        item = f"i{draw(st.integers(0, 19))}"
+        events.append(Event(user, float(j), "click", f"e{j}", item_id=item))
+    deleted = {f"i{i}" for i in draw(st.sets(st.integers(0, 19), min_size=1, max_size=8))}
+    return events, deleted
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@settings(max_examples=15, deadline=None)
+@given(data=streams())
+def test_deleted_items_never_come_back(strategy: str, data: tuple[list[Event], set[str]]) -> None:
+    events, deleted = data
+    engine = engine_with(strategy, n=20)
+    half = len(events) // 2
+    engine.learn(events[:half])  # co-occurrence and trending know the items
+    engine.delete_items(deleted)
+    outcome = engine.process(events[half:])
+    assert {e.item_id for e, _ in outcome.rejected} <= deleted
+    assert all(r.reason == "unknown_item" for _, r in outcome.rejected)
+    lists = engine.recommend([f"u{i}" for i in range(6)], 20, exclude_seen=False)
+    for rec in outcome.recommendations:
+        assert not {i.item_id for i in rec.items} & deleted
+    for items in lists.values():
+        assert not {i.item_id for i in items} & deleted
+        assert len(items) <= 20 - len(deleted)
+
+
+def test_reupserting_unchanged_items_encodes_nothing() -> None:
+    calls: list[int] = []
+    inner = HashingEncoder(dim=32)
+
+    class Counting:
+        name, dim = "c", 32
+
+        def encode(self, texts):  # type: ignore[no-untyped-def]
+            calls.append(len(texts))
+            return inner.encode(texts)
+
+    engine = Engine(Counting(), Settings(), strategy="dynamic")
+    engine.upsert_items(catalog(10))
+    engine.upsert_items(catalog(10))
+    assert calls == [10]
+    changed = CatalogItem("i3", "a brand new title", category="Jazz")
+    engine.upsert_items([*catalog(10), changed])
+    assert calls == [10, 1]
+    assert engine.catalog_size == 10
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_consumed_and_excluded_items_are_filtered(strategy: str) -> None:
+    engine = engine_with(strategy)
+    engine.learn(clicks("a", [0, 4, 8, 12]) + clicks("b", [0, 4, 8, 16, 20, 24]))
+    items = {i.item_id for i in engine.recommend(["a"], 10)["a"]}
+    assert not items & {"i0", "i4", "i8", "i12"}
+    # Content strategies can fill any list; trending and co-occurrence only know the
+    # items somebody acted on (i16, i20, i24 here).
+    assert len(items) == (3 if strategy in ("popular", "itemknn") else 10)
+    extra = {"a": ["i16", "i20", "i24"]}
+    items = {i.item_id for i in engine.recommend(["a"], 10, exclude=extra)["a"]}
+    assert not items & {"i0", "i4", "i8", "i12", "i16", "i20", "i24"}
+    assert len(items) == (0 if strategy in ("popular", "itemknn") else 10)
+    everything = {i.item_id for i in engine.recommend(["a"], 40, exclude_seen=False)["a"]}
+    assert "i0" in everything
+
+
+def test_process_outcome() -> None:
+    engine = engine_with()
+    events = [
+        *clicks("a", [0, 4]),
+        Event("a", 5.0, "search", "s1", text="mail me at a@b.com about jazz"),
+        Event("b", 6.0, "click", "x1", item_id="missing"),
+        Event("c", 7.0, "click", "c1", item_id="i1"),
+        Event("c", 8.0, "delete_user", "c2"),
+    ]
+    outcome = engine.process(events, published_at=100.0)
+    assert [r.user_id for r in outcome.recommendations] == ["a"]
+    assert [(e.event_id, r.reason) for e, r in outcome.rejected] == [("x1", "unknown_item")]
+    assert outcome.changed_users == ["a"] and outcome.deleted_users == ["c"]
+    assert outcome.stats.events_applied == 4 and outcome.stats.texts_encoded == 0
+    rec = outcome.recommendations[0]
+    assert rec.version == 1 and rec.event_ts == 5.0 and rec.trigger_event_id == "s1"
+    assert rec.published_at == 100.0 and rec.model == "hashing" and len(rec.items) == 10
+    assert rec.interests and rec.interests[0].label in (*GENRES, "jazz")
+    assert rec.intent is not None
+    assert engine.describe_user("c") is None
+    assert "a@b.com" not in str(engine.describe_user("a"))
+    second = engine.process(clicks("a", [8], start=50.0))
+    assert second.recommendations[0].version == 2
+
+
+def test_reasons_are_readable() -> None:
+    engine = engine_with("hybrid")
+    engine.learn(clicks("b", [1, 5, 9, 13]) + clicks("c", [1, 5, 9, 13]))
+    engine.learn([Event("a", 20.0, "rate", "r1", item_id="i1", rating=5.0)])
+    reasons = [i.reason for i in engine.recommend(["a"], 10)["a"]]
+    assert all(reasons)
+    allowed = (
+        "because you rated",
+        "similar to",
+        "matches your interest in",
+        "people who liked",
+        "popular now",
+    )
+    assert all(r.startswith(allowed) for r in reasons), reasons
+    assert any("'Rock title 1'" in r for r in reasons)
+
+
+def test_new_user_gets_trending() -> None:
+    engine = engine_with("dynamic")
+    engine.learn(clicks("b", [3, 3, 7]))
+    items = engine.recommend(["nobody"], 3)["nobody"]
+    assert [i.item_id for i in items][:2] == ["i3", "i7"]
+    assert items[0].reason == "popular now"
+
+
+def test_forget_and_evict() -> None:
+    engine = engine_with()
+    engine.process(clicks("a", [1]), published_at=1000.0)
+    engine.process(clicks("b", [2]), published_at=2000.0)
+    assert engine.users_held == 2
+    assert engine.evict_idle(1500.0) == ["a"]
+    assert engine.forget_user("b") and not engine.forget_user("b")
+    assert engine.users_held == 0
+
+
+def test_unknown_strategy() -> None:
+    with pytest.raises(ValueError, match="unknown strategy"):
+        Engine(HashingEncoder(), Settings(), strategy="magic")
