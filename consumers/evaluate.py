@@ -230,17 +230,8 @@ class EngineRecommender:
 
     def top_label(self, user_id: str) -> str | None:
         """The label of the user's heaviest captured interest, if any."""
-        described = self.engine.describe_user(user_id)
-        if not described:
-            return None
-        interests = described.get("interests") or described.get("labels") or []
-        best = None
-        for interest in interests:
-            label = interest.get("label") if isinstance(interest, Mapping) else interest
-            weight = interest.get("weight", 0.0) if isinstance(interest, Mapping) else 0.0
-            if label and (best is None or float(weight) > best[1]):
-                best = (str(label), float(weight))
-        return best[0] if best else None
+        top = self.engine.interests(user_id, 1)
+        return str(top[0][0]) if top else None
 
 
 def make_encoder(settings: Settings) -> Any:
@@ -262,6 +253,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": "",
         "memory_bytes": None,
         "gpu": None,
+        "load_average_1m_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
