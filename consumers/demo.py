@@ -55,7 +55,7 @@ class DemoOptions:
     events: int = 6000
     days: float = 20.0  # span of the generated log, days of event time
     seed: int = 7
-    rate: float = 400.0  # events per second sent by the replay
+    rate: float = 300.0  # events per second sent by the replay
     bad_fraction: float = 0.005  # malformed lines, to show the dead-letter path
     workers: int = 2
     watch: int = 3  # users whose recommendations are printed
@@ -64,6 +64,7 @@ class DemoOptions:
     drain_timeout_s: float = 120.0
     evaluate: bool = True
     eval_strategies: tuple[str, ...] = ("popular", "dynamic", "hybrid")
+    eval_users: int | None = 30  # the evaluation replays the first N users' events (bounded time)
     keep_running: bool = False
     worker_threads: int = 1  # torch threads per worker process
 
@@ -85,6 +86,7 @@ class DemoResult:
     metrics_urls: list[str] = field(default_factory=list)
     evaluation: dict[str, Any] | None = None
     restarts: int = 0
+    phases_s: dict[str, float] = field(default_factory=dict)  # wall seconds per demo phase
 
     @property
     def events_per_s(self) -> float:
@@ -312,7 +314,13 @@ def _evaluate(
     except ImportError as exc:
         log.warning("evaluation not available: %s", exc)
         return None
-    dataset = evaluate_module.load_dataset(events, catalog, settings)
+    with contextlib.suppress(Exception):  # no "Loading weights" bar in the middle of the demo
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    dataset = evaluate_module.load_dataset(
+        events, catalog, settings, limit_users=options.eval_users
+    )
     truth_timeline = evaluate_module.load_truth(truth)
     report: dict[str, Any] = evaluate_module.evaluate(
         dataset,
@@ -365,6 +373,7 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
 
     try:
         say(f"1/7 embedded broker (memory only) on {broker.bootstrap_servers}")
+        phase = time.monotonic()
         broker.start()
         demo = _demo_settings(settings, broker.bootstrap_servers, options)
         create_topics(demo)
@@ -405,6 +414,8 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
             stop_timeout_s=10.0,
         )
         result.metrics_urls = fleet.metrics_urls()
+        result.phases_s["broker, topics, data, catalog"] = time.monotonic() - phase
+        phase = time.monotonic()
         fleet.start_background(interval_s=1.0)
         if not _wait_ready(fleet, options.ready_timeout_s, out):
             tails = "\n".join(
@@ -424,6 +435,7 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
             f"5/7 replaying {summary.events} events at {options.rate:.0f}/s; "
             f"live recommendations of {', '.join(watched)}:"
         )
+        result.phases_s["fleet start (model, catalog, group join)"] = time.monotonic() - phase
         started = time.monotonic()
         sent = replay(
             summary.events_path, demo, rate=options.rate, send_invalid=True, progress=False
@@ -433,6 +445,7 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
         result.events_sent = sent.sent
         result.invalid_sent = sent.invalid_sent
         _wait_drained(fleet, sent.sent, options.drain_timeout_s, started, result)
+        result.phases_s["replay and processing"] = time.monotonic() - started
         time.sleep(1.0)  # let the last recommendations reach the watcher
         watcher.stop()
         result.recommendations_seen = watcher.records
@@ -482,8 +495,12 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
         say("")
         if options.evaluate:
             say(
-                f"7/7 prequential evaluation of the same log ({', '.join(options.eval_strategies)})..."
+                "7/7 prequential evaluation of the same log ("
+                + ", ".join(options.eval_strategies)
+                + (f"; the first {options.eval_users} users" if options.eval_users else "")
+                + "; the same model, encoded again in this process)..."
             )
+            phase = time.monotonic()
             result.evaluation = _evaluate(
                 summary.events_path, summary.catalog_path, summary.truth_path, demo, options
             )
@@ -491,8 +508,10 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
                 say("    skipped: the evaluation code is not available in this build")
             else:
                 say(_eval_table(result.evaluation, demo.recommend.k))
+            result.phases_s["evaluation"] = time.monotonic() - phase
         else:
             say("7/7 evaluation skipped (--no-eval)")
+        say("phases: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.phases_s.items()))
 
         if options.keep_running:
             say("\nthe fleet and the broker keep running; Ctrl-C stops them")
