@@ -1,0 +1,160 @@
+"""Hostile input: a running worker takes 10,000 malformed, oversized, wrongly typed,
+unicode-garbage, null-laden and wrong-topic records interleaved with valid events.
+
+It must not crash; every hostile record lands on the dead-letter topic with a
+machine-readable reason (the original bytes and key kept); the valid events between
+them are applied exactly once. The first tests check the generator itself, without a
+broker: every record it makes really is hostile.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from interest_core.records import Rejected, parse_event
+from interest_core.settings import Settings
+from producers.synthetic import generate_dataset
+from producers.topics import create_topics
+from tests.hostile import KINDS, hostile_records, interleave
+from tests.integration.survival import (
+    committed_everything,
+    expected_counts,
+    publish_catalog,
+    publish_raw,
+    read_topic,
+    state_counts,
+    wait_until,
+    worker_thread,
+)
+
+#: ``missing_field:user_id``, ``not_json``, ``unknown_item``...: lower-case words.
+REASON = re.compile(r"^[a-z_]+(:[a-z_]+)?$")
+HOSTILE = 10_000
+
+
+def _parser_reason(value: bytes, settings: Settings) -> str | None:
+    parsed = parse_event(
+        value,
+        fallback_id="t/0/0",
+        max_text_chars=settings.limits.max_text_chars,
+        max_record_bytes=settings.limits.max_record_bytes,
+    )
+    return parsed.reason if isinstance(parsed, Rejected) else None
+
+
+def test_every_kind_is_made_and_the_parser_rejects_each_record() -> None:
+    settings = Settings()
+    records = hostile_records(3000, seed=7, user_ids=["u1", "u2"], item_ids=["i1"])
+    assert {r.kind for r in records} == set(KINDS)
+    for record in records:
+        if record.kind == "null_value":
+            assert record.value is None
+        elif record.kind == "unknown_item":  # well-formed: only the catalog can tell
+            assert record.value is not None
+            assert _parser_reason(record.value, settings) is None
+        else:
+            assert record.value is not None
+            reason = _parser_reason(record.value, settings)
+            assert reason is not None, (record.kind, record.value[:200])
+            assert REASON.match(reason), reason
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_hostile_records_are_hostile_for_any_seed(seed: int) -> None:
+    settings = Settings()
+    for record in hostile_records(60, seed=seed, user_ids=["u1"], item_ids=["i1"]):
+        if record.parser_rejects:
+            assert record.value is not None
+            assert _parser_reason(record.value, settings) is not None, record
+
+
+def test_interleave_keeps_both_orders() -> None:
+    valid = [f"v{i}" for i in range(50)]
+    hostile = [f"h{i}" for i in range(30)]
+    mixed = interleave(valid, hostile, seed=3)
+    assert [x for x in mixed if x.startswith("v")] == valid
+    assert [x for x in mixed if x.startswith("h")] == hostile
+
+
+@pytest.mark.integration
+def test_a_running_worker_dead_letters_every_hostile_record_and_applies_the_rest(
+    kafka_settings: Settings,
+) -> None:
+    settings = kafka_settings.replace(encoder={"backend": "hashing"})
+    data = generate_dataset(users=40, items=120, events=1500, seed=11)
+    create_topics(settings)
+    publish_catalog(settings, data.catalog)
+    user_ids = sorted({str(e["user_id"]) for e in data.events})
+    item_ids = [str(item["item_id"]) for item in data.catalog]
+    hostile = hostile_records(
+        HOSTILE,
+        seed=5,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        max_record_bytes=settings.limits.max_record_bytes,
+        max_text_chars=settings.limits.max_text_chars,
+    )
+    valid = [(str(e["user_id"]).encode(), orjson.dumps(e)) for e in data.events]
+    mixed = interleave(valid, [(r.key, r.value) for r in hostile], seed=5)
+
+    with worker_thread(settings) as running:
+        publish_raw(settings, settings.topics.events, mixed)
+        wait_until(
+            lambda: committed_everything(settings) or not running.alive,
+            120.0,
+            "the worker committed every record",
+        )
+        assert running.alive, f"the worker died: {running.error!r}"
+        assert running.error is None
+        worker_metrics = running.worker.metrics.exposition()[0].decode()
+
+    # Every hostile record, and nothing else, is on the dead-letter topic with its
+    # original key and bytes and the reason the contract's parser (or the worker, for a
+    # null value, or the engine, for an unknown item) gives.
+    dead = read_topic(settings, settings.topics.deadletter)
+    got: Counter[tuple[bytes | None, bytes | None, str]] = Counter()
+    for record in dead:
+        headers = dict(record.headers)
+        reason = headers["reason"].decode()
+        assert REASON.match(reason), reason
+        assert headers["source_topic"].decode() == settings.topics.events
+        got[(record.key, record.value, reason)] += 1
+    wanted: Counter[tuple[bytes | None, bytes | None, str]] = Counter()
+    kind_of: dict[tuple[bytes | None, bytes | None, str], str] = {}
+    for record in hostile:
+        if record.kind == "null_value":
+            reason = "null_value"
+        elif record.kind == "unknown_item":
+            reason = "unknown_item"
+        else:
+            assert record.value is not None
+            reason = _parser_reason(record.value, settings) or "accepted?!"
+        wanted[(record.key, record.value, reason)] += 1
+        kind_of[(record.key, record.value, reason)] = record.kind
+    missing = Counter(kind_of[k] for k in (wanted - got).elements())
+    extra = [(k, v[:80] if v else v, r) for k, v, r in (got - wanted).elements()]
+    assert not missing and not extra, f"not dead-lettered: {missing}; unexpected: {extra[:10]}"
+    assert len(dead) == len(hostile)
+
+    # The metrics agree: one dead-letter count per hostile record.
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in worker_metrics.splitlines()
+        if line.startswith("interest_events_deadlettered_total{")
+    )
+    assert counted == len(hostile)
+
+    # The valid events in between were applied exactly once each, user by user.
+    counts, deleted = state_counts(settings)
+    assert not deleted
+    assert counts == expected_counts(data.events)
+    published = {r.key.decode() for r in read_topic(settings, settings.topics.recommendations)}
+    assert published == set(user_ids)
