@@ -18,11 +18,17 @@ import pytest
 import yaml
 
 from consumers.cli import COMMANDS, load_settings
+from tests.deploy_checks import (
+    DASHBOARD,
+    base_metric_name,
+    dashboard_expressions,
+    dashboard_metric_names,
+    exported_sample_names,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
-DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "interest-stream.json"
 DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS = ROOT / "deploy" / "grafana" / "provisioning" / "dashboards" / "interest-stream.yml"
 DOCKERFILES = [ROOT / "Dockerfile", ROOT / "Dockerfile.cuda"]
@@ -47,28 +53,6 @@ def _compose() -> dict[str, Any]:
 
 def _docker_settings():
     return load_settings(ROOT / "configs" / "docker.toml", {})
-
-
-def dashboard_expressions() -> list[str]:
-    """Every PromQL expression of the Grafana dashboard."""
-    dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    return [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
-
-
-def dashboard_metric_names() -> set[str]:
-    """Metric sample names the dashboard queries (``interest_..._bucket`` etc.)."""
-    names: set[str] = set()
-    for expr in dashboard_expressions():
-        names.update(re.findall(r"\binterest_[a-z0-9_]+", expr))
-    return names
-
-
-def base_metric_name(sample: str) -> str:
-    """``interest_x_seconds_bucket`` -> ``interest_x_seconds``; counters keep ``_total``."""
-    for suffix in ("_bucket", "_sum", "_count", "_created"):
-        if sample.endswith(suffix):
-            return sample[: -len(suffix)]
-    return sample
 
 
 # --------------------------------------------------------------------------- configs
@@ -313,25 +297,6 @@ def test_readme_commands_in_compose_header_parse() -> None:
         if line.startswith("INTEREST__"):
             words = shlex.split(line.split("#")[0])
             assert words[1] == "interest" and words[2] in COMMANDS
-
-
-def exported_sample_names(exposition: str) -> set[str]:
-    """Sample names a /metrics text can carry, including those of label-less families
-    that have no child yet (a counter by reason before the first dead letter)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    names: set[str] = set()
-    suffixes = {
-        "counter": ("_total", "_created"),
-        "histogram": ("_bucket", "_sum", "_count", "_created"),
-        "gauge": ("",),
-        "summary": ("_sum", "_count", "_created"),
-    }
-    for family in text_string_to_metric_families(exposition):
-        names.add(family.name)
-        names.update(family.name + s for s in suffixes.get(family.type, ("",)))
-        names.update(sample.name for sample in family.samples)
-    return names
 
 
 def test_dashboard_metrics_exist_in_the_worker_metrics_registry() -> None:
