@@ -30,6 +30,7 @@ __all__ = [
     "committed_everything",
     "end_offsets",
     "expected_counts",
+    "final_states",
     "publish_catalog",
     "publish_raw",
     "read_topic",
@@ -187,26 +188,32 @@ def committed_everything(settings: Settings) -> bool:
         consumer.close(autocommit=False)
 
 
-def state_counts(settings: Settings) -> tuple[Counts, dict[str, None]]:
-    """Latest state per user from the state topic, decoded by the core (``UserState``).
-
-    Returns (events applied by type per live user, deleted users as a set-like dict).
-    """
+def final_states(settings: Settings) -> dict[str, UserState | None]:
+    """Latest state per user on the state topic, decoded by the core (``UserState``);
+    None for a deleted user (tombstone)."""
     reveal_tail(settings, settings.topics.state)
     reader = StateReader(settings, timeout_s=60.0)
     try:
         entries = reader.read()
     finally:
         reader.close()
+    return {
+        user_id: None if entry.blob is None else UserState.from_bytes(entry.blob)
+        for user_id, entry in entries.items()
+        if user_id != POKE_KEY.decode()
+    }
+
+
+def state_counts(settings: Settings) -> tuple[Counts, dict[str, None]]:
+    """Per live user, events applied by type (from :func:`final_states`); and the
+    deleted users (a set-like dict)."""
     counts: Counts = {}
     deleted: dict[str, None] = {}
-    for user_id, entry in entries.items():
-        if user_id == POKE_KEY.decode():
-            continue
-        if entry.blob is None:
+    for user_id, state in final_states(settings).items():
+        if state is None:
             deleted[user_id] = None
         else:
-            counts[user_id] = dict(UserState.from_bytes(entry.blob).counts)
+            counts[user_id] = dict(state.counts)
     return counts, deleted
 
 
