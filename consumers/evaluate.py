@@ -535,9 +535,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print("interest eval: --limit-users must be > 0", file=sys.stderr)
         return 2
     try:
+        import faiss
         import torch
 
         torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+        # Asks are one user at a time here: a one-query scan of a catalog-sized index is
+        # faster on one thread than with OpenMP's start-up (and it leaves cores to others).
+        faiss.omp_set_num_threads(1)
     except ImportError:
         pass
     started = time.perf_counter()
