@@ -42,3 +42,15 @@ def kafka_settings(broker: EmbeddedBroker) -> Settings:
         },
         metrics={"port": 0},
     )
+
+
+@pytest.fixture(scope="session")
+def real_encoder():  # type: ignore[no-untyped-def]
+    """The bundled all-MiniLM-L6-v2, loaded once per test session (tests marked `model`)."""
+    import torch
+
+    from interest_core.encoder import encoder_from_settings
+    from interest_core.settings import EncoderSettings
+
+    torch.set_num_threads(2)
+    return encoder_from_settings(EncoderSettings(device="cpu"))
