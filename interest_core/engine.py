@@ -15,7 +15,7 @@ popular   trending                                    trending
 itemknn   co-occurrence                               co-occurrence
 static    one long-term content vector (no decay)     long-term cosine
 dynamic   slots + short-term + decayed long-term      slot, short-term, long-term cosine
-hybrid    all of the above                            all five, weights learned online
+hybrid    all of the above                            all six, weights learned online
 ========  ==========================================  =================================
 
 Every list is topped up from trending when its sources give fewer than ``k`` items, so a
@@ -42,6 +42,7 @@ from interest_core.index import ItemIndex
 from interest_core.intent import IntentModel
 from interest_core.interest import InterestModel, RecentItem, UserState
 from interest_core.labels import LabelModel, LabelVocabulary
+from interest_core.reasons import Anchors, content_reason, cooccurrence_reason
 from interest_core.records import (
     CatalogItem,
     Event,
@@ -60,7 +61,7 @@ __all__ = ["FEATURES", "STRATEGIES", "BatchOutcome", "BatchStats", "Engine"]
 
 log = logging.getLogger(__name__)
 
-FEATURES = ("slot", "short_term", "long_term", "cooccurrence", "trending")
+FEATURES = ("slot", "short_term", "long_term", "cooccurrence", "trending", "popularity")
 STRATEGIES = ("popular", "itemknn", "static", "dynamic", "hybrid")
 _STRATEGY_FEATURES: dict[str, tuple[str, ...]] = {
     "popular": ("trending",),
@@ -72,7 +73,7 @@ _STRATEGY_FEATURES: dict[str, tuple[str, ...]] = {
 _SEEN_LIMIT = 1000  # items remembered per user for "already consumed" filtering
 _SHOWN_KEPT = 10  # top candidates kept per user as BPR negatives ("was shown")
 _POOL_NEGATIVES = 20  # random other candidates as BPR negatives ("would have been shown")
-_MAX_OVERFETCH = 400  # extra index results fetched per query vector to survive exclusions
+_MAX_OVERFETCH = 200  # extra index results fetched per query vector to survive exclusions
 _COOC_DECAY_PER_ITEM = 0.85  # recency weight of the i-th most recent item in co-occurrence
 _INTERESTS_SHOWN = 5
 _NEUTRAL_INTENT = ("browse", 0.2)  # no text event yet: browse, at uniform confidence
@@ -127,6 +128,7 @@ class _Query:
     n_excluded: int
     cooc_dense: np.ndarray | None = None
     cooc_scale: float = 1.0
+    anchors: Anchors | None = None
 
 
 class Engine:
@@ -163,6 +165,8 @@ class Engine:
         )
         self.cooccurrence = CoOccurrence()
         self.trending = Trending(rec.trending_half_life_s)
+        # The same count on the long-term horizon: an item prior for the fusion.
+        self.popularity = Trending(settings.model.long_term_half_life_s)
         self.features = _STRATEGY_FEATURES[strategy]
         self.fusion = FusionWeights(FEATURES, self.features, learning_rate=rec.fusion_learning_rate)
         static = strategy == "static"
@@ -177,9 +181,12 @@ class Engine:
         self._labels_dirty = True
         self._intent: IntentModel | None = None
         self.users: dict[str, UserState] = {}
-        self._shown: dict[str, np.ndarray] = {}
+        # Per user, from the last ranking: BPR negatives and the feature scales used.
+        self._shown: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._rng = np.random.default_rng(0)  # negatives sampling; seeded: deterministic
         self.now_ts = 0.0  # newest event time seen (seconds); the clock of all decay
+        self._events_seen = 0
+        self._popularity_cache: tuple[int, np.ndarray, float] | None = None
 
     # ------------------------------------------------------------------ catalog
 
@@ -212,6 +219,7 @@ class Engine:
             rows.append(row)
         self.index.upsert(rows, vectors)
         self._labels_dirty = True
+        self._popularity_cache = None
 
     def delete_items(self, item_ids: Iterable[str]) -> None:
         """Remove items from the catalog, the index, co-occurrence and trending. They never
@@ -223,6 +231,8 @@ class Engine:
         for row in rows:
             self.cooccurrence.remove(row)
             self.trending.remove(row)
+            self.popularity.remove(row)
+        self._popularity_cache = None
         self._labels_dirty = True
 
     def _vocabulary(self) -> LabelVocabulary:
@@ -379,6 +389,7 @@ class Engine:
             return False
         ts = event.ts
         self.now_ts = max(self.now_ts, ts)
+        self._events_seen += 1
         text = redact(event.text) if event.text else None
         intent = intents.get(text) if text else None
         weight = event_weight(event, self.settings.model.negative_weight)
@@ -394,15 +405,15 @@ class Engine:
             assert row is not None  # validated
             if weight > 0.0 and self.fusion.mask.sum() > 1:
                 self._learn_fusion(state, row)
-            positive_history = self._history(state)[0][
-                : self.settings.recommend.cooccurrence_window
-            ]
-            self.interest.apply(state, self.catalog.embeddings[row], weight, ts)
-            self.label_model.add_item(state, self.catalog.labels[row], weight, ts)
             if weight > 0.0:
                 if "cooccurrence" in self.features:
-                    self.cooccurrence.add(row, positive_history)
+                    window = self.settings.recommend.cooccurrence_window
+                    self.cooccurrence.add(row, self._history(state)[0][:window])
                 self.trending.add(row, weight, ts)
+                if "popularity" in self.features:
+                    self.popularity.add(row, weight, ts)
+            self.interest.apply(state, self.catalog.embeddings[row], weight, ts)
+            self.label_model.add_item(state, self.catalog.labels[row], weight, ts)
             state.remember_item(
                 RecentItem(event.item_id, ts, weight, self._action(event)),
                 self.settings.model.recent_items,
@@ -433,15 +444,16 @@ class Engine:
         """BPR step: the acted-on item against the items the user was shown and other
         candidates that would have been shown, with features from the state before
         this event."""
-        shown = self._shown.get(state.user_id)
-        if shown is None:
+        remembered = self._shown.get(state.user_id)
+        if remembered is None:
             return
+        shown, scales = remembered
         negatives = shown[(shown != row) & self.catalog.alive[shown]]
         if negatives.size == 0:
             return
         query = self._query(state, self._blocked([]), 0)
         rows = np.concatenate([[row], negatives])
-        features = self._feature_matrix(query, rows, self._trend())
+        features = self._feature_matrix(query, rows, self._trend()) / scales
         self.fusion.update(features[0], features[1:])
 
     # ------------------------------------------------------------------ recommending
@@ -507,6 +519,9 @@ class Engine:
             allowed_trending = trend_order[~query.blocked[trend_order]]
             if "trending" in self.features:
                 parts.append(allowed_trending[:budget])
+            if "popularity" in self.features:
+                popular = np.where(query.blocked, 0.0, self._popularity()[0])
+                parts.append(self._top(popular, budget))
             rows = np.unique(np.concatenate(parts))
             out[user_id] = self._rank(user_id, query, rows, k, allowed_trending, trend)
         timings["search_s"] = t1 - t0
@@ -545,7 +560,7 @@ class Engine:
             short = state.short_dir.astype(np.float32) * freshness
         long_dir = state.long_dir.astype(np.float32) if state.long_mass > 0.0 else None
         window = self.settings.recommend.cooccurrence_window
-        rows, weights = self._history(state)
+        rows, weights = self._history(state) if "cooccurrence" in self.features else ([], [])
         return _Query(
             state, slots, short, long_dir, rows[:window], weights[:window], blocked, n_excluded
         )
@@ -609,6 +624,20 @@ class Engine:
         dense[~self.catalog.alive[:width]] = 0.0
         return dense, float(dense.max()) if width else 0.0
 
+    def _popularity(self) -> tuple[np.ndarray, float]:
+        """Dense long-horizon popularity at the engine's clock, and its maximum (cached
+        until the next event)."""
+        if self._popularity_cache is None or self._popularity_cache[0] != self._events_seen:
+            width = self.catalog.rows_allocated
+            dense = self.popularity.scores(self.now_ts, width)
+            dense[~self.catalog.alive[:width]] = 0.0
+            self._popularity_cache = (
+                self._events_seen,
+                dense,
+                float(dense.max()) if width else 0.0,
+            )
+        return self._popularity_cache[1], self._popularity_cache[2]
+
     def _feature_matrix(
         self, query: _Query, rows: np.ndarray, trend: tuple[np.ndarray, float]
     ) -> np.ndarray:
@@ -630,6 +659,10 @@ class Engine:
             dense, scale = trend
             if scale > 0.0:
                 features[:, 4] = dense[rows] / scale
+        if "popularity" in enabled:
+            dense, scale = self._popularity()
+            if scale > 0.0:
+                features[:, 5] = dense[rows] / scale
         return features
 
     def _rank(
@@ -645,7 +678,11 @@ class Engine:
         items: list[RecommendedItem] = []
         picked: list[int] = []
         if len(rows):
+            # Each feature over its largest magnitude among this user's candidates, so
+            # the learned weights compare sources, not the sources' units.
             features = self._feature_matrix(query, rows, trend)
+            scales = np.maximum(np.abs(features).max(axis=0), 1e-9)
+            features /= scales
             contributions = features * self.fusion.weights
             fused = contributions.sum(axis=1)
             order = np.argsort(-fused, kind="stable")
@@ -655,7 +692,8 @@ class Engine:
                 if len(rest)
                 else rest
             )
-            self._shown[user_id] = rows[np.concatenate([order[:_SHOWN_KEPT], sample])]
+            negatives = rows[np.concatenate([order[:_SHOWN_KEPT], sample])]
+            self._shown[user_id] = (negatives, scales)
             for i in mmr(
                 fused, self.catalog.embeddings[rows], k, self.settings.recommend.mmr_lambda
             ):
@@ -681,51 +719,19 @@ class Engine:
 
     def _reason(self, query: _Query, row: int, contribution: np.ndarray) -> str:
         """A sentence a person understands, from the feature that contributed most."""
-        best = (
-            FEATURES[int(np.argmax(contribution))]
-            if contribution.size and contribution.max() > 0
-            else "trending"
-        )
-        if best == "trending":
+        if not contribution.size or contribution.max() <= 0.0:
             return "popular now"
-        if best == "cooccurrence" and query.history_rows:
-            sims = [
-                self.cooccurrence.similarity(h, row) * w
-                for h, w in zip(query.history_rows, query.history_weights, strict=True)
-            ]
-            anchor = query.history_rows[int(np.argmax(sims))]
-            return f"people who liked '{self.catalog.titles[anchor]}' also liked this"
-        return self._content_reason(query, row)
-
-    def _content_reason(self, query: _Query, row: int) -> str:
-        state = query.state
-        vector = self.catalog.embeddings[row]
-        best_item: tuple[float, RecentItem | None] = (-1.0, None)
-        if state is not None:
-            for item in list(state.recent)[-20:]:
-                other = self.catalog.row(item.item_id)
-                if other is None or item.weight <= 0.0 or other == row:
-                    continue
-                cosine = float(self.catalog.embeddings[other] @ vector)
-                if cosine > best_item[0]:
-                    best_item = (cosine, item)
-            if len(state.texts):
-                text_cos = state.text_dirs.astype(np.float32) @ vector
-                i = int(np.argmax(text_cos))
-                if float(text_cos[i]) >= best_item[0]:
-                    return f"similar to your search '{state.texts[i].text}'"
-        labels = set(self.catalog.labels[row])
-        if state is not None and labels:
-            for label, _ in self.label_model.top(state, 3):
-                if label in labels and best_item[0] < 0.6:
-                    return f"matches your interest in {label}"
-        found = best_item[1]
-        if found is not None:
-            title = self.catalog.titles[self.catalog.row_of[found.item_id]]
-            if found.action.startswith("rated "):
-                return f"because you rated '{title}' {found.action[6:]}"
-            return f"similar to '{title}' you {found.action}"
-        return "popular now"
+        best = FEATURES[int(np.argmax(contribution))]
+        if best in ("trending", "popularity"):
+            return "popular now"
+        if best == "cooccurrence":
+            return cooccurrence_reason(
+                query.history_rows, query.history_weights, self.cooccurrence, self.catalog, row
+            )
+        if query.anchors is None:
+            top = [] if query.state is None else self.label_model.top(query.state, 3)
+            query.anchors = Anchors.of(query.state, self.catalog, [label for label, _ in top])
+        return content_reason(query.anchors, self.catalog, row)
 
     # ------------------------------------------------------------------ users
 

@@ -34,6 +34,10 @@ _HEADER = struct.Struct("<4sII")  # magic, json length, dim
 _EVENT_IDS_KEPT = 64
 _TEXTS_KEPT = 3
 _LABELS_KEPT = 32
+#: The short-term vector keeps at most this much mass (in event weights, a view = 1)
+#: from before an event: within a burst of events seconds apart, time decay alone would
+#: make it the average of the whole burst instead of the last few interactions.
+SHORT_TERM_MAX_MASS = 3.0
 
 
 class StateFormatError(ValueError):
@@ -246,6 +250,7 @@ class InterestModel:
         self.settings = settings
         self.use_slots = use_slots
         self.use_short_term = use_short_term
+        self.short_term_max_mass = SHORT_TERM_MAX_MASS
         self.long_term_half_life_s = (
             settings.long_term_half_life_s
             if long_term_half_life_s is None
@@ -261,7 +266,7 @@ class InterestModel:
         if self.use_short_term:
             state.short_dir, state.short_mass, state.short_ts = self._accumulate(
                 state.short_dir,
-                state.short_mass,
+                min(state.short_mass, self.short_term_max_mass),
                 state.short_ts,
                 vector,
                 weight,
