@@ -225,6 +225,10 @@ class Fleet:
     ``start()`` launches them; ``poll()`` (called by ``run_forever`` or the background
     thread of ``start_background``) restarts dead ones and refreshes their status;
     ``stop()`` ends them all. Also a context manager.
+
+    On Linux each child gets SIGTERM when the thread that started it ends (the
+    parent-death signal follows the thread), so call ``start``/``poll`` from a thread
+    that outlives the fleet: the main thread, or the one ``start_background`` makes.
     """
 
     def __init__(
