@@ -71,8 +71,9 @@ _STRATEGY_FEATURES: dict[str, tuple[str, ...]] = {
     "hybrid": FEATURES,
 }
 _SEEN_LIMIT = 1000  # items remembered per user for "already consumed" filtering
-_SHOWN_KEPT = 10  # top candidates kept per user as BPR negatives ("was shown")
-_POOL_NEGATIVES = 20  # random other candidates as BPR negatives ("would have been shown")
+_RANKED_KEPT = 200  # best-ranked candidates remembered per user for the fusion update
+_NEGATIVES_ABOVE = 20  # candidates ranked above the acted-on item used as BPR negatives
+_RANKINGS_KEPT = 100_000  # users whose last ranking is remembered (least recent dropped)
 _MAX_OVERFETCH = 200  # extra index results fetched per query vector to survive exclusions
 _COOC_DECAY_PER_ITEM = 0.85  # recency weight of the i-th most recent item in co-occurrence
 _INTERESTS_SHOWN = 5
@@ -168,7 +169,13 @@ class Engine:
         # The same count on the long-term horizon: an item prior for the fusion.
         self.popularity = Trending(settings.model.long_term_half_life_s)
         self.features = _STRATEGY_FEATURES[strategy]
-        self.fusion = FusionWeights(FEATURES, self.features, learning_rate=rec.fusion_learning_rate)
+        # Neutral start per source: the three content cosines share one source's weight.
+        self.fusion = FusionWeights(
+            FEATURES,
+            self.features,
+            learning_rate=rec.fusion_learning_rate,
+            initial=[1 / 3, 1 / 3, 1 / 3, 1.0, 1.0, 1.0],
+        )
         static = strategy == "static"
         self.interest = InterestModel(
             settings.model,
@@ -183,7 +190,6 @@ class Engine:
         self.users: dict[str, UserState] = {}
         # Per user, from the last ranking: BPR negatives and the feature scales used.
         self._shown: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._rng = np.random.default_rng(0)  # negatives sampling; seeded: deterministic
         self.now_ts = 0.0  # newest event time seen (seconds); the clock of all decay
         self._events_seen = 0
         self._popularity_cache: tuple[int, np.ndarray, float] | None = None
@@ -441,14 +447,19 @@ class Engine:
     # ------------------------------------------------------------------ fusion learning
 
     def _learn_fusion(self, state: UserState, row: int) -> None:
-        """BPR step: the acted-on item against the items the user was shown and other
-        candidates that would have been shown, with features from the state before
-        this event."""
+        """BPR step when the user acts on an item of their last ranked candidates: the
+        item against the candidates ranked above it (shown, or would have been shown,
+        and passed over), with features from the state before this event. An item
+        outside the candidates teaches the ranker nothing it could have ordered."""
         remembered = self._shown.get(state.user_id)
         if remembered is None:
             return
-        shown, scales = remembered
-        negatives = shown[(shown != row) & self.catalog.alive[shown]]
+        ranked, scales = remembered
+        position = np.flatnonzero(ranked == row)
+        if position.size == 0 or position[0] == 0:
+            return
+        above = ranked[: min(int(position[0]), _NEGATIVES_ABOVE)]
+        negatives = above[self.catalog.alive[above]]
         if negatives.size == 0:
             return
         query = self._query(state, self._blocked([]), 0)
@@ -686,14 +697,10 @@ class Engine:
             contributions = features * self.fusion.weights
             fused = contributions.sum(axis=1)
             order = np.argsort(-fused, kind="stable")
-            rest = order[_SHOWN_KEPT:]
-            sample = (
-                self._rng.choice(rest, size=min(_POOL_NEGATIVES, len(rest)), replace=False)
-                if len(rest)
-                else rest
-            )
-            negatives = rows[np.concatenate([order[:_SHOWN_KEPT], sample])]
-            self._shown[user_id] = (negatives, scales)
+            self._shown.pop(user_id, None)
+            self._shown[user_id] = (rows[order[:_RANKED_KEPT]], scales)
+            if len(self._shown) > _RANKINGS_KEPT:
+                del self._shown[next(iter(self._shown))]
             for i in mmr(
                 fused, self.catalog.embeddings[rows], k, self.settings.recommend.mmr_lambda
             ):

@@ -7,7 +7,8 @@ with weights kept non-negative (every feature is built so that higher means more
 relevant) and their total fixed: a ranking does not change when all weights scale, so
 only their ratios are learned, and the step cannot shrink every weight to zero when the
 shown items out-score the acted-on one on every feature. Initial weights are neutral
-(all equal).
+(all equal). Ranking uses an exponential moving average of the SGD iterates
+(``averaging`` per update), which is far steadier than the last iterate.
 """
 
 from __future__ import annotations
@@ -28,13 +29,20 @@ class FusionWeights:
         enabled: Sequence[str] | None = None,
         *,
         learning_rate: float = 0.05,
+        averaging: float = 0.01,
+        initial: Sequence[float] | None = None,
     ) -> None:
         self.names = tuple(names)
         on = set(self.names if enabled is None else enabled)
         self.mask = np.array([name in on for name in self.names], dtype=np.float64)
-        self.weights = self.mask.copy()
-        self.learning_rate = learning_rate
+        start = self.mask.copy() if initial is None else np.asarray(initial, float) * self.mask
         self.total = float(self.mask.sum())
+        if start.sum() <= 0.0:
+            raise ValueError("initial fusion weights must have a positive enabled sum")
+        self.iterate = start * (self.total / start.sum())
+        self.weights = self.iterate.copy()  # the average, used for ranking
+        self.learning_rate = learning_rate
+        self.averaging = averaging
         self.updates = 0
 
     def score(self, features: np.ndarray) -> np.ndarray:
@@ -46,14 +54,15 @@ class FusionWeights:
         if negatives.size == 0 or self.mask.sum() <= 1:
             return 0.0
         diff = (positive[None, :] - negatives) * self.mask
-        margin = diff @ self.weights
+        margin = diff @ self.iterate
         loss = float(np.mean(np.logaddexp(0.0, -margin)))
         pull = 1.0 / (1.0 + np.exp(np.clip(margin, -30, 30)))  # sigmoid(-margin)
         gradient = (pull[:, None] * diff).mean(axis=0)
-        stepped = np.maximum(self.weights + self.learning_rate * gradient, 0.0) * self.mask
+        stepped = np.maximum(self.iterate + self.learning_rate * gradient, 0.0) * self.mask
         mass = stepped.sum()
         if mass > 1e-12:
-            self.weights = stepped * (self.total / mass)
+            self.iterate = stepped * (self.total / mass)
+        self.weights = (1.0 - self.averaging) * self.weights + self.averaging * self.iterate
         self.updates += 1
         return loss
 
