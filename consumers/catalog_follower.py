@@ -1,9 +1,16 @@
 """Follows the catalog topic: every partition, from the beginning, for as long as it runs.
 
 Each worker holds the whole catalog, so the follower uses no consumer group: it assigns
-itself every partition of the catalog topic, seeks to the beginning and remembers the
-end offsets it saw then. ``caught_up`` turns true once it has read up to them; the
-worker neither processes events nor reports ready before that. It keeps polling
+itself every partition of the catalog topic and seeks to the beginning. To know where
+"caught up" is, it writes one barrier marker (a tombstone under
+``consumers.barrier.BARRIER_KEY``) to every catalog partition at start and waits for
+its acknowledgement: ``caught_up`` turns true once it has read past every marker, so
+every catalog record acknowledged before the worker started is applied, on any Kafka
+(the embedded broker's end offsets stop short of a partition's last batch). Markers are
+never handed to the worker (neither items nor rejected records). If no marker can be
+written (no write permission on the catalog topic), it falls back to the end offsets
+seen at start, backed by the fetch high watermark. The worker neither processes events
+nor reports ready before ``caught_up``. It keeps polling
 afterwards so upserts and deletions take effect live. The follower only reads: the
 worker applies what it returns between batches, on its own thread (the Engine is not
 thread-safe).
@@ -17,11 +24,13 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 
+from consumers.barrier import is_barrier, passed_barrier, place_barriers
 from consumers.batching import InputRecord
 from consumers.state_store import read_to_end
 from interest_core.settings import Settings
-from producers.kafka_client import make_consumer
+from producers.kafka_client import make_consumer, make_producer
 
 __all__ = ["CatalogFollower"]
 
@@ -29,24 +38,36 @@ log = logging.getLogger(__name__)
 
 
 class CatalogFollower:
-    """Group-less reader of every catalog partition; call ``poll`` from one thread."""
+    """Group-less reader of every catalog partition; call ``poll`` from one thread.
+
+    ``barrier`` False skips the start-up markers (no writes to the catalog topic) and
+    relies on the end offsets instead.
+    """
 
     def __init__(
-        self, settings: Settings, *, consumer_factory: Callable[..., Any] = make_consumer
+        self,
+        settings: Settings,
+        *,
+        consumer_factory: Callable[..., Any] = make_consumer,
+        producer_factory: Callable[..., Any] = make_producer,
+        barrier: bool = True,
     ) -> None:
         self.settings = settings
         self.topic = settings.topics.catalog
+        self.barrier = barrier
         self._consumer_factory = consumer_factory
+        self._producer_factory = producer_factory
         self._consumer: Any = None
         self._targets: dict[TopicPartition, int] = {}
+        self._by_barrier = False
         self._caught_up = False
         self.records_read = 0
 
     def start(self, timeout_s: float = 30.0) -> CatalogFollower:
-        """Assign every catalog partition from the beginning; note their end offsets.
+        """Assign every catalog partition from the beginning; place the barrier markers.
 
-        Waits up to ``timeout_s`` seconds for the topic to exist; raises ``RuntimeError``
-        if it does not.
+        Waits up to ``timeout_s`` seconds for the topic to exist (and as long again for
+        the markers' acknowledgements); raises ``RuntimeError`` if it does not exist.
         """
         consumer = self._consumer_factory(
             self.settings,
@@ -64,23 +85,56 @@ class CatalogFollower:
             time.sleep(0.2)
             partitions = consumer.partitions_for_topic(self.topic)
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        markers = self._place_markers(tps, timeout_s)
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        self._targets = {tp: int(end) for tp, end in consumer.end_offsets(tps).items()}
+        if markers is not None:
+            self._targets, self._by_barrier = markers, True
+        else:
+            self._targets = {tp: int(end) for tp, end in consumer.end_offsets(tps).items()}
         self._update_caught_up()
-        log.info("following catalog %s, catching up to %s", self.topic, self._targets)
+        log.info(
+            "following catalog %s, catching up to %s %s",
+            self.topic,
+            "the barriers at" if self._by_barrier else "the end offsets",
+            {tp.partition: offset for tp, offset in self._targets.items()},
+        )
         return self
+
+    def _place_markers(
+        self, tps: list[TopicPartition], timeout_s: float
+    ) -> dict[TopicPartition, int] | None:
+        if not self.barrier:
+            return None
+        producer: Any = None
+        try:
+            producer = self._producer_factory(
+                self.settings, client_id=f"{self.settings.kafka.client_id}-catalog-barrier"
+            )
+            offsets = place_barriers(producer, self.topic, [tp.partition for tp in tps], timeout_s)
+        except KafkaError as exc:
+            log.warning(
+                "no barrier on %s (%s): catching up to the end offsets instead", self.topic, exc
+            )
+            return None
+        finally:
+            if producer is not None:
+                producer.close(timeout=5)
+        return {tp: offsets[tp.partition] for tp in tps}
 
     @property
     def caught_up(self) -> bool:
-        """True once every partition has been read to the end offset seen at start."""
+        """True once every partition has been read past its marker (or end offset at start)."""
         return self._caught_up
 
     def _update_caught_up(self) -> None:
         if self._caught_up or self._consumer is None:
             return
-        for tp, end in self._targets.items():
-            if end > 0 and not read_to_end(self._consumer, tp, end):
+        for tp, target in self._targets.items():
+            if self._by_barrier:
+                if not passed_barrier(self._consumer, tp, target):
+                    return
+            elif target > 0 and not read_to_end(self._consumer, tp, target):
                 return
         self._caught_up = True
         log.info("catalog caught up after %d records", self.records_read)
@@ -95,6 +149,7 @@ class CatalogFollower:
             InputRecord.from_consumer_record(record, now)
             for records in polled.values()
             for record in records
+            if not is_barrier(record.key)  # markers of this or other workers: no data
         ]
         # Records of one partition stay in order; across partitions order does not matter
         # (one key lives in one partition).

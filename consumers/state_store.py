@@ -3,8 +3,15 @@
 The worker writes each changed user's serialised state to the state topic (key
 ``user_id``) before it commits the offsets of the events that changed it, so the topic
 always holds at least what the committed offsets claim. A worker that takes over an
-events partition reads the matching state partition from the beginning to its end
-offsets; the latest value per key wins and a null value (tombstone) means deleted.
+events partition reads the matching state partition from the beginning to its end; the
+latest value per key wins and a null value (tombstone) means deleted.
+
+"Its end" is fixed by a read-your-writes barrier (:mod:`consumers.barrier`): a marker
+tombstone is produced to each partition read and the read goes on until the consumer has
+passed it, so every state acknowledged before the read started is seen, on any Kafka
+(the embedded broker's end offsets fall short of a partition's last batch). Markers are
+skipped. When no marker can be written (e.g. no write permission for ``interest
+inspect``), the reader falls back to the end offsets backed by the fetch high watermark.
 
 The state topic normally has as many partitions as the events topic, and both are
 keyed by ``user_id`` with Kafka's default partitioner, so a user's state sits in the
@@ -22,10 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
+from consumers.barrier import is_barrier, passed_barrier, place_barriers
 from interest_core.settings import Settings
-from producers.kafka_client import make_consumer
+from producers.kafka_client import make_consumer, make_producer
 
 __all__ = [
     "StateEntry",
@@ -79,10 +88,14 @@ class StateEntry:
 
 
 class StateReader:
-    """Group-less reader of the state topic; owns one consumer, created on first use.
+    """Group-less reader of the state topic; owns one consumer (and, with ``barrier``, one
+    producer for the markers), created on first use.
 
-    Not thread-safe: one caller at a time (the worker thread, or its rebalance listener
-    while the worker thread waits in ``poll``).
+    ``barrier`` False reads to the end offsets instead (no writes; misses the tail of the
+    last batch on the embedded broker unless the fetch high watermark covers it). With
+    ``strict`` (the worker's restores), a marker that cannot be written fails the read
+    with :class:`StateRestoreError` instead of falling back to the end offsets.
+    Not thread-safe: one caller at a time.
     """
 
     def __init__(
@@ -90,12 +103,23 @@ class StateReader:
         settings: Settings,
         *,
         consumer_factory: Callable[..., Any] = make_consumer,
+        producer_factory: Callable[..., Any] = make_producer,
         timeout_s: float | None = None,
+        barrier: bool = True,
+        strict: bool = False,
     ) -> None:
         self.settings = settings
         self.timeout_s = settings.state.restore_timeout_s if timeout_s is None else timeout_s
+        self.barrier = barrier
+        self.strict = strict
         self._consumer_factory = consumer_factory
+        self._producer_factory = producer_factory
         self._consumer: Any = None
+        self._producer: Any = None
+        #: Bytes of state records read by the last :meth:`read` (markers excluded).
+        self.last_read_bytes = 0
+        #: State records read by the last :meth:`read` (every version, markers excluded).
+        self.last_read_records = 0
 
     def _client(self) -> Any:
         if self._consumer is None:
@@ -108,6 +132,32 @@ class StateReader:
             )
         return self._consumer
 
+    def _markers(self, tps: list[TopicPartition]) -> dict[TopicPartition, int] | None:
+        """Barrier offsets per partition, or None when the barrier is off or failed."""
+        if not self.barrier:
+            return None
+        try:
+            if self._producer is None:
+                self._producer = self._producer_factory(
+                    self.settings, client_id=f"{self.settings.kafka.client_id}-state-barrier"
+                )
+            topic = self.settings.topics.state
+            offsets = place_barriers(
+                self._producer, topic, [tp.partition for tp in tps], self.timeout_s
+            )
+        except KafkaError as exc:
+            if self.strict:
+                raise StateRestoreError(
+                    f"no barrier could be written to {self.settings.topics.state}: {exc}"
+                ) from exc
+            log.warning(
+                "no barrier on %s (%s): reading to the end offsets instead",
+                self.settings.topics.state,
+                exc,
+            )
+            return None
+        return {tp: offsets[tp.partition] for tp in tps}
+
     def _partition_count(self, topic: str) -> int:
         found = self._client().partitions_for_topic(topic)
         return len(found) if found else 0
@@ -117,12 +167,15 @@ class StateReader:
         partitions: Collection[int] | None = None,
         *,
         users: Collection[str] | None = None,
+        keep_alive: Callable[[], None] | None = None,
     ) -> dict[str, StateEntry]:
         """Latest state per user of the given events ``partitions`` (None: every user).
 
-        ``users`` narrows the result to those user ids. Reads from the beginning to the
-        end offsets seen at the start of the call. Raises :class:`StateRestoreError`
-        when that takes longer than the restore timeout (seconds).
+        ``users`` narrows the result to those user ids. Reads from the beginning past a
+        barrier marker placed at the start of the call (every state acknowledged before
+        the call is seen). ``keep_alive`` is called between polls (about every 0.2 s),
+        e.g. to keep a group member polling. Raises :class:`StateRestoreError` when the
+        read takes longer than the restore timeout (seconds).
         """
         topics = self.settings.topics
         state_count = self._partition_count(topics.state)
@@ -144,12 +197,17 @@ class StateReader:
 
         consumer = self._client()
         tps = [TopicPartition(topics.state, p) for p in to_read]
+        deadline = time.monotonic() + self.timeout_s
+        markers = self._markers(tps)
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps, timeout_ms=int(self.timeout_s * 1000))
-        pending = {tp for tp in tps if end.get(tp, 0) > 0}
+        if markers is None:
+            end = consumer.end_offsets(tps, timeout_ms=int(self.timeout_s * 1000))
+            pending = {tp for tp in tps if end.get(tp, 0) > 0}
+        else:
+            pending = set(tps)
         latest: dict[str, StateEntry] = {}
-        deadline = time.monotonic() + self.timeout_s
+        self.last_read_bytes = self.last_read_records = 0
         while pending:
             if time.monotonic() > deadline:
                 raise StateRestoreError(
@@ -159,9 +217,11 @@ class StateReader:
             polled = consumer.poll(timeout_ms=200, max_records=10_000)
             for tp, records in polled.items():
                 for record in records:
-                    # Records past the end snapshot are kept: newer state is never wrong.
-                    if record.key is None:
+                    # Records past the barrier are kept: newer state is never wrong.
+                    if record.key is None or is_barrier(record.key):
                         continue
+                    self.last_read_records += 1
+                    self.last_read_bytes += len(record.key) + len(record.value or b"")
                     user_id = bytes(record.key).decode("utf-8", "replace")
                     if wanted_users is not None and user_id not in wanted_users:
                         continue
@@ -180,13 +240,22 @@ class StateReader:
                         int(record.timestamp or -1),
                     )
             for tp in list(pending):
-                if read_to_end(consumer, tp, end[tp]):
+                if (
+                    passed_barrier(consumer, tp, markers[tp])
+                    if markers is not None
+                    else read_to_end(consumer, tp, end[tp])
+                ):
                     pending.discard(tp)
+            if keep_alive is not None:
+                keep_alive()
         consumer.assign([])
         return latest
 
     def close(self) -> None:
-        """Close the consumer (idempotent)."""
+        """Close the consumer and the marker producer (idempotent)."""
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             consumer.close(autocommit=False)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close(timeout=5)

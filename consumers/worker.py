@@ -12,9 +12,17 @@ State is durable because it is published before offsets are committed and the En
 skips events whose offset is at or below a user's last applied offset: after a crash
 the events since the last commit are read again and skipped where already applied.
 
-On partition assignment the users of those partitions are restored from the state
-topic before any of their events is processed; on revocation the batch in hand is
-processed, published and committed, then those users leave memory.
+On partition assignment the new partitions are paused (in the rebalance listener, on
+kafka-python's IO thread, which must not block: it sends the heartbeats); the worker
+thread then restores their users from the state topic, behind a read-your-writes
+barrier (``consumers.barrier``), before it resumes them, so no event of theirs is
+processed before its user's newest state is in memory. A restore that fails (broker
+unreachable) is retried; the partitions stay paused meanwhile. On revocation the batch
+in hand is processed, published and committed, then those users leave memory.
+
+Readiness also follows the broker: ``/readyz`` turns 503 (``broker_unreachable``) when
+no Kafka round trip (a commit, a flushed publish, a lag refresh) has succeeded for
+``max(consumer.session_timeout_ms, 5 s)``, and 200 again once one does.
 
 Idle users (no event for ``state.user_ttl_s`` seconds of wall clock) are evicted from
 memory; the worker remembers their ids (and partition) and, when one of them has events
@@ -34,7 +42,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,11 +50,12 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from consumers.barrier import is_barrier
 from consumers.batching import InputRecord, MicroBatcher, next_offsets
 from consumers.catalog_follower import CatalogFollower
 from consumers.health import HealthServer
 from consumers.metrics import WorkerMetrics
-from consumers.state_store import StateEntry, StateReader
+from consumers.state_store import StateEntry, StateReader, StateRestoreError
 from interest_core.encoder import CachedEncoder, Encoder, encoder_from_settings
 from interest_core.records import (
     CatalogDeletion,
@@ -81,6 +90,13 @@ log = logging.getLogger(__name__)
 LAG_REFRESH_S = 5.0
 #: The loop counts as stalled (``/healthz`` 503) after this many seconds without a tick.
 STALL_AFTER_S = 120.0
+#: Seconds between attempts at a restore that failed (the partitions stay paused).
+RESTORE_RETRY_S = 1.0
+#: Seconds between the events consumer's polls while a restore runs (keeps the member
+#: within ``max_poll_interval_ms``).
+RESTORE_KEEP_ALIVE_S = 0.5
+#: The broker counts as unreachable after at least this many seconds without a round trip.
+BROKER_SILENCE_MIN_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +152,11 @@ class StateSource(Protocol):
     """Reads users' latest state (see :class:`consumers.state_store.StateReader`)."""
 
     def read(
-        self, partitions: Collection[int] | None = None, *, users: Collection[str] | None = None
+        self,
+        partitions: Collection[int] | None = None,
+        *,
+        users: Collection[str] | None = None,
+        keep_alive: Callable[[], None] | None = None,
     ) -> dict[str, StateEntry]: ...
 
 
@@ -248,6 +268,16 @@ class Worker:
         self._stop = threading.Event()
         self._next_eviction = time.monotonic() + self._eviction_interval()
         self._next_lag = 0.0
+        # events partition -> assignment epoch, for partitions paused until restored
+        self._restoring: dict[int, int] = {}
+        self._assign_epoch = 0
+        self._next_restore_try = 0.0
+        self._next_keep_alive = 0.0
+        self._next_probe = 0.0
+        self._last_broker_ok: float | None = None  # monotonic time of the last round trip
+        self.broker_silence_s = max(
+            settings.consumer.session_timeout_ms / 1000.0, BROKER_SILENCE_MIN_S
+        )
 
     # ------------------------------------------------------------ broker-free step
 
@@ -262,6 +292,8 @@ class Worker:
                 upserts.clear()
 
         for record in records:
+            if is_barrier(record.key):  # a read-your-writes marker, not a catalog record
+                continue
             parsed = parse_catalog(record.key, record.value)
             if isinstance(parsed, Rejected):
                 log.warning(
@@ -522,7 +554,23 @@ class Worker:
             reasons.append("catalog loading")
         if not self._assigned:
             reasons.append("no events partitions assigned")
+        if self._restoring:
+            reasons.append("restoring state")
+        if self._broker_unreachable():
+            reasons.append("broker_unreachable")
         return reasons
+
+    def _broker_unreachable(self) -> bool:
+        last = self._last_broker_ok
+        return last is not None and time.monotonic() - last > self.broker_silence_s
+
+    def _broker_ok(self) -> None:
+        """Record a successful Kafka round trip (for readiness)."""
+        was_unreachable = self._broker_unreachable()
+        self._last_broker_ok = time.monotonic()
+        if was_unreachable:
+            log.info("%s: the broker answers again", self.worker_id)
+            self.metrics.set_ready(self.ready)
 
     def not_alive_reasons(self) -> list[str]:
         """Why the worker is not alive (empty while the loop runs and ticks)."""
@@ -586,7 +634,9 @@ class Worker:
                 self.metrics_port = health.port
             create_topics(settings)
             if self.state_source is None:
-                own_reader = StateReader(settings)
+                # strict: a restore that cannot place its barrier fails and is retried,
+                # rather than silently reading to end offsets that may fall short.
+                own_reader = StateReader(settings, strict=True)
                 self.state_source = own_reader
             producer = make_producer(
                 settings, client_id=f"{settings.kafka.client_id}-{self.worker_id}"
@@ -609,16 +659,18 @@ class Worker:
                 client_id=f"{settings.kafka.client_id}-{self.worker_id}",
             )
             self._consumer = consumer
+            self._last_broker_ok = time.monotonic()
             consumer.subscribe([settings.topics.events], listener=_Rebalance(self))
             while not stop.is_set():
                 self._tick()
                 left = self.batcher.time_left()
                 timeout_ms = 100 if left is None else max(0, int(left * 1000))
-                polled = consumer.poll(timeout_ms=timeout_ms, max_records=max(1, self.batcher.room))
-                now = time.time()
-                for records in polled.values():
-                    for record in records:
-                        self.batcher.add(InputRecord.from_consumer_record(record, now))
+                self._take(
+                    consumer.poll(timeout_ms=timeout_ms, max_records=max(1, self.batcher.room))
+                )
+                if self._restoring:
+                    # Paused partitions: none of their events is in hand yet.
+                    self.restore_pending()
                 if self.batcher.due():
                     self._flush_and_commit()
                 if not len(self.batcher):  # between batches
@@ -651,12 +703,98 @@ class Worker:
     def _tick(self) -> None:
         self._last_tick = time.monotonic()
 
+    def _take(self, polled: dict[Any, list[Any]]) -> None:
+        """Add polled consumer records to the micro-batch."""
+        now = time.time()
+        for records in polled.values():
+            for record in records:
+                self.batcher.add(InputRecord.from_consumer_record(record, now))
+        if polled:
+            self._broker_ok()
+
+    def restore_pending(self) -> int:
+        """Restore the users of partitions paused at assignment, then resume them.
+
+        Runs on the worker thread; returns the users loaded. While the state is read the
+        events consumer keeps polling (its other partitions' records join the batch in
+        hand), so a long restore neither blocks heartbeats nor exceeds the poll interval.
+        A partition revoked or re-assigned during the read is left to its next restore.
+        On failure the partitions stay paused and the restore is retried after
+        ``RESTORE_RETRY_S`` seconds.
+        """
+        if not self._restoring or time.monotonic() < self._next_restore_try:
+            return 0
+        if self.state_source is None:
+            self._resume(list(self._restoring))
+            self._restoring.clear()
+            return 0
+        epochs = dict(self._restoring)
+        wanted = sorted(epochs)
+        start = time.perf_counter()
+        try:
+            entries = self.state_source.read(wanted, keep_alive=self._keep_polling)
+        except (StateRestoreError, KafkaError) as exc:
+            self._next_restore_try = time.monotonic() + RESTORE_RETRY_S
+            log.warning(
+                "%s: restoring partitions %s failed (%s); retrying in %.0f s",
+                self.worker_id,
+                wanted,
+                exc,
+                RESTORE_RETRY_S,
+            )
+            return 0
+        self._broker_ok()
+        done = [p for p in wanted if self._restoring.get(p) == epochs[p]]
+        chosen = set(done)
+        loaded = self._import(e for e in entries.values() if e.partition in chosen)
+        for partition in done:
+            del self._restoring[partition]
+        self._resume(done)
+        seconds = time.perf_counter() - start
+        self.metrics.state_restored(seconds=seconds, users=loaded)
+        self._update_gauges()
+        log.info(
+            "%s restored %d users of partitions %s in %.3f s (%d state records, %d bytes)",
+            self.worker_id,
+            loaded,
+            done,
+            seconds,
+            getattr(self.state_source, "last_read_records", -1),
+            getattr(self.state_source, "last_read_bytes", -1),
+        )
+        return loaded
+
+    def _resume(self, partitions: Iterable[int]) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        owned = set(consumer.assignment())
+        tps = [TopicPartition(self.settings.topics.events, p) for p in partitions]
+        tps = [tp for tp in tps if tp in owned]
+        if tps:
+            consumer.resume(*tps)
+
+    def _keep_polling(self) -> None:
+        """Poll the events consumer now and then during a restore (no records of paused
+        partitions come back; the others' join the batch in hand)."""
+        consumer = self._consumer
+        now = time.monotonic()
+        if consumer is None or now < self._next_keep_alive:
+            return
+        self._next_keep_alive = now + RESTORE_KEEP_ALIVE_S
+        self._tick()
+        room = self.batcher.room
+        if room > 0:
+            self._take(consumer.poll(timeout_ms=0, max_records=room))
+
     def _flush_and_commit(self, *, from_listener: bool = False) -> None:
         batch = self.batcher.flush()
         if not batch.records or self._sink is None:
             return
         plan = self.process_records(batch.records)
         self.publish(plan, self._sink)
+        if isinstance(self._sink, KafkaSink):
+            self._broker_ok()  # the producer's records were acknowledged
         offsets = {
             TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
             for (topic, partition), offset in plan.offsets.items()
@@ -671,6 +809,7 @@ class Worker:
             return
         try:
             consumer.commit(offsets)
+            self._broker_ok()
         except KafkaError as exc:
             # The state is already published: the next owner re-reads these events and
             # skips them by offset, so nothing is applied twice.
@@ -683,17 +822,34 @@ class Worker:
         if now >= self._next_eviction:
             self._next_eviction = now + self._eviction_interval()
             self.evict_idle()
-        if now >= self._next_lag and self._consumer is not None:
+        if self._consumer is None:
+            return
+        # The lag refresh is also the broker probe when nothing else reached it lately.
+        quiet = self._last_broker_ok is None or (
+            now - self._last_broker_ok > self.broker_silence_s / 3
+        )
+        if now >= self._next_lag or (quiet and now >= self._next_probe):
             self._next_lag = now + LAG_REFRESH_S
+            self._next_probe = now + self.broker_silence_s / 3
             self._refresh_lag()
+            self.metrics.set_ready(self.ready)
 
     def _refresh_lag(self) -> None:
         consumer = self._consumer
         assigned = list(consumer.assignment())
         if not assigned:
+            # Nothing to measure, but the broker is probed all the same (readiness).
+            try:
+                consumer.end_offsets(
+                    [TopicPartition(self.settings.topics.events, 0)], timeout_ms=2000
+                )
+                self._broker_ok()
+            except KafkaError as exc:
+                log.debug("broker probe failed: %s", exc)
             return
         try:
             ends = consumer.end_offsets(assigned, timeout_ms=2000)
+            self._broker_ok()
             lags = {}
             for tp in assigned:
                 # the fetch high watermark backs up ListOffsets (see state_store.read_to_end)
@@ -715,6 +871,8 @@ class Worker:
         self._flush_and_commit(from_listener=True)
         self.release_partitions(mine)
         self._assigned -= mine
+        for partition in mine:
+            self._restoring.pop(partition, None)
         self.metrics.partitions_released((self.settings.topics.events, p) for p in mine)
         self._update_gauges()
         log.info("%s: partitions %s revoked", self.worker_id, sorted(mine))
@@ -728,6 +886,8 @@ class Worker:
         dropped = self.batcher.drop_partitions({(self.settings.topics.events, p) for p in mine})
         self.release_partitions(mine)
         self._assigned -= mine
+        for partition in mine:
+            self._restoring.pop(partition, None)
         self.metrics.partitions_released((self.settings.topics.events, p) for p in mine)
         self._update_gauges()
         log.warning(
@@ -738,10 +898,21 @@ class Worker:
         mine = {tp.partition for tp in assigned if tp.topic == self.settings.topics.events}
         self.metrics.rebalance("assigned", len(mine))
         new = mine - self._assigned
-        self.restore_partitions(new)
+        if new:
+            # No blocking read here (this is the IO thread that heartbeats): pause the new
+            # partitions; the worker thread restores their users, then resumes them.
+            self._assign_epoch += 1
+            for partition in new:
+                self._restoring[partition] = self._assign_epoch
+            self._next_restore_try = 0.0
+            if self._consumer is not None:
+                events = self.settings.topics.events
+                self._consumer.pause(*(TopicPartition(events, p) for p in sorted(new)))
         self._assigned |= mine
         self._update_gauges()
-        log.info("%s: partitions %s assigned", self.worker_id, sorted(mine))
+        log.info(
+            "%s: partitions %s assigned (%s to restore)", self.worker_id, sorted(mine), sorted(new)
+        )
 
 
 def _merge_single_outcomes(engine: Any, events: list[Event]) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import itertools
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import orjson
@@ -128,7 +128,11 @@ class SinkState:
         self.reads = 0
 
     def read(
-        self, partitions: Collection[int] | None = None, *, users: Collection[str] | None = None
+        self,
+        partitions: Collection[int] | None = None,
+        *,
+        users: Collection[str] | None = None,
+        keep_alive: Callable[[], None] | None = None,
     ) -> dict[str, StateEntry]:
         self.reads += 1
         out = {}
