@@ -3,7 +3,8 @@
 The embedded broker keeps data in memory only, so a restart would lose every topic; a
 frozen process is an outage that keeps the data (clients see requests time out, as
 with a network partition). Checked: the worker neither crashes nor stops serving its
-probes, and afterwards carries on; the replay tool delivers every event exactly once
+probes; ``/readyz`` turns 503 (``broker_unreachable``) during the freeze and 200 again
+after it; afterwards the worker carries on; the replay tool delivers every event exactly once
 across the freeze; the worker applies every event exactly once.
 
 Uses its own broker, so the freeze does not stall the other tests.
@@ -107,20 +108,31 @@ def test_worker_and_replay_survive_a_frozen_broker(
         replayer = threading.Thread(target=do_replay, daemon=True)
         replayer.start()
         time.sleep(3.0)  # let some events through first
+        assert _probe(f"{base}/readyz") == 200
         own_broker.pause()
         probes: list[tuple[int, int]] = []
+        reasons: list[list[str]] = []
         try:
             deadline = time.monotonic() + FREEZE_S
             while time.monotonic() < deadline:
                 probes.append((_probe(f"{base}/healthz"), _probe(f"{base}/readyz")))
+                reasons.append(running.worker.not_ready_reasons())
                 assert running.alive, f"the worker died during the outage: {running.error!r}"
                 time.sleep(1.0)
         finally:
             own_broker.resume()
-        # What /readyz said during the outage, for the record (it reflects the catalog
-        # and the assignment, not the broker connection: see docs/GUARANTEES.md).
         record_property("readyz_during_outage", sorted(Counter(r for _, r in probes).items()))
         assert all(health == 200 for health, _ in probes), probes
+        # Not ready once no round trip has succeeded for max(session timeout, 5 s) = 6 s;
+        # the freeze lasts 10 s, so some probe in it saw 503.
+        assert 503 in {ready for _, ready in probes}, probes
+        assert any("broker_unreachable" in why for why in reasons), reasons
+        wait_until(
+            lambda: _probe(f"{base}/readyz") == 200,
+            90.0,
+            "/readyz is 200 again after the outage",
+            every_s=0.5,
+        )
 
         replayer.join(120.0)
         assert not replayer.is_alive() and not errors, errors
