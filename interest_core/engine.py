@@ -72,7 +72,6 @@ _STRATEGY_FEATURES: dict[str, tuple[str, ...]] = {
 }
 _SEEN_LIMIT = 1000  # items remembered per user for "already consumed" filtering
 _RANKED_KEPT = 200  # best-ranked candidates remembered per user for the fusion update
-_NEGATIVES_ABOVE = 20  # candidates ranked above the acted-on item used as BPR negatives
 _RANKINGS_KEPT = 100_000  # users whose last ranking is remembered (least recent dropped)
 _MAX_OVERFETCH = 200  # extra index results fetched per query vector to survive exclusions
 _COOC_DECAY_PER_ITEM = 0.85  # recency weight of the i-th most recent item in co-occurrence
@@ -447,25 +446,21 @@ class Engine:
     # ------------------------------------------------------------------ fusion learning
 
     def _learn_fusion(self, state: UserState, row: int) -> None:
-        """BPR step when the user acts on an item of their last ranked candidates: the
-        item against the candidates ranked above it (shown, or would have been shown,
-        and passed over), with features from the state before this event. An item
-        outside the candidates teaches the ranker nothing it could have ordered."""
+        """Fusion step when the user acts on one of their last ranked candidates: the
+        softmax likelihood of that item among all of them, with features from the state
+        before this event (scaled as in that ranking). An item outside the candidates
+        teaches the ranker nothing it could have ordered."""
         remembered = self._shown.get(state.user_id)
         if remembered is None:
             return
         ranked, scales = remembered
         position = np.flatnonzero(ranked == row)
-        if position.size == 0 or position[0] == 0:
+        if position.size == 0:
             return
-        above = ranked[: min(int(position[0]), _NEGATIVES_ABOVE)]
-        negatives = above[self.catalog.alive[above]]
-        if negatives.size == 0:
-            return
+        candidates = ranked[self.catalog.alive[ranked]]
         query = self._query(state, self._blocked([]), 0)
-        rows = np.concatenate([[row], negatives])
-        features = self._feature_matrix(query, rows, self._trend()) / scales
-        self.fusion.update(features[0], features[1:])
+        features = self._feature_matrix(query, candidates, self._trend()) / scales
+        self.fusion.update_listwise(features, int(np.flatnonzero(candidates == row)[0]))
 
     # ------------------------------------------------------------------ recommending
 

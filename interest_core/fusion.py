@@ -1,14 +1,15 @@
 """One relevance score from several candidate features, with weights learned online.
 
-``score = weights . features``. When a user acts positively on an item, a pairwise
-logistic (BPR) step pushes that item's features above those of the items the user was
-shown (or would have been): ``w += lr * mean_j sigmoid(-w.(f_i - f_j)) (f_i - f_j)``,
-with weights kept non-negative (every feature is built so that higher means more
-relevant) and their total fixed: a ranking does not change when all weights scale, so
-only their ratios are learned, and the step cannot shrink every weight to zero when the
-shown items out-score the acted-on one on every feature. Initial weights are neutral
-(all equal). Ranking uses an exponential moving average of the SGD iterates
-(``averaging`` per update), which is far steadier than the last iterate.
+``score = weights . features``. When a user acts positively on one of the candidates
+they were ranked, the engine takes a step on the softmax likelihood of that item among
+all the ranked candidates (:meth:`FusionWeights.update_listwise`: ``w += lr * (f_pos -
+E_softmax[f])``); a pairwise logistic (BPR) step against chosen negatives is also
+available (:meth:`FusionWeights.update`). Weights stay non-negative (every feature is
+built so that higher means more relevant) and their total stays fixed: a ranking does
+not change when all weights scale, so only their ratios are learned and no step can
+shrink every weight to zero. Ranking uses an exponential moving average of the
+iterates (``averaging`` per update), far steadier than the last iterate. Initial
+weights are neutral (equal, or as given).
 """
 
 from __future__ import annotations
@@ -58,6 +59,27 @@ class FusionWeights:
         loss = float(np.mean(np.logaddexp(0.0, -margin)))
         pull = 1.0 / (1.0 + np.exp(np.clip(margin, -30, 30)))  # sigmoid(-margin)
         gradient = (pull[:, None] * diff).mean(axis=0)
+        stepped = np.maximum(self.iterate + self.learning_rate * gradient, 0.0) * self.mask
+        mass = stepped.sum()
+        if mass > 1e-12:
+            self.iterate = stepped * (self.total / mass)
+        self.weights = (1.0 - self.averaging) * self.weights + self.averaging * self.iterate
+        self.updates += 1
+        return loss
+
+    def update_listwise(self, features: np.ndarray, positive: int) -> float:
+        """One step of the softmax likelihood of the acted-on candidate ``positive`` among
+        all ranked candidates ``features`` ``(n, n_features)``: ``w += lr * (f_pos -
+        E_softmax[f])``. Every candidate counts by how likely the model found it, so the
+        step is not biased by which candidates were sampled. Returns the loss (nats)."""
+        if len(features) < 2 or self.mask.sum() <= 1:
+            return 0.0
+        logits = features @ self.iterate
+        logits = logits - logits.max()
+        probs = np.exp(logits)
+        probs /= probs.sum()
+        loss = float(-np.log(max(probs[positive], 1e-300)))
+        gradient = (features[positive] - probs @ features) * self.mask
         stepped = np.maximum(self.iterate + self.learning_rate * gradient, 0.0) * self.mask
         mass = stepped.sum()
         if mass > 1e-12:

@@ -33,3 +33,20 @@ def test_single_feature_does_not_learn() -> None:
     fusion = FusionWeights(["a", "b"], ["a"])
     assert fusion.update(np.array([1.0, 0.0]), np.array([[0.0, 1.0]])) == 0.0
     assert fusion.as_dict() == {"a": 1.0, "b": 0.0}
+
+
+def test_listwise_weights_move_toward_the_predictive_feature() -> None:
+    rng = np.random.default_rng(1)
+    fusion = FusionWeights(["noise", "signal"], learning_rate=0.1, averaging=0.05)
+    for _ in range(300):
+        candidates = rng.random((30, 2))
+        positive = int(np.argmax(candidates[:, 1]))  # the user picks the best on "signal"
+        fusion.update_listwise(candidates, positive)
+    weights = fusion.as_dict()
+    assert weights["signal"] > 1.6 and weights["noise"] < 0.4
+    assert abs(sum(weights.values()) - 2.0) < 1e-6
+
+
+def test_initial_weights() -> None:
+    fusion = FusionWeights(["a", "b", "c"], initial=[1 / 3, 1 / 3, 1.0])
+    np.testing.assert_allclose(fusion.weights, [0.6, 0.6, 1.8])
