@@ -71,8 +71,8 @@ _STRATEGY_FEATURES: dict[str, tuple[str, ...]] = {
     "hybrid": FEATURES,
 }
 _SEEN_LIMIT = 1000  # items remembered per user for "already consumed" filtering
-_RANKED_KEPT = 200  # best-ranked candidates remembered per user for the fusion update
-_RANKINGS_KEPT = 100_000  # users whose last ranking is remembered (least recent dropped)
+_RANKED_KEPT = 100  # best-ranked candidates remembered per user for the fusion update
+_RANKINGS_KEPT = 20_000  # users whose last ranking is remembered: <= 8.5 MB (LRU)
 _MAX_OVERFETCH = 200  # extra index results fetched per query vector to survive exclusions
 _COOC_DECAY_PER_ITEM = 0.85  # recency weight of the i-th most recent item in co-occurrence
 _INTERESTS_SHOWN = 5
@@ -693,7 +693,7 @@ class Engine:
             fused = contributions.sum(axis=1)
             order = np.argsort(-fused, kind="stable")
             self._shown.pop(user_id, None)
-            self._shown[user_id] = (rows[order[:_RANKED_KEPT]], scales)
+            self._shown[user_id] = (rows[order[:_RANKED_KEPT]].astype(np.int32), scales)
             if len(self._shown) > _RANKINGS_KEPT:
                 del self._shown[next(iter(self._shown))]
             for i in mmr(
