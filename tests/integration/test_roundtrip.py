@@ -21,10 +21,11 @@ from producers.movielens import convert_movielens
 from producers.replay import replay
 from producers.synthetic import generate
 from producers.topics import create_topics
+from tests.data_paths import MOVIELENS_SMALL, needs_movielens
 
 pytestmark = pytest.mark.integration
 
-SMALL = Path("/work/shared/data/movielens-small")
+SMALL = MOVIELENS_SMALL
 
 
 def read_back(settings: Settings, topic: str, expected: int, timeout_s: float = 20.0) -> list:
@@ -93,7 +94,7 @@ def test_send_invalid_puts_bad_lines_on_the_topic(kafka_settings: Settings, tmp_
     assert len(records) == 210
 
 
-@pytest.mark.skipif(not SMALL.is_dir(), reason="MovieLens small data set not present")
+@needs_movielens
 def test_catalog_load_of_movielens(
     kafka_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,7 +1,7 @@
 """The worker's batch step with no broker: records in, state and recommendations out.
 
 The same ``Worker.process_records`` / ``publish`` the Kafka loop runs, fed MovieLens
-records (``/work/shared/data/movielens-small``) and publishing to a :class:`MemorySink`
+records (``../shared/data/movielens-small``) and publishing to a :class:`MemorySink`
 (like Quix's ``sdf.test()``). The hashing encoder keeps it fast.
 """
 
@@ -11,7 +11,6 @@ import csv
 import itertools
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
-from pathlib import Path
 
 import orjson
 import pytest
@@ -23,11 +22,12 @@ from consumers.worker import MemorySink, Worker
 from interest_core.encoder import HashingEncoder
 from interest_core.records import parse_recommendation
 from interest_core.settings import Settings
+from tests.data_paths import MOVIELENS_SMALL, needs_movielens
 
-MOVIELENS = Path("/work/shared/data/movielens-small")
+MOVIELENS = MOVIELENS_SMALL
 PARTITIONS = 4
 
-pytestmark = pytest.mark.skipif(not MOVIELENS.exists(), reason="MovieLens data not present")
+pytestmark = needs_movielens
 
 
 def _settings() -> Settings:

@@ -10,8 +10,9 @@ import pytest
 from interest_core.records import CatalogItem, Event, parse_catalog, parse_event
 from producers.jsonl import read_lines
 from producers.movielens import MovieLensError, convert_movielens, detect_layout
+from tests.data_paths import MOVIELENS_SMALL, needs_movielens
 
-SMALL = Path("/work/shared/data/movielens-small")
+SMALL = MOVIELENS_SMALL
 
 
 def events_of(path: Path) -> list[Event]:
@@ -23,7 +24,7 @@ def events_of(path: Path) -> list[Event]:
     return out
 
 
-@pytest.mark.skipif(not SMALL.is_dir(), reason="MovieLens small data set not present")
+@needs_movielens
 def test_movielens_small_counts_and_records(tmp_path: Path) -> None:
     summary = convert_movielens(SMALL, tmp_path)
     assert summary.layout == "latest"
