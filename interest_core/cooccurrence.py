@@ -5,6 +5,9 @@ When a user acts positively on item ``i``, ``i`` is paired with the user's last
 similarity is ``c_ij / sqrt(n_i n_j)`` (cosine of the co-occurrence vectors). Each item
 keeps at most ``max_neighbours`` neighbours (the weakest are pruned), so memory is
 bounded by items x neighbours.
+
+Each item's neighbours live in growable numpy arrays updated in place (a dict maps a
+neighbour to its slot), so reading them is a slice, not a rebuild.
 """
 
 from __future__ import annotations
@@ -15,15 +18,63 @@ import numpy as np
 
 __all__ = ["CoOccurrence"]
 
+_EMPTY_ROWS = np.empty(0, dtype=np.int64)
+_EMPTY_SIMS = np.empty(0, dtype=np.float64)
+
+
+class _Neighbours:
+    """One item's neighbour rows and pair counts (first ``size`` entries are live)."""
+
+    __slots__ = ("counts", "rows", "size", "slot")
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.slot: dict[int, int] = {}
+        self.rows = np.empty(capacity, dtype=np.int64)
+        self.counts = np.empty(capacity, dtype=np.float64)
+        self.size = 0
+
+    def bump(self, other: int) -> None:
+        i = self.slot.get(other)
+        if i is None:
+            i = self.size
+            if i == len(self.rows):
+                self.rows = np.concatenate([self.rows, np.empty(i, dtype=np.int64)])
+                self.counts = np.concatenate([self.counts, np.empty(i, dtype=np.float64)])
+            self.slot[other] = i
+            self.rows[i] = other
+            self.counts[i] = 1.0
+            self.size = i + 1
+        else:
+            self.counts[i] += 1.0
+
+    def drop(self, other: int) -> None:
+        i = self.slot.pop(other, None)
+        if i is None:
+            return
+        last = self.size - 1
+        if i != last:
+            moved = int(self.rows[last])
+            self.rows[i] = moved
+            self.counts[i] = self.counts[last]
+            self.slot[moved] = i
+        self.size = last
+
+    def keep_strongest(self, n: int) -> None:
+        rows, counts = self.rows[: self.size], self.counts[: self.size]
+        order = np.lexsort((rows, -counts))[:n]
+        self.rows = np.concatenate([rows[order], np.empty(len(order), dtype=np.int64)])
+        self.counts = np.concatenate([counts[order], np.empty(len(order), dtype=np.float64)])
+        self.size = len(order)
+        self.slot = {int(r): i for i, r in enumerate(self.rows[: self.size].tolist())}
+
 
 class CoOccurrence:
     """Bounded, online item-item co-occurrence counts keyed by item row."""
 
     def __init__(self, max_neighbours: int = 200) -> None:
         self.max_neighbours = max_neighbours
-        self.pairs: dict[int, dict[int, float]] = {}
+        self._items: dict[int, _Neighbours] = {}
         self.counts = np.zeros(1024, dtype=np.float64)  # n_i: positive events per item
-        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _grow(self, row: int) -> None:
         if row >= len(self.counts):
@@ -31,60 +82,56 @@ class CoOccurrence:
             grown[: len(self.counts)] = self.counts
             self.counts = grown
 
+    def _entry(self, row: int) -> _Neighbours:
+        entry = self._items.get(row)
+        if entry is None:
+            entry = self._items[row] = _Neighbours()
+        return entry
+
     def add(self, row: int, history: Sequence[int]) -> None:
         """Record a positive event on ``row`` after the user's positive ``history`` rows."""
         self._grow(row)
         self.counts[row] += 1.0
-        mine = self.pairs.setdefault(row, {})
+        mine = self._entry(row)
+        limit = 2 * self.max_neighbours
         for other in set(history):
             if other == row:
                 continue
-            mine[other] = mine.get(other, 0.0) + 1.0
-            theirs = self.pairs.setdefault(other, {})
-            theirs[row] = theirs.get(row, 0.0) + 1.0
-            self._arrays.pop(other, None)
-            if len(theirs) > 2 * self.max_neighbours:
-                self._prune(other)
-        self._arrays.pop(row, None)
-        if len(mine) > 2 * self.max_neighbours:
-            self._prune(row)
-
-    def _prune(self, row: int) -> None:
-        neighbours = self.pairs[row]
-        keep = sorted(neighbours.items(), key=lambda kv: (-kv[1], kv[0]))[: self.max_neighbours]
-        self.pairs[row] = dict(keep)
+            mine.bump(other)
+            theirs = self._entry(other)
+            theirs.bump(row)
+            if theirs.size > limit:
+                theirs.keep_strongest(self.max_neighbours)
+        if mine.size > limit:
+            mine.keep_strongest(self.max_neighbours)
 
     def remove(self, row: int) -> None:
         """Forget every pair and count involving ``row`` (a deleted item)."""
-        for other in self.pairs.pop(row, {}):
-            neighbours = self.pairs.get(other)
-            if neighbours is not None:
-                neighbours.pop(row, None)
-                self._arrays.pop(other, None)
-        self._arrays.pop(row, None)
+        entry = self._items.pop(row, None)
+        if entry is not None:
+            for other in list(entry.slot):
+                theirs = self._items.get(other)
+                if theirs is not None:
+                    theirs.drop(row)
         if row < len(self.counts):
             self.counts[row] = 0.0
 
     def neighbours(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, similarities)`` of ``row``'s neighbours, similarity ``c/sqrt(n_i n_j)``."""
-        arrays = self._arrays.get(row)
-        if arrays is None:
-            neighbours = self.pairs.get(row)
-            if not neighbours:
-                return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-            rows = np.fromiter(neighbours.keys(), dtype=np.int64, count=len(neighbours))
-            counts = np.fromiter(neighbours.values(), dtype=np.float64, count=len(neighbours))
-            arrays = (rows, counts)
-            self._arrays[row] = arrays
-        rows, counts = arrays
+        entry = self._items.get(row)
+        if entry is None or not entry.size:
+            return _EMPTY_ROWS, _EMPTY_SIMS
+        rows = entry.rows[: entry.size]
         norm = np.sqrt(np.maximum(self.counts[row] * self.counts[rows], 1.0))
-        return rows, counts / norm
+        return rows, entry.counts[: entry.size] / norm
 
     def similarity(self, row: int, other: int) -> float:
         """``c_ij / sqrt(n_i n_j)`` for one pair (0.0 when never seen together)."""
-        count = self.pairs.get(row, {}).get(other, 0.0)
-        if not count:
+        entry = self._items.get(row)
+        i = None if entry is None else entry.slot.get(other)
+        if entry is None or i is None:
             return 0.0
+        count = float(entry.counts[i])
         return float(count / np.sqrt(max(self.counts[row] * self.counts[other], 1.0)))
 
     def scores(self, history: Sequence[int], weights: Sequence[float], width: int) -> np.ndarray:

@@ -413,7 +413,7 @@ class Engine:
             if weight > 0.0:
                 if "cooccurrence" in self.features:
                     window = self.settings.recommend.cooccurrence_window
-                    self.cooccurrence.add(row, self._history(state)[0][:window])
+                    self.cooccurrence.add(row, self._history(state, window)[0])
                 self.trending.add(row, weight, ts)
                 if "popularity" in self.features:
                     self.popularity.add(row, weight, ts)
@@ -449,7 +449,8 @@ class Engine:
         """Fusion step when the user acts on one of their last ranked candidates: the
         softmax likelihood of that item among all of them, with features from the state
         before this event (scaled as in that ranking). An item outside the candidates
-        teaches the ranker nothing it could have ordered."""
+        teaches the ranker nothing it could have ordered. One ranking teaches one step
+        (the first of its candidates acted on); the next ranking is a new lesson."""
         remembered = self._shown.get(state.user_id)
         if remembered is None:
             return
@@ -457,6 +458,7 @@ class Engine:
         position = np.flatnonzero(ranked == row)
         if position.size == 0:
             return
+        del self._shown[state.user_id]
         candidates = ranked[self.catalog.alive[ranked]]
         query = self._query(state, self._blocked([]), 0)
         features = self._feature_matrix(query, candidates, self._trend()) / scales
@@ -534,23 +536,29 @@ class Engine:
         timings["rank_s"] = time.perf_counter() - t1
         return out
 
-    def _history(self, state: UserState | None) -> tuple[list[int], list[float]]:
+    def _history(
+        self, state: UserState | None, limit: int | None = None
+    ) -> tuple[list[int], list[float]]:
         """Live rows of the user's positive recent items, newest first, with weights
-        (event weight x recency)."""
+        (event weight x recency); at most ``limit`` rows (scanning stops there)."""
         rows: list[int] = []
         weights: list[float] = []
         if state is None:
             return rows, weights
-        seen_rows: set[int] = set()
+        limit = len(state.recent) if limit is None else limit
+        row_of = self.catalog.row_of
+        decay = 1.0
         for item in reversed(state.recent):
+            if len(rows) >= limit:
+                break
             if item.weight <= 0.0:
                 continue
-            row = self.catalog.row(item.item_id)
-            if row is None or row in seen_rows:
+            row = row_of.get(item.item_id)
+            if row is None or row in rows:
                 continue
-            seen_rows.add(row)
-            weights.append(item.weight * _COOC_DECAY_PER_ITEM ** len(rows))
+            weights.append(item.weight * decay)
             rows.append(row)
+            decay *= _COOC_DECAY_PER_ITEM
         return rows, weights
 
     def _query(self, state: UserState | None, blocked: np.ndarray, n_excluded: int) -> _Query:
@@ -566,10 +574,10 @@ class Engine:
             short = state.short_dir.astype(np.float32) * freshness
         long_dir = state.long_dir.astype(np.float32) if state.long_mass > 0.0 else None
         window = self.settings.recommend.cooccurrence_window
-        rows, weights = self._history(state) if "cooccurrence" in self.features else ([], [])
-        return _Query(
-            state, slots, short, long_dir, rows[:window], weights[:window], blocked, n_excluded
+        rows, weights = (
+            self._history(state, window) if "cooccurrence" in self.features else ([], [])
         )
+        return _Query(state, slots, short, long_dir, rows, weights, blocked, n_excluded)
 
     def _content_candidates(self, queries: list[_Query]) -> list[np.ndarray]:
         """Candidate rows from each user's content vectors, by ONE batched index search."""
