@@ -143,3 +143,22 @@ class CoOccurrence:
                 keep = rows < width
                 out[rows[keep]] += weight * sims[keep]
         return out
+
+    def sparse_scores(
+        self, history: Sequence[int], weights: Sequence[float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, scores)``: the rows any history row co-occurs with (sorted, unique) and
+        their sum over history rows of weight x similarity; the sparse form of
+        :meth:`scores`."""
+        row_parts: list[np.ndarray] = []
+        score_parts: list[np.ndarray] = []
+        for row, weight in zip(history, weights, strict=True):
+            rows, sims = self.neighbours(row)
+            if len(rows):
+                row_parts.append(rows)
+                score_parts.append(weight * sims)
+        if not row_parts:
+            return _EMPTY_ROWS, _EMPTY_SIMS
+        rows = np.concatenate(row_parts)
+        unique, inverse = np.unique(rows, return_inverse=True)
+        return unique, np.bincount(inverse, weights=np.concatenate(score_parts))

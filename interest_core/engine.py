@@ -126,7 +126,8 @@ class _Query:
     history_weights: list[float]
     blocked: np.ndarray  # bool per row: dead or excluded for this user
     n_excluded: int
-    cooc_dense: np.ndarray | None = None
+    cooc_rows: np.ndarray | None = None  # sorted rows with a co-occurrence score
+    cooc_scores: np.ndarray | None = None
     cooc_scale: float = 1.0
     anchors: Anchors | None = None
 
@@ -517,19 +518,23 @@ class Engine:
         trend = self._trend()
         budget = self.settings.recommend.candidates_per_source
         longest = max(q.n_excluded for q in queries)
-        trend_order = self._top(trend[0], budget + min(longest, _MAX_OVERFETCH) + k)
+        fetch = budget + min(longest, _MAX_OVERFETCH) + k
+        trend_order = self._top(trend[0], fetch)
+        popular_order = (
+            self._top(self._popularity()[0], fetch) if "popularity" in self.features else None
+        )
         out: dict[str, list[RecommendedItem]] = {}
         for user_id, query, content_rows in zip(user_ids, queries, content, strict=True):
             parts = [content_rows]
             if "cooccurrence" in self.features and query.history_rows:
-                dense = np.where(query.blocked, 0.0, self._cooc_dense(query))
-                parts.append(self._top(dense, budget))
+                cooc_rows, cooc_scores = self._cooc(query)
+                allowed = ~query.blocked[cooc_rows]
+                parts.append(self._top_sparse(cooc_rows[allowed], cooc_scores[allowed], budget))
             allowed_trending = trend_order[~query.blocked[trend_order]]
             if "trending" in self.features:
                 parts.append(allowed_trending[:budget])
-            if "popularity" in self.features:
-                popular = np.where(query.blocked, 0.0, self._popularity()[0])
-                parts.append(self._top(popular, budget))
+            if popular_order is not None:
+                parts.append(popular_order[~query.blocked[popular_order]][:budget])
             rows = np.unique(np.concatenate(parts))
             out[user_id] = self._rank(user_id, query, rows, k, allowed_trending, trend)
         timings["search_s"] = t1 - t0
@@ -601,23 +606,64 @@ class Engine:
         if not vectors:
             return out
         budget = self.settings.recommend.candidates_per_source
-        overfetch = min(max(q.n_excluded for q in queries), _MAX_OVERFETCH)
-        _, found = self.index.search(np.stack(vectors), budget + overfetch)
         picked: list[list[np.ndarray]] = [[] for _ in queries]
-        for owner, rows in zip(owners, found, strict=True):
-            rows = rows[rows >= 0]
-            rows = rows[~queries[owner].blocked[rows]]
-            picked[owner].append(rows[:budget])
+        matrix = np.stack(vectors)
+        if self.index.approximate:
+            overfetch = min(max(q.n_excluded for q in queries), _MAX_OVERFETCH)
+            _, found = self.index.search(matrix, budget + overfetch)
+            for owner, rows in zip(owners, found, strict=True):
+                rows = rows[rows >= 0]
+                rows = rows[~queries[owner].blocked[rows]]
+                picked[owner].append(rows[:budget])
+        else:
+            # Exact: one product with every row (dead rows are zero and blocked), the
+            # user's blocked rows masked out, so no over-fetch is needed.
+            width = self.catalog.rows_allocated
+            scores = matrix @ self.catalog.embeddings[:width].T
+            for i, owner in enumerate(owners):
+                scores[i, queries[owner].blocked] = -np.inf
+            take = min(budget, width)
+            top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            order = np.argsort(-top_scores, axis=1, kind="stable")
+            top = np.take_along_axis(top, order, axis=1)
+            top_scores = np.take_along_axis(top_scores, order, axis=1)
+            for owner, rows, row_scores in zip(owners, top, top_scores, strict=True):
+                picked[owner].append(rows[np.isfinite(row_scores)].astype(np.int64))
         return [np.concatenate(p) if p else o for p, o in zip(picked, out, strict=True)]
 
-    def _cooc_dense(self, query: _Query) -> np.ndarray:
-        width = self.catalog.rows_allocated
-        if query.cooc_dense is None or len(query.cooc_dense) != width:
-            dense = self.cooccurrence.scores(query.history_rows, query.history_weights, width)
-            dense[~self.catalog.alive[:width]] = 0.0
-            query.cooc_dense = dense
+    def _cooc(self, query: _Query) -> tuple[np.ndarray, np.ndarray]:
+        """The user's live co-occurrence candidates (sorted rows) and their scores."""
+        if query.cooc_rows is None or query.cooc_scores is None:
+            rows, scores = self.cooccurrence.sparse_scores(
+                query.history_rows, query.history_weights
+            )
+            width = self.catalog.rows_allocated
+            live = rows < width
+            live[live] = self.catalog.alive[rows[live]]
+            query.cooc_rows, query.cooc_scores = rows[live], scores[live]
             query.cooc_scale = max(sum(query.history_weights), 1e-9)
-        return query.cooc_dense
+        return query.cooc_rows, query.cooc_scores
+
+    def _cooc_at(self, query: _Query, rows: np.ndarray) -> np.ndarray:
+        """Co-occurrence scores of ``rows`` (0.0 where none)."""
+        known, scores = self._cooc(query)
+        out = np.zeros(len(rows), dtype=np.float64)
+        if len(known):
+            at = np.minimum(np.searchsorted(known, rows), len(known) - 1)
+            hit = known[at] == rows
+            out[hit] = scores[at[hit]]
+        return out
+
+    @staticmethod
+    def _top_sparse(rows: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
+        """``rows`` of the ``count`` largest positive ``scores``, best first (ties by row)."""
+        positive = scores > 0.0
+        rows, scores = rows[positive], scores[positive]
+        if len(rows) > count:
+            keep = np.argpartition(-scores, count - 1)[:count]
+            rows, scores = rows[keep], scores[keep]
+        return rows[np.lexsort((rows, -scores))].astype(np.int64)
 
     @staticmethod
     def _top(dense: np.ndarray, count: int) -> np.ndarray:
@@ -668,7 +714,7 @@ class Engine:
         if "long_term" in enabled and query.long_dir is not None:
             features[:, 2] = embeddings @ query.long_dir
         if "cooccurrence" in enabled and query.history_rows:
-            features[:, 3] = self._cooc_dense(query)[rows] / query.cooc_scale
+            features[:, 3] = self._cooc_at(query, rows) / query.cooc_scale
         if "trending" in enabled:
             dense, scale = trend
             if scale > 0.0:
