@@ -3,19 +3,28 @@
 Sections (each can be skipped with ``--skip``):
 
 - ``pipeline``: one worker on the embedded broker (started here, free port, fresh
-  topics). The same events are first read back by a bare kafka-python consumer that only
-  parses them (the raw ceiling), then processed by the worker from a backlog
-  (events/s, and the ratio to the ceiling), then sent at half that rate to measure
-  ingest-to-publish latency (p50/p95/p99, from the event record's Kafka timestamp to the
-  recommendation's ``published_at``). Per-stage seconds come from the worker's metrics.
-- ``encoder``: texts/s of our encoder against sentence-transformers encoding the same
-  texts with the same model on the same device, and how close their vectors are.
-- ``index``: queries/s of the item index, exact and HNSW, at 10k, 100k, 1M random unit
-  vectors (HNSW at a size is skipped when its projected build time is over budget).
+  topics), on two streams (``--streams``): ``interaction`` (item events only, from
+  MovieLens when ``--movielens`` is readable, else synthetic with text stripped) and
+  ``text`` (the synthetic log with its searches, chats and reviews). The catalog is
+  pre-encoded before the worker starts ("cached catalog", vectors kept between runs in
+  ``--vector-cache``). Per stream: the raw ceiling (a bare consumer reading and parsing
+  the same events), the worker's events/s on the same backlog and its ratio to the
+  ceiling, the texts the model had to encode, per-stage seconds from the worker's
+  metrics, and ingest-to-publish latency (p50/p95/p99) at half the measured rate.
+- ``encoder``: texts/s of our encoder at several token budgets per forward pass against
+  sentence-transformers (same texts, model, device and batch size), and how close their
+  vectors are.
+- ``index``: build time, queries/s and HNSW recall@10 of the item index, exact and
+  HNSW, at 10k, 100k and 1M random unit vectors (HNSW at 1M only with ``--hnsw-1m``,
+  within ``--hnsw-budget-s``).
 - ``memory``: serialised state bytes per user (``Engine.export_user``) and process RSS
   growth per 10k users.
+- ``soak`` (only with ``--soak MINUTES``): :func:`consumers.soak.run_soak` at
+  ``--soak-rate`` events/s (default: half the text stream's measured worker rate, or
+  half of ``--pipeline-rate``); RSS and lag over time and their slopes.
 
-Prints a table on stderr and the JSON report on stdout (or to ``--out``).
+Prints a table on stderr and the JSON report (command line, git commit, machine, load
+average at start and end) on stdout or to ``--out``.
 """
 
 from __future__ import annotations
@@ -35,23 +44,31 @@ from typing import Any
 import numpy as np
 import orjson
 
+from consumers.bench_streams import DEFAULT_MOVIELENS_DIR, default_vector_cache_dir
+from interest_core.encoder import Encoder
 from interest_core.settings import Settings
 
 __all__ = [
     "SECTIONS",
+    "STREAMS",
+    "TOKEN_BUDGETS",
+    "base_encoder",
     "bench_encoder",
     "bench_index",
     "bench_memory",
     "bench_pipeline",
+    "bench_stream",
     "configure",
     "percentiles",
     "rss_bytes",
     "run",
+    "soak_rate",
 ]
 
 log = logging.getLogger(__name__)
 
-SECTIONS: tuple[str, ...] = ("pipeline", "encoder", "index", "memory")
+SECTIONS: tuple[str, ...] = ("pipeline", "encoder", "index", "memory", "soak")
+STREAMS: tuple[str, ...] = ("interaction", "text")
 
 
 def rss_bytes() -> int:
@@ -105,12 +122,29 @@ def _catalog_texts(count: int, seed: int = 0) -> list[str]:
 
 # --------------------------------------------------------------------------- encoder
 
+#: Padded-token budgets per forward pass the encoder section tries.
+TOKEN_BUDGETS: tuple[int, ...] = (4096, 16384, 65536)
 
-def bench_encoder(settings: Settings, *, texts: int = 1024, repeats: int = 3) -> dict[str, Any]:
-    """Our encoder against sentence-transformers, same model, texts and device.
+GPU_NOTE = (
+    "CUDA paths exist (encoder.device = cuda, encoder.dtype = float16 | bfloat16; auto "
+    "picks float16 on CUDA) but were not measured: no GPU on this machine"
+)
 
-    Both encode the same ``texts`` item texts ``repeats`` times, alternating; the best
-    time of each is reported (texts/s), with the mean cosine between their vectors.
+
+def bench_encoder(
+    settings: Settings,
+    *,
+    texts: int = 256,
+    budgets: Sequence[int] = TOKEN_BUDGETS,
+    repeats: int = 2,
+) -> dict[str, Any]:
+    """Our encoder at several token budgets against sentence-transformers, same everything.
+
+    For each ``max_tokens_per_batch`` in ``budgets`` our encoder encodes ``texts`` item
+    texts, then sentence-transformers encodes the same texts with the same model on the
+    same device with the same batch size (the mean number of texts per forward pass our
+    encoder used at that budget); ``repeats`` alternating rounds, best time of each,
+    texts/s. The vectors' cosine (ours vs theirs) is reported once.
     """
     import torch
     from sentence_transformers import SentenceTransformer
@@ -128,50 +162,104 @@ def bench_encoder(settings: Settings, *, texts: int = 1024, repeats: int = 3) ->
         device=settings.encoder.device,
         dtype=settings.encoder.dtype,
         max_seq_length=settings.encoder.max_seq_length,
-        max_tokens_per_batch=settings.encoder.max_tokens_per_batch,
+        max_tokens_per_batch=max(max(budgets), settings.encoder.max_seq_length),
     )
     reference = SentenceTransformer(model_path, device=ours.device)
     reference.max_seq_length = ours.max_seq_length
     sample = _catalog_texts(texts)
-    ours.encode(sample[:32])
-    reference.encode(sample[:32], convert_to_numpy=True)
-    ours_s, ref_s = [], []
-    ours_vectors = ref_vectors = np.zeros((0,))
-    for _ in range(repeats):
-        started = time.perf_counter()
-        ours_vectors = ours.encode(sample)
-        ours_s.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        ref_vectors = reference.encode(
-            sample, batch_size=32, convert_to_numpy=True, normalize_embeddings=True
+    lengths = [
+        max(1, len(ids))
+        for ids in ours.tokenizer(sample, truncation=True, max_length=ours.max_seq_length)[
+            "input_ids"
+        ]
+    ]
+    ours.encode(sample[:16])
+    reference.encode(sample[:16], convert_to_numpy=True)
+    rows: list[dict[str, Any]] = []
+    cosine = np.zeros(0)
+    for budget in budgets:
+        ours.max_tokens_per_batch = max(budget, ours.max_seq_length)
+        passes = len(ours._batches(lengths))  # the encoder's own batching plan
+        batch_size = max(1, round(len(sample) / passes))
+        ours_s, ref_s = [], []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            ours_vectors = ours.encode(sample)
+            ours_s.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            ref_vectors = reference.encode(
+                sample, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True
+            )
+            ref_s.append(time.perf_counter() - started)
+        if not len(cosine):
+            cosine = np.sum(ours_vectors * ref_vectors, axis=1)
+        rows.append(
+            {
+                "max_tokens_per_batch": budget,
+                "forward_passes": passes,
+                "batch_size": batch_size,
+                "ours_texts_per_s": len(sample) / min(ours_s),
+                "sentence_transformers_texts_per_s": len(sample) / min(ref_s),
+                "ratio": min(ref_s) / min(ours_s),
+            }
         )
-        ref_s.append(time.perf_counter() - started)
-    cosine = np.sum(ours_vectors * ref_vectors, axis=1)
-    tokens = [len(ids) for ids in ours.tokenizer(sample, truncation=True)["input_ids"]]
+        log.info("encoder budget %d: %s", budget, rows[-1])
     return {
         "model": settings.encoder.model_name
         or ("all-MiniLM-L6-v2" if not settings.encoder.model_path else Path(model_path).name),
         "device": ours.device,
+        "dtype": str(ours.torch_dtype).replace("torch.", ""),
         "torch_threads": torch.get_num_threads(),
         "texts": len(sample),
-        "mean_tokens": float(np.mean(tokens)),
-        "ours_texts_per_s": len(sample) / min(ours_s),
-        "sentence_transformers_texts_per_s": len(sample) / min(ref_s),
-        "ratio": min(ref_s) / min(ours_s),
-        "sentence_transformers_batch_size": 32,
+        "mean_tokens": float(np.mean(lengths)),
+        "max_tokens": int(max(lengths)),
+        "budgets": rows,
         "cosine_min": float(cosine.min()),
         "cosine_mean": float(cosine.mean()),
         "runs": repeats,
+        "gpu_note": None if ours.device.startswith("cuda") else GPU_NOTE,
     }
 
 
 # --------------------------------------------------------------------------- index
 
 
-def _unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    rows = rng.standard_normal((n, dim), dtype=np.float32)
-    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+def _unit_rows(rng: np.random.Generator, n: int, dim: int, chunk: int = 100_000) -> np.ndarray:
+    """``n`` random unit rows (float32), made in chunks to bound the peak memory."""
+    rows = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, chunk):
+        part = rng.standard_normal((min(chunk, n - start), dim), dtype=np.float32)
+        part /= np.linalg.norm(part, axis=1, keepdims=True)
+        rows[start : start + len(part)] = part
     return rows
+
+
+def _build_hnsw(
+    settings: Settings, vectors: np.ndarray, budget_s: float, chunk: int = 50_000
+) -> tuple[Any, int, float]:
+    """An HNSW :class:`ItemIndex` of ``vectors``, added in chunks until done or over budget.
+
+    Returns (index, rows added, seconds). The budget is checked between chunks, so a
+    build stops at most one chunk after ``budget_s`` seconds.
+    """
+    from interest_core.index import ItemIndex
+
+    hnsw = ItemIndex(
+        vectors.shape[1],
+        exact_max_items=0,
+        hnsw_m=settings.index.hnsw_m,
+        hnsw_ef_search=settings.index.hnsw_ef_search,
+        hnsw_ef_construction=settings.index.hnsw_ef_construction,
+    )
+    started = time.perf_counter()
+    added = 0
+    while added < len(vectors):
+        part = vectors[added : added + chunk]
+        hnsw.upsert(range(added, added + len(part)), part)
+        added += len(part)
+        if time.perf_counter() - started > budget_s and added < len(vectors):
+            break
+    return hnsw, added, time.perf_counter() - started
 
 
 def bench_index(
@@ -180,75 +268,81 @@ def bench_index(
     sizes: Sequence[int] = (10_000, 100_000, 1_000_000),
     dim: int = 384,
     k: int = 10,
+    hnsw_max_items: int = 100_000,
     hnsw_build_budget_s: float = 180.0,
+    large: int = 100_000,
 ) -> list[dict[str, Any]]:
-    """Queries/s of :class:`~interest_core.index.ItemIndex`, exact and HNSW, per size.
+    """Build time, queries/s and recall of :class:`~interest_core.index.ItemIndex` per size.
 
-    Vectors are random unit rows (``dim`` wide): a hard case for HNSW recall, reported
-    as recall@k against the exact answer. HNSW uses the configured M / efConstruction /
-    efSearch. HNSW at a size is skipped when the build time measured at the previous size,
-    scaled by n·log n, is over ``hnsw_build_budget_s`` seconds.
+    Vectors are random unit rows (``dim`` wide), a hard case for HNSW recall. Exact
+    (faiss flat inner product) at every size; queries come in batches of 256, or of 32
+    with at most 3 timed batches above ``large`` items (a bounded query count). HNSW
+    (the configured M / efConstruction / efSearch) at sizes up to ``hnsw_max_items``,
+    built in chunks and stopped once over ``hnsw_build_budget_s`` seconds (then reported
+    as incomplete, with its insert rate, and not queried); recall@k is against the exact
+    answer for the same queries.
     """
     from interest_core.index import ItemIndex
 
     rng = np.random.default_rng(0)
     out: list[dict[str, Any]] = []
-    last_build: tuple[int, float] | None = None
     for n in sizes:
         vectors = _unit_rows(rng, n, dim)
-        batch = 256 if n <= 100_000 else 32
+        big = n > large
+        batch = 32 if big else 256
         queries = _unit_rows(rng, batch, dim)
         row: dict[str, Any] = {"items": n, "dim": dim, "k": k, "query_batch": batch}
         started = time.perf_counter()
         exact = ItemIndex(dim, exact_max_items=n + 1)
         exact.upsert(range(n), vectors)
         row["exact_build_s"] = time.perf_counter() - started
-        per_call, _ = _timed(partial(exact.search, queries, k))
+        per_call, reps = _timed(
+            partial(exact.search, queries, k), min_s=0.5 if big else 1.0, max_reps=3 if big else 50
+        )
         row["exact_queries_per_s"] = batch / per_call
+        row["exact_queries_timed"] = batch * reps
         _, truth_rows = exact.search(queries, k)
         del exact
         gc.collect()
-        projected = (
-            None
-            if last_build is None
-            else last_build[1] * (n * np.log(n)) / (last_build[0] * np.log(last_build[0]))
-        )
-        if projected is not None and projected > hnsw_build_budget_s:
+        if n > hnsw_max_items:
             row["hnsw"] = None
             row["hnsw_skipped"] = (
-                f"projected build {projected:.0f} s (from {last_build[1]:.1f} s at "  # type: ignore[index]
-                f"{last_build[0]:,} items, scaled by n log n) is over the "  # type: ignore[index]
-                f"{hnsw_build_budget_s:.0f} s budget on this machine"
+                f"{n:,} items is over the HNSW limit of {hnsw_max_items:,} "
+                "(--hnsw-1m builds it, within --hnsw-budget-s)"
             )
         else:
-            started = time.perf_counter()
-            hnsw = ItemIndex(
-                dim,
-                exact_max_items=0,
-                hnsw_m=settings.index.hnsw_m,
-                hnsw_ef_search=settings.index.hnsw_ef_search,
-                hnsw_ef_construction=settings.index.hnsw_ef_construction,
-            )
-            hnsw.upsert(range(n), vectors)
-            build_s = time.perf_counter() - started
-            last_build = (n, build_s)
-            per_call, _ = _timed(partial(hnsw.search, queries, k))
-            _, found = hnsw.search(queries, k)
-            recall = np.mean(
-                [
-                    len(set(a) & set(b)) / k
-                    for a, b in zip(found.tolist(), truth_rows.tolist(), strict=True)
-                ]
-            )
-            row["hnsw"] = {
-                "approximate": bool(hnsw.approximate),
-                "build_s": build_s,
-                "queries_per_s": batch / per_call,
-                f"recall@{k}": float(recall),
+            hnsw, added, build_s = _build_hnsw(settings, vectors, hnsw_build_budget_s)
+            params = {
                 "m": settings.index.hnsw_m,
                 "ef_search": settings.index.hnsw_ef_search,
                 "ef_construction": settings.index.hnsw_ef_construction,
             }
+            if added < n:
+                row["hnsw"] = {
+                    "complete": False,
+                    "built_items": added,
+                    "build_s": build_s,
+                    "insert_items_per_s": added / build_s,
+                    "note": f"stopped at the {hnsw_build_budget_s:.0f} s build budget",
+                    **params,
+                }
+            else:
+                per_call, _ = _timed(partial(hnsw.search, queries, k))
+                _, found = hnsw.search(queries, k)
+                recall = np.mean(
+                    [
+                        len(set(a) & set(b)) / k
+                        for a, b in zip(found.tolist(), truth_rows.tolist(), strict=True)
+                    ]
+                )
+                row["hnsw"] = {
+                    "complete": True,
+                    "approximate": bool(hnsw.approximate),
+                    "build_s": build_s,
+                    "queries_per_s": batch / per_call,
+                    f"recall@{k}": float(recall),
+                    **params,
+                }
             del hnsw
         del vectors
         gc.collect()
@@ -375,99 +469,215 @@ def _histogram(registry: Any, name: str) -> dict[str, float]:
     return {"total_s": total, "batches": count}
 
 
+def base_encoder(settings: Settings) -> Encoder:
+    """The model the settings choose, without the embedding cache (loaded once per bench)."""
+    from interest_core.encoder import CachedEncoder, encoder_from_settings
+
+    encoder = encoder_from_settings(settings.encoder)
+    return encoder.inner if isinstance(encoder, CachedEncoder) else encoder
+
+
 def bench_pipeline(
     settings: Settings,
     *,
+    streams: Sequence[str] = ("interaction", "text"),
     events: int = 20_000,
+    text_events: int = 5_000,
     latency_events: int = 3_000,
+    text_latency_events: int = 1_000,
     items: int = 2_000,
     users: int = 2_000,
+    movielens_dir: str | os.PathLike[str] | None = None,
+    vector_cache_dir: str | os.PathLike[str] | None = None,
+    encoder: Encoder | None = None,
     timeout_s: float = 300.0,
 ) -> dict[str, Any]:
-    """One worker on the embedded broker: raw ceiling, throughput, latency at half rate.
+    """One worker on the embedded broker, per stream: raw ceiling, throughput, latency.
 
-    ``events`` are preloaded and read first by a bare consumer that only parses them
-    (the ceiling), then by the worker (throughput from its first batch to the last);
-    then ``latency_events`` more are sent at half the measured worker rate and their
+    ``streams`` picks from ``interaction`` (item events only, catalog pre-encoded: no
+    transformer call in the worker) and ``text`` (the synthetic log with searches, chats
+    and reviews: every distinct text encoded once). Each gets fresh topics on one broker
+    and a fresh worker; see :func:`bench_stream` for what is measured. ``encoder`` is the
+    model (default: the settings' one, loaded once for both streams). Catalog vectors are
+    kept in ``vector_cache_dir`` (``None``: not kept) so a later run starts cached.
+    """
+    import uuid
+
+    from consumers.bench_streams import interaction_stream, text_stream
+    from producers.broker import EmbeddedBroker, free_port
+
+    unknown = set(streams) - set(STREAMS)
+    if unknown:
+        raise ValueError(f"unknown streams {sorted(unknown)} (from {', '.join(STREAMS)})")
+    model = encoder if encoder is not None else base_encoder(settings)
+    out: dict[str, Any] = {
+        "encoder": {
+            "name": model.name,
+            "dim": model.dim,
+            "device": getattr(model, "device", "cpu"),
+        },
+        "batch_max_events": settings.batch.max_events,
+        "batch_max_wait_ms": settings.batch.max_wait_ms,
+        "streams": {},
+    }
+    with EmbeddedBroker("127.0.0.1", free_port(), settings.broker.startup_timeout_s) as broker:
+        for name in streams:
+            if name == "interaction":
+                stream = interaction_stream(
+                    events + latency_events, items=items, users=users, movielens_dir=movielens_dir
+                )
+                backlog = events
+            else:
+                stream = text_stream(text_events + text_latency_events, items=items, users=users)
+                backlog = text_events
+            cfg = _bench_settings(settings, broker.bootstrap_servers, uuid.uuid4().hex[:8])
+            try:
+                out["streams"][name] = bench_stream(
+                    cfg,
+                    stream,
+                    model,
+                    backlog=backlog,
+                    vector_cache_dir=vector_cache_dir,
+                    timeout_s=timeout_s,
+                )
+            except Exception as exc:  # the other stream still runs
+                log.exception("bench stream %s failed", name)
+                out["streams"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+def _prewarm(
+    cfg: Settings, stream: Any, model: Encoder, vector_cache_dir: str | os.PathLike[str] | None
+) -> tuple[Any, dict[str, Any]]:
+    """The cached catalog: an embedding cache holding every catalog-side text of ``stream``."""
+    from consumers.bench_streams import StoredVectors, catalog_texts_of
+    from interest_core.encoder import CachedEncoder
+
+    path = (
+        StoredVectors.file_for(Path(vector_cache_dir), model)
+        if vector_cache_dir is not None
+        else None
+    )
+    stored = StoredVectors(model, path)
+    started = time.perf_counter()
+    texts = catalog_texts_of(stored, cfg, stream.catalog)
+    prewarm_s = time.perf_counter() - started
+    encoded_now = sum(1 for t in texts if t in stored.encoded)
+    info = {
+        "texts": len(texts),
+        "from_vector_cache": len(texts) - encoded_now,
+        "encoded_now": encoded_now,
+        "encode_s": stored.model_seconds,
+        "prewarm_s": prewarm_s,
+        "vector_cache": str(path) if path else None,
+    }
+    if path is not None and stored.model_texts:
+        try:
+            stored.save(texts)
+        except OSError as exc:
+            log.warning("could not save catalog vectors to %s: %s", path, exc)
+    cached = CachedEncoder(stored, max(cfg.encoder.cache_size, len(texts) + 1))
+    cached.encode(texts)  # into the LRU, so the worker starts with a warm cache
+    stored.reset_counts()
+    return cached, info
+
+
+def bench_stream(
+    cfg: Settings,
+    stream: Any,
+    model: Encoder,
+    *,
+    backlog: int,
+    vector_cache_dir: str | os.PathLike[str] | None = None,
+    timeout_s: float = 300.0,
+) -> dict[str, Any]:
+    """One stream through one worker on the broker ``cfg`` points at (fresh topics).
+
+    The first ``backlog`` event lines are preloaded and read first by a bare consumer that
+    only parses them (the raw ceiling, events/s), then by the worker (throughput from the
+    start of its first micro-batch to the end of its last publish, events/s; and the
+    ratio). The remaining lines are then sent at half that rate, and their
     ingest-to-publish latency is read off the recommendations (``published_at`` minus the
-    time the event was sent; and, end to end, minus the time a subscriber received it).
+    time the event was sent, ms; and, end to end, minus the time a subscriber got it).
+    The worker's encoder holds the catalog's vectors before it starts ("cached
+    catalog"); ``model_texts_during_run`` counts texts the model still had to encode.
     """
     import threading
-    import uuid
 
     from kafka import TopicPartition
     from prometheus_client import CollectorRegistry
 
     from consumers.worker import Worker
-    from producers.broker import EmbeddedBroker, free_port
     from producers.kafka_client import make_consumer, make_producer
-    from producers.synthetic import generate_dataset
     from producers.topics import create_topics
 
-    data = generate_dataset(users=users, items=items, events=events + latency_events, seed=3)
-    lines = data.event_lines()
-    backlog, paced = lines[:events], lines[events:]
-    out: dict[str, Any] = {"events": events, "catalog_items": items, "users": users}
-    with EmbeddedBroker("127.0.0.1", free_port()) as broker:
-        cfg = _bench_settings(settings, broker.bootstrap_servers, uuid.uuid4().hex[:8])
-        create_topics(cfg)
-        producer = make_producer(cfg, linger_ms=5)
-        for record in data.catalog:
-            producer.send(
-                cfg.topics.catalog, key=record["item_id"].encode(), value=orjson.dumps(record)
-            )
-        for line in backlog:
-            producer.send(cfg.topics.events, key=orjson.loads(line)["user_id"].encode(), value=line)
-        producer.flush()
+    lines = stream.lines
+    backlog_lines, paced = lines[:backlog], lines[backlog:]
+    out: dict[str, Any] = {
+        "source": stream.source,
+        "events": len(backlog_lines),
+        "catalog_items": len(stream.catalog),
+        "stream": stream.info,
+    }
+    encoder, out["catalog_prewarm"] = _prewarm(cfg, stream, model, vector_cache_dir)
+    stored = encoder.inner
+    create_topics(cfg)
+    producer = make_producer(cfg, linger_ms=5)
+    for record in stream.catalog:
+        producer.send(
+            cfg.topics.catalog, key=str(record["item_id"]).encode(), value=orjson.dumps(record)
+        )
+    for line in backlog_lines:
+        producer.send(
+            cfg.topics.events, key=str(orjson.loads(line)["user_id"]).encode(), value=line
+        )
+    producer.flush()
+    producer.close()
 
-        # The ceiling: the same events, read and parsed, nothing else.
-        raw = make_consumer(cfg, group_id=None, auto_offset_reset="earliest")
-        partitions = [
-            TopicPartition(cfg.topics.events, p) for p in range(cfg.topics.events_partitions)
-        ]
-        raw.assign(partitions)
-        raw.seek_to_beginning(*partitions)
-        parsed, first, last = _read_all(raw, events, timeout_s)
-        raw.close()
-        out["raw_events"] = parsed
-        out["raw_events_per_s"] = parsed / (last - first) if last > first else None
+    # The ceiling: the same events, read and parsed, nothing else.
+    raw = make_consumer(cfg, group_id=None, auto_offset_reset="earliest")
+    partitions = [TopicPartition(cfg.topics.events, p) for p in range(cfg.topics.events_partitions)]
+    raw.assign(partitions)
+    raw.seek_to_beginning(*partitions)
+    parsed, first, last = _read_all(raw, len(backlog_lines), timeout_s)
+    raw.close()
+    out["raw_events"] = parsed
+    out["raw_events_per_s"] = parsed / (last - first) if last > first else None
 
-        # The worker on the same backlog.
-        registry = CollectorRegistry()
-        worker = Worker(cfg, registry=registry, worker_id="bench")
-        marks: list[tuple[float, float, int]] = []  # (start, end, records) per micro-batch
-        original = worker.process_records
-        original_publish = worker.publish
-        starts: dict[int, tuple[float, int]] = {}
+    # The worker on the same backlog.
+    registry = CollectorRegistry()
+    worker = Worker(cfg, encoder=encoder, registry=registry, worker_id=f"bench-{stream.name}")
+    marks: list[tuple[float, float, int]] = []  # (start, end, records) per micro-batch
+    original = worker.process_records
+    original_publish = worker.publish
+    starts: dict[int, tuple[float, int]] = {}
 
-        def timed_process(records: Sequence[Any]) -> Any:
-            started = time.perf_counter()
-            plan = original(records)
-            starts[id(plan)] = (started, len(records))
-            return plan
-
-        def timed_publish(plan: Any, sink: Any) -> None:
-            original_publish(plan, sink)
-            started, size = starts.pop(id(plan), (time.perf_counter(), 0))
-            marks.append((started, time.perf_counter(), size))
-
-        worker.process_records = timed_process  # type: ignore[method-assign]
-        worker.publish = timed_publish  # type: ignore[method-assign]
-        stop = threading.Event()
-        thread = threading.Thread(target=worker.run, args=(stop,), name="bench-worker", daemon=True)
+    def timed_process(records: Sequence[Any]) -> Any:
         started = time.perf_counter()
-        thread.start()
+        plan = original(records)
+        starts[id(plan)] = (started, len(records))
+        return plan
+
+    def timed_publish(plan: Any, sink: Any) -> None:
+        original_publish(plan, sink)
+        started, size = starts.pop(id(plan), (time.perf_counter(), 0))
+        marks.append((started, time.perf_counter(), size))
+
+    worker.process_records = timed_process  # type: ignore[method-assign]
+    worker.publish = timed_publish  # type: ignore[method-assign]
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), name="bench-worker", daemon=True)
+    started = time.perf_counter()
+    thread.start()
+    try:
         deadline = time.monotonic() + timeout_s
-        while (
-            sum(m[2] for m in marks) < events and time.monotonic() < deadline and thread.is_alive()
-        ):
+        goal = len(backlog_lines)
+        while sum(m[2] for m in marks) < goal and time.monotonic() < deadline and thread.is_alive():
             time.sleep(0.05)
         done = sum(m[2] for m in marks)
         out["worker_startup_s"] = marks[0][0] - started if marks else None
-        if done < events or not marks:
-            stop.set()
-            thread.join(30)
-            out["error"] = f"the worker processed {done} of {events} events in {timeout_s:.0f} s"
+        if done < goal or not marks:
+            out["error"] = f"the worker processed {done} of {goal} events in {timeout_s:.0f} s"
             return out
         span = marks[-1][1] - marks[0][0]
         rate = done / span
@@ -475,85 +685,120 @@ def bench_pipeline(
         out["worker_events_per_s"] = rate
         out["worker_batches"] = len(marks)
         out["ratio_to_raw"] = rate / out["raw_events_per_s"] if out["raw_events_per_s"] else None
+        out["model_texts_during_run"] = stored.model_texts
+        out["model_seconds_during_run"] = stored.model_seconds
         out["stages"] = {
-            "parse": _histogram(registry, "interest_parse_seconds"),
-            "encode": _histogram(registry, "interest_encoder_seconds"),
-            "update": _histogram(registry, "interest_update_seconds"),
-            "search": _histogram(registry, "interest_index_search_seconds"),
-            "rank": _histogram(registry, "interest_rank_seconds"),
-            "publish": _histogram(registry, "interest_publish_seconds"),
-            "batch": _histogram(registry, "interest_batch_seconds"),
+            stage: _histogram(registry, metric)
+            for stage, metric in (
+                ("parse", "interest_parse_seconds"),
+                ("encode", "interest_encoder_seconds"),
+                ("update", "interest_update_seconds"),
+                ("search", "interest_index_search_seconds"),
+                ("rank", "interest_rank_seconds"),
+                ("publish", "interest_publish_seconds"),
+                ("batch", "interest_batch_seconds"),
+            )
         }
-
-        # Latency at half the measured rate.
-        half = rate / 2.0
-        subscriber = make_consumer(
-            cfg, group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=10
-        )
-        rec_parts = [
-            TopicPartition(cfg.topics.recommendations, p)
-            for p in range(cfg.topics.recommendations_partitions)
-        ]
-        subscriber.assign(rec_parts)
-        subscriber.seek_to_end(*rec_parts)
-        for tp in rec_parts:
-            subscriber.position(tp)
-        fast = make_producer(cfg, linger_ms=0)
-        sent_at: dict[str, float] = {}
-        received: list[tuple[bytes, float]] = []
-        stop_reading = threading.Event()
-
-        def read_recommendations() -> None:
-            while not stop_reading.is_set():
-                for records in subscriber.poll(timeout_ms=50).values():
-                    now = time.time()
-                    received.extend((r.value, now) for r in records if r.value is not None)
-
-        reader = threading.Thread(target=read_recommendations, name="bench-subscriber", daemon=True)
-        reader.start()
-        begin = time.perf_counter()
-        for i, line in enumerate(paced):
-            due = begin + i / half
-            pause = due - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            obj = orjson.loads(line)
-            sent_at[obj["event_id"]] = time.time()
-            fast.send(cfg.topics.events, key=obj["user_id"].encode(), value=line)
-        fast.flush()
-        send_span = time.perf_counter() - begin
-        deadline = time.monotonic() + 30.0
-        last_id = orjson.loads(paced[-1])["event_id"] if paced else None
-        while time.monotonic() < deadline:
-            if any(
-                last_id is not None and last_id.encode() in value for value, _ in received[-50:]
-            ):
-                break
-            time.sleep(0.1)
-        time.sleep(1.0)
-        stop_reading.set()
-        reader.join(5)
+        if paced:
+            out["latency"] = _latency(cfg, paced, rate / 2.0)
+    finally:
         stop.set()
         thread.join(30)
-        subscriber.close()
-        fast.close()
-        producer.close()
-        to_publish, to_subscriber = [], []
-        for value, at in received:
-            rec = orjson.loads(value)
-            sent = sent_at.get(rec.get("trigger_event_id", ""))
-            if sent is not None:
-                to_publish.append(1000.0 * (rec["published_at"] - sent))
-                to_subscriber.append(1000.0 * (at - sent))
-        out["latency"] = {
-            "rate_events_per_s": half,
-            "achieved_send_rate_events_per_s": len(paced) / send_span if send_span else None,
-            "events_sent": len(paced),
-            "recommendations_matched": len(to_publish),
-            "ingest_to_publish_ms": percentiles(to_publish),
-            "ingest_to_subscriber_ms": percentiles(to_subscriber),
-        }
     return out
+
+
+def _latency(cfg: Settings, paced: Sequence[bytes], rate: float) -> dict[str, Any]:
+    """Send ``paced`` at ``rate`` events/s to a running worker; ingest-to-publish ms."""
+    import threading
+
+    from kafka import TopicPartition
+
+    from producers.kafka_client import make_consumer, make_producer
+
+    subscriber = make_consumer(cfg, group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=10)
+    rec_parts = [
+        TopicPartition(cfg.topics.recommendations, p)
+        for p in range(cfg.topics.recommendations_partitions)
+    ]
+    subscriber.assign(rec_parts)
+    subscriber.seek_to_end(*rec_parts)
+    for tp in rec_parts:
+        subscriber.position(tp)
+    fast = make_producer(cfg, linger_ms=0)
+    sent_at: dict[str, float] = {}
+    received: list[tuple[bytes, float]] = []
+    stop_reading = threading.Event()
+
+    def read_recommendations() -> None:
+        while not stop_reading.is_set():
+            for records in subscriber.poll(timeout_ms=50).values():
+                now = time.time()
+                received.extend((r.value, now) for r in records if r.value is not None)
+
+    reader = threading.Thread(target=read_recommendations, name="bench-subscriber", daemon=True)
+    reader.start()
+    begin = time.perf_counter()
+    for i, line in enumerate(paced):
+        pause = begin + i / rate - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        obj = orjson.loads(line)
+        sent_at[str(obj["event_id"])] = time.time()
+        fast.send(cfg.topics.events, key=str(obj["user_id"]).encode(), value=line)
+    fast.flush()
+    send_span = time.perf_counter() - begin
+    # Wait for the last event's recommendation (its user's record names it), 30 s at most.
+    last_id = str(orjson.loads(paced[-1])["event_id"]).encode()
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        if any(last_id in value for value, _ in received[-50:]):
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)
+    stop_reading.set()
+    reader.join(5)
+    subscriber.close()
+    fast.close()
+    to_publish, to_subscriber = [], []
+    for value, at in received:
+        rec = orjson.loads(value)
+        sent = sent_at.get(rec.get("trigger_event_id", ""))
+        if sent is not None:
+            to_publish.append(1000.0 * (rec["published_at"] - sent))
+            to_subscriber.append(1000.0 * (at - sent))
+    return {
+        "rate_events_per_s": rate,
+        "achieved_send_rate_events_per_s": len(paced) / send_span if send_span else None,
+        "events_sent": len(paced),
+        "recommendations_matched": len(to_publish),
+        "ingest_to_publish_ms": percentiles(to_publish),
+        "ingest_to_subscriber_ms": percentiles(to_subscriber),
+    }
+
+
+# --------------------------------------------------------------------------- soak
+
+
+def soak_rate(
+    explicit: float | None, previous: float | None, pipeline: dict[str, Any] | None
+) -> tuple[float | None, str]:
+    """The soak's events/s and where it came from.
+
+    ``explicit`` (``--soak-rate``) wins; else half of ``previous`` (``--pipeline-rate``, a
+    throughput measured earlier); else half of the text stream's worker events/s measured
+    in this run (the soak replays the same kind of log: the synthetic one, with text).
+    ``(None, why)`` when there is nothing to go on.
+    """
+    if explicit is not None:
+        return explicit, "--soak-rate"
+    if previous is not None:
+        return previous / 2.0, f"half of --pipeline-rate {previous:g}"
+    streams = (pipeline or {}).get("streams", {})
+    for name in ("text", "interaction"):
+        measured = streams.get(name, {}).get("worker_events_per_s")
+        if measured:
+            return measured / 2.0, f"half of this run's {name} stream ({measured:.1f} events/s)"
+    return None, "no rate: the pipeline section did not measure one (give --soak-rate)"
 
 
 # --------------------------------------------------------------------------- CLI
@@ -563,80 +808,213 @@ def _fmt(value: Any, pattern: str = "{:,.0f}") -> str:
     return "n/a" if value is None else pattern.format(value)
 
 
+def _stream_rows(name: str, pipe: dict[str, Any]) -> list[str]:
+    rows = [f"  stream {name}: {pipe.get('source', '')}"]
+    if "error" in pipe:
+        return [*rows, f"    ERROR: {pipe['error']}"]
+    info = pipe.get("stream", {})
+    rows.append(
+        f"    {pipe['events']:,} events, {pipe['catalog_items']:,} items, "
+        f"{info.get('users', 0):,} users, {info.get('distinct_texts', 0):,} distinct texts; "
+        f"model texts during the run: {pipe['model_texts_during_run']:,}"
+    )
+    rows.append(f"    raw consume+parse ceiling : {_fmt(pipe['raw_events_per_s'])} events/s")
+    rows.append(f"    worker                    : {_fmt(pipe['worker_events_per_s'])} events/s")
+    rows.append(f"    ratio                     : {_fmt(pipe['ratio_to_raw'], '{:.4f}')}")
+    done = pipe["worker_events"]
+    for stage, h in pipe["stages"].items():
+        rows.append(
+            f"    {stage:<8} {1e6 * h['total_s'] / done:>9.1f} us/event "
+            f"({h['total_s']:.2f} s in {h['batches']:.0f} batches)"
+        )
+    lat = pipe.get("latency", {})
+    p = lat.get("ingest_to_publish_ms", {})
+    q = lat.get("ingest_to_subscriber_ms", {})
+    rows.append(
+        f"    at {_fmt(lat.get('rate_events_per_s'))} events/s: ingest->publish ms "
+        f"p50 {_fmt(p.get('p50'), '{:.1f}')} p95 {_fmt(p.get('p95'), '{:.1f}')} "
+        f"p99 {_fmt(p.get('p99'), '{:.1f}')}; ->subscriber p99 {_fmt(q.get('p99'), '{:.1f}')}"
+    )
+    return rows
+
+
 def _table(report: dict[str, Any]) -> str:
     rows: list[str] = []
     pipe = report.get("pipeline")
     if pipe:
-        rows.append("pipeline (one worker, embedded broker)")
+        rows.append("pipeline (one worker, embedded broker, CPU)")
         if "error" in pipe:
             rows.append(f"  ERROR: {pipe['error']}")
-        else:
-            rows.append(f"  raw consume+parse ceiling : {_fmt(pipe['raw_events_per_s'])} events/s")
-            rows.append(
-                f"  worker                    : {_fmt(pipe['worker_events_per_s'])} events/s"
-            )
-            rows.append(f"  ratio                     : {_fmt(pipe['ratio_to_raw'], '{:.3f}')}")
-            done = pipe["worker_events"]
-            for stage, h in pipe["stages"].items():
-                rows.append(
-                    f"  {stage:<8} {1e6 * h['total_s'] / done:>9.1f} us/event "
-                    f"({h['total_s']:.2f} s in {h['batches']:.0f} batches)"
-                )
-            lat = pipe.get("latency", {})
-            p = lat.get("ingest_to_publish_ms", {})
-            q = lat.get("ingest_to_subscriber_ms", {})
-            rows.append(
-                f"  at {_fmt(lat.get('rate_events_per_s'))} events/s: ingest->publish ms "
-                f"p50 {_fmt(p.get('p50'), '{:.1f}')} p95 {_fmt(p.get('p95'), '{:.1f}')} "
-                f"p99 {_fmt(p.get('p99'), '{:.1f}')}; ->subscriber p99 {_fmt(q.get('p99'), '{:.1f}')}"
-            )
+        for name, stream in pipe.get("streams", {}).items():
+            rows.extend(_stream_rows(name, stream))
     enc = report.get("encoder")
-    if enc:
-        rows.append(f"encoder ({enc['model']}, {enc['device']}, {enc['texts']} texts)")
-        rows.append(f"  ours                  : {enc['ours_texts_per_s']:,.1f} texts/s")
+    if enc and "error" not in enc:
         rows.append(
-            f"  sentence-transformers : {enc['sentence_transformers_texts_per_s']:,.1f} texts/s"
+            f"encoder ({enc['model']}, {enc['device']} {enc['dtype']}, {enc['texts']} texts, "
+            f"mean {enc['mean_tokens']:.0f} tokens)"
         )
-        rows.append(f"  ratio {enc['ratio']:.3f}, cosine min {enc['cosine_min']:.5f}")
+        for b in enc["budgets"]:
+            rows.append(
+                f"  {b['max_tokens_per_batch']:>6} tokens/pass (batch {b['batch_size']}): ours "
+                f"{b['ours_texts_per_s']:,.1f} texts/s, sentence-transformers "
+                f"{b['sentence_transformers_texts_per_s']:,.1f} ({b['ratio']:.2f}x)"
+            )
+        rows.append(f"  cosine min {enc['cosine_min']:.5f}")
+        if enc.get("gpu_note"):
+            rows.append(f"  {enc['gpu_note']}")
     index = report.get("index")
-    if index:
+    if isinstance(index, list):
         rows.append("item index (random unit vectors, k=10)")
         for row in index:
             hnsw = row.get("hnsw")
-            tail = (
-                f"HNSW {hnsw['queries_per_s']:,.0f} q/s (build {hnsw['build_s']:.1f} s, "
-                f"recall@10 {hnsw['recall@10']:.3f})"
-                if hnsw
-                else f"HNSW skipped: {row.get('hnsw_skipped', '')}"
-            )
+            if hnsw and hnsw.get("complete"):
+                tail = (
+                    f"HNSW {hnsw['queries_per_s']:,.0f} q/s (build {hnsw['build_s']:.1f} s, "
+                    f"recall@10 {hnsw['recall@10']:.3f})"
+                )
+            elif hnsw:
+                tail = f"HNSW incomplete: {hnsw['built_items']:,} in {hnsw['build_s']:.0f} s"
+            else:
+                tail = f"HNSW skipped: {row.get('hnsw_skipped', '')}"
             rows.append(
-                f"  {row['items']:>9,} items: exact {row['exact_queries_per_s']:,.0f} q/s; {tail}"
+                f"  {row['items']:>9,} items: exact {row['exact_queries_per_s']:,.0f} q/s "
+                f"(build {row['exact_build_s']:.1f} s); {tail}"
             )
     mem = report.get("memory")
-    if mem:
+    if mem and "error" not in mem:
         rows.append(
             f"memory: {mem['state_bytes_per_user_mean']:,.0f} state bytes/user (mean), "
             f"RSS +{mem['rss_growth_per_10k_users_bytes'] / 2**20:,.1f} MiB per 10k users"
+        )
+    soak = report.get("soak")
+    if soak and "error" not in soak:
+        rows.append(
+            f"soak {soak['minutes']:g} min at {soak['rate_events_per_s']:.1f} events/s: RSS "
+            f"{_fmt(soak['rss_start_mb'], '{:.0f}')} -> {_fmt(soak['rss_end_mb'], '{:.0f}')} MiB "
+            f"(slope {_fmt(soak['rss_slope_mb_per_min'], '{:.2f}')} MiB/min), lag max "
+            f"{soak['lag_max']} (slope {_fmt(soak['lag_slope_per_min'], '{:.1f}')}/min), "
+            f"restarts {soak['worker_restarts']}"
         )
     return "\n".join(rows)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``interest bench``."""
-    parser.add_argument("--events", type=int, default=20_000, help="events in the throughput run")
+    parser.add_argument(
+        "--events", type=int, default=20_000, help="interaction-stream events in the throughput run"
+    )
+    parser.add_argument(
+        "--text-events", type=int, default=5_000, help="text-stream events in the throughput run"
+    )
     parser.add_argument("--out", help="write the JSON report here (default: stdout)")
     parser.add_argument(
-        "--quick", action="store_true", help="small sizes (well under a minute on 2 cores)"
+        "--quick", action="store_true", help="small sizes (about 1-2 minutes on 2 cores)"
     )
     parser.add_argument(
         "--skip", default="", help=f"comma-separated sections to skip, from {', '.join(SECTIONS)}"
     )
     parser.add_argument(
+        "--streams",
+        default=",".join(STREAMS),
+        help="pipeline streams: interaction (item events, cached catalog), text (searches, chats)",
+    )
+    parser.add_argument(
+        "--movielens",
+        default=str(DEFAULT_MOVIELENS_DIR),
+        metavar="DIR",
+        help="MovieLens directory for the interaction stream (synthetic when absent)",
+    )
+    parser.add_argument(
+        "--vector-cache",
+        default=str(default_vector_cache_dir()),
+        metavar="DIR",
+        help="keep catalog vectors here between runs ('' = do not keep)",
+    )
+    parser.add_argument(
         "--index-sizes", default="", help="comma-separated catalog sizes for the index section"
     )
     parser.add_argument(
-        "--hnsw-budget-s", type=float, default=180.0, help="largest projected HNSW build (s)"
+        "--hnsw-1m",
+        action="store_true",
+        help="also build HNSW above 100k items (within the budget)",
     )
+    parser.add_argument(
+        "--hnsw-budget-s", type=float, default=180.0, help="longest HNSW build, seconds"
+    )
+    parser.add_argument(
+        "--encoder-texts", type=int, default=0, help="texts in the encoder section (0 = default)"
+    )
+    parser.add_argument(
+        "--memory-users", type=int, default=0, help="users in the memory section (0 = default)"
+    )
+    parser.add_argument(
+        "--soak", type=float, default=0.0, metavar="MINUTES", help="also run the soak this long"
+    )
+    parser.add_argument(
+        "--soak-rate",
+        type=float,
+        default=None,
+        metavar="N",
+        help="soak events/s (default: half the text stream's measured worker events/s)",
+    )
+    parser.add_argument(
+        "--pipeline-rate",
+        type=float,
+        default=None,
+        metavar="N",
+        help="a worker events/s measured earlier: the soak runs at half of it",
+    )
+
+
+def _git_commit() -> dict[str, Any]:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": bool(dirty)}
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed (from ``sys.argv``), or rebuilt from ``args`` when called in-process."""
+    import shlex
+
+    if "bench" in sys.argv[1:]:
+        return " ".join(shlex.quote(a) for a in ["interest", *sys.argv[1:]])
+    parts = ["interest", "bench"]
+    for key, value in vars(args).items():
+        if key.startswith("_") or key in ("command", "log_level") or value in (None, False, ""):
+            continue
+        flag = "--" + key.replace("_", "-")
+        parts.extend([flag] if value is True else [flag, str(value)])
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _bad_arguments(args: argparse.Namespace, skip: set[str], streams: list[str]) -> str | None:
+    if skip - set(SECTIONS):
+        return f"--skip takes {', '.join(SECTIONS)}"
+    if not streams or set(streams) - set(STREAMS):
+        return f"--streams takes {', '.join(STREAMS)}"
+    if args.events <= 0 or args.text_events <= 0:
+        return "--events and --text-events must be > 0"
+    if args.soak < 0 or (args.soak_rate is not None and args.soak_rate <= 0):
+        return "--soak and --soak-rate must be positive"
+    if args.pipeline_rate is not None and args.pipeline_rate <= 0:
+        return "--pipeline-rate must be positive"
+    if args.soak and "pipeline" in skip and args.soak_rate is None and args.pipeline_rate is None:
+        return "--soak with the pipeline skipped needs --soak-rate or --pipeline-rate"
+    return None
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -644,8 +1022,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from consumers.evaluate import machine_info
 
     skip = {s.strip() for s in str(args.skip).split(",") if s.strip()}
-    if skip - set(SECTIONS) or args.events <= 0:
-        print(f"interest bench: --skip takes {SECTIONS}; --events must be > 0", file=sys.stderr)
+    streams = [s.strip() for s in str(args.streams).split(",") if s.strip()]
+    problem = _bad_arguments(args, skip, streams)
+    if problem is None and args.index_sizes:
+        try:
+            sizes = [int(x) for x in str(args.index_sizes).split(",") if x.strip()]
+        except ValueError:
+            problem = "--index-sizes takes comma-separated integers"
+    if problem:
+        print(f"interest bench: {problem}", file=sys.stderr)
         return 2
     try:
         import torch
@@ -654,54 +1039,84 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ImportError:
         pass
     quick = bool(args.quick)
-    sizes = (
-        [int(x) for x in str(args.index_sizes).split(",") if x.strip()]
-        if args.index_sizes
-        else ([10_000] if quick else [10_000, 100_000, 1_000_000])
-    )
+    if not args.index_sizes:
+        sizes = [10_000] if quick else [10_000, 100_000, 1_000_000]
+    vector_cache = str(args.vector_cache) or None
     report: dict[str, Any] = {
-        "command": "interest bench "
-        + " ".join(
-            f"--{k.replace('_', '-')} {v}"
-            for k, v in (
-                ("events", args.events),
-                ("skip", args.skip),
-                ("index_sizes", args.index_sizes),
-            )
-            if v
-        )
-        + (" --quick" if quick else ""),
+        "command": _command_line(args),
+        "argv": sys.argv,
+        "options": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+        "git": _git_commit(),
         "machine": machine_info(),
         "settings": {
             "encoder_backend": settings.encoder.backend,
+            "encoder_device": settings.encoder.device,
             "batch_max_events": settings.batch.max_events,
+            "batch_max_wait_ms": settings.batch.max_wait_ms,
         },
         "started_at": time.time(),
     }
     failed = False
+
+    def pipeline() -> dict[str, Any]:
+        return bench_pipeline(
+            settings,
+            streams=streams,
+            events=min(args.events, 3000) if quick else args.events,
+            text_events=min(args.text_events, 1000) if quick else args.text_events,
+            latency_events=600 if quick else 3000,
+            text_latency_events=200 if quick else 1000,
+            items=300 if quick else 2000,
+            users=300 if quick else 2000,
+            movielens_dir=args.movielens or None,
+            vector_cache_dir=vector_cache,
+        )
+
+    def soak() -> dict[str, Any]:
+        from consumers.soak import run_soak
+
+        rate, why = soak_rate(args.soak_rate, args.pipeline_rate, report.get("pipeline"))
+        if rate is None:
+            raise ValueError(why)
+        minutes = float(args.soak)
+        result = run_soak(
+            settings,
+            minutes,
+            rate,
+            users=300 if quick else 2000,
+            items=300 if quick else 2000,
+            events=3000 if quick else 20_000,
+            sample_every_s=max(1.0, min(10.0, minutes * 60.0 / 12.0)),
+        )
+        result["rate_source"] = why
+        return result
+
     plan: list[tuple[str, Callable[[], Any]]] = [
-        (
-            "pipeline",
-            lambda: bench_pipeline(
-                settings,
-                events=min(args.events, 3000) if quick else args.events,
-                latency_events=600 if quick else 3000,
-                items=300 if quick else 2000,
-                users=300 if quick else 2000,
-            ),
-        ),
+        ("pipeline", pipeline),
         (
             "encoder",
             lambda: bench_encoder(
-                settings, texts=128 if quick else 1024, repeats=2 if quick else 3
+                settings,
+                texts=args.encoder_texts or (64 if quick else 256),
+                repeats=1 if quick else 2,
             ),
         ),
         (
             "index",
-            lambda: bench_index(settings, sizes=sizes, hnsw_build_budget_s=args.hnsw_budget_s),
+            lambda: bench_index(
+                settings,
+                sizes=sizes,
+                hnsw_max_items=max(sizes) if args.hnsw_1m else 100_000,
+                hnsw_build_budget_s=args.hnsw_budget_s,
+            ),
         ),
-        ("memory", lambda: bench_memory(settings, users=2000 if quick else 10_000)),
+        (
+            "memory",
+            lambda: bench_memory(settings, users=args.memory_users or (2000 if quick else 10_000)),
+        ),
     ]
+    if args.soak:
+        plan.append(("soak", soak))
     for name, section in plan:
         if name in skip:
             continue
@@ -712,8 +1127,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         except Exception as exc:  # a failed section is reported, the others still run
             log.exception("bench section %s failed", name)
             report[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        if _has_error(report[name]):
             failed = True
         report.setdefault("section_seconds", {})[name] = time.perf_counter() - started
+    report["finished_at"] = time.time()
+    report["load_average_1m_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     text = orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -725,3 +1143,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (KeyError, TypeError) as exc:  # a section that failed has no numbers to show
         print(f"(table incomplete: {exc})", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _has_error(section: Any) -> bool:
+    if isinstance(section, dict):
+        return "error" in section or any(_has_error(v) for v in section.get("streams", {}).values())
+    return False

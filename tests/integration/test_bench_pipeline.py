@@ -1,0 +1,63 @@
+"""``interest bench`` pipeline (both streams) and soak on the embedded broker: JSON shape.
+
+The hashing encoder keeps it cheap; no number is checked against a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from consumers.cli import main
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "test.toml"
+
+
+@pytest.mark.integration
+def test_bench_pipeline_two_streams_and_soak(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    status = main(
+        [
+            "bench",
+            "--config",
+            str(CONFIG),
+            "--quick",
+            "--skip",
+            "encoder,index,memory",
+            "--events",
+            "300",
+            "--text-events",
+            "200",
+            "--vector-cache",
+            str(tmp_path / "vectors"),
+            "--soak",
+            "0.1",
+            "--out",
+            str(out),
+        ]
+    )
+    report = orjson.loads(out.read_bytes())
+    assert status == 0, report
+    streams = report["pipeline"]["streams"]
+    assert set(streams) == {"interaction", "text"}
+    for name, stream in streams.items():
+        assert "error" not in stream, (name, stream)
+        assert stream["raw_events"] == stream["events"] == stream["worker_events"]
+        assert stream["raw_events_per_s"] > 0 and stream["worker_events_per_s"] > 0
+        assert stream["ratio_to_raw"] > 0
+        assert stream["catalog_prewarm"]["texts"] >= stream["catalog_items"]
+        assert set(stream["stages"]) >= {"parse", "encode", "update", "search", "publish"}
+        latency = stream["latency"]
+        assert latency["events_sent"] > 0 and latency["recommendations_matched"] > 0
+        assert set(latency["ingest_to_publish_ms"]) == {"p50", "p95", "p99"}
+    # The cached catalog: item events need no model call, free text does.
+    assert streams["interaction"]["model_texts_during_run"] == 0
+    assert streams["interaction"]["stream"]["distinct_texts"] == 0
+    assert streams["text"]["model_texts_during_run"] > 0
+    soak = report["soak"]
+    assert soak["rate_events_per_s"] == pytest.approx(streams["text"]["worker_events_per_s"] / 2.0)
+    assert "text stream" in soak["rate_source"]
+    assert soak["worker_restarts"] == 0 and soak["events_sent"] > 0
+    assert soak["samples"] and {"t_s", "rss_mb", "lag", "sent"} <= set(soak["samples"][0])
