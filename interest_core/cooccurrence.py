@@ -94,11 +94,14 @@ class CoOccurrence:
         self.counts[row] += 1.0
         mine = self._entry(row)
         limit = 2 * self.max_neighbours
+        items = self._items
         for other in set(history):
             if other == row:
                 continue
             mine.bump(other)
-            theirs = self._entry(other)
+            theirs = items.get(other)
+            if theirs is None:
+                theirs = items[other] = _Neighbours()
             theirs.bump(row)
             if theirs.size > limit:
                 theirs.keep_strongest(self.max_neighbours)

@@ -16,6 +16,7 @@ items to 10,386 bytes; the vectors are 6,912 bytes of it
 
 from __future__ import annotations
 
+import math
 import struct
 from collections import deque
 from dataclasses import dataclass, field
@@ -58,11 +59,12 @@ class RecentText:
     ts: float
 
 
-def _unit(vector: np.ndarray) -> tuple[np.ndarray, float]:
-    norm = float(np.linalg.norm(vector))
+def _unit(vector: np.ndarray, dtype: type = np.float32) -> tuple[np.ndarray, float]:
+    """``vector`` (float32) over its norm, as ``dtype``, and the norm."""
+    norm = math.sqrt(float(np.dot(vector, vector)))
     if norm <= 1e-9:
-        return np.zeros_like(vector, dtype=np.float32), 0.0
-    return (vector / norm).astype(np.float32), norm
+        return np.zeros(vector.shape, dtype=dtype), 0.0
+    return (vector / np.float32(norm)).astype(dtype, copy=False), norm
 
 
 @dataclass
@@ -296,9 +298,11 @@ class InterestModel:
         half_life_s: float,
     ) -> tuple[np.ndarray, float, float]:
         kept = mass * decay_factor(ts - last_ts, half_life_s) if mass else 0.0
-        total = direction.astype(np.float32) * kept + weight * vector
-        unit, norm = _unit(total)
-        return unit.astype(np.float16), norm, max(ts, last_ts)
+        total = direction.astype(np.float32)
+        total *= np.float32(kept)
+        total += np.float32(weight) * vector
+        unit, norm = _unit(total, np.float16)
+        return unit, norm, max(ts, last_ts)
 
     def _update_slots(self, state: UserState, vector: np.ndarray, weight: float, ts: float) -> None:
         factor = decay_factor(ts - state.slots_ts, self.settings.slot_half_life_s)
