@@ -606,18 +606,20 @@ class Engine:
             return out
         vectors: list[np.ndarray] = []
         owners: list[int] = []
+        kinds: list[int] = []  # the vector's feature column: 0 slot, 1 short, 2 long
         for i, query in enumerate(queries):
-            parts: list[np.ndarray] = []
+            parts: list[tuple[int, np.ndarray]] = []
             if "slot" in self.features:
-                parts.extend(query.slot_dirs)
+                parts.extend((0, d) for d in query.slot_dirs)
             if "short_term" in self.features and query.short_dir is not None:
-                parts.append(query.short_dir)
+                parts.append((1, query.short_dir))
             if "long_term" in self.features and query.long_dir is not None:
-                parts.append(query.long_dir)
-            for vector in parts:
+                parts.append((2, query.long_dir))
+            for kind, vector in parts:
                 if np.any(vector):
                     vectors.append(vector)
                     owners.append(i)
+                    kinds.append(kind)
         if not vectors:
             return out
         budget = self.settings.recommend.candidates_per_source
@@ -631,21 +633,46 @@ class Engine:
                 rows = rows[~queries[owner].blocked[rows]]
                 picked[owner].append(rows[:budget])
         else:
-            # Exact: one product with every row (dead rows are zero and blocked), the
-            # user's blocked rows masked out, so no over-fetch is needed.
-            width = self.catalog.rows_allocated
-            scores = matrix @ self.catalog.embeddings[:width].T
-            for i, owner in enumerate(owners):
-                scores[i, queries[owner].blocked] = -np.inf
-            take = min(budget, width)
-            top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
-            top_scores = np.take_along_axis(top_scores, order, axis=1)
-            for owner, rows, row_scores in zip(owners, top, top_scores, strict=True):
-                picked[owner].append(rows[np.isfinite(row_scores)].astype(np.int64))
+            return self._exact_content(queries, matrix, owners, kinds, budget)
         return [np.concatenate(p) if p else o for p, o in zip(picked, out, strict=True)]
+
+    def _exact_content(
+        self,
+        queries: list[_Query],
+        matrix: np.ndarray,
+        owners: list[int],
+        kinds: list[int],
+        budget: int,
+    ) -> list[np.ndarray]:
+        """Exact content candidates: one product of every query vector with the catalog
+        (dead rows are zero), then per user the ``budget`` allowed rows with the best
+        content part of the fused score (best slot, short-term, long-term cosine, each
+        over its largest magnitude, times the fusion weights): the items the ranker
+        itself would put first on content, not ``budget`` per vector."""
+        width = self.catalog.rows_allocated
+        products = self.catalog.embeddings[:width] @ matrix.T  # (width, n_vectors)
+        weights = np.maximum(self.fusion.weights[:3], 1e-3)
+        columns: list[list[list[int]]] = [[[], [], []] for _ in queries]
+        for column, (owner, kind) in enumerate(zip(owners, kinds, strict=True)):
+            columns[owner][kind].append(column)
+        out: list[np.ndarray] = []
+        take = min(budget, width)
+        for query, by_kind in zip(queries, columns, strict=True):
+            score = np.zeros(width, dtype=np.float32)
+            for kind, cols in enumerate(by_kind):
+                if not cols:
+                    continue
+                feature = products[:, cols[0]] if len(cols) == 1 else products[:, cols].max(1)
+                scale = max(float(np.abs(feature).max()), 1e-9)
+                score += np.float32(weights[kind] / scale) * feature
+            if not any(by_kind):
+                out.append(np.empty(0, dtype=np.int64))
+                continue
+            score[query.blocked] = -np.inf
+            top = np.argpartition(-score, take - 1)[:take] if take < width else np.arange(width)
+            top = top[np.isfinite(score[top])]
+            out.append(top[np.argsort(-score[top], kind="stable")].astype(np.int64))
+        return out
 
     def _cooc(self, query: _Query) -> tuple[np.ndarray, np.ndarray]:
         """The user's live co-occurrence candidates (sorted rows) and their scores."""
