@@ -9,8 +9,10 @@ and the group's total consumer lag (end offsets minus committed offsets, records
 report gives both over time and their least-squares slopes over the second half of the
 run: a worker that leaks or falls behind shows a positive slope.
 
-Not a test: a bench (``python -m consumers.soak --minutes 20 --rate 400``). Pick the rate
-as half of the throughput ``interest bench`` measured on the same machine.
+Not a test: a bench. ``interest bench --soak MINUTES`` runs it after the pipeline
+section at half the text stream's measured worker rate (or ``--soak-rate N``, or half of
+``--pipeline-rate N``) and adds this report to the bench JSON; on its own:
+``python -m consumers.soak --minutes 20 --rate 400``.
 """
 
 from __future__ import annotations
