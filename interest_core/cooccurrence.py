@@ -95,16 +95,25 @@ class CoOccurrence:
         mine = self._entry(row)
         limit = 2 * self.max_neighbours
         items = self._items
+        slot = mine.slot
         for other in set(history):
             if other == row:
                 continue
-            mine.bump(other)
+            i = slot.get(other)
+            if i is None:
+                mine.bump(other)
+            else:
+                mine.counts[i] += 1.0
             theirs = items.get(other)
             if theirs is None:
                 theirs = items[other] = _Neighbours()
-            theirs.bump(row)
-            if theirs.size > limit:
-                theirs.keep_strongest(self.max_neighbours)
+            i = theirs.slot.get(row)
+            if i is None:
+                theirs.bump(row)
+                if theirs.size > limit:
+                    theirs.keep_strongest(self.max_neighbours)
+            else:
+                theirs.counts[i] += 1.0
         if mine.size > limit:
             mine.keep_strongest(self.max_neighbours)
 

@@ -566,18 +566,21 @@ class Engine:
         if state is None:
             return rows, weights
         limit = len(state.recent) if limit is None else limit
+        if limit <= 0:
+            return rows, weights
         row_of = self.catalog.row_of
         decay = 1.0
         for item in reversed(state.recent):
-            if len(rows) >= limit:
-                break
-            if item.weight <= 0.0:
+            weight = item.weight
+            if weight <= 0.0:
                 continue
             row = row_of.get(item.item_id)
             if row is None or row in rows:
                 continue
-            weights.append(item.weight * decay)
+            weights.append(weight * decay)
             rows.append(row)
+            if len(rows) == limit:
+                break
             decay *= _COOC_DECAY_PER_ITEM
         return rows, weights
 

@@ -262,9 +262,9 @@ class InterestModel:
     def apply(self, state: UserState, vector: np.ndarray, weight: float, ts: float) -> None:
         """Move the user's vectors toward (weight > 0) or away from (weight < 0) the unit
         ``vector``, at event time ``ts`` (seconds). Out-of-order events do not decay."""
-        if weight == 0.0 or not np.any(vector):
-            return
         vector = np.asarray(vector, dtype=np.float32)
+        if weight == 0.0 or not vector.any():
+            return
         if self.use_short_term:
             state.short_dir, state.short_mass, state.short_ts = self._accumulate(
                 state.short_dir,
@@ -309,13 +309,17 @@ class InterestModel:
         weights = [w * factor for w in state.slot_weights]
         state.slots_ts = max(state.slots_ts, ts)
         dirs = state.slot_dirs.astype(np.float32)
-        cosines = dirs @ vector if len(weights) else np.zeros(0, np.float32)
-        nearest = int(np.argmax(cosines)) if len(weights) else -1
+        nearest, best = -1, -math.inf
+        if weights:
+            cosines = (dirs @ vector).tolist()
+            best = max(cosines)
+            nearest = cosines.index(best)
+        similar = nearest >= 0 and best >= self.settings.slot_similarity
         if weight < 0.0:
             # "Less like this": the matching slot loses weight; it is dropped at zero.
-            if nearest >= 0 and cosines[nearest] >= self.settings.slot_similarity:
-                weights[nearest] = max(0.0, weights[nearest] + weight * float(cosines[nearest]))
-        elif nearest >= 0 and cosines[nearest] >= self.settings.slot_similarity:
+            if similar:
+                weights[nearest] = max(0.0, weights[nearest] + weight * best)
+        elif similar:
             merged, _ = _unit(dirs[nearest] * weights[nearest] + weight * vector)
             dirs[nearest] = merged
             weights[nearest] += weight
@@ -323,12 +327,16 @@ class InterestModel:
             dirs = np.vstack([dirs, vector[None, :]])
             weights.append(weight)
         else:
-            weakest = int(np.argmin(weights))
+            weakest = weights.index(min(weights))
             dirs[weakest] = vector
             weights[weakest] = weight
         keep = [i for i, w in enumerate(weights) if w > 1e-6]
-        state.slot_dirs = dirs[keep].astype(np.float16)
-        state.slot_weights = [weights[i] for i in keep]
+        if len(keep) == len(weights):
+            state.slot_dirs = dirs.astype(np.float16)
+            state.slot_weights = weights
+        else:
+            state.slot_dirs = dirs[keep].astype(np.float16)
+            state.slot_weights = [weights[i] for i in keep]
 
     def short_term_freshness(self, state: UserState, now_ts: float) -> float:
         """How current the short-term vector is at ``now_ts``: 1.0 just after an event,
