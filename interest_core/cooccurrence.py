@@ -1,7 +1,8 @@
 """Item-to-item co-occurrence learned online from the stream.
 
 When a user acts positively on item ``i``, ``i`` is paired with the user's last
-``window`` positive items: ``c_ij`` grows by one (both ways) and ``n_i`` by one. The
+``window`` positive items: ``c_ij`` grows (both ways) by ``decay ** position`` of ``j``
+in the history, newest first (one when ``decay`` is 1), and ``n_i`` by one. The
 similarity is ``c_ij / sqrt(n_i n_j)`` (cosine of the co-occurrence vectors). Each item
 keeps at most ``max_neighbours`` neighbours (the weakest are pruned), so memory is
 bounded by items x neighbours.
@@ -33,7 +34,7 @@ class _Neighbours:
         self.counts = np.empty(capacity, dtype=np.float64)
         self.size = 0
 
-    def bump(self, other: int) -> None:
+    def bump(self, other: int, amount: float = 1.0) -> None:
         i = self.slot.get(other)
         if i is None:
             i = self.size
@@ -42,10 +43,10 @@ class _Neighbours:
                 self.counts = np.concatenate([self.counts, np.empty(i, dtype=np.float64)])
             self.slot[other] = i
             self.rows[i] = other
-            self.counts[i] = 1.0
+            self.counts[i] = amount
             self.size = i + 1
         else:
-            self.counts[i] += 1.0
+            self.counts[i] += amount
 
     def drop(self, other: int) -> None:
         i = self.slot.pop(other, None)
@@ -88,43 +89,48 @@ class CoOccurrence:
             entry = self._items[row] = _Neighbours()
         return entry
 
-    def add(self, row: int, history: Sequence[int]) -> None:
-        """Record a positive event on ``row`` after the user's positive ``history`` rows."""
+    def add(self, row: int, history: Sequence[int], *, decay: float = 1.0) -> None:
+        """Record a positive event on ``row`` after the user's positive ``history`` rows,
+        newest first: the pair with the ``i``-th newest counts ``decay ** i`` (1.0 each
+        when ``decay`` is 1), so items consumed close together count most."""
         self._grow(row)
         self.counts[row] += 1.0
         mine = self._entry(row)
         limit = 2 * self.max_neighbours
         items = self._items
         slot = mine.slot
-        for other in set(history):
-            if other == row:
+        amount = 1.0
+        done: set[int] = {row}
+        for other in history:
+            if other in done:
                 continue
+            done.add(other)
             i = slot.get(other)
             if i is None:
-                mine.bump(other)
+                mine.bump(other, amount)
             else:
-                mine.counts[i] += 1.0
+                mine.counts[i] += amount
             theirs = items.get(other)
             if theirs is None:
                 theirs = items[other] = _Neighbours()
             i = theirs.slot.get(row)
             if i is None:
-                theirs.bump(row)
+                theirs.bump(row, amount)
                 if theirs.size > limit:
                     theirs.keep_strongest(self.max_neighbours)
             else:
-                theirs.counts[i] += 1.0
+                theirs.counts[i] += amount
+            amount *= decay
         if mine.size > limit:
             mine.keep_strongest(self.max_neighbours)
 
     def remove(self, row: int) -> None:
         """Forget every pair and count involving ``row`` (a deleted item)."""
-        entry = self._items.pop(row, None)
-        if entry is not None:
-            for other in list(entry.slot):
-                theirs = self._items.get(other)
-                if theirs is not None:
-                    theirs.drop(row)
+        self._items.pop(row, None)
+        # Pruning is one-sided (``row`` may have dropped a neighbour that still lists it),
+        # so every item is checked; deletions are rare.
+        for theirs in self._items.values():
+            theirs.drop(row)
         if row < len(self.counts):
             self.counts[row] = 0.0
 

@@ -76,6 +76,10 @@ _RANKED_KEPT = 100  # best-ranked candidates remembered per user for the fusion 
 _RANKINGS_KEPT = 20_000  # users whose last ranking is remembered: <= 8.5 MB (LRU)
 _MAX_OVERFETCH = 200  # extra index results fetched per query vector to survive exclusions
 _COOC_DECAY_PER_ITEM = 0.85  # recency weight of the i-th most recent item in co-occurrence
+# A new positive item pairs with the i-th newest history item with weight 0.85**i: items
+# consumed close together in a user's sequence are stronger evidence of relatedness
+# (session-kNN style position decay); the same recency scale as above, not tuned.
+_PAIR_DECAY_PER_ITEM = _COOC_DECAY_PER_ITEM
 _INTERESTS_SHOWN = 5
 _blas_limited = False
 _NEUTRAL_INTENT = ("browse", 0.2)  # no text event yet: browse, at uniform confidence
@@ -429,7 +433,9 @@ class Engine:
             if weight > 0.0:
                 if "cooccurrence" in self.features:
                     window = self.settings.recommend.cooccurrence_window
-                    self.cooccurrence.add(row, self._history(state, window)[0])
+                    self.cooccurrence.add(
+                        row, self._history(state, window)[0], decay=_PAIR_DECAY_PER_ITEM
+                    )
                 self.trending.add(row, weight, ts)
                 if "popularity" in self.features:
                     self.popularity.add(row, weight, ts)
