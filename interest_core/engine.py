@@ -769,11 +769,11 @@ class Engine:
         if "trending" in enabled:
             dense, scale = trend
             if scale > 0.0:
-                features[:, 4] = dense[rows] / scale
+                features[:, 4] = np.log1p(dense[rows]) / math.log1p(scale)
         if "popularity" in enabled:
             dense, scale = self._popularity()
             if scale > 0.0:
-                features[:, 5] = dense[rows] / scale
+                features[:, 5] = np.log1p(dense[rows]) / math.log1p(scale)
         return features
 
     def _rank(
