@@ -56,9 +56,13 @@ def create_topics(settings: Settings) -> dict[str, str]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    create = sub.add_parser("create", help="create the topics with the configured partitions (idempotent)")
+    create = sub.add_parser(
+        "create", help="create the topics with the configured partitions (idempotent)"
+    )
     # Accept the common options after ACTION too (`topics create --config X`).
-    create.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    create.add_argument(
+        "--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     create.add_argument("--log-level", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
