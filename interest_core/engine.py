@@ -82,6 +82,9 @@ _COOC_DECAY_PER_ITEM = 0.85  # recency weight of the i-th most recent item in co
 _PAIR_DECAY_PER_ITEM = _COOC_DECAY_PER_ITEM
 _INTERESTS_SHOWN = 5
 _blas_limited = False
+# Up to this many query vectors, one matrix-vector product each beats one single-threaded
+# OpenBLAS matrix product (5 vectors x 9,125 items x 256 dims: 0.9 ms vs 1.7 ms).
+_GEMV_MAX_VECTORS = 8
 _NEUTRAL_INTENT = ("browse", 0.2)  # no text event yet: browse, at uniform confidence
 _ACTIONS = {
     "view": "viewed",
@@ -659,7 +662,11 @@ class Engine:
         over its largest magnitude, times the fusion weights): the items the ranker
         itself would put first on content, not ``budget`` per vector."""
         width = self.catalog.rows_allocated
-        products = self.catalog.embeddings[:width] @ matrix.T  # (width, n_vectors)
+        embeddings = self.catalog.embeddings[:width]
+        if len(matrix) <= _GEMV_MAX_VECTORS:  # memory-bound: one pass per vector is faster
+            products = np.stack([embeddings @ vector for vector in matrix], axis=1)
+        else:
+            products = embeddings @ matrix.T  # (width, n_vectors)
         weights = np.maximum(self.fusion.weights[:3], 1e-3)
         columns: list[list[list[int]]] = [[[], [], []] for _ in queries]
         for column, (owner, kind) in enumerate(zip(owners, kinds, strict=True)):
