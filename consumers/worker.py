@@ -357,8 +357,13 @@ class Worker:
             outcome = self._process_events(events)
             stats = outcome.stats
             plan.duplicates = outcome.duplicates
-            by_identity = {(e.user_id, e.event_id, e.offset): source[id(e)] for e in events}
             rejected_keys: set[tuple[str, str, int | None]] = set()
+            # Only needed when the engine hands back copies (the one-by-one retry path).
+            by_identity = (
+                {(e.user_id, e.event_id, e.offset): source[id(e)] for e in events}
+                if outcome.rejected
+                else {}
+            )
             for event, why in outcome.rejected:
                 key = (event.user_id, event.event_id, event.offset)
                 rejected_keys.add(key)
