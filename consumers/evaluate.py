@@ -62,6 +62,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STRATEGIES: tuple[str, ...] = ("popular", "itemknn", "static", "dynamic", "hybrid")
+#: Strategies that rank by content cosines, hence use the adaptation layer when it is on.
+ADAPTED_STRATEGIES = frozenset({"static", "dynamic", "hybrid"})
 
 
 # --------------------------------------------------------------------------- inputs
@@ -214,13 +216,52 @@ class MemoEncoder:
 
 
 class EngineRecommender:
-    """Adapts an :class:`~interest_core.engine.Engine` to the protocol's recommender."""
+    """Adapts an :class:`~interest_core.engine.Engine` to the protocol's recommender.
 
-    def __init__(self, engine: Any) -> None:
+    With ``online`` (an :class:`~interest_core.adapter.OnlineAdapter`) the engine's
+    adaptation layer is trained on the events already applied, every
+    ``online.train_every_events`` events, and each new version is swapped in at once:
+    an ask never sees a layer trained on its own or a later event.
+    """
+
+    def __init__(self, engine: Any, online: Any | None = None) -> None:
         self.engine = engine
+        self.online = online
+        self.swap_s = 0.0
+        if online is not None:
+            engine.on_example = online.observe
 
     def learn(self, events: Sequence[Event]) -> None:
         self.engine.learn(events)
+        if self.online is not None and self.online.tick(len(events)):
+            catalog = self.engine.catalog
+            width = catalog.rows_allocated
+            weights = self.online.train_round(catalog.embeddings[:width], catalog.alive[:width])
+            if weights is not None:
+                started = time.perf_counter()
+                reason = self.engine.set_adapter(weights)
+                self.swap_s += time.perf_counter() - started
+                if reason is not None:  # the trainer made it for this engine: a bug
+                    raise RuntimeError(f"adapter version rejected: {reason}")
+
+    def adapter_summary(self) -> dict[str, Any]:
+        """What the inline training did (JSON-ready)."""
+        if self.online is None:
+            return {"enabled": False}
+        reports = self.online.reports
+        return {
+            "enabled": True,
+            "train_every_events": self.online.train_every_events,
+            "versions": self.online.version,
+            "examples_seen": self.online.buffer.added,
+            "steps": sum(r.steps for r in reports),
+            "examples_trained": sum(r.examples for r in reports),
+            "train_s": sum(r.seconds for r in reports),
+            "swap_s": self.swap_s,
+            "last_loss": reports[-1].last_loss if reports else None,
+            "device": reports[-1].device if reports else None,
+            "precision": reports[-1].precision if reports else None,
+        }
 
     def recommend(
         self, user_ids: Sequence[str], k: int, exclude: Mapping[str, Collection[str]]
@@ -282,7 +323,7 @@ def _describe_settings(settings: Settings) -> dict[str, Any]:
     """The settings sections that shape the results (no Kafka section: no secrets)."""
     return {
         name: dataclasses.asdict(getattr(settings, name))
-        for name in ("encoder", "model", "index", "recommend", "batch")
+        for name in ("encoder", "model", "index", "recommend", "adapter", "batch")
     }
 
 
@@ -304,16 +345,28 @@ def evaluate_strategy(
     truth: TruthTimeline | None = None,
     truth_checkpoints: int = 24,
     show_progress: bool = True,
+    adapter: bool = False,
+    train_every: int | None = None,
 ) -> tuple[dict[str, Any], PrequentialResult]:
-    """Run one strategy through the protocol: its report entry (metrics, timings, taste
-    tracking) and the raw per-event result."""
+    """Run one strategy through the protocol: its report entry (metrics, the cold-item
+    slice, timings, taste tracking, inline adapter training) and the raw per-event
+    result. ``adapter`` trains the adaptation layer inline (content strategies only)
+    every ``train_every`` events (default: the settings')."""
+    from interest_core.adapter import online_adapter
     from interest_core.engine import Engine
 
     started = time.perf_counter()
     engine = Engine(encoder, settings, strategy=strategy)
     engine.upsert_items(dataset.items)
     setup_s = time.perf_counter() - started
-    recommender = EngineRecommender(engine)
+    online = (
+        online_adapter(
+            engine.dim, engine.model_name, settings.adapter, train_every_events=train_every
+        )
+        if adapter and strategy in ADAPTED_STRATEGIES
+        else None
+    )
+    recommender = EngineRecommender(engine, online)
     snapshots: dict[float, dict[str, str | None]] = {}
     checkpoints = taste_checkpoints(truth, truth_checkpoints) if truth is not None else []
     truth_users = truth.users if truth is not None else []
@@ -345,6 +398,8 @@ def evaluate_strategy(
     run_s = time.perf_counter() - started
     out: dict[str, Any] = {
         "metrics": result.metrics(),
+        "cold_items": {"metrics": result.cold_items().metrics()},
+        "adapter": recommender.adapter_summary(),
         "timings": {
             "setup_s": setup_s,
             "run_s": run_s,
@@ -386,6 +441,8 @@ def evaluate(
     truth_checkpoints: int = 24,
     show_progress: bool = True,
     encoder: Any | None = None,
+    adapter: bool = False,
+    train_every: int | None = None,
 ) -> dict[str, Any]:
     """Every strategy, one after another, sharing one memoised encoder.
 
@@ -413,6 +470,8 @@ def evaluate(
             truth=truth,
             truth_checkpoints=truth_checkpoints,
             show_progress=show_progress,
+            adapter=adapter,
+            train_every=train_every,
         )
     return {
         "strategies": entries,
@@ -432,13 +491,18 @@ def evaluate(
 
 
 def _table(report: Mapping[str, Any], k: int) -> str:
-    head = f"{'strategy':<10}{'HR@' + str(k):>9}{'NDCG@' + str(k):>9}{'MRR':>8}{'coverage':>10}{'evaluated':>11}{'run s':>9}"
+    head = (
+        f"{'strategy':<10}{'HR@' + str(k):>9}{'NDCG@' + str(k):>9}{'MRR':>8}{'coverage':>10}"
+        f"{'evaluated':>11}{'cold HR':>9}{'cold NDCG':>11}{'cold n':>8}{'run s':>9}"
+    )
     rows = [head, "-" * len(head)]
     for name, entry in report["strategies"].items():
         m, t = entry["metrics"], entry["timings"]
+        c = entry.get("cold_items", {}).get("metrics", {})
         rows.append(
             f"{name:<10}{m[f'hr@{k}']:>9.4f}{m[f'ndcg@{k}']:>9.4f}{m['mrr']:>8.4f}"
-            f"{m['coverage']:>10.4f}{m['evaluated']:>11d}{t['run_s']:>9.1f}"
+            f"{m['coverage']:>10.4f}{m['evaluated']:>11d}{c.get(f'hr@{k}', 0.0):>9.4f}"
+            f"{c.get(f'ndcg@{k}', 0.0):>11.4f}{c.get('evaluated', 0):>8d}{t['run_s']:>9.1f}"
         )
     tracked = {n: e["taste"] for n, e in report["strategies"].items() if "taste" in e}
     if tracked:
@@ -502,6 +566,9 @@ def _command_line(args: argparse.Namespace) -> str:
             parts += [flag, str(value)]
     if args.max_lag:
         parts += ["--max-lag", str(args.max_lag)]
+    parts += ["--adapter", args.adapter]
+    if args.train_every is not None:
+        parts += ["--train-every", str(args.train_every)]
     return shlex.join(parts)
 
 
@@ -538,6 +605,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--window", type=int, default=0, help="plot window (evaluated events; 0: automatic)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--adapter",
+        choices=("on", "off"),
+        default=None,
+        help="train the adaptation layer inline for static, dynamic and hybrid "
+        "(default: on unless [adapter] enabled = false); off: the ablation",
+    )
+    parser.add_argument(
+        "--train-every",
+        type=int,
+        default=None,
+        help="events replayed between two training rounds of the layer "
+        "(default: [adapter] train_every_events)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -552,6 +633,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if args.k <= 0 or args.min_history < 0 or args.max_lag < 0:
         print("interest eval: --k must be > 0, --min-history and --max-lag >= 0", file=sys.stderr)
+        return 2
+    if args.adapter is None:
+        args.adapter = "on" if settings.adapter.enabled else "off"
+    if args.train_every is not None and args.train_every <= 0:
+        print("interest eval: --train-every must be > 0", file=sys.stderr)
         return 2
     if args.limit_users is not None and args.limit_users <= 0:
         print("interest eval: --limit-users must be > 0", file=sys.stderr)
@@ -594,6 +680,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         truth=truth,
         truth_checkpoints=max(1, args.truth_checkpoints),
         show_progress=not args.no_progress,
+        adapter=args.adapter == "on",
+        train_every=args.train_every,
     )
     results = outcome["results"]
     report = {
@@ -603,6 +691,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "k": args.k,
             "min_history": args.min_history,
             "max_lag_events": args.max_lag,
+            "adapter": args.adapter,
+            "train_every_events": args.train_every or settings.adapter.train_every_events,
             "limit_users": args.limit_users,
             "events_file": str(args.events),
             "catalog_file": str(args.catalog),

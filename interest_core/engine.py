@@ -27,13 +27,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from interest_core.adapter import QUERY_KINDS, Adapter, AdapterWeights, check_weights
 from interest_core.catalog import Catalog
 from interest_core.cooccurrence import CoOccurrence
 from interest_core.diversity import mmr
@@ -215,6 +216,14 @@ class Engine:
         self.now_ts = 0.0  # newest event time seen (seconds); the clock of all decay
         self._events_seen = 0
         self._popularity_cache: tuple[int, np.ndarray, float] | None = None
+        # The adaptation layer: user states and catalog rows stay in the encoder's raw
+        # space; W is applied to query vectors and to the item matrix used for scoring.
+        self.adapter = Adapter(AdapterWeights.identity(self.dim, self.model_name))
+        self._projected = np.zeros((0, self.dim), dtype=np.float32)
+        #: Called before a positive item event is applied, with the user's raw query
+        #: vectors (QUERY_KINDS rows; zero when none yet) and the item's catalog row:
+        #: the training examples of the adaptation layer.
+        self.on_example: Callable[[np.ndarray, int], None] | None = None
 
     # ------------------------------------------------------------------ catalog
 
@@ -245,6 +254,10 @@ class Engine:
         for (item, text), vector in zip(changed, vectors, strict=True):
             row, _ = self.catalog.put(item, text, vector)
             rows.append(row)
+        if not self.adapter.is_identity:
+            self._sync_projected()
+            vectors = self.adapter.project_items(vectors)
+            self._projected[rows] = vectors
         self.index.upsert(rows, vectors)
         self._labels_dirty = True
         self._popularity_cache = None
@@ -256,12 +269,77 @@ class Engine:
         if not rows:
             return
         self.index.delete(rows)
+        if not self.adapter.is_identity:
+            self._sync_projected()
+            self._projected[rows] = 0.0
         for row in rows:
             self.cooccurrence.remove(row)
             self.trending.remove(row)
             self.popularity.remove(row)
         self._popularity_cache = None
         self._labels_dirty = True
+
+    # ------------------------------------------------------------------ adaptation layer
+
+    @property
+    def item_vectors(self) -> np.ndarray:
+        """The item matrix every cosine against items uses (rows as the catalog's): the
+        raw encoder vectors, or their adapted projection when a layer is in use."""
+        if self.adapter.is_identity:
+            return self.catalog.embeddings
+        return self._projected
+
+    @property
+    def adapter_version(self) -> int:
+        """Version of the adaptation layer in use (0: the untrained identity)."""
+        return self.adapter.version
+
+    def _sync_projected(self) -> None:
+        """Grow the projected matrix to the catalog's allocation."""
+        size = len(self.catalog.embeddings)
+        if len(self._projected) < size:
+            grown = np.zeros((size, self.dim), dtype=np.float32)
+            grown[: len(self._projected)] = self._projected
+            self._projected = grown
+
+    def set_adapter(self, weights: AdapterWeights) -> str | None:
+        """Use ``weights`` from now on: the catalog is re-projected and re-indexed, no
+        user state changes. Returns None, or the reason ``weights`` were rejected
+        (wrong width, not finite, another encoder); then the layer in use stays."""
+        checked = check_weights(
+            weights.matrix, dim=self.dim, encoder=weights.encoder, expected_encoder=self.model_name
+        )
+        if isinstance(checked, str):
+            return checked
+        adapter = Adapter(
+            AdapterWeights(checked, weights.encoder, weights.version, weights.trained_examples)
+        )
+        width = self.catalog.rows_allocated
+        raw = self.catalog.embeddings
+        if adapter.is_identity:
+            projected = np.zeros((0, self.dim), dtype=np.float32)
+            vectors = raw[:width]
+        else:
+            projected = np.zeros_like(raw)
+            projected[:width] = adapter.project_items(raw[:width])
+            vectors = projected[:width]
+        self.adapter, self._projected = adapter, projected
+        live = [row for row in range(width) if self.catalog.alive[row]]
+        if live:
+            self.index.upsert(live, vectors[live])
+        self._shown.clear()  # the fusion's remembered rankings were in the old space
+        return None
+
+    def _example(self, state: UserState, row: int) -> None:
+        """Hand the user's query vectors before this event to ``on_example``."""
+        assert self.on_example is not None
+        queries = np.zeros((len(QUERY_KINDS), self.dim), dtype=np.float32)
+        if state.short_mass > 0.0:
+            queries[0] = state.short_dir
+        if state.long_mass > 0.0:
+            queries[1] = state.long_dir
+        if queries.any():
+            self.on_example(queries, row)
 
     def _vocabulary(self) -> LabelVocabulary:
         if self._labels_dirty:
@@ -433,6 +511,8 @@ class Engine:
             assert row is not None  # validated
             if weight > 0.0 and self.fusion.mask.sum() > 1:
                 self._learn_fusion(state, row)
+            if weight > 0.0 and self.on_example is not None:
+                self._example(state, row)
             if weight > 0.0:
                 if "cooccurrence" in self.features:
                     window = self.settings.recommend.cooccurrence_window
@@ -605,6 +685,11 @@ class Engine:
         if freshness > 0.0:
             short = state.short_dir.astype(np.float32) * freshness
         long_dir = state.long_dir.astype(np.float32) if state.long_mass > 0.0 else None
+        if not self.adapter.is_identity:
+            project = self.adapter.project_queries
+            slots = project(slots) if len(slots) else slots
+            short = None if short is None else project(short[None, :])[0]
+            long_dir = None if long_dir is None else project(long_dir[None, :])[0]
         window = self.settings.recommend.cooccurrence_window
         rows, weights = (
             self._history(state, window) if "cooccurrence" in self.features else ([], [])
@@ -662,7 +747,7 @@ class Engine:
         over its largest magnitude, times the fusion weights): the items the ranker
         itself would put first on content, not ``budget`` per vector."""
         width = self.catalog.rows_allocated
-        embeddings = self.catalog.embeddings[:width]
+        embeddings = self.item_vectors[:width]
         if len(matrix) <= _GEMV_MAX_VECTORS:  # memory-bound: one pass per vector is faster
             products = np.stack([embeddings @ vector for vector in matrix], axis=1)
         else:
@@ -762,7 +847,7 @@ class Engine:
         """``(len(rows), len(FEATURES))``: cosine to the best slot, to the short-term
         vector (times its freshness), to the long-term vector; co-occurrence score over
         the user's summed history weight; trending over the top trending score."""
-        embeddings = self.catalog.embeddings[rows]
+        embeddings = self.item_vectors[rows]
         features = np.zeros((len(rows), len(FEATURES)), dtype=np.float64)
         enabled = self.features
         if "slot" in enabled and len(query.slot_dirs):
@@ -808,9 +893,7 @@ class Engine:
             self._shown[user_id] = (rows[order[:_RANKED_KEPT]].astype(np.int32), scales)
             if len(self._shown) > _RANKINGS_KEPT:
                 del self._shown[next(iter(self._shown))]
-            for i in mmr(
-                fused, self.catalog.embeddings[rows], k, self.settings.recommend.mmr_lambda
-            ):
+            for i in mmr(fused, self.item_vectors[rows], k, self.settings.recommend.mmr_lambda):
                 row = int(rows[i])
                 picked.append(row)
                 items.append(

@@ -7,6 +7,11 @@ items the user has already interacted with (the exclusion is passed explicitly),
 event's item is looked up in it. Then the event is applied. This is the "test, then
 train" loop of streaming-recommender research (Vinagre et al., 2014).
 
+Each scored ask is also marked cold when its item had fewer than
+``cold_item_interactions`` (default 5) earlier events in the log so far, of any user and
+any type: the cold-item slice (:meth:`PrequentialResult.cold_items`), where a
+recommender that knows items only by their ids has little to go on.
+
 Two positives are not scored, and are counted instead: an item the user has already
 interacted with (it is excluded, so it could never be hit) and an item outside the
 catalog (no recommender could propose it).
@@ -21,6 +26,7 @@ history is always complete); 0 (the default) is the exact protocol.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -97,6 +103,7 @@ class PrequentialResult:
     catalog_size: int
     ranks: list[int] = field(default_factory=list)
     event_ts: list[float] = field(default_factory=list)
+    cold: list[bool] = field(default_factory=list)  # per scored event: a cold item
     recommended: set[str] = field(default_factory=set)
     events_total: int = 0
     positives: int = 0
@@ -135,6 +142,18 @@ class PrequentialResult:
     def coverage(self) -> float:
         """Catalog coverage: distinct items ever recommended / catalog size."""
         return len(self.recommended) / self.catalog_size if self.catalog_size else 0.0
+
+    def cold_items(self) -> PrequentialResult:
+        """The same scores restricted to the asks whose item was cold (fewer than the
+        protocol's ``cold_item_interactions`` earlier events). Coverage and the counters
+        stay those of the whole run: they are not per ask."""
+        keep = [i for i, cold in enumerate(self.cold) if cold]
+        return dataclasses.replace(
+            self,
+            ranks=[self.ranks[i] for i in keep],
+            event_ts=[self.event_ts[i] for i in keep],
+            cold=[True] * len(keep),
+        )
 
     def metrics(self) -> dict[str, Any]:
         """The reported numbers, JSON-ready."""
@@ -175,6 +194,7 @@ def prequential(
     min_history: int = 5,
     max_lag_events: int = 0,
     max_chunk_events: int = 4096,
+    cold_item_interactions: int = 5,
     checkpoints: Sequence[float] = (),
     on_checkpoint: Callable[[float], None] | None = None,
     progress: Callable[[int], None] | None = None,
@@ -184,7 +204,9 @@ def prequential(
     ``catalog`` is the set of item ids that can be recommended; ``k`` the list length
     (items); ``min_history`` the events a user needs before being scored;
     ``max_lag_events`` how many other users' events an ask may miss (0: exact);
-    ``max_chunk_events`` caps one ``learn`` call. ``on_checkpoint(t)`` is called, with
+    ``max_chunk_events`` caps one ``learn`` call; an ask whose item had fewer than
+    ``cold_item_interactions`` earlier events (any user, any type) is in the cold-item
+    slice. ``on_checkpoint(t)`` is called, with
     exactly the events of time < ``t`` applied, for each ``t`` in ``checkpoints``
     (unix seconds, ascending). ``progress(n)`` reports ``n`` more events processed.
     """
@@ -196,6 +218,7 @@ def prequential(
     catalog_ids = catalog if isinstance(catalog, set | frozenset) else set(catalog)
     result = PrequentialResult(k=k, catalog_size=len(catalog_ids))
     history: dict[str, int] = {}
+    item_events: dict[str, int] = {}
     seen: dict[str, set[str]] = {}
     pending: list[Event] = []
     pending_users: set[str] = set()
@@ -252,11 +275,13 @@ def prequential(
                     flush()
                 result.ranks.append(0)
                 result.event_ts.append(event.ts)
+                result.cold.append(item_events.get(event.item_id, 0) < cold_item_interactions)
                 asks.append(_Ask(len(result.ranks) - 1, user, event.item_id, frozenset(user_seen)))
         if event.type != "delete_user":
             history[user] = history.get(user, 0) + 1
             if event.item_id is not None:
                 seen.setdefault(user, set()).add(event.item_id)
+                item_events[event.item_id] = item_events.get(event.item_id, 0) + 1
         pending.append(event)
         pending_users.add(user)
         if len(pending) >= max_chunk_events:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
 __all__ = [
+    "AdapterSettings",
     "BatchSettings",
     "BrokerSettings",
     "ConsumerSettings",
@@ -147,6 +148,26 @@ class RecommendSettings:
 
 
 @dataclass(frozen=True)
+class AdapterSettings:
+    """The adaptation layer over the encoder (see interest_core.adapter)."""
+
+    enabled: bool = True  # workers follow published versions; `interest eval` trains inline
+    temperature: float = 0.05  # InfoNCE temperature (cosine units)
+    learning_rate: float = 0.001  # Adam
+    batch_size: int = 256  # examples per optimiser step
+    negatives: int = 1024  # catalog items sampled per step (the batch's positives add to them)
+    identity_decay: float = 0.001  # weight of ||W - I||^2
+    passes: float = 2.0  # steps per round = new examples x passes / batch_size
+    buffer_examples: int = 50000  # most recent training examples kept
+    train_every_events: int = 2000  # `interest eval`: events between training rounds
+    publish_every_s: float = 60.0  # trainer: seconds between published versions
+    min_new_examples: int = 256  # trainer: examples needed before a new version is trained
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:1...
+    precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16
+    cpu_threads: int = 1  # torch threads while training on the CPU (0: leave torch's)
+
+
+@dataclass(frozen=True)
 class StateSettings:
     user_ttl_s: float = 7 * 86400.0  # wall-clock inactivity before a user is evicted from memory
     max_users: int = 1_000_000
@@ -177,6 +198,7 @@ class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
     recommend: RecommendSettings = field(default_factory=RecommendSettings)
+    adapter: AdapterSettings = field(default_factory=AdapterSettings)
     state: StateSettings = field(default_factory=StateSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)

@@ -283,3 +283,26 @@ def test_taste_tracking_before_and_after_a_drift() -> None:
     assert drift["after_stale"] == 0.5
     assert label_matches("Jazz records", "jazz") and not label_matches(None, "jazz")
     assert not label_matches("", "jazz")
+
+
+def test_cold_item_slice_counts_earlier_events_on_the_item_by_anyone() -> None:
+    # Item "c" gets 2 earlier events (views by u2), "d" gets 5 (views by u3): with a
+    # threshold of 3, the ask on "c" is cold and the ask on "d" is not.
+    log = [ev(i, "u2", "view", "c") for i in range(1, 3)]
+    log += [ev(i, "u3", "view", "d") for i in range(3, 8)]
+    log += [ev(8, "u1", "view", "a"), ev(9, "u1", "view", "b")]
+    log += [ev(10, "u1", "click", "c"), ev(11, "u1", "click", "d")]
+    rec = Scripted(answer=lambda user: ["c", "x"] if user == "u1" else ["a"])
+    result = prequential(log, rec, catalog=CATALOG, k=2, min_history=2, cold_item_interactions=3)
+    u1 = [i for i, a in enumerate(rec.asks) if a[0] == "u1"]
+    assert len(u1) == 2
+    assert result.cold[-2:] == [True, False]
+    cold = result.cold_items()
+    assert cold.ranks == [result.ranks[-2]] and cold.ranks == [1]
+    assert cold.metrics()["evaluated"] == sum(result.cold)
+    assert cold.hit_rate == pytest.approx(1.0)
+    # Every ask of this log is cold at the default threshold of 5 except the one on "d".
+    default = prequential(
+        log, Scripted(answer=lambda user: ["c"]), catalog=CATALOG, k=1, min_history=2
+    )
+    assert default.cold[-2:] == [True, False]

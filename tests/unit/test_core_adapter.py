@@ -1,0 +1,187 @@
+"""The adaptation layer alone: its maths, its training, its validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from interest_core.adapter import (
+    QUERY_KINDS,
+    Adapter,
+    AdapterTrainer,
+    AdapterWeights,
+    ExampleBuffer,
+    check_weights,
+)
+
+DIM = 32
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def test_identity_maps_every_vector_to_itself() -> None:
+    rng = np.random.default_rng(1)
+    items = _unit(rng.normal(size=(20, DIM)))
+    adapter = Adapter(AdapterWeights.identity(DIM, "enc"))
+    assert adapter.is_identity
+    assert adapter.project_items(items) is items or np.array_equal(
+        adapter.project_items(items), items
+    )
+    query = items[:3] * 0.4
+    assert np.array_equal(adapter.project_queries(query), query)
+
+
+def test_projection_keeps_units_and_query_lengths() -> None:
+    rng = np.random.default_rng(2)
+    matrix = np.eye(DIM, dtype=np.float32) + 0.3 * rng.normal(size=(DIM, DIM)).astype(np.float32)
+    adapter = Adapter(AdapterWeights(matrix, "enc", 3))
+    items = _unit(rng.normal(size=(10, DIM)))
+    items[4] = 0.0  # a dead row stays dead
+    projected = adapter.project_items(items)
+    norms = np.linalg.norm(projected, axis=1)
+    assert np.allclose(np.delete(norms, 4), 1.0, atol=1e-5)
+    assert not projected[4].any()
+    query = items[:2] * np.array([[0.25], [1.0]], dtype=np.float32)
+    out = adapter.project_queries(query)
+    assert np.allclose(np.linalg.norm(out, axis=1), [0.25, 1.0], atol=1e-5)
+    expected = query[0] @ matrix.T
+    assert np.allclose(out[0] / np.linalg.norm(out[0]), expected / np.linalg.norm(expected))
+
+
+def test_a_linear_map_commutes_with_the_decayed_sums() -> None:
+    """The reason no stored state migrates: W applied to a decayed sum of raw vectors
+    points where the same decayed sum of W-mapped vectors points."""
+    rng = np.random.default_rng(3)
+    matrix = np.eye(DIM, dtype=np.float32) + 0.5 * rng.normal(size=(DIM, DIM)).astype(np.float32)
+    adapter = Adapter(AdapterWeights(matrix, "enc", 1))
+    vectors = _unit(rng.normal(size=(6, DIM)))
+    decay = np.float32(0.5) ** np.arange(6, dtype=np.float32)
+    state = (decay[:, None] * vectors).sum(axis=0)
+    mapped_state = (decay[:, None] * (vectors @ matrix.T)).sum(axis=0)
+    got = adapter.project_queries(state[None, :])[0]
+    assert np.allclose(got / np.linalg.norm(got), _unit(mapped_state), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("matrix", "encoder", "reason"),
+    [
+        (np.eye(DIM + 1), "enc", "shape"),
+        (np.eye(DIM)[:, :5], "enc", "shape"),
+        (np.full((DIM, DIM), np.nan), "enc", "NaN"),
+        (np.where(np.eye(DIM) > 0, np.inf, 0.0), "enc", "NaN"),
+        (np.eye(DIM) * 1e6, "enc", "beyond"),
+        (np.eye(DIM), "other-model", "encoder"),
+        ([["a"]], "enc", "numeric"),
+    ],
+)
+def test_malformed_weights_are_rejected_with_a_reason(
+    matrix: object, encoder: str, reason: str
+) -> None:
+    checked = check_weights(matrix, dim=DIM, encoder=encoder, expected_encoder="enc")
+    assert isinstance(checked, str)
+    assert reason in checked
+
+
+def test_good_weights_pass_as_float32() -> None:
+    checked = check_weights(np.eye(DIM) * 1.5, dim=DIM, encoder="enc", expected_encoder="enc")
+    assert isinstance(checked, np.ndarray)
+    assert checked.dtype == np.float32
+    assert checked.shape == (DIM, DIM)
+
+
+def test_buffer_keeps_the_newest_and_skips_empty_examples() -> None:
+    buffer = ExampleBuffer(DIM, capacity=3)
+    zero = np.zeros((len(QUERY_KINDS), DIM), dtype=np.float32)
+    assert not buffer.add(zero, 1)
+    for row in range(5):
+        query = zero.copy()
+        query[0, 0] = 1.0
+        assert buffer.add(query, row)
+    assert len(buffer) == 3
+    assert sorted(buffer.rows.tolist()) == [2, 3, 4]
+    queries, rows = buffer.sample(10, np.random.default_rng(0))
+    assert sorted(rows.tolist()) == [2, 3, 4]
+    assert queries.shape == (3, len(QUERY_KINDS), DIM)
+
+
+def _co_consumption_log(
+    rng: np.random.Generator, groups: int, per_group: int, examples: int
+) -> tuple[np.ndarray, ExampleBuffer, np.ndarray]:
+    """Items with random (unrelated) text vectors, consumed in groups: a user who acted
+    on an item of group g acts next on another item of group g."""
+    catalog = _unit(rng.normal(size=(groups * per_group, DIM)))
+    group_of = np.repeat(np.arange(groups), per_group)
+    buffer = ExampleBuffer(DIM, capacity=examples)
+    for _ in range(examples):
+        g = rng.integers(groups)
+        before, after = rng.choice(np.flatnonzero(group_of == g), size=2, replace=False)
+        query = np.zeros((len(QUERY_KINDS), DIM), dtype=np.float32)
+        query[0] = catalog[before]  # short-term: the previous item
+        query[1] = _unit(catalog[group_of == g].mean(axis=0))  # long-term: the group
+        buffer.add(query, int(after))
+    return catalog, buffer, group_of
+
+
+def _same_group_margin(adapter: Adapter, catalog: np.ndarray, group_of: np.ndarray) -> float:
+    """Mean cosine between items of one group minus mean cosine across groups."""
+    projected = adapter.project_items(catalog)
+    cosines = projected @ projected.T
+    same = group_of[:, None] == group_of[None, :]
+    np.fill_diagonal(same, False)
+    other = group_of[:, None] != group_of[None, :]
+    return float(cosines[same].mean() - cosines[other].mean())
+
+
+def test_training_pulls_co_consumed_items_together() -> None:
+    rng = np.random.default_rng(7)
+    catalog, buffer, group_of = _co_consumption_log(rng, groups=8, per_group=6, examples=2000)
+    alive = np.ones(len(catalog), dtype=bool)
+    trainer = AdapterTrainer(
+        DIM, temperature=0.1, learning_rate=0.01, batch_size=64, negatives=16, device="cpu"
+    )
+    before = _same_group_margin(Adapter(trainer.weights(encoder="e", version=0)), catalog, group_of)
+    report = trainer.train(buffer, catalog, alive, steps=300)
+    after_weights = trainer.weights(encoder="e", version=1)
+    after = _same_group_margin(Adapter(after_weights), catalog, group_of)
+    assert abs(before) < 0.05  # random texts: no structure to start with
+    assert after > before + 0.2
+    assert report.steps == 300
+    assert report.last_loss < report.first_loss
+    assert after_weights.trained_examples == report.examples
+    assert not after_weights.is_identity
+    # The next item of a group now ranks inside its group for a user who just took one.
+    projected = Adapter(after_weights).project_items(catalog)
+    query = Adapter(after_weights).project_queries(catalog[:1])[0]
+    top = np.argsort(-(projected @ query))[1:6]
+    assert (group_of[top] == group_of[0]).mean() >= 0.6
+
+
+def test_an_untrained_trainer_is_the_identity_and_training_nothing_changes_nothing() -> None:
+    trainer = AdapterTrainer(DIM, device="cpu")
+    assert trainer.weights(encoder="e", version=0).is_identity
+    empty = ExampleBuffer(DIM, capacity=4)
+    report = trainer.train(empty, np.eye(DIM, dtype=np.float32), np.ones(DIM, dtype=bool), steps=5)
+    assert report.steps == 0
+    assert trainer.weights(encoder="e", version=0).is_identity
+
+
+def test_examples_on_deleted_items_are_not_trained_on() -> None:
+    rng = np.random.default_rng(5)
+    catalog, buffer, _ = _co_consumption_log(rng, groups=2, per_group=3, examples=50)
+    alive = np.zeros(len(catalog), dtype=bool)
+    trainer = AdapterTrainer(DIM, batch_size=8, negatives=2, device="cpu")
+    report = trainer.train(buffer, catalog, alive, steps=3)
+    assert report.steps == 0
+    assert trainer.weights(encoder="e", version=0).is_identity
+
+
+def test_trainer_resumes_from_published_weights() -> None:
+    rng = np.random.default_rng(6)
+    matrix = np.eye(DIM, dtype=np.float32) + 0.1 * rng.normal(size=(DIM, DIM)).astype(np.float32)
+    trainer = AdapterTrainer(DIM, device="cpu")
+    trainer.load(AdapterWeights(matrix, "e", 4, trained_examples=900))
+    resumed = trainer.weights(encoder="e", version=5)
+    assert np.array_equal(resumed.matrix, matrix)
+    assert resumed.trained_examples == 900
