@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fleet": ("consumers.fleet", "run and supervise N workers"),
     "subscribe": ("consumers.subscribe", "print recommendations as they arrive"),
     "inspect": ("consumers.inspect", "print what the system holds about a user"),
+    "trainer": ("consumers.trainer", "train the adaptation layer on the stream, publish versions"),
     "eval": ("consumers.evaluate", "prequential evaluation of the recommenders on an event log"),
     "bench": ("consumers.bench", "measure throughput and latency of the pipeline and its stages"),
     "demo": ("consumers.demo", "the whole system on one machine, no setup"),

@@ -435,14 +435,19 @@ class OnlineAdapter:
         self._events += events
         return self._events >= self.train_every_events
 
-    def train_round(self, catalog: np.ndarray, alive: np.ndarray) -> AdapterWeights | None:
+    def train_round(
+        self, catalog: np.ndarray, alive: np.ndarray, *, max_steps: int | None = None
+    ) -> AdapterWeights | None:
         """Train on the buffer over the raw ``catalog`` (rows x dim) with live rows
-        ``alive``; the next version, or None when too few new examples came in."""
+        ``alive`` (at most ``max_steps`` optimiser steps); the next version, or None when
+        too few new examples came in."""
         self._events = 0
         new = self.new_examples
         if new < self.min_new_examples:
             return None
         steps = max(1, math.ceil(new * self.passes / self.trainer.batch_size))
+        if max_steps is not None:
+            steps = min(steps, max(1, max_steps))
         report = self.trainer.train(self.buffer, catalog, alive, steps=steps)
         self._examples_at_last_round = self.buffer.added
         if not report.steps:

@@ -1,0 +1,186 @@
+"""The adaptation layer inside the Engine: identity is today's system, swaps need no
+migration, malformed versions are refused, and training on co-consumption helps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from interest_core.adapter import AdapterTrainer, AdapterWeights, ExampleBuffer, OnlineAdapter
+from interest_core.encoder import HashingEncoder
+from interest_core.engine import Engine
+from interest_core.records import CatalogItem, Event
+from interest_core.settings import Settings
+
+GENRES = ("Jazz", "Rock", "Sci-Fi", "Drama")
+DIM = 64
+
+
+def catalog(n: int = 40) -> list[CatalogItem]:
+    return [
+        CatalogItem(f"i{i}", f"{GENRES[i % 4]} title {i}", category=GENRES[i % 4]) for i in range(n)
+    ]
+
+
+def engine_with(strategy: str = "hybrid", items: list[CatalogItem] | None = None) -> Engine:
+    engine = Engine(HashingEncoder(dim=DIM), Settings(), strategy=strategy)
+    engine.upsert_items(items or catalog())
+    return engine
+
+
+def history() -> list[Event]:
+    rng = np.random.default_rng(0)
+    return [
+        Event(f"u{u}", float(j * 10 + u), "click", f"e{u}-{j}", item_id=f"i{rng.integers(40)}")
+        for j in range(12)
+        for u in range(5)
+    ]
+
+
+def ids(engine: Engine) -> dict[str, list[str]]:
+    users = [f"u{u}" for u in range(5)]
+    return {u: [i.item_id for i in items] for u, items in engine.recommend(users, 10).items()}
+
+
+def test_an_untrained_engine_uses_the_raw_space_at_version_0() -> None:
+    engine = engine_with()
+    assert engine.adapter.is_identity
+    assert engine.adapter_version == 0
+    assert engine.item_vectors is engine.catalog.embeddings
+
+
+def test_a_layer_that_keeps_directions_gives_the_same_recommendations() -> None:
+    """2 x I goes through every projection (it is not the identity short-cut) and keeps
+    every cosine: the lists must be those of the engine without a layer."""
+    plain, scaled = engine_with(), engine_with()
+    for engine in (plain, scaled):
+        engine.learn(history())
+    before = ids(plain)
+    reason = scaled.set_adapter(
+        AdapterWeights(2.0 * np.eye(DIM, dtype=np.float32), scaled.model_name, 1)
+    )
+    assert reason is None
+    assert not scaled.adapter.is_identity and scaled.adapter_version == 1
+    assert ids(scaled) == before
+    assert np.allclose(scaled.item_vectors[:40], plain.catalog.embeddings[:40], atol=1e-6)
+
+
+def test_a_swap_migrates_no_state_and_re_projects_new_items() -> None:
+    engine = engine_with("dynamic")
+    engine.learn(history())
+    states = {u: engine.export_user(u) for u in ("u0", "u1")}
+    rng = np.random.default_rng(1)
+    matrix = np.eye(DIM, dtype=np.float32) + 0.5 * rng.normal(size=(DIM, DIM)).astype(np.float32)
+    assert engine.set_adapter(AdapterWeights(matrix, engine.model_name, 3)) is None
+    assert {u: engine.export_user(u) for u in ("u0", "u1")} == states
+    raw = engine.catalog.embeddings[5]
+    expected = matrix @ raw
+    assert np.allclose(engine.item_vectors[5], expected / np.linalg.norm(expected), atol=1e-5)
+    # An item published after the swap is projected on arrival; a deleted one is gone.
+    engine.upsert_items([CatalogItem("new", "Jazz brand new record", category="Jazz")])
+    row = engine.catalog.row("new")
+    assert row is not None
+    expected = matrix @ engine.catalog.embeddings[row]
+    assert np.allclose(engine.item_vectors[row], expected / np.linalg.norm(expected), atol=1e-5)
+    engine.delete_items(["i5"])
+    assert not engine.item_vectors[5].any()
+    assert all("i5" not in listed for listed in ids(engine).values())
+
+
+def test_malformed_versions_are_refused_and_the_last_good_one_stays() -> None:
+    engine = engine_with()
+    engine.learn(history())
+    good = np.eye(DIM, dtype=np.float32) * 1.5
+    assert engine.set_adapter(AdapterWeights(good, engine.model_name, 2)) is None
+    before = ids(engine)
+    nan = good.copy()
+    nan[3, 3] = np.nan
+    for bad, word in (
+        (AdapterWeights(np.eye(DIM + 1, dtype=np.float32), engine.model_name, 3), "shape"),
+        (AdapterWeights(nan, engine.model_name, 3), "NaN"),
+        (AdapterWeights(good, "some-other-encoder", 3), "encoder"),
+    ):
+        reason = engine.set_adapter(bad)
+        assert reason is not None and word in reason
+        assert engine.adapter_version == 2
+    assert ids(engine) == before
+
+
+def test_examples_are_the_state_before_each_positive_item_event() -> None:
+    engine = engine_with("dynamic")
+    seen: list[tuple[np.ndarray, int]] = []
+    engine.on_example = lambda queries, row: seen.append((queries.copy(), row))
+    engine.learn(
+        [
+            Event("u", 1.0, "click", "a", item_id="i1"),  # no state yet: no example
+            Event("u", 2.0, "skip", "b", item_id="i2"),  # negative: no example
+            Event("u", 3.0, "click", "c", item_id="i3"),
+        ]
+    )
+    assert len(seen) == 1
+    queries, row = seen[0]
+    assert row == engine.catalog.row("i3")
+    # The state before i3: i1 pulled, i2 pushed away; never i3 itself.
+    i3 = engine.catalog.embeddings[row]
+    before = engine_with("dynamic")
+    before.learn(
+        [
+            Event("u", 1.0, "click", "a", item_id="i1"),
+            Event("u", 2.0, "skip", "b", item_id="i2"),
+        ]
+    )
+    state = before.users["u"]
+    assert np.allclose(queries[1], state.long_dir.astype(np.float32))
+    assert float(queries[1] @ i3) < 0.99
+
+
+def _paired_catalog() -> tuple[list[CatalogItem], dict[str, str]]:
+    """40 items with unrelated nonsense titles, in 20 pairs always consumed together."""
+    rng = np.random.default_rng(3)
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    items = [
+        CatalogItem(f"p{i}", " ".join("".join(rng.choice(letters, 6)) for _ in range(3)))
+        for i in range(40)
+    ]
+    partner = {f"p{i}": f"p{i ^ 1}" for i in range(40)}
+    return items, partner
+
+
+def _rank_of_partner(engine: Engine, user: str, item: str, partner: str) -> int:
+    listed = [i.item_id for i in engine.recommend([user], 40, exclude_seen=False)[user]]
+    listed = [i for i in listed if i != item]
+    return listed.index(partner) if partner in listed else 40
+
+
+def test_training_on_co_consumption_brings_the_partner_up() -> None:
+    items, partner = _paired_catalog()
+    engine = engine_with("dynamic", items)
+    online = OnlineAdapter(
+        AdapterTrainer(
+            DIM, temperature=0.1, learning_rate=0.02, batch_size=64, negatives=16, device="cpu"
+        ),
+        ExampleBuffer(DIM, 5000),
+        encoder=engine.model_name,
+        train_every_events=400,
+        passes=6.0,
+    )
+    engine.on_example = online.observe
+    rng = np.random.default_rng(4)
+    events = []
+    for n in range(600):  # each user: one item, then its partner, an hour apart
+        first = f"p{rng.integers(40)}"
+        user = f"u{n}"
+        events.append(Event(user, n * 10.0, "click", f"{user}a", item_id=first))
+        events.append(Event(user, n * 10.0 + 3600, "click", f"{user}b", item_id=partner[first]))
+    engine.learn(events)
+    probes = [(f"probe{i}", f"p{i}") for i in range(0, 40, 3)]
+    for user, item in probes:
+        engine.learn([Event(user, 1e7, "click", f"{user}-x", item_id=item)])
+    before = [_rank_of_partner(engine, u, i, partner[i]) for u, i in probes]
+    catalog_ = engine.catalog
+    width = catalog_.rows_allocated
+    weights = online.train_round(catalog_.embeddings[:width], catalog_.alive[:width])
+    assert weights is not None and weights.version == 1
+    assert engine.set_adapter(weights) is None
+    after = [_rank_of_partner(engine, u, i, partner[i]) for u, i in probes]
+    assert np.mean(before) > 5  # unrelated texts: the partner is lost in the list
+    assert np.mean(after) < np.mean(before) / 3
