@@ -406,6 +406,7 @@ class Engine:
                     interests=tuple(InterestLabel(name, w) for name, w in self.interests(user_id)),
                     intent=self.intent_of(user_id),
                     model=self.model_name,
+                    model_version=self.adapter.version,
                 )
             )
         hits1, misses1, encoded1 = self._cache_counters()

@@ -197,6 +197,9 @@ class Recommendation:
     interests: tuple[InterestLabel, ...] = ()
     intent: Intent | None = None
     model: str = ""
+    #: Version of the adaptation layer the ranking used (0: the encoder's own space;
+    #: None: not stated, as in records from before the layer existed). Optional field.
+    model_version: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -216,6 +219,7 @@ class Recommendation:
                 else {"label": self.intent.label, "confidence": round(self.intent.confidence, 6)}
             ),
             "model": self.model,
+            **({} if self.model_version is None else {"model_version": self.model_version}),
         }
 
     def to_json(self) -> bytes:
@@ -515,6 +519,9 @@ def parse_recommendation(raw: bytes | str | Mapping[str, Any]) -> Recommendation
             if not intent
             else Intent(str(intent["label"]), float(intent["confidence"])),
             model=str(obj.get("model", "")),
+            model_version=None
+            if obj.get("model_version") is None
+            else int(obj["model_version"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         return Rejected("bad_recommendation", str(exc)[:200], raw_bytes)

@@ -184,3 +184,18 @@ def test_training_on_co_consumption_brings_the_partner_up() -> None:
     after = [_rank_of_partner(engine, u, i, partner[i]) for u, i in probes]
     assert np.mean(before) > 5  # unrelated texts: the partner is lost in the list
     assert np.mean(after) < np.mean(before) / 3
+
+
+def test_every_recommendation_names_the_layer_version() -> None:
+    from interest_core.records import parse_recommendation
+
+    engine = engine_with()
+    first = engine.process(history()[:10]).recommendations
+    assert first and all(r.model_version == 0 for r in first)
+    engine.set_adapter(AdapterWeights(1.5 * np.eye(DIM, dtype=np.float32), engine.model_name, 7))
+    later = engine.process(history()[10:20]).recommendations
+    assert later and all(r.model_version == 7 for r in later)
+    back = parse_recommendation(later[0].to_json())
+    assert not isinstance(back, type(None)) and getattr(back, "model_version", None) == 7
+    old = parse_recommendation(b'{"user_id": "u", "version": 1, "event_ts": 1, "published_at": 2}')
+    assert getattr(old, "model_version", "missing") is None
