@@ -19,6 +19,12 @@ Sections (each can be skipped with ``--skip``):
   within ``--hnsw-budget-s``).
 - ``memory``: serialised state bytes per user (``Engine.export_user``) and process RSS
   growth per 10k users.
+- ``adapter``: the adaptation layer's trainer, examples/s per optimiser step on the CPU
+  (and on CUDA when torch sees a GPU), with the configured ``[adapter]`` batch size and
+  negatives; the weights' size (matrix bytes and models-topic record bytes); the time
+  to swap a new version into an engine holding ``--adapter-items`` (default 100,000)
+  items: re-projecting the catalog and re-indexing it, the pause a worker takes between
+  two micro-batches.
 - ``soak`` (only with ``--soak MINUTES``): :func:`consumers.soak.run_soak` at
   ``--soak-rate`` events/s (default: half the text stream's measured worker rate, or
   half of ``--pipeline-rate``); RSS and lag over time and their slopes.
@@ -53,6 +59,7 @@ __all__ = [
     "STREAMS",
     "TOKEN_BUDGETS",
     "base_encoder",
+    "bench_adapter",
     "bench_encoder",
     "bench_index",
     "bench_memory",
@@ -67,7 +74,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SECTIONS: tuple[str, ...] = ("pipeline", "encoder", "index", "memory", "soak")
+SECTIONS: tuple[str, ...] = ("pipeline", "encoder", "index", "memory", "adapter", "soak")
 STREAMS: tuple[str, ...] = ("interaction", "text")
 
 
@@ -420,6 +427,104 @@ def bench_memory(
 
 
 # --------------------------------------------------------------------------- pipeline
+
+
+class _SeededVectors:
+    """Unit vectors drawn from a seed per call (bench input for the swap timing only:
+    what is measured there is matrix and index work, not what the vectors mean)."""
+
+    def __init__(self, dim: int, name: str) -> None:
+        self.dim = dim
+        self.name = name
+        self._rng = np.random.default_rng(0)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return _unit_rows(self._rng, len(texts), self.dim)
+
+
+def bench_adapter(
+    settings: Settings,
+    *,
+    items: int = 100_000,
+    dim: int = 384,
+    steps: int = 20,
+    swaps: int = 3,
+) -> dict[str, Any]:
+    """Trainer examples/s (CPU, and CUDA when available), weights size, swap time."""
+    import torch
+
+    from consumers.trainer import adapter_record
+    from interest_core.adapter import AdapterTrainer, AdapterWeights, ExampleBuffer
+    from interest_core.engine import Engine
+    from interest_core.records import CatalogItem
+
+    rng = np.random.default_rng(0)
+    catalog = _unit_rows(rng, items, dim)
+    buffer = ExampleBuffer(dim, 20_000)
+    for _ in range(20_000):
+        rows = rng.integers(items, size=3)
+        buffer.add(catalog[rows[:2]], int(rows[2]))
+    alive = np.ones(items, dtype=bool)
+    cfg = settings.adapter
+    out: dict[str, Any] = {
+        "items": items,
+        "dim": dim,
+        "batch_size": cfg.batch_size,
+        "negatives": cfg.negatives,
+        "training": [],
+    }
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        trainer = AdapterTrainer(
+            dim,
+            temperature=cfg.temperature,
+            learning_rate=cfg.learning_rate,
+            batch_size=cfg.batch_size,
+            negatives=cfg.negatives,
+            identity_decay=cfg.identity_decay,
+            device=device,
+            precision="auto",
+            cpu_threads=cfg.cpu_threads,
+        )
+        trainer.train(buffer, catalog, alive, steps=2)  # warm-up
+        report = trainer.train(buffer, catalog, alive, steps=steps)
+        out["training"].append(
+            {
+                "device": report.device,
+                "precision": report.precision,
+                "cpu_threads": cfg.cpu_threads if device == "cpu" else None,
+                "steps": report.steps,
+                "step_s": report.seconds / max(1, report.steps),
+                "examples_per_s": report.examples / report.seconds if report.seconds else None,
+            }
+        )
+    weights = trainer.weights(encoder="bench", version=1)
+    record = adapter_record(weights, created_at=time.time())
+    out["weights_bytes"] = weights.nbytes
+    out["record_bytes"] = len(record.to_json())
+    engine = Engine(_SeededVectors(dim, "bench"), settings, strategy="hybrid")
+    started = time.perf_counter()
+    engine.upsert_items([CatalogItem(f"i{i}", f"item {i}") for i in range(items)])
+    out["catalog_load_s"] = time.perf_counter() - started
+    swap_s: list[float] = []
+    for version in range(1, swaps + 1):
+        noise = rng.normal(scale=0.05, size=(dim, dim)).astype(np.float32)
+        matrix = np.eye(dim, dtype=np.float32) + noise
+        started = time.perf_counter()
+        reason = engine.set_adapter(AdapterWeights(matrix, "bench", version))
+        swap_s.append(time.perf_counter() - started)
+        if reason is not None:
+            raise RuntimeError(reason)
+    project_s, _ = _timed(
+        partial(engine.adapter.project_items, engine.catalog.embeddings[:items]),
+        min_s=0.5,
+        max_reps=5,
+    )
+    out["swap_s"] = swap_s
+    out["swap_s_median"] = float(np.median(swap_s))
+    out["project_catalog_s"] = project_s
+    out["index_exact"] = not engine.index.approximate
+    return out
 
 
 def _bench_settings(settings: Settings, bootstrap: str, suffix: str) -> Settings:
@@ -886,6 +991,21 @@ def _table(report: dict[str, Any]) -> str:
             f"memory: {mem['state_bytes_per_user_mean']:,.0f} state bytes/user (mean), "
             f"RSS +{mem['rss_growth_per_10k_users_bytes'] / 2**20:,.1f} MiB per 10k users"
         )
+    adapter = report.get("adapter")
+    if adapter and "error" not in adapter:
+        rows.append(
+            f"adaptation layer ({adapter['dim']}x{adapter['dim']}: "
+            f"{adapter['weights_bytes']:,} bytes, record {adapter['record_bytes']:,} bytes)"
+        )
+        for t in adapter["training"]:
+            rows.append(
+                f"  trainer {t['device']} {t['precision']}: {t['examples_per_s']:,.0f} "
+                f"examples/s ({t['step_s'] * 1000:.0f} ms a step of {adapter['batch_size']})"
+            )
+        rows.append(
+            f"  swap on {adapter['items']:,} items: {adapter['swap_s_median']:.2f} s "
+            f"(projection alone {adapter['project_catalog_s']:.2f} s)"
+        )
     soak = report.get("soak")
     if soak and "error" not in soak:
         rows.append(
@@ -946,6 +1066,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--memory-users", type=int, default=0, help="users in the memory section (0 = default)"
+    )
+    parser.add_argument(
+        "--adapter-items",
+        type=int,
+        default=0,
+        help="catalog items for the adapter swap timing (0 = 100,000; 10,000 with --quick)",
     )
     parser.add_argument(
         "--soak", type=float, default=0.0, metavar="MINUTES", help="also run the soak this long"
@@ -1114,6 +1240,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         (
             "memory",
             lambda: bench_memory(settings, users=args.memory_users or (2000 if quick else 10_000)),
+        ),
+        (
+            "adapter",
+            lambda: bench_adapter(
+                settings,
+                items=args.adapter_items or (10_000 if quick else 100_000),
+                steps=5 if quick else 20,
+            ),
         ),
     ]
     if args.soak:

@@ -13,7 +13,9 @@ where vectors meet: to the user's query vectors at ranking time and to the catal
 rows for the index (``W v``, renormalised). A new version of ``W`` therefore needs no
 migration of any stored state: re-project the catalog and carry on. The identity matrix
 reproduces the system without the layer exactly (:attr:`AdapterWeights.is_identity`
-short-cuts every product).
+short-cuts every product). The item index keeps raw vectors too: an approximate search
+asks it with ``W^T W q`` (:meth:`Adapter.pull_back`), whose raw inner products are the
+adapted ones up to each item's norm under ``W``, and the ranker re-scores exactly.
 
 :class:`AdapterWeights` is the value that travels (version, encoder name, matrix) and
 :func:`check_weights` rejects a malformed one with a reason. :class:`ExampleBuffer`
@@ -153,6 +155,15 @@ class Adapter:
         after = np.linalg.norm(out, axis=-1, keepdims=True)
         scale = np.divide(before, after, out=np.zeros_like(after), where=after > 1e-12)
         return (out * scale).astype(np.float32, copy=False)
+
+    def pull_back(self, vectors: np.ndarray) -> np.ndarray:
+        """Rows ``W^T x`` (float32): adapted query vectors ``x = W q`` taken back to the
+        raw space, so that ``(W^T x) . v = x . (W v)`` for every raw item vector ``v``
+        (an index of raw vectors then ranks by adapted inner products)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if self._identity or vectors.size == 0:
+            return vectors
+        return vectors @ self.weights.matrix
 
 
 class ExampleBuffer:

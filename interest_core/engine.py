@@ -254,11 +254,12 @@ class Engine:
         for (item, text), vector in zip(changed, vectors, strict=True):
             row, _ = self.catalog.put(item, text, vector)
             rows.append(row)
+        # The index keeps raw vectors: an approximate search pulls its adapted queries
+        # back (W^T W q), so a new layer version never rebuilds it.
+        self.index.upsert(rows, vectors)
         if not self.adapter.is_identity:
             self._sync_projected()
-            vectors = self.adapter.project_items(vectors)
-            self._projected[rows] = vectors
-        self.index.upsert(rows, vectors)
+            self._projected[rows] = self.adapter.project_items(vectors)
         self._labels_dirty = True
         self._popularity_cache = None
 
@@ -303,8 +304,8 @@ class Engine:
             self._projected = grown
 
     def set_adapter(self, weights: AdapterWeights) -> str | None:
-        """Use ``weights`` from now on: the catalog is re-projected and re-indexed, no
-        user state changes. Returns None, or the reason ``weights`` were rejected
+        """Use ``weights`` from now on: the catalog's adapted matrix is recomputed (one
+        product); no user state and not the index (it holds raw vectors) change. Returns None, or the reason ``weights`` were rejected
         (wrong width, not finite, another encoder); then the layer in use stays."""
         checked = check_weights(
             weights.matrix, dim=self.dim, encoder=weights.encoder, expected_encoder=self.model_name
@@ -316,17 +317,11 @@ class Engine:
         )
         width = self.catalog.rows_allocated
         raw = self.catalog.embeddings
-        if adapter.is_identity:
-            projected = np.zeros((0, self.dim), dtype=np.float32)
-            vectors = raw[:width]
-        else:
+        projected = np.zeros((0, self.dim), dtype=np.float32)
+        if not adapter.is_identity:
             projected = np.zeros_like(raw)
             projected[:width] = adapter.project_items(raw[:width])
-            vectors = projected[:width]
         self.adapter, self._projected = adapter, projected
-        live = [row for row in range(width) if self.catalog.alive[row]]
-        if live:
-            self.index.upsert(live, vectors[live])
         self._shown.clear()  # the fusion's remembered rankings were in the old space
         return None
 
@@ -725,7 +720,9 @@ class Engine:
         matrix = np.stack(vectors)
         if self.index.approximate:
             overfetch = min(max(q.n_excluded for q in queries), _MAX_OVERFETCH)
-            _, found = self.index.search(matrix, budget + overfetch)
+            # (W q) . (W v) = (W^T W q) . v: the raw index answers adapted queries up to
+            # the items' norms under W; the ranker re-scores the candidates exactly.
+            _, found = self.index.search(self.adapter.pull_back(matrix), budget + overfetch)
             for owner, rows in zip(owners, found, strict=True):
                 rows = rows[rows >= 0]
                 rows = rows[~queries[owner].blocked[rows]]

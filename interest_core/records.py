@@ -519,9 +519,7 @@ def parse_recommendation(raw: bytes | str | Mapping[str, Any]) -> Recommendation
             if not intent
             else Intent(str(intent["label"]), float(intent["confidence"])),
             model=str(obj.get("model", "")),
-            model_version=None
-            if obj.get("model_version") is None
-            else int(obj["model_version"]),
+            model_version=None if obj.get("model_version") is None else int(obj["model_version"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         return Rejected("bad_recommendation", str(exc)[:200], raw_bytes)

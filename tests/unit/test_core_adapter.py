@@ -185,3 +185,15 @@ def test_trainer_resumes_from_published_weights() -> None:
     resumed = trainer.weights(encoder="e", version=5)
     assert np.array_equal(resumed.matrix, matrix)
     assert resumed.trained_examples == 900
+
+
+def test_pull_back_turns_adapted_inner_products_into_raw_ones() -> None:
+    rng = np.random.default_rng(8)
+    matrix = np.eye(DIM, dtype=np.float32) + 0.3 * rng.normal(size=(DIM, DIM)).astype(np.float32)
+    adapter = Adapter(AdapterWeights(matrix, "enc", 2))
+    items = _unit(rng.normal(size=(15, DIM)))
+    query = _unit(rng.normal(size=(1, DIM)))
+    adapted_query = query @ matrix.T
+    direct = (items @ matrix.T) @ adapted_query[0]
+    via_raw = items @ adapter.pull_back(adapted_query)[0]
+    assert np.allclose(direct, via_raw, atol=1e-4)

@@ -4,6 +4,7 @@ migration, malformed versions are refused, and training on co-consumption helps.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from interest_core.adapter import AdapterTrainer, AdapterWeights, ExampleBuffer, OnlineAdapter
 from interest_core.encoder import HashingEncoder
@@ -21,8 +22,11 @@ def catalog(n: int = 40) -> list[CatalogItem]:
     ]
 
 
-def engine_with(strategy: str = "hybrid", items: list[CatalogItem] | None = None) -> Engine:
-    engine = Engine(HashingEncoder(dim=DIM), Settings(), strategy=strategy)
+def engine_with(
+    strategy: str = "hybrid", items: list[CatalogItem] | None = None, *, approximate: bool = False
+) -> Engine:
+    settings = Settings().replace(index={"exact_max_items": 10}) if approximate else Settings()
+    engine = Engine(HashingEncoder(dim=DIM), settings, strategy=strategy)
     engine.upsert_items(items or catalog())
     return engine
 
@@ -48,10 +52,13 @@ def test_an_untrained_engine_uses_the_raw_space_at_version_0() -> None:
     assert engine.item_vectors is engine.catalog.embeddings
 
 
-def test_a_layer_that_keeps_directions_gives_the_same_recommendations() -> None:
+@pytest.mark.parametrize("approximate", [False, True])
+def test_a_layer_that_keeps_directions_gives_the_same_recommendations(approximate: bool) -> None:
     """2 x I goes through every projection (it is not the identity short-cut) and keeps
-    every cosine: the lists must be those of the engine without a layer."""
-    plain, scaled = engine_with(), engine_with()
+    every cosine: the lists must be those of the engine without a layer, with the exact
+    scan and with the HNSW index (searched through the pulled-back query)."""
+    plain, scaled = engine_with(approximate=approximate), engine_with(approximate=approximate)
+    assert plain.index.approximate == approximate
     for engine in (plain, scaled):
         engine.learn(history())
     before = ids(plain)
