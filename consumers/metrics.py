@@ -230,6 +230,12 @@ class WorkerMetrics:
             ["name"],
             registry=r,
         )
+        self.adapter_swap_seconds = Histogram(
+            "interest_adapter_swap_seconds",
+            "Time to put a new adaptation-layer version in use (catalog re-projection)",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
         self.ready = Gauge(
             "interest_ready", "1 when the catalog is loaded and partitions are assigned", registry=r
         )
@@ -345,6 +351,12 @@ class WorkerMetrics:
     def param_in_use(self, name: str, version: int | None) -> None:
         """Set the version of learned parameter ``name`` in use (None: the default)."""
         self.param_version.labels(name=name).set(-1 if version is None else version)
+
+    def adapter_swapped(self, version: int, seconds: float) -> None:
+        """A new adaptation-layer version is in use (``interest_param_version`` of
+        ``adapter.matrix`` says which; 0 is the identity) after ``seconds`` of swap."""
+        self.param_version.labels(name="adapter.matrix").set(version)
+        self.adapter_swap_seconds.observe(seconds)
 
     def set_ready(self, ready: bool) -> None:
         """1 when the worker is ready (catalog caught up, partitions assigned), else 0."""

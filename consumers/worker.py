@@ -55,8 +55,12 @@ from consumers.batching import InputRecord, MicroBatcher, next_offsets
 from consumers.catalog_follower import CatalogFollower
 from consumers.health import HealthServer
 from consumers.metrics import WorkerMetrics
+from consumers.params_follower import ParamsFollower
 from consumers.state_store import StateEntry, StateReader, StateRestoreError
+from consumers.trainer import ADAPTER_PARAM, adapter_spec, weights_of
+from interest_core.adapter import AdapterWeights
 from interest_core.encoder import CachedEncoder, Encoder, encoder_from_settings
+from interest_core.params import ParamRecord
 from interest_core.records import (
     CatalogDeletion,
     CatalogItem,
@@ -313,6 +317,35 @@ class Worker:
                 upserts[parsed.item_id] = parsed
         flush_upserts()
         self._update_gauges()
+
+    def param_specs(self) -> list[Any]:
+        """What this worker expects of the models topic's records (shape, encoder)."""
+        return [adapter_spec(self.engine.dim, self.engine.model_name)]
+
+    def apply_params(self, records: Sequence[ParamRecord], held: ParamRecord | None) -> None:
+        """Use the newest accepted ``adapter.matrix`` among ``records`` (call between
+        micro-batches). ``held`` is the version the models table holds after them: None
+        after a tombstone, which returns the engine to the identity. A version the
+        engine refuses (entries out of range) is logged and counted; the last good one
+        stays. With ``[adapter] enabled = false`` the layer stays the identity."""
+        if not self.settings.adapter.enabled:
+            return
+        newest = next((r for r in reversed(records) if r.name == ADAPTER_PARAM), None)
+        if newest is None and held is None and self.engine.adapter_version != 0:
+            weights = AdapterWeights.identity(self.engine.dim, self.engine.model_name)
+        elif newest is not None and newest.version != self.engine.adapter_version:
+            weights = weights_of(newest)
+        else:
+            return
+        started = time.perf_counter()
+        reason = self.engine.set_adapter(weights)
+        if reason is not None:
+            log.warning("%s: adapter v%d refused: %s", self.worker_id, weights.version, reason)
+            self.metrics.model_record("refused_by_engine")
+            self.metrics.param_in_use(ADAPTER_PARAM, self.engine.adapter_version)
+            return
+        self.metrics.adapter_swapped(self.engine.adapter_version, time.perf_counter() - started)
+        log.info("%s: adaptation layer v%d in use", self.worker_id, weights.version)
 
     def process_records(self, records: Sequence[InputRecord]) -> PublishPlan:
         """Parse, validate and process one micro-batch; returns what to publish and commit.
@@ -624,6 +657,7 @@ class Worker:
         health: HealthServer | None = None
         producer: Any = None
         follower: CatalogFollower | None = None
+        models: ParamsFollower | None = None
         own_reader: StateReader | None = None
         self._alive = True
         self._tick()
@@ -651,6 +685,15 @@ class Worker:
             while not follower.caught_up and not stop.is_set():
                 self.apply_catalog_records(follower.poll(0.2))
                 self._tick()
+            models = ParamsFollower(
+                settings, self.param_specs(), hooks=self.metrics, barrier=False
+            ).start()
+            while not models.caught_up and not stop.is_set():
+                models.poll(0.2)
+                self._tick()
+            held = models.get(ADAPTER_PARAM)
+            self.apply_params([] if held is None else [held], held)
+            self.metrics.param_in_use(ADAPTER_PARAM, self.engine.adapter_version)
             self._catalog_caught_up = follower.caught_up
             self._update_gauges()
             if stop.is_set():
@@ -680,6 +723,7 @@ class Worker:
                     self._flush_and_commit()
                 if not len(self.batcher):  # between batches
                     self.apply_catalog_records(follower.poll(0))
+                    self.apply_params(models.poll(0), models.get(ADAPTER_PARAM))
                     self._housekeeping()
             self._flush_and_commit()
             log.info("%s: stopping", self.worker_id)
@@ -692,7 +736,7 @@ class Worker:
                 except Exception:
                     log.exception("closing the events consumer failed")
                 self._consumer = None
-            for closing in (follower, own_reader):
+            for closing in (follower, models, own_reader):
                 if closing is not None:
                     try:
                         closing.close()

@@ -180,3 +180,66 @@ def test_rollback_republishes_an_old_matrix_as_the_newest_version() -> None:
     np.testing.assert_array_equal(
         trainer.online.trainer.weights(encoder="hashing", version=3).matrix, v1.values
     )
+
+
+def test_a_worker_swaps_between_batches_and_says_which_version() -> None:
+    """Trainer records fed to a broker-free Worker: the version is used for the next
+    batch, named in every recommendation record and in /metrics; a version the engine
+    refuses leaves the last good one; a tombstone returns to the identity."""
+    from prometheus_client import CollectorRegistry
+
+    from consumers.worker import MemorySink, Worker
+    from interest_core.records import parse_recommendation
+
+    clock = Clock()
+    trainer = make_trainer(clock)
+    trainer.learn_records(event_records(200))
+    clock.now += 31
+    record = trainer.train_round()
+    assert record is not None
+    worker_settings = settings().replace(encoder={"backend": "hashing", "model_name": "hashing"})
+    worker = Worker(
+        worker_settings,
+        HashingEncoder(dim=DIM),
+        worker_id="w",
+        registry=CollectorRegistry(),
+    )
+    worker.apply_catalog_records(catalog_records())
+    registry = worker.metrics.registry
+
+    def version_metric() -> float | None:
+        return registry.get_sample_value("interest_param_version", {"name": ADAPTER_PARAM})
+
+    def published(batch: list[InputRecord]) -> list[int | None]:
+        sink = MemorySink()
+        worker.handle(batch, sink)
+        recs = [
+            parse_recommendation(r.value) for r in sink.on(worker_settings.topics.recommendations)
+        ]
+        return [getattr(r, "model_version", "bad") for r in recs]
+
+    events = event_records(40, start=500)
+    assert set(published(events[:20])) == {0}
+    table = ParamTable([adapter_spec(DIM, worker.engine.model_name)])
+    accepted = table.offer(ADAPTER_PARAM, record.to_json())
+    assert accepted is not None and not isinstance(accepted, Rejected)
+    worker.apply_params([accepted], table.get(ADAPTER_PARAM))
+    assert worker.engine.adapter_version == 1 and version_metric() == 1
+    assert set(published(events[20:40])) == {1}
+    # Parses as a record, but the engine refuses entries this large: v1 stays.
+    from interest_core.params import encode_params
+
+    huge = encode_params(
+        ADAPTER_PARAM, np.eye(DIM) * 1e5, version=2, created_at=0.0, model="hashing"
+    )
+    worker.apply_params([huge], huge)
+    assert worker.engine.adapter_version == 1 and version_metric() == 1
+    assert (
+        registry.get_sample_value("interest_model_records_total", {"outcome": "refused_by_engine"})
+        == 1
+    )
+    # A tombstone: the table forgets the name, the worker returns to the identity.
+    table.offer(ADAPTER_PARAM, None)
+    worker.apply_params([], table.get(ADAPTER_PARAM))
+    assert worker.engine.adapter_version == 0 and worker.engine.adapter.is_identity
+    assert version_metric() == 0
