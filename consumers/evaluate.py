@@ -347,6 +347,7 @@ def evaluate_strategy(
     show_progress: bool = True,
     adapter: bool = False,
     train_every: int | None = None,
+    score_from_ts: float | None = None,
 ) -> tuple[dict[str, Any], PrequentialResult]:
     """Run one strategy through the protocol: its report entry (metrics, the cold-item
     slice, timings, taste tracking, inline adapter training) and the raw per-event
@@ -391,6 +392,7 @@ def evaluate_strategy(
             k=k,
             min_history=min_history,
             max_lag_events=max_lag_events,
+            score_from_ts=score_from_ts,
             checkpoints=checkpoints,
             on_checkpoint=probe,
             progress=bar.update,
@@ -443,6 +445,7 @@ def evaluate(
     encoder: Any | None = None,
     adapter: bool = False,
     train_every: int | None = None,
+    score_from_ts: float | None = None,
 ) -> dict[str, Any]:
     """Every strategy, one after another, sharing one memoised encoder.
 
@@ -472,6 +475,7 @@ def evaluate(
             show_progress=show_progress,
             adapter=adapter,
             train_every=train_every,
+            score_from_ts=score_from_ts,
         )
     return {
         "strategies": entries,
@@ -567,6 +571,8 @@ def _command_line(args: argparse.Namespace) -> str:
     if args.max_lag:
         parts += ["--max-lag", str(args.max_lag)]
     parts += ["--adapter", args.adapter]
+    if args.score_from is not None:
+        parts += ["--score-from", str(args.score_from)]
     if args.train_every is not None:
         parts += ["--train-every", str(args.train_every)]
     return shlex.join(parts)
@@ -611,6 +617,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="train the adaptation layer inline for static, dynamic and hybrid "
         "(default: on unless [adapter] enabled = false); off: the ablation",
+    )
+    parser.add_argument(
+        "--score-from",
+        default=None,
+        help="score only positives at or after this time: unix seconds, or 'half' (the "
+        "time of the log's middle event); earlier events are applied and learned from only",
     )
     parser.add_argument(
         "--train-every",
@@ -663,6 +675,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not dataset.items:
         print("interest eval: the catalog holds no valid item", file=sys.stderr)
         return 2
+    score_from_ts: float | None = None
+    if args.score_from is not None:
+        if str(args.score_from) == "half":
+            times = sorted(e.ts for e in dataset.events)
+            score_from_ts = times[len(times) // 2] if times else None
+        else:
+            try:
+                score_from_ts = float(args.score_from)
+            except ValueError:
+                print("interest eval: --score-from takes unix seconds or 'half'", file=sys.stderr)
+                return 2
     summary = dataset.summary()
     print(
         f"{summary['events']} events of {summary['users']} users, "
@@ -682,6 +705,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         show_progress=not args.no_progress,
         adapter=args.adapter == "on",
         train_every=args.train_every,
+        score_from_ts=score_from_ts,
     )
     results = outcome["results"]
     report = {
@@ -693,6 +717,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "max_lag_events": args.max_lag,
             "adapter": args.adapter,
             "train_every_events": args.train_every or settings.adapter.train_every_events,
+            "score_from_ts": score_from_ts,
             "limit_users": args.limit_users,
             "events_file": str(args.events),
             "catalog_file": str(args.catalog),

@@ -110,6 +110,7 @@ class PrequentialResult:
     skipped_cold: int = 0
     skipped_repeat: int = 0
     skipped_unknown_item: int = 0
+    skipped_warmup: int = 0  # positives before ``score_from_ts``: applied, not scored
     exclusion_violations: int = 0
     asks: int = 0
     learn_calls: int = 0
@@ -171,6 +172,7 @@ class PrequentialResult:
             "skipped_cold": self.skipped_cold,
             "skipped_repeat": self.skipped_repeat,
             "skipped_unknown_item": self.skipped_unknown_item,
+            "skipped_warmup": self.skipped_warmup,
             "exclusion_violations": self.exclusion_violations,
             "asks": self.asks,
             "learn_calls": self.learn_calls,
@@ -195,6 +197,7 @@ def prequential(
     max_lag_events: int = 0,
     max_chunk_events: int = 4096,
     cold_item_interactions: int = 5,
+    score_from_ts: float | None = None,
     checkpoints: Sequence[float] = (),
     on_checkpoint: Callable[[float], None] | None = None,
     progress: Callable[[int], None] | None = None,
@@ -206,7 +209,9 @@ def prequential(
     ``max_lag_events`` how many other users' events an ask may miss (0: exact);
     ``max_chunk_events`` caps one ``learn`` call; an ask whose item had fewer than
     ``cold_item_interactions`` earlier events (any user, any type) is in the cold-item
-    slice. ``on_checkpoint(t)`` is called, with
+    slice. With ``score_from_ts`` (unix seconds) only positives at or after that time
+    are scored; earlier ones are applied (and learned from) only, e.g. to report the
+    second half of a log whose first half chose the hyper-parameters. ``on_checkpoint(t)`` is called, with
     exactly the events of time < ``t`` applied, for each ``t`` in ``checkpoints``
     (unix seconds, ascending). ``progress(n)`` reports ``n`` more events processed.
     """
@@ -262,7 +267,9 @@ def prequential(
         elif event.is_positive and event.item_id is not None:
             result.positives += 1
             user_seen = seen.get(user, set())
-            if history.get(user, 0) < min_history:
+            if score_from_ts is not None and event.ts < score_from_ts:
+                result.skipped_warmup += 1
+            elif history.get(user, 0) < min_history:
                 result.skipped_cold += 1
             elif event.item_id not in catalog_ids:
                 result.skipped_unknown_item += 1

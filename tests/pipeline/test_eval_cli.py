@@ -101,3 +101,41 @@ def test_eval_refuses_bad_arguments(small_log: Path, tmp_path: Path, capsys) -> 
     assert status == 2
     missing = main(["eval", "--events", str(tmp_path / "nope.jsonl"), "--catalog", "x"])
     assert missing == 2
+
+
+def test_eval_trains_the_layer_inline_and_reports_the_cold_item_slice(
+    small_log: Path, tmp_path: Path, capsys
+) -> None:
+    status, on = _eval(
+        small_log,
+        tmp_path,
+        "--strategies",
+        "itemknn,dynamic",
+        "--train-every",
+        "200",
+        "--score-from",
+        "half",
+    )
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "cold HR" in out
+    assert on["config"]["adapter"] == "on" and on["config"]["train_every_events"] == 200
+    assert "--adapter on --score-from half --train-every 200" in on["command"]
+    dynamic, itemknn = on["strategies"]["dynamic"], on["strategies"]["itemknn"]
+    assert dynamic["adapter"]["enabled"] and dynamic["adapter"]["versions"] >= 2
+    assert dynamic["adapter"]["examples_seen"] > 0 and dynamic["adapter"]["steps"] > 0
+    assert not itemknn["adapter"]["enabled"]  # no content: no layer
+    for entry in (dynamic, itemknn):
+        metrics, cold = entry["metrics"], entry["cold_items"]["metrics"]
+        assert metrics["skipped_warmup"] > 0
+        assert 0 < cold["evaluated"] < metrics["evaluated"]
+        assert cold["hits"] <= metrics["hits"]
+    status, off = _eval(
+        small_log, tmp_path, "--strategies", "dynamic", "--adapter", "off", "--score-from", "half"
+    )
+    assert status == 0 and off["config"]["adapter"] == "off"
+    assert not off["strategies"]["dynamic"]["adapter"]["enabled"]
+    # Same asks either way: the layer changes the answers, not what is asked.
+    assert off["strategies"]["dynamic"]["metrics"]["evaluated"] == dynamic["metrics"]["evaluated"]
+    assert _eval(small_log, tmp_path, "--train-every", "0")[0] == 2
+    assert _eval(small_log, tmp_path, "--score-from", "yesterday")[0] == 2

@@ -306,3 +306,13 @@ def test_cold_item_slice_counts_earlier_events_on_the_item_by_anyone() -> None:
         log, Scripted(answer=lambda user: ["c"]), catalog=CATALOG, k=1, min_history=2
     )
     assert default.cold[-2:] == [True, False]
+
+
+def test_score_from_applies_earlier_events_without_scoring_them() -> None:
+    log = [ev(i, "u1", "view", "abcdefgh"[i - 1]) for i in range(1, 4)]
+    log += [ev(4, "u1", "click", "d"), ev(5, "u1", "click", "e"), ev(6, "u1", "click", "f")]
+    rec = Scripted(answer=lambda user: ["d", "e", "f"])
+    result = prequential(log, rec, catalog=CATALOG, k=3, min_history=2, score_from_ts=5.0)
+    assert result.skipped_warmup == 1
+    assert result.evaluated == 2 and result.ranks == [1, 1]  # seen items are dropped
+    assert rec.learned == log  # every event still applied
