@@ -46,12 +46,14 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
 from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.barrier import is_barrier
 from consumers.batching import InputRecord, MicroBatcher, next_offsets
+from consumers.bounded import BoundedPublisher, PublishError, record_bytes
 from consumers.catalog_follower import CatalogFollower
 from consumers.health import HealthServer
 from consumers.metrics import WorkerMetrics
@@ -76,6 +78,7 @@ __all__ = [
     "KafkaSink",
     "MemorySink",
     "OutgoingRecord",
+    "PublishError",
     "PublishPlan",
     "Sink",
     "StateSource",
@@ -97,6 +100,9 @@ RESTORE_RETRY_S = 1.0
 RESTORE_KEEP_ALIVE_S = 0.5
 #: The broker counts as unreachable after at least this many seconds without a round trip.
 BROKER_SILENCE_MIN_S = 5.0
+#: A worker started in a crash loop is not ready until it commits a batch or stays up this
+#: long (seconds; the fleet's back-off resets after as long).
+CRASH_LOOP_CLEARS_AFTER_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +147,8 @@ class PublishPlan:
 
 
 class Sink(Protocol):
-    """Where planned records go: ``send`` each, then ``flush`` (raises if any failed)."""
+    """Where planned records go: ``send`` each (raises for a record it refuses outright,
+    e.g. too large), then ``flush`` (raises :class:`PublishError` listing the failed)."""
 
     def send(self, record: OutgoingRecord) -> None: ...
 
@@ -160,19 +167,24 @@ class StateSource(Protocol):
     ) -> dict[str, StateEntry]: ...
 
 
-class PublishError(RuntimeError):
-    """The producer could not deliver a batch's records; offsets must not be committed."""
-
-
 class MemorySink:
-    """A sink that keeps what is flushed, in order: the pipeline harness's Kafka."""
+    """A sink that keeps what is flushed, in order: the pipeline harness's Kafka.
 
-    def __init__(self) -> None:
+    ``max_record_bytes`` (key + value + headers) makes it refuse bigger records in
+    ``send`` as a producer does (``MessageSizeTooLargeError``); None accepts any size.
+    """
+
+    def __init__(self, max_record_bytes: int | None = None) -> None:
         self.records: list[OutgoingRecord] = []
         self._pending: list[OutgoingRecord] = []
         self.flushes = 0
+        self.max_record_bytes = max_record_bytes
 
     def send(self, record: OutgoingRecord) -> None:
+        if self.max_record_bytes is not None and record_bytes(record) > self.max_record_bytes:
+            raise MessageSizeTooLargeError(
+                f"{record_bytes(record)} bytes > {self.max_record_bytes} (memory sink limit)"
+            )
         self._pending.append(record)
 
     def flush(self) -> None:
@@ -198,22 +210,22 @@ class KafkaSink:
 
     def __init__(self, producer: Any) -> None:
         self.producer = producer
-        self._futures: list[Any] = []
+        self._futures: list[tuple[OutgoingRecord, Any]] = []
 
     def send(self, record: OutgoingRecord) -> None:
-        self._futures.append(
-            self.producer.send(
-                record.topic, key=record.key, value=record.value, headers=list(record.headers)
-            )
+        """Queue ``record``; raises ``MessageSizeTooLargeError`` when the producer refuses it."""
+        future = self.producer.send(
+            record.topic, key=record.key, value=record.value, headers=list(record.headers)
         )
+        self._futures.append((record, future))
 
     def flush(self) -> None:
         self.producer.flush()
         futures, self._futures = self._futures, []
-        failed = [f.exception for f in futures if f.failed()]
+        failed = [(record, f.exception) for record, f in futures if f.failed()]
         if failed:
             raise PublishError(
-                f"{len(failed)} of {len(futures)} records not delivered: {failed[0]}"
+                f"{len(failed)} of {len(futures)} records not delivered: {failed[0][1]}", failed
             )
 
 
@@ -255,6 +267,13 @@ class Worker:
             engine = Engine(encoder, settings)
         self.engine = engine
         self.batcher = MicroBatcher(settings.batch.max_events, settings.batch.max_wait_ms / 1000.0)
+        self.publisher = BoundedPublisher(
+            max_bytes=settings.limits.max_publish_bytes,
+            deadletter_topic=settings.topics.deadletter,
+            state_topic=settings.topics.state,
+            recommendations_topic=settings.topics.recommendations,
+            hooks=self.metrics,
+        )
         self.state_source = state_source
         self.metrics_port: int | None = None
         self._user_partition: dict[str, int] = {}  # user -> events partition, users in memory
@@ -275,6 +294,13 @@ class Worker:
         self._next_keep_alive = 0.0
         self._next_probe = 0.0
         self._last_broker_ok: float | None = None  # monotonic time of the last round trip
+        # Set by `interest fleet` after repeated exits (see :meth:`restarted`): a readiness
+        # reason until a batch is committed or the worker has stayed up a minute.
+        self._crash_loop: str | None = None
+        self._started = time.monotonic()
+        self._in_hand: dict[tuple[str, int], int] = {}  # first offset per partition, batch in hand
+        #: Where :meth:`run` writes a crash report (JSON) when it ends on an exception.
+        self.crash_file: str | None = None
         self.broker_silence_s = max(
             settings.consumer.session_timeout_ms / 1000.0, BROKER_SILENCE_MIN_S
         )
@@ -407,14 +433,19 @@ class Worker:
         return plan
 
     def publish(self, plan: PublishPlan, sink: Sink) -> None:
-        """Send every planned record and flush; raises if the sink could not deliver."""
+        """Send every planned record, bounded in size (``consumers.bounded``), and flush.
+
+        A dead letter that cannot be delivered even truncated is counted as poison and
+        skipped; raises :class:`PublishError` only when a state or recommendation could
+        not be delivered for a reason other than its size (then nothing is committed).
+        """
         start = time.perf_counter()
-        for record in plan.outgoing:
-            sink.send(record)
-        sink.flush()
+        delivered = self.publisher.deliver(plan.outgoing, sink)
         done = time.perf_counter()
-        for reason in plan.dead_letter_reasons:
-            self.metrics.dead_lettered(reason)
+        deadletter = self.settings.topics.deadletter
+        for record in delivered:
+            if record.topic == deadletter:
+                self.metrics.dead_lettered(dict(record.headers)["reason"].decode())
         self.metrics.published(
             publish_s=done - start,
             batch_s=done - plan.started,
@@ -548,6 +579,34 @@ class Worker:
     def _eviction_interval(self) -> float:
         return max(1.0, min(60.0, self.settings.state.user_ttl_s / 4))
 
+    # ------------------------------------------------------------ crash loops
+
+    def restarted(self, restarts: int, crash_loop: str | None = None) -> None:
+        """Told by the supervisor: this slot was restarted ``restarts`` times before, and
+        (when given) the crash loop it is in, which ``/readyz`` then names."""
+        self.metrics.restarted(restarts)
+        self._crash_loop = crash_loop
+        self._started = time.monotonic()
+        self.metrics.set_ready(self.ready)
+
+    def crash_report(self, error: BaseException) -> dict[str, Any]:
+        """What a supervisor needs to say where the worker died: the first offset of the
+        batch in hand per partition (``"topic[partition]": offset``) and the error."""
+        return {
+            "worker_id": self.worker_id,
+            "error": f"{type(error).__name__}: {error}"[:500],
+            "offsets": {f"{t}[{p}]": o for (t, p), o in sorted(self._in_hand.items())},
+        }
+
+    def _write_crash_report(self, error: BaseException) -> None:
+        if not self.crash_file:
+            return
+        try:
+            with open(self.crash_file, "wb") as handle:
+                handle.write(orjson.dumps(self.crash_report(error)))
+        except OSError:
+            log.exception("writing the crash report to %s failed", self.crash_file)
+
     # ------------------------------------------------------------ probes
 
     def not_ready_reasons(self) -> list[str]:
@@ -563,6 +622,11 @@ class Worker:
             reasons.append("restoring state")
         if self._broker_unreachable():
             reasons.append("broker_unreachable")
+        if self._crash_loop is not None:
+            if time.monotonic() - self._started > CRASH_LOOP_CLEARS_AFTER_S:
+                self._crash_loop = None
+            else:
+                reasons.append(f"crash_loop: {self._crash_loop}")
         return reasons
 
     def _broker_unreachable(self) -> bool:
@@ -644,7 +708,10 @@ class Worker:
                 own_reader = StateReader(settings, strict=True)
                 self.state_source = own_reader
             producer = make_producer(
-                settings, client_id=f"{settings.kafka.client_id}-{self.worker_id}"
+                settings,
+                client_id=f"{settings.kafka.client_id}-{self.worker_id}",
+                # room for a bounded record plus the batch's framing (consumers.bounded)
+                max_request_size=max(1_048_576, settings.limits.max_publish_bytes + 65_536),
             )
             self._sink = KafkaSink(producer)
             follower = CatalogFollower(settings).start()
@@ -684,6 +751,11 @@ class Worker:
             self._flush_and_commit()
             log.info("%s: stopping", self.worker_id)
             return 0
+        except BaseException as exc:
+            if not isinstance(exc, KeyboardInterrupt | SystemExit):
+                log.exception("%s: the worker loop ended on an error", self.worker_id)
+                self._write_crash_report(exc)
+            raise
         finally:
             self._alive = False
             if self._consumer is not None:
@@ -796,6 +868,9 @@ class Worker:
         batch = self.batcher.flush()
         if not batch.records or self._sink is None:
             return
+        self._in_hand = {}
+        for record in batch.records:
+            self._in_hand.setdefault((record.topic, record.partition), record.offset)
         plan = self.process_records(batch.records)
         self.publish(plan, self._sink)
         if isinstance(self._sink, KafkaSink):
@@ -815,6 +890,10 @@ class Worker:
         try:
             consumer.commit(offsets)
             self._broker_ok()
+            self._in_hand = {}
+            if self._crash_loop is not None:
+                log.info("%s: committed past the crash loop (%s)", self.worker_id, self._crash_loop)
+                self._crash_loop = None
         except KafkaError as exc:
             # The state is already published: the next owner re-reads these events and
             # skips them by offset, so nothing is applied twice.
@@ -993,6 +1072,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="name in logs and dead letters (default: host-pid)",
     )
+    # Set by `interest fleet` for the worker it restarts.
+    parser.add_argument(
+        "--restarts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="times this worker slot was restarted before (interest_worker_restarts_total)",
+    )
+    parser.add_argument(
+        "--crash-loop",
+        default=None,
+        metavar="TEXT",
+        help="the supervisor's crash-loop note; /readyz names it until a batch is committed",
+    )
+    parser.add_argument(
+        "--crash-file",
+        default=None,
+        metavar="PATH",
+        help="where to write a JSON crash report (offsets in hand, error) if the loop fails",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -1012,6 +1111,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except Exception as exc:
         print(f"interest worker: cannot start: {exc}", file=sys.stderr)
         return 1
+    worker.crash_file = getattr(args, "crash_file", None)
+    worker.restarted(getattr(args, "restarts", 0), getattr(args, "crash_loop", None))
     print(
         f"interest worker {worker.worker_id}: group {settings.consumer.group_id},"
         f" events {settings.topics.events}, Kafka {settings.kafka.bootstrap_servers}",
