@@ -217,6 +217,19 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        self.model_records = Counter(
+            "interest_model_records_total",
+            "Records read from the models topic, by outcome (accepted, tombstone, or a "
+            "rejection reason)",
+            ["outcome"],
+            registry=r,
+        )
+        self.param_version = Gauge(
+            "interest_param_version",
+            "Version of each learned parameter in use (-1: none, the built-in default)",
+            ["name"],
+            registry=r,
+        )
         self.ready = Gauge(
             "interest_ready", "1 when the catalog is loaded and partitions are assigned", registry=r
         )
@@ -359,6 +372,14 @@ class WorkerMetrics:
         """Record the restarts of this worker's slot before this process (from the supervisor)."""
         if restarts > 0:
             self.worker_restarts.inc(restarts)
+
+    def model_record(self, outcome: str) -> None:
+        """Count one models-topic record: accepted, tombstone, or a rejection reason."""
+        self.model_records.labels(outcome=outcome).inc()
+
+    def param_in_use(self, name: str, version: int | None) -> None:
+        """Set the version of learned parameter ``name`` in use (None: the default)."""
+        self.param_version.labels(name=name).set(-1 if version is None else version)
 
     def set_ready(self, ready: bool) -> None:
         """1 when the worker is ready (catalog caught up, partitions assigned), else 0."""

@@ -67,11 +67,17 @@ class TopicSettings:
     recommendations: str = "interest.recommendations"
     deadletter: str = "interest.deadletter"
     state: str = "interest.state"
+    item_signals: str = "interest.item-signals"
+    items: str = "interest.items"
+    models: str = "interest.models"
     events_partitions: int = 8
     catalog_partitions: int = 1
     recommendations_partitions: int = 8
     deadletter_partitions: int = 1
     state_partitions: int = 8
+    item_signals_partitions: int = 8
+    items_partitions: int = 8
+    models_partitions: int = 1
     replication_factor: int = 1
 
 

@@ -37,6 +37,8 @@ ARCHITECTURE = {
     "interest_records_trimmed_total": "counter",
     "interest_poison_records_total": "counter",
     "interest_worker_restarts_total": "counter",
+    "interest_model_records_total": "counter",
+    "interest_param_version": "gauge",
 }
 
 
@@ -58,7 +60,9 @@ def test_every_architecture_metric_with_its_type() -> None:
         if name.endswith("_created"):  # prometheus_client's creation-time series
             continue
         assert name.startswith("interest_")
-        assert re.search(r"(_total|_seconds|_bytes|_records|_size|_held|_items|_ready)$", name)
+        assert re.search(
+            r"(_total|_seconds|_bytes|_records|_size|_held|_items|_ready|_version)$", name
+        )
 
 
 def test_hooks_move_the_numbers() -> None:
