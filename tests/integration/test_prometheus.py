@@ -83,12 +83,23 @@ def test_prometheus_alert_rules_pass_promtool() -> None:
     assert f"SUCCESS: {len(names)} rules found" in done.stdout
 
 
-def test_the_compose_prometheus_loads_the_alert_rules() -> None:
+def test_the_compose_prometheus_loads_the_alert_rules(tmp_path: Path) -> None:
     config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text(encoding="utf-8"))
     assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     volumes = compose["services"]["prometheus"]["volumes"]
     assert "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in volumes
+    # promtool accepts the compose config with the rules where the mount puts them.
+    config["rule_files"] = [str(ALERTS)]
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump(config), encoding="utf-8")
+    done = subprocess.run(
+        [_binary("promtool"), "check", "config", str(local)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 class Prometheus:
