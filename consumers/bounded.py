@@ -256,8 +256,7 @@ class BoundedPublisher:
         attempt = 0
         while pending:
             failed = self._send(pending, sink)
-            refused = {id(r) for r, _ in failed}
-            delivered += [r for r in pending if id(r) not in refused]
+            delivered += [r for r in pending if not any(r is f for f, _ in failed)]
             fatal = [
                 (r, e)
                 for r, e in failed
@@ -292,10 +291,9 @@ class BoundedPublisher:
         except PublishError as exc:
             if not exc.failed:  # the sink cannot say which: all of them
                 raise
-            by_id = {id(r): r for r in sent}
             for record, error in exc.failed:
-                mine = by_id.get(id(record))
-                if mine is None:
+                mine = next((r for r in sent if r is record), None)
+                if mine is None:  # not one of ours: the sink is confused, fail the batch
                     raise
                 refused.append((mine, error))
         return refused

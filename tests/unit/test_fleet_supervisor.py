@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,5 @@ def test_a_restarted_worker_is_told_its_restarts_and_crash_loop() -> None:
     cmd = fleet.command(0)
     assert cmd[cmd.index("--restarts") + 1] == "4"
     assert cmd[cmd.index("--crash-loop") + 1] == status.crash_loop
+    fleet.stop()  # removes the crash-report folder
+    assert not Path(cmd[cmd.index("--crash-file") + 1]).parent.exists()
