@@ -219,7 +219,7 @@ def test_kafka_layer_hostile_records_never_stop_a_partition(kafka_settings: Sett
     """Values over the producer's limit (the events topic's own limit raised to 8 MiB),
     100 KB and 1.5 MB keys, null keys, binary and duplicate headers, other topics'
     schemas, absurd numbers, deep objects and a run of 1,500 bad records with no good
-    one between, in plain, gzip, lz4 and zstd batches: each is dead-lettered (cut to fit
+    one between, in plain, gzip, lz4, zstd and snappy batches: each is dead-lettered (cut to fit
     when too big) with its reason, the valid events between them are applied exactly
     once, and the consumer lag returns to 0."""
     settings = kafka_settings.replace(encoder={"backend": "hashing"})
@@ -271,10 +271,11 @@ def test_kafka_layer_hostile_records_never_stop_a_partition(kafka_settings: Sett
         for i, e in enumerate(data.events)
     ]
     mixed = interleave(valid, [(r.key, r.value, r.headers) for r in kafka_kinds], seed=24)
-    quarter = len(mixed) // 4
-    phases = [mixed[:quarter] + bad_run, *(mixed[quarter * i : quarter * (i + 1)] for i in (1, 2))]
-    phases.append(mixed[quarter * 3 :])
-    codecs = [None, "gzip", "lz4", "zstd"]
+    codecs = [None, "gzip", "lz4", "zstd", "snappy"]
+    part = len(mixed) // len(codecs)
+    phases = [mixed[part * i : part * (i + 1)] for i in range(len(codecs) - 1)]
+    phases.append(mixed[part * (len(codecs) - 1) :])
+    phases[0] += bad_run
 
     with worker_thread(settings) as running:
         for records, codec in zip(phases, codecs, strict=True):
