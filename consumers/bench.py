@@ -550,28 +550,28 @@ def _prewarm(
     cfg: Settings, stream: Any, model: Encoder, vector_cache_dir: str | os.PathLike[str] | None
 ) -> tuple[Any, dict[str, Any]]:
     """The cached catalog: an embedding cache holding every catalog-side text of ``stream``."""
-    from consumers.bench_streams import StoredVectors, catalog_texts_of
+    from consumers.bench_streams import catalog_texts_of
     from interest_core.encoder import CachedEncoder
 
     path = (
-        StoredVectors.file_for(Path(vector_cache_dir), model)
+        CachedEncoder.store_for(Path(vector_cache_dir), model)
         if vector_cache_dir is not None
         else None
     )
-    stored = StoredVectors(model, path)
+    stored = CachedEncoder(model, None, store=path)
     started = time.perf_counter()
     texts = catalog_texts_of(stored, cfg, stream.catalog)
     prewarm_s = time.perf_counter() - started
-    encoded_now = sum(1 for t in texts if t in stored.encoded)
+    encoded_now = sum(1 for t in texts if t not in stored.loaded_texts)
     info = {
         "texts": len(texts),
         "from_vector_cache": len(texts) - encoded_now,
         "encoded_now": encoded_now,
-        "encode_s": stored.model_seconds,
+        "encode_s": stored.encode_s,
         "prewarm_s": prewarm_s,
         "vector_cache": str(path) if path else None,
     }
-    if path is not None and stored.model_texts:
+    if path is not None and stored.texts_encoded:
         try:
             stored.save(texts)
         except OSError as exc:
@@ -685,8 +685,8 @@ def bench_stream(
         out["worker_events_per_s"] = rate
         out["worker_batches"] = len(marks)
         out["ratio_to_raw"] = rate / out["raw_events_per_s"] if out["raw_events_per_s"] else None
-        out["model_texts_during_run"] = stored.model_texts
-        out["model_seconds_during_run"] = stored.model_seconds
+        out["model_texts_during_run"] = stored.texts_encoded
+        out["model_seconds_during_run"] = stored.encode_s
         out["stages"] = {
             stage: _histogram(registry, metric)
             for stage, metric in (

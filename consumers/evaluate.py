@@ -27,6 +27,7 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
+from interest_core.encoder import CachedEncoder
 from interest_core.evaluation import (
     PrequentialResult,
     TastePeriod,
@@ -40,17 +41,18 @@ from interest_core.records import (
     CatalogItem,
     Event,
     Rejected,
+    UserDeletion,
     parse_catalog,
     parse_event,
 )
 from interest_core.settings import Settings
+from interest_core.strategies import STRATEGIES
 from producers.jsonl import read_lines
 
 __all__ = [
     "STRATEGIES",
     "Dataset",
     "EngineRecommender",
-    "MemoEncoder",
     "configure",
     "evaluate",
     "load_dataset",
@@ -60,9 +62,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-STRATEGIES: tuple[str, ...] = ("popular", "itemknn", "static", "dynamic", "hybrid")
-
 
 # --------------------------------------------------------------------------- inputs
 
@@ -175,42 +174,6 @@ def load_truth(path: str | Path) -> TruthTimeline:
 
 
 # --------------------------------------------------------------------------- engine side
-
-
-class MemoEncoder:
-    """An encoder that remembers every text it encoded (no bound: one eval run's texts).
-
-    Shared by the strategies of a run so the catalog is encoded once, not once per
-    strategy. ``calls`` and ``texts_encoded`` count the real encoder's work.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.memo: dict[str, np.ndarray] = {}
-        self.calls = 0
-        self.texts_encoded = 0
-        self.seconds = 0.0
-        for name in ("dim", "dimension", "model_name", "name"):
-            if hasattr(inner, name):
-                setattr(self, name, getattr(inner, name))
-
-    def __getattr__(self, name: str) -> Any:  # anything else the Engine asks of an encoder
-        return getattr(self.inner, name)
-
-    def encode(self, texts: Sequence[str], *args: Any, **kwargs: Any) -> np.ndarray:
-        """Rows for ``texts`` (float32, as the inner encoder gives them), new texts batched."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self.memo))
-        if missing:
-            started = time.perf_counter()
-            vectors = np.asarray(self.inner.encode(missing, *args, **kwargs), dtype=np.float32)
-            self.seconds += time.perf_counter() - started
-            self.calls += 1
-            self.texts_encoded += len(missing)
-            for text, vector in zip(missing, vectors, strict=True):
-                self.memo[text] = vector
-        if not texts:
-            return np.asarray(self.inner.encode([], *args, **kwargs), dtype=np.float32)
-        return np.stack([self.memo[t] for t in texts])
 
 
 class EngineRecommender:
@@ -357,7 +320,7 @@ def evaluate_strategy(
     return out, result
 
 
-def _prewarm_texts(memo: MemoEncoder, dataset: Dataset, settings: Settings) -> int:
+def _prewarm_texts(memo: CachedEncoder, dataset: Dataset, settings: Settings) -> int:
     """Encode every distinct event text in one batched call, as the Engine will ask for it
     (redacted, with the query prefix), so replaying never waits on one-text encoder calls.
     A text the Engine asks for differently is simply encoded then; returns the count."""
@@ -366,7 +329,9 @@ def _prewarm_texts(memo: MemoEncoder, dataset: Dataset, settings: Settings) -> i
     prefix = settings.encoder.query_prefix
     texts = list(
         dict.fromkeys(
-            prefix + redact(e.text) for e in dataset.events if e.text and e.type != "delete_user"
+            prefix + redact(e.text)
+            for e in dataset.events
+            if e.text and not isinstance(e, UserDeletion)
         )
     )
     if texts:
@@ -393,7 +358,9 @@ def evaluate(
     PrequentialResult}}``; everything but ``results`` is JSON-ready.
     """
     started = time.perf_counter()
-    memo = MemoEncoder(encoder if encoder is not None else make_encoder(settings))
+    inner = encoder if encoder is not None else make_encoder(settings)
+    # One run's texts, unbounded: the catalog is encoded once for all strategies.
+    memo = CachedEncoder(inner.inner if isinstance(inner, CachedEncoder) else inner, None)
     load_model_s = time.perf_counter() - started
     started = time.perf_counter()
     prewarmed = _prewarm_texts(memo, dataset, settings)
@@ -423,7 +390,7 @@ def evaluate(
             "prewarm_s": prewarm_s,
             "calls": memo.calls,
             "texts_encoded": memo.texts_encoded,
-            "encode_s": memo.seconds,
+            "encode_s": memo.encode_s,
         },
     }
 

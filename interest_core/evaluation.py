@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from interest_core.records import Event
+from interest_core.records import POSITIVE_RATING, Event, UserDeletion
 
 __all__ = [
     "POSITIVE_RATING",
@@ -42,9 +42,6 @@ __all__ = [
     "sliding_mean",
     "taste_tracking",
 ]
-
-#: A rating at or above this counts as a positive event (stars, 0..5).
-POSITIVE_RATING = 4.0
 
 
 class Recommender(Protocol):
@@ -232,7 +229,8 @@ def prequential(
             todo_checkpoints.pop(0)
         result.events_total += 1
         user = event.user_id
-        if event.type == "delete_user":
+        deletion = isinstance(event, UserDeletion)
+        if deletion:
             # Everything about the user is gone: history starts again from nothing.
             history.pop(user, None)
             seen.pop(user, None)
@@ -253,7 +251,7 @@ def prequential(
                 result.ranks.append(0)
                 result.event_ts.append(event.ts)
                 asks.append(_Ask(len(result.ranks) - 1, user, event.item_id, frozenset(user_seen)))
-        if event.type != "delete_user":
+        if not deletion:
             history[user] = history.get(user, 0) + 1
             if event.item_id is not None:
                 seen.setdefault(user, set()).add(event.item_id)

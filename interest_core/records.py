@@ -22,7 +22,9 @@ __all__ = [
     "ITEM_EVENT_TYPES",
     "NEGATIVE_EVENT_TYPES",
     "POSITIVE_EVENT_TYPES",
+    "POSITIVE_RATING",
     "TEXT_EVENT_TYPES",
+    "USER_DELETION",
     "CatalogDeletion",
     "CatalogItem",
     "Event",
@@ -31,11 +33,14 @@ __all__ = [
     "Recommendation",
     "RecommendedItem",
     "Rejected",
+    "UserDeletion",
     "parse_catalog",
     "parse_event",
     "parse_recommendation",
 ]
 
+#: The event type that asks to forget a user (parsed into a :class:`UserDeletion`).
+USER_DELETION = "delete_user"
 EVENT_TYPES: frozenset[str] = frozenset(
     {
         "view",
@@ -48,7 +53,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "chat",
         "skip",
         "dislike",
-        "delete_user",
+        USER_DELETION,
     }
 )
 #: Event types that must name the item acted on.
@@ -61,6 +66,8 @@ TEXT_EVENT_TYPES: frozenset[str] = frozenset({"search", "chat", "review"})
 NEGATIVE_EVENT_TYPES: frozenset[str] = frozenset({"skip", "dislike"})
 #: Event types that count as a positive interaction in evaluation (plus rate >= 4).
 POSITIVE_EVENT_TYPES: frozenset[str] = frozenset({"purchase", "add_to_cart", "click"})
+#: A rating at or above this (on the contract's 0-5 scale) is a positive interaction.
+POSITIVE_RATING = 4.0
 
 DEFAULT_MAX_TEXT_CHARS = 2000
 DEFAULT_MAX_RECORD_BYTES = 64 * 1024
@@ -103,12 +110,16 @@ class Event:
     #: live in one partition, so it orders them and detects replays after a crash.
     offset: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.type == USER_DELETION and not isinstance(self, UserDeletion):
+            raise TypeError("a user deletion is a UserDeletion (UserDeletion.of), not an Event")
+
     @property
     def is_positive(self) -> bool:
         """True for the interactions the evaluation protocol counts as hits."""
         if self.type in POSITIVE_EVENT_TYPES:
             return True
-        return self.type == "rate" and self.rating is not None and self.rating >= 4.0
+        return self.type == "rate" and self.rating is not None and self.rating >= POSITIVE_RATING
 
     def to_dict(self) -> dict[str, Any]:
         """The contract's JSON object for this event."""
@@ -125,6 +136,20 @@ class Event:
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class UserDeletion(Event):
+    """A request to forget everything held about ``user_id`` (on the wire, an event of
+    type ``delete_user``). It travels in the event stream, ordered with the user's other
+    events; code tells it apart by type (``isinstance``), never by the type string."""
+
+    @classmethod
+    def of(
+        cls, user_id: str, ts: float, event_id: str, *, offset: int | None = None
+    ) -> UserDeletion:
+        """A deletion of ``user_id`` at event time ``ts`` (unix seconds)."""
+        return cls(user_id=user_id, ts=ts, type=USER_DELETION, event_id=event_id, offset=offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +434,8 @@ def parse_event(
                 )
             context[key] = value
 
-    return Event(
+    record = UserDeletion if event_type == USER_DELETION else Event
+    return record(
         user_id=user_id,
         ts=ts,
         type=event_type,

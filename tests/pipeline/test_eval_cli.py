@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from consumers.cli import main
+from interest_core.strategies import STRATEGIES
 from producers.synthetic import generate
 
-STRATEGIES = ("popular", "itemknn", "static", "dynamic", "hybrid")
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "test.toml"
 
 
