@@ -644,30 +644,23 @@ def bench_stream(
     out["raw_events"] = parsed
     out["raw_events_per_s"] = parsed / (last - first) if last > first else None
 
-    # The worker on the same backlog.
+    # The worker on the same backlog, observed through its publication hook.
     registry = CollectorRegistry()
-    worker = Worker(cfg, encoder=encoder, registry=registry, worker_id=f"bench-{stream.name}")
-    marks: list[tuple[float, float, int]] = []  # (start, end, records) per micro-batch
-    original = worker.process_records
-    original_publish = worker.publish
-    starts: dict[int, tuple[float, int]] = {}
+    marks: list[tuple[float, float, int]] = []  # (start, acknowledged, records) per batch, unix s
 
-    def timed_process(records: Sequence[Any]) -> Any:
-        started = time.perf_counter()
-        plan = original(records)
-        starts[id(plan)] = (started, len(records))
-        return plan
+    def on_published(batch: Any) -> None:
+        marks.append((batch.started, batch.acked, batch.records))
 
-    def timed_publish(plan: Any, sink: Any) -> None:
-        original_publish(plan, sink)
-        started, size = starts.pop(id(plan), (time.perf_counter(), 0))
-        marks.append((started, time.perf_counter(), size))
-
-    worker.process_records = timed_process  # type: ignore[method-assign]
-    worker.publish = timed_publish  # type: ignore[method-assign]
+    worker = Worker(
+        cfg,
+        encoder=encoder,
+        registry=registry,
+        worker_id=f"bench-{stream.name}",
+        on_published=on_published,
+    )
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), name="bench-worker", daemon=True)
-    started = time.perf_counter()
+    started = time.time()
     thread.start()
     try:
         deadline = time.monotonic() + timeout_s

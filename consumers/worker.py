@@ -2,11 +2,17 @@
 
 The loop, Quix-``Checkpoint`` style::
 
-    poll ─► MicroBatcher (max_events / max_wait_ms)
+    poll ─► MicroBatcher (max_events / max_wait_ms; adaptive: due once drained)
          ─► process_records: parse at the edge, bad records ─► dead-letter plan
                              Engine.process(valid events) ─► state + recommendation plan
          ─► publish: send every planned record, flush the producer
          ─► ONLY THEN commit the batch's offsets
+
+Publishing is pipelined one batch deep: batch N's records are sent (not awaited), and
+while the broker acknowledges them the worker polls and processes batch N+1; before
+sending N+1 it waits for N's acknowledgements and commits N's offsets. With nothing
+polled it waits for them at once. Offsets are still committed only after their batch's
+records are acknowledged, and records leave in batch order (idempotent producer).
 
 State is durable because it is published before offsets are committed and the Engine
 skips events whose offset is at or below a user's last applied offset: after a crash
@@ -47,6 +53,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -55,6 +62,7 @@ from consumers.barrier import is_barrier
 from consumers.batching import InputRecord, MicroBatcher, next_offsets
 from consumers.catalog_follower import CatalogFollower
 from consumers.health import HealthServer
+from consumers.latency import BatchLatency
 from consumers.metrics import WorkerMetrics
 from consumers.state_store import StateEntry, StateReader, StateRestoreError
 from interest_core.encoder import CachedEncoder, Encoder, encoder_from_settings
@@ -114,8 +122,9 @@ class OutgoingRecord:
 class PublishPlan:
     """What one micro-batch publishes, and the offsets to commit after it is flushed.
 
-    ``offsets`` maps ``(topic, partition)`` to the next offset to read. ``event_times``
-    and ``ingest_times`` (unix seconds) are those of the valid events, for latency.
+    ``offsets`` maps ``(topic, partition)`` to the next offset to read. ``event_times``,
+    ``ingest_times`` and ``polled_times`` (unix seconds) are those of the valid events,
+    for latency; ``started_at`` / ``processed_at`` (unix seconds) bound the processing.
     """
 
     records_in: int = 0
@@ -126,8 +135,14 @@ class PublishPlan:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     event_times: list[float] = field(default_factory=list)
     ingest_times: list[float] = field(default_factory=list)
+    polled_times: list[float] = field(default_factory=list)
     duplicates: int = 0
     started: float = 0.0  # perf_counter at the start of processing
+    started_at: float = 0.0  # unix seconds, the same instant
+    sent: float = 0.0  # perf_counter when its records were handed to the sink
+    sent_at: float = 0.0  # unix seconds, the same instant
+    processed_at: float = 0.0  # unix seconds, end of processing
+    encode_s: float = 0.0
 
     @property
     def outgoing(self) -> list[OutgoingRecord]:
@@ -195,18 +210,26 @@ class MemorySink:
 
 
 class KafkaSink:
-    """Sends through a kafka-python producer; ``flush`` raises :class:`PublishError`."""
+    """Sends through a kafka-python producer; ``flush`` raises :class:`PublishError`.
+
+    ``acked_at`` is the unix time of the latest acknowledgement (set on the producer's
+    IO thread), so a batch whose flush is awaited late is still timed at its ack.
+    """
 
     def __init__(self, producer: Any) -> None:
         self.producer = producer
         self._futures: list[Any] = []
+        self.acked_at = 0.0
+
+    def _acked(self, _metadata: Any) -> None:
+        self.acked_at = time.time()
 
     def send(self, record: OutgoingRecord) -> None:
-        self._futures.append(
-            self.producer.send(
-                record.topic, key=record.key, value=record.value, headers=list(record.headers)
-            )
+        future = self.producer.send(
+            record.topic, key=record.key, value=record.value, headers=list(record.headers)
         )
+        future.add_callback(self._acked)
+        self._futures.append(future)
 
     def flush(self) -> None:
         self.producer.flush()
@@ -229,7 +252,9 @@ class Worker:
     unless it is a ``CachedEncoder`` already. ``engine`` may be given instead (it then
     owns its encoder). ``registry`` is the Prometheus registry the metrics live on (a fresh one by
     default). ``state_source`` reads state back for evicted users; :meth:`run` makes a
-    :class:`StateReader` when none was given.
+    :class:`StateReader` when none was given. ``on_published`` is called with each
+    published batch's :class:`~consumers.latency.BatchLatency` once its records are
+    acknowledged (the bench's per-event latencies), on the worker thread.
     """
 
     def __init__(
@@ -241,8 +266,10 @@ class Worker:
         registry: CollectorRegistry | None = None,
         engine: Engine | None = None,
         state_source: StateSource | None = None,
+        on_published: Callable[[BatchLatency], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_published = on_published
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = WorkerMetrics(registry)
         if engine is None:
@@ -255,7 +282,11 @@ class Worker:
                 encoder = CachedEncoder(encoder, settings.encoder.cache_size)
             engine = Engine(encoder, settings)
         self.engine = engine
-        self.batcher = MicroBatcher(settings.batch.max_events, settings.batch.max_wait_ms / 1000.0)
+        self.batcher = MicroBatcher(
+            settings.batch.max_events,
+            settings.batch.max_wait_ms / 1000.0,
+            adaptive=settings.batch.adaptive,
+        )
         self.state_source = state_source
         self.metrics_port: int | None = None
         self._user_partition: dict[str, int] = {}  # user -> events partition, users in memory
@@ -265,6 +296,7 @@ class Worker:
         self._alive = False
         self._last_tick = time.monotonic()
         self._sink: Sink | None = None
+        self._in_flight: PublishPlan | None = None  # sent, not yet acknowledged nor committed
         self._consumer: Any = None
         self._stop = threading.Event()
         self._next_eviction = time.monotonic() + self._eviction_interval()
@@ -322,7 +354,9 @@ class Worker:
         through ``Engine.process`` in one call. The caller publishes the plan (see
         :meth:`publish`) and commits ``plan.offsets`` only after the flush.
         """
-        plan = PublishPlan(records_in=len(records), started=time.perf_counter())
+        plan = PublishPlan(
+            records_in=len(records), started=time.perf_counter(), started_at=time.time()
+        )
         plan.offsets = next_offsets(records)
         limits = self.settings.limits
         events: list[Event] = []
@@ -376,7 +410,9 @@ class Worker:
             for event in events:
                 if (event.user_id, event.event_id, event.offset) not in rejected_keys:
                     plan.event_times.append(event.ts)
-                    plan.ingest_times.append(source[id(event)].ingested_at)
+                    origin = source[id(event)]
+                    plan.ingest_times.append(origin.ingested_at)
+                    plan.polled_times.append(origin.polled_at)
             topics = self.settings.topics
             for user_id in outcome.changed_users:
                 blob = self.engine.export_user(user_id)
@@ -392,6 +428,8 @@ class Worker:
                 self._user_partition.pop(user_id, None)
                 self._evicted.pop(user_id, None)
 
+        plan.encode_s = getattr(stats, "encode_s", 0.0)
+        plan.processed_at = time.time()
         self.metrics.batch_done(
             size=len(records),
             parse_s=parse_s,
@@ -409,24 +447,48 @@ class Worker:
 
     def publish(self, plan: PublishPlan, sink: Sink) -> None:
         """Send every planned record and flush; raises if the sink could not deliver."""
-        start = time.perf_counter()
+        self._send(plan, sink)
+        sink.flush()
+        self._acknowledged(plan, sink)
+
+    def _send(self, plan: PublishPlan, sink: Sink) -> None:
+        plan.sent = time.perf_counter()
+        plan.sent_at = time.time()
         for record in plan.outgoing:
             sink.send(record)
-        sink.flush()
+
+    def _acknowledged(self, plan: PublishPlan, sink: Sink) -> None:
+        """Book-keeping once ``plan``'s records are acknowledged: metrics and the hook."""
         done = time.perf_counter()
+        acked_at = time.time()
+        if isinstance(sink, KafkaSink) and plan.outgoing and sink.acked_at >= plan.sent_at:
+            # Awaited late (pipelined): the broker's last answer is the publication time.
+            acked_at = min(acked_at, sink.acked_at)
         for reason in plan.dead_letter_reasons:
             self.metrics.dead_lettered(reason)
+        latency = BatchLatency(
+            ingested=np.asarray(plan.ingest_times, dtype=np.float64),
+            polled=np.asarray(plan.polled_times, dtype=np.float64),
+            started=plan.started_at,
+            processed=plan.processed_at or plan.started_at,
+            acked=acked_at,
+            encode_s=plan.encode_s,
+            records=plan.records_in,
+        )
         self.metrics.published(
-            publish_s=done - start,
+            publish_s=done - plan.sent,
             batch_s=done - plan.started,
             recommendations=sum(1 for r in plan.recommendations if r.value is not None),
             tombstones=plan.tombstones,
             state_writes=len(plan.states),
-            published_at=time.time(),
+            published_at=acked_at,
             event_times=plan.event_times,
             ingest_times=plan.ingest_times,
+            latency=latency,
         )
         self._update_gauges()
+        if self.on_published is not None:
+            self.on_published(latency)
 
     def handle(self, records: Sequence[InputRecord], sink: Sink) -> PublishPlan:
         """``process_records`` then ``publish``: one micro-batch end to end, minus the commit."""
@@ -646,8 +708,10 @@ class Worker:
                 # rather than silently reading to end offsets that may fall short.
                 own_reader = StateReader(settings, strict=True)
                 self.state_source = own_reader
+            # linger 0: a batch's records are sent whole, and lingering would only delay
+            # their acknowledgement (kafka-python still batches what queues up meanwhile).
             producer = make_producer(
-                settings, client_id=f"{settings.kafka.client_id}-{self.worker_id}"
+                settings, client_id=f"{settings.kafka.client_id}-{self.worker_id}", linger_ms=0
             )
             self._sink = KafkaSink(producer)
             follower = CatalogFollower(settings).start()
@@ -672,19 +736,24 @@ class Worker:
             while not stop.is_set():
                 self._tick()
                 left = self.batcher.time_left()
-                timeout_ms = 100 if left is None else max(0, int(left * 1000))
-                self._take(
-                    consumer.poll(timeout_ms=timeout_ms, max_records=max(1, self.batcher.room))
-                )
+                if self._in_flight is not None:
+                    timeout_ms = 0  # what has arrived is processed while the acks come
+                else:
+                    timeout_ms = 100 if left is None else max(0, int(left * 1000))
+                room = max(1, self.batcher.room)
+                self._take(consumer.poll(timeout_ms=timeout_ms, max_records=room), room)
                 if self._restoring:
                     # Paused partitions: none of their events is in hand yet.
                     self.restore_pending()
                 if self.batcher.due():
                     self._flush_and_commit()
+                elif self._in_flight is not None:
+                    self._complete_in_flight()  # nothing to overlap with: acks, commit now
                 if not len(self.batcher):  # between batches
                     self.apply_catalog_records(follower.poll(0))
                     self._housekeeping()
             self._flush_and_commit()
+            self._complete_in_flight()
             log.info("%s: stopping", self.worker_id)
             return 0
         finally:
@@ -711,14 +780,19 @@ class Worker:
     def _tick(self) -> None:
         self._last_tick = time.monotonic()
 
-    def _take(self, polled: dict[Any, list[Any]]) -> None:
-        """Add polled consumer records to the micro-batch."""
+    def _take(self, polled: dict[Any, list[Any]], asked: int | None = None) -> None:
+        """Add polled consumer records to the micro-batch; fewer than ``asked`` means the
+        consumer had no more buffered (an adaptive batch is then due)."""
         now = time.time()
+        taken = 0
         for records in polled.values():
+            taken += len(records)
             for record in records:
                 self.batcher.add(InputRecord.from_consumer_record(record, now))
         if polled:
             self._broker_ok()
+        if asked is not None and taken < asked:
+            self.batcher.drained()
 
     def restore_pending(self) -> int:
         """Restore the users of partitions paused at assignment, then resume them.
@@ -793,14 +867,30 @@ class Worker:
         self._tick()
         room = self.batcher.room
         if room > 0:
-            self._take(consumer.poll(timeout_ms=0, max_records=room))
+            self._take(consumer.poll(timeout_ms=0, max_records=room), room)
 
     def _flush_and_commit(self, *, from_listener: bool = False) -> None:
+        """Process the batch in hand, finish the one in flight (acknowledged, committed),
+        then send this one. From the rebalance listener this one is finished too."""
         batch = self.batcher.flush()
-        if not batch.records or self._sink is None:
+        if self._sink is None:
             return
-        plan = self.process_records(batch.records)
-        self.publish(plan, self._sink)
+        plan = self.process_records(batch.records) if batch.records else None
+        self._complete_in_flight(from_listener=from_listener)
+        if plan is None:
+            return
+        self._send(plan, self._sink)
+        self._in_flight = plan
+        if from_listener:
+            self._complete_in_flight(from_listener=True)
+
+    def _complete_in_flight(self, *, from_listener: bool = False) -> None:
+        """Wait for the in-flight batch's acknowledgements, then commit its offsets."""
+        plan, self._in_flight = self._in_flight, None
+        if plan is None or self._sink is None:
+            return
+        self._sink.flush()  # raises PublishError: then nothing is committed
+        self._acknowledged(plan, self._sink)
         if isinstance(self._sink, KafkaSink):
             self._broker_ok()  # the producer's records were acknowledged
         offsets = {
@@ -829,6 +919,8 @@ class Worker:
         now = time.monotonic()
         if now >= self._next_eviction:
             self._next_eviction = now + self._eviction_interval()
+            # An evicted user's state must be on the state topic: acknowledged first.
+            self._complete_in_flight()
             self.evict_idle()
         if self._consumer is None:
             return

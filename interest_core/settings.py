@@ -67,11 +67,17 @@ class TopicSettings:
     recommendations: str = "interest.recommendations"
     deadletter: str = "interest.deadletter"
     state: str = "interest.state"
+    item_signals: str = "interest.item-signals"
+    items: str = "interest.items"
+    models: str = "interest.models"
     events_partitions: int = 8
     catalog_partitions: int = 1
     recommendations_partitions: int = 8
     deadletter_partitions: int = 1
     state_partitions: int = 8
+    item_signals_partitions: int = 8
+    items_partitions: int = 8
+    models_partitions: int = 1
     replication_factor: int = 1
 
 
@@ -92,12 +98,18 @@ class ConsumerSettings:
     max_poll_interval_ms: int = 5000
     fetch_max_bytes: int = 52428800
     max_partition_fetch_bytes: int = 1048576
+    # Longest a fetch waits on the broker for data (ms). kafka-python's 500 is a bare
+    # hop's latency on the embedded broker (p50 126 / p99 250 ms; 10 ms: 2.9 / 5.8 ms).
+    fetch_max_wait_ms: int = 10
 
 
 @dataclass(frozen=True)
 class BatchSettings:
     max_events: int = 512
     max_wait_ms: int = 20
+    # Flush as soon as the consumer has nothing more buffered (small batches when idle,
+    # up to max_events under load); False: always wait max_wait_ms for the batch to fill.
+    adaptive: bool = True
 
 
 @dataclass(frozen=True)
