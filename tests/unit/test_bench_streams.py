@@ -8,8 +8,8 @@ import numpy as np
 import orjson
 import pytest
 
-from consumers.bench import soak_rate
-from consumers.bench_streams import (
+from consumers.harness.bench import soak_rate
+from consumers.harness.bench_streams import (
     DEFAULT_MOVIELENS_DIR,
     catalog_texts_of,
     interaction_stream,

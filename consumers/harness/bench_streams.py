@@ -45,7 +45,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Where the shared MovieLens copy lives, relative to the repository root.
-DEFAULT_MOVIELENS_DIR = Path(__file__).resolve().parents[1].parent / "shared/data/movielens-small"
+DEFAULT_MOVIELENS_DIR = Path(__file__).resolve().parents[2].parent / "shared/data/movielens-small"
 
 _TEXT_TYPES = frozenset({"search", "chat", "review"})
 

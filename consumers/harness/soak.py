@@ -12,7 +12,7 @@ run: a worker that leaks or falls behind shows a positive slope.
 Not a test: a bench. ``interest bench --soak MINUTES`` runs it after the pipeline
 section at half the text stream's measured worker rate (or ``--soak-rate N``, or half of
 ``--pipeline-rate N``) and adds this report to the bench JSON; on its own:
-``python -m consumers.soak --minutes 20 --rate 400``.
+``python -m consumers.harness.soak --minutes 20 --rate 400``.
 """
 
 from __future__ import annotations
@@ -281,10 +281,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m consumers.soak``: the same, with ``--config`` like every command."""
+    """``python -m consumers.harness.soak``: the same, with ``--config`` like every command."""
     from consumers.cli import load_settings
 
-    parser = argparse.ArgumentParser(prog="python -m consumers.soak", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m consumers.harness.soak", description=__doc__)
     parser.add_argument("--config", metavar="PATH")
     configure(parser)
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ Sections (each can be skipped with ``--skip``):
   within ``--hnsw-budget-s``).
 - ``memory``: serialised state bytes per user (``Engine.export_user``) and process RSS
   growth per 10k users.
-- ``soak`` (only with ``--soak MINUTES``): :func:`consumers.soak.run_soak` at
+- ``soak`` (only with ``--soak MINUTES``): :func:`consumers.harness.soak.run_soak` at
   ``--soak-rate`` events/s (default: half the text stream's measured worker rate, or
   half of ``--pipeline-rate``); RSS and lag over time and their slopes.
 
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from consumers.bench_streams import DEFAULT_MOVIELENS_DIR, default_vector_cache_dir
+from consumers.harness.bench_streams import DEFAULT_MOVIELENS_DIR, default_vector_cache_dir
 from interest_core.encoder import Encoder
 from interest_core.settings import Settings
 
@@ -503,7 +503,7 @@ def bench_pipeline(
     """
     import uuid
 
-    from consumers.bench_streams import interaction_stream, text_stream
+    from consumers.harness.bench_streams import interaction_stream, text_stream
     from producers.broker import EmbeddedBroker, free_port
 
     unknown = set(streams) - set(STREAMS)
@@ -550,7 +550,7 @@ def _prewarm(
     cfg: Settings, stream: Any, model: Encoder, vector_cache_dir: str | os.PathLike[str] | None
 ) -> tuple[Any, dict[str, Any]]:
     """The cached catalog: an embedding cache holding every catalog-side text of ``stream``."""
-    from consumers.bench_streams import catalog_texts_of
+    from consumers.harness.bench_streams import catalog_texts_of
     from interest_core.encoder import CachedEncoder
 
     path = (
@@ -962,7 +962,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _git_commit() -> dict[str, Any]:
     import subprocess
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
@@ -1012,7 +1012,7 @@ def _bad_arguments(args: argparse.Namespace, skip: set[str], streams: list[str])
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """``interest bench``: exit status 0, 1 when a section failed, 2 on bad arguments."""
-    from consumers.evaluate import machine_info
+    from consumers.harness.evaluate import machine_info
 
     skip = {s.strip() for s in str(args.skip).split(",") if s.strip()}
     streams = [s.strip() for s in str(args.streams).split(",") if s.strip()]
@@ -1066,7 +1066,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
 
     def soak() -> dict[str, Any]:
-        from consumers.soak import run_soak
+        from consumers.harness.soak import run_soak
 
         rate, why = soak_rate(args.soak_rate, args.pipeline_rate, report.get("pipeline"))
         if rate is None:
