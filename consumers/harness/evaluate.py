@@ -14,8 +14,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import platform
-import shlex
 import sys
 import time
 from collections import Counter
@@ -27,6 +25,7 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
+from consumers.harness.report import command_line, machine_info
 from interest_core.encoder import CachedEncoder
 from interest_core.evaluation import (
     PrequentialResult,
@@ -57,7 +56,6 @@ __all__ = [
     "evaluate",
     "load_dataset",
     "load_truth",
-    "machine_info",
     "run",
 ]
 
@@ -205,40 +203,6 @@ def make_encoder(settings: Settings) -> Any:
 
 
 # --------------------------------------------------------------------------- the run
-
-
-def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on: CPU, cores, memory, Python, torch, GPU."""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": "",
-        "memory_bytes": None,
-        "gpu": None,
-        "load_average_1m_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo", encoding="utf-8") as handle:
-            first = handle.readline().split()
-            info["memory_bytes"] = int(first[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return info
 
 
 def _describe_settings(settings: Settings) -> dict[str, Any]:
@@ -453,25 +417,6 @@ def _plot(path: str, results: Mapping[str, PrequentialResult], k: int, window: i
     plt.close(fig)
 
 
-def _command_line(args: argparse.Namespace) -> str:
-    """The command that reproduces this run (from the parsed arguments)."""
-    parts = ["interest", "eval", "--events", str(args.events), "--catalog", str(args.catalog)]
-    parts += ["--strategies", str(args.strategies), "--k", str(args.k)]
-    parts += ["--min-history", str(args.min_history)]
-    for flag, value in (
-        ("--config", getattr(args, "config", None)),
-        ("--limit-users", args.limit_users),
-        ("--truth", args.truth),
-        ("--out", args.out),
-        ("--plot", args.plot),
-    ):
-        if value is not None:
-            parts += [flag, str(value)]
-    if args.max_lag:
-        parts += ["--max-lag", str(args.max_lag)]
-    return shlex.join(parts)
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``interest eval``."""
     parser.add_argument("--events", required=True, help="event log (JSONL)")
@@ -564,7 +509,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     results = outcome["results"]
     report = {
-        "command": _command_line(args),
+        "command": command_line("eval", args),
         "config": {
             "strategies": strategies,
             "k": args.k,
