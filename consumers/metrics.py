@@ -335,6 +335,28 @@ class WorkerMetrics:
         self.ready = Gauge(
             "interest_ready", "1 when the catalog is loaded and partitions are assigned", registry=r
         )
+        self.records_trimmed = Counter(
+            "interest_records_trimmed_total",
+            "Published records cut to fit limits.max_publish_bytes, by kind"
+            " (deadletter: truncated; state, recommendation: trimmed)",
+            ["kind"],
+            registry=r,
+        )
+        self.poison_records = Counter(
+            "interest_poison_records_total",
+            "Records skipped because not even a bounded dead letter (or state, or"
+            " recommendation) could be published, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.worker_restarts = Counter(
+            "interest_worker_restarts_total",
+            "Times this worker's slot was restarted after its process exited (set by the"
+            " supervisor, `interest fleet`, at start)",
+            registry=r,
+        )
+        # Series that exist from the start, so rate() and alerts see a zero, not nothing.
+        self.worker_restarts.inc(0)
 
     # ------------------------------------------------------------------ hooks
 
@@ -446,6 +468,19 @@ class WorkerMetrics:
     def released(self, count: int) -> None:
         """Count users dropped from memory because their partition was revoked or lost."""
         self.users_released.inc(count)
+
+    def trimmed(self, kind: str) -> None:
+        """Count a published record cut to fit the size limit (deadletter, state, recommendation)."""
+        self.records_trimmed.labels(kind=kind).inc()
+
+    def poisoned(self, reason: str) -> None:
+        """Count a record skipped because nothing of it could be published."""
+        self.poison_records.labels(reason=reason).inc()
+
+    def restarted(self, restarts: int) -> None:
+        """Record the restarts of this worker's slot before this process (from the supervisor)."""
+        if restarts > 0:
+            self.worker_restarts.inc(restarts)
 
     def model_record(self, outcome: str) -> None:
         """Count one models-topic record: accepted, tombstone, or a rejection reason."""

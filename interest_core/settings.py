@@ -169,6 +169,9 @@ class StateSettings:
 class LimitsSettings:
     max_text_chars: int = 2000
     max_record_bytes: int = 65536
+    # Bytes (key + value + headers) of one record a worker publishes; larger dead letters
+    # are truncated, larger states and recommendations trimmed (docs/GUARANTEES.md).
+    max_publish_bytes: int = 1_000_000
 
 
 @dataclass(frozen=True)
