@@ -160,6 +160,14 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self._add_event_counters(r)
+        self._add_stage_timers(r)
+        self._add_publication(r)
+        self._add_memory(r)
+        self._add_health(r)
+
+    def _add_event_counters(self, r: CollectorRegistry) -> None:
+        """Records consumed, dead-lettered, skipped as replays, applied."""
         self.events_consumed = Counter(
             "interest_events_consumed_total",
             "Event records consumed, by event type ('invalid' for records that did not parse)",
@@ -182,6 +190,9 @@ class WorkerMetrics:
             "Events applied to a user's state",
             registry=r,
         )
+
+    def _add_stage_timers(self, r: CollectorRegistry) -> None:
+        """Where a micro-batch spends its time, and the text cache."""
         self.batch_size = Histogram(
             "interest_batch_size",
             "Records per micro-batch (events)",
@@ -241,6 +252,9 @@ class WorkerMetrics:
             buckets=_STAGE_BUCKETS,
             registry=r,
         )
+
+    def _add_publication(self, r: CollectorRegistry) -> None:
+        """What is published, and the latency to publication."""
         self.recommendations_published = Counter(
             "interest_recommendations_published_total",
             "Recommendation records published",
@@ -273,6 +287,9 @@ class WorkerMetrics:
         )
         for stage in STAGES:
             self.latency_stage.touch(stage)
+
+    def _add_memory(self, r: CollectorRegistry) -> None:
+        """Partitions, users and catalog items held; state reads and writes."""
         self.consumer_lag = Gauge(
             "interest_consumer_lag_records",
             "Records between the consumer's position and the end of the partition",
@@ -319,6 +336,9 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+
+    def _add_health(self, r: CollectorRegistry) -> None:
+        """Learned parameters, readiness, bounded publication, restarts."""
         self.model_records = Counter(
             "interest_model_records_total",
             "Records read from the models topic, by outcome (accepted, tombstone, or a "

@@ -30,8 +30,9 @@ Readiness also follows the broker: ``/readyz`` turns 503 (``broker_unreachable``
 no Kafka round trip (a commit, a flushed publish, a lag refresh) has succeeded for
 ``max(consumer.session_timeout_ms, 5 s)``, and 200 again once one does.
 
-Idle users (no event for ``state.user_ttl_s`` seconds of wall clock) are evicted from
-memory; the worker remembers their ids (and partition) and, when one of them has events
+Idle users (no event for ``state.user_ttl_s`` seconds of wall clock), then the least
+recently active beyond ``state.max_users``, are evicted from memory (checked every
+``min(60, user_ttl_s / 4)`` seconds, at least 1); the worker remembers their ids (and partition) and, when one of them has events
 in a later batch, reloads its state from the state topic before processing the batch.
 
 ``process_records`` is the same step the Kafka loop runs, usable with no broker (the
@@ -536,13 +537,15 @@ class Worker:
         return plan
 
     def evict_idle(self, now: float | None = None) -> list[str]:
-        """Evict users idle for ``state.user_ttl_s`` seconds (wall clock); returns their ids.
+        """Evict users idle for ``state.user_ttl_s`` seconds (wall clock), then the least
+        recently active beyond ``state.max_users``; returns their ids.
 
         Their state is already on the state topic; their ids are remembered so that a
         later event reloads it first.
         """
         now = time.time() if now is None else now
         evicted = self.engine.evict_idle(now - self.settings.state.user_ttl_s)
+        evicted += self.engine.evict_least_active(self.settings.state.max_users)
         for user_id in evicted:
             partition = self._user_partition.pop(user_id, None)
             if partition is not None:

@@ -397,6 +397,28 @@ def test_evicted_users_are_reloaded_from_state(log_data: tuple[list[dict], list[
         )
 
 
+def test_users_beyond_max_users_are_evicted_and_reloaded(
+    log_data: tuple[list[dict], list[dict]],
+) -> None:
+    catalog, events = log_data
+    settings = _settings().replace(state={"max_users": 5})
+    sink = MemorySink()
+    worker = make_worker(settings, catalog, sink)
+    feed = Feed(settings.topics.events)
+    split = len(events) * 2 // 3
+    worker.handle(feed.events(events[:split]), sink)
+    held = worker.engine.users_held
+    assert held > 5
+    evicted = worker.evict_idle()  # nobody is idle yet: only the cap applies
+    assert len(evicted) == held - 5 and worker.engine.users_held == 5
+    assert metric(worker, "interest_users_evicted_total") == held - 5
+    worker.handle(feed.events(events[split:]), sink)
+    for user in {e["user_id"] for e in events[split:]}:
+        assert worker.engine.describe_user(user)["events_by_type"] == dict(
+            counts_by_user(events)[user]
+        )
+
+
 def test_released_partitions_leave_memory(log_data: tuple[list[dict], list[dict]]) -> None:
     catalog, events = log_data
     settings = _settings()
