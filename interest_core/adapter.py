@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -43,6 +43,7 @@ __all__ = [
     "AdapterTrainer",
     "AdapterWeights",
     "ExampleBuffer",
+    "ItemSpace",
     "OnlineAdapter",
     "TrainingReport",
     "check_weights",
@@ -164,6 +165,69 @@ class Adapter:
         if self._identity or vectors.size == 0:
             return vectors
         return vectors @ self.weights.matrix
+
+
+class _RawItems(Protocol):
+    """What :class:`ItemSpace` reads of a catalog: its raw row matrix (may be
+    reallocated as it grows) and how many rows are in use."""
+
+    embeddings: np.ndarray
+
+    @property
+    def rows_allocated(self) -> int: ...
+
+
+class ItemSpace:
+    """The catalog's item vectors as every cosine against items sees them.
+
+    Holds the :class:`Adapter` in use and, when it is not the identity, the adapted
+    matrix (``W v / |W v|`` per raw row ``v``, rows as the catalog's). ``vectors`` is the
+    catalog's own raw matrix under the identity, so an untrained engine reads exactly
+    what it read before the layer existed.
+    """
+
+    def __init__(self, catalog: _RawItems, adapter: Adapter) -> None:
+        self.catalog = catalog
+        self.adapter = adapter
+        self._projected = np.zeros((0, 0), dtype=np.float32)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The item matrix to score with (rows x dim, float32)."""
+        if self.adapter.is_identity:
+            return self.catalog.embeddings
+        self._fit()
+        return self._projected
+
+    def _fit(self) -> None:
+        size, dim = self.catalog.embeddings.shape
+        if self._projected.shape[0] < size or self._projected.shape[1] != dim:
+            grown = np.zeros((size, dim), dtype=np.float32)
+            if self._projected.shape[1] == dim:
+                grown[: len(self._projected)] = self._projected
+            self._projected = grown
+
+    def updated(self, rows: Sequence[int], raw: np.ndarray) -> None:
+        """Rows whose raw vectors are now ``raw`` (after a catalog upsert)."""
+        if not self.adapter.is_identity and len(rows):
+            self._fit()
+            self._projected[list(rows)] = self.adapter.project_items(raw)
+
+    def removed(self, rows: Sequence[int]) -> None:
+        """Rows that died (their raw vectors are zero now)."""
+        if not self.adapter.is_identity and len(rows):
+            self._fit()
+            self._projected[list(rows)] = 0.0
+
+    def use(self, adapter: Adapter) -> None:
+        """Put ``adapter`` in use: the whole catalog is re-projected (one product)."""
+        projected = np.zeros((0, 0), dtype=np.float32)
+        if not adapter.is_identity:
+            raw = self.catalog.embeddings
+            width = self.catalog.rows_allocated
+            projected = np.zeros(raw.shape, dtype=np.float32)
+            projected[:width] = adapter.project_items(raw[:width])
+        self.adapter, self._projected = adapter, projected
 
 
 class ExampleBuffer:
