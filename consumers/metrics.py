@@ -22,7 +22,7 @@ from prometheus_client.utils import floatToGoString
 
 from consumers.latency import STAGES, BatchLatency
 
-__all__ = ["ManyHistogram", "WorkerMetrics"]
+__all__ = ["ManyHistogram", "TrainerMetrics", "WorkerMetrics"]
 
 log = logging.getLogger(__name__)
 
@@ -524,6 +524,84 @@ class WorkerMetrics:
 
     def set_ready(self, ready: bool) -> None:
         """1 when the worker is ready (catalog caught up, partitions assigned), else 0."""
+        self.ready.set(1 if ready else 0)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The registry in Prometheus text format, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class TrainerMetrics:
+    """The trainer role's metrics (``interest trainer``), on an injected registry.
+
+    Hooks: :meth:`events_applied`, :meth:`published`, :meth:`set_ready`; the trainer's
+    loop calls them, never ``prometheus_client``.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.events = Counter(
+            "interest_trainer_events_total",
+            "Events applied to the trainer's replica of the user states",
+            registry=r,
+        )
+        self.examples = Gauge(
+            "interest_trainer_examples_total",
+            "Training examples taken from the stream since start (state before a positive "
+            "item event, and that item)",
+            registry=r,
+        )
+        self.published_versions = Counter(
+            "interest_trainer_versions_published_total",
+            "Versions of the adaptation layer published to the models topic",
+            registry=r,
+        )
+        self.round_seconds = Histogram(
+            "interest_trainer_round_seconds",
+            "Time of one training round (optimiser steps before a publication)",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.loss = Gauge(
+            "interest_trainer_loss",
+            "InfoNCE loss (nats) of the last optimiser step of the last round",
+            registry=r,
+        )
+        self.examples_per_s = Gauge(
+            "interest_trainer_examples_per_second",
+            "Examples trained per second in the last round",
+            registry=r,
+        )
+        self.param_version = Gauge(
+            "interest_param_version",
+            "Version of each learned parameter last published by this trainer",
+            ["name"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "interest_ready", "1 when the catalog and models topic are caught up", registry=r
+        )
+
+    def events_applied(self, count: int, examples_total: int) -> None:
+        """``count`` more events applied; ``examples_total`` examples taken so far."""
+        self.events.inc(count)
+        self.examples.set(examples_total)
+
+    def published(
+        self, name: str, version: int, *, seconds: float, loss: float, examples: int
+    ) -> None:
+        """Version ``version`` of ``name`` published after a round of ``seconds`` that
+        trained ``examples`` examples to ``loss`` (nats)."""
+        self.published_versions.inc()
+        self.param_version.labels(name=name).set(version)
+        self.round_seconds.observe(seconds)
+        if math.isfinite(loss):
+            self.loss.set(loss)
+        if seconds > 0:
+            self.examples_per_s.set(examples / seconds)
+
+    def set_ready(self, ready: bool) -> None:
+        """1 when the trainer is caught up with the catalog and the models topic."""
         self.ready.set(1 if ready else 0)
 
     def exposition(self) -> tuple[bytes, str]:

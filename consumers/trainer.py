@@ -46,6 +46,7 @@ import numpy as np
 import orjson
 
 from consumers.batching import InputRecord
+from consumers.metrics import TrainerMetrics
 from interest_core.adapter import AdapterWeights, OnlineAdapter, online_adapter
 from interest_core.catalog import Catalog
 from interest_core.params import ParamRecord, ParamSpec, encode_params, parse_params
@@ -263,9 +264,14 @@ def run_trainer(
     trainer: Trainer | None = None,
     archive: Path | None = None,
     trainer_id: str | None = None,
+    metrics: TrainerMetrics | None = None,
+    metrics_port: int | None = None,
 ) -> int:
-    """Consume events and the catalog, publish a version per round, until ``stop``."""
+    """Consume events and the catalog, publish a version per round, until ``stop``.
+    Serves ``/metrics``, ``/healthz`` and ``/readyz`` on ``metrics_port`` (default: the
+    settings' port; none when metrics are disabled)."""
     from consumers.catalog_follower import CatalogFollower
+    from consumers.health import HealthServer
     from consumers.params_follower import ParamsFollower, publish_params
     from producers.kafka_client import make_consumer, make_producer
     from producers.topics import create_topics
@@ -273,7 +279,18 @@ def run_trainer(
     trainer_id = trainer_id or f"trainer-{socket.gethostname()}-{os.getpid()}"
     if trainer is None:
         trainer = Trainer(settings, _engine(settings))
+    metrics = metrics or TrainerMetrics()
     engine = trainer.engine
+    caught_up = threading.Event()
+    health: HealthServer | None = None
+    if settings.metrics.enabled:
+        health = HealthServer(
+            settings.metrics.host,
+            settings.metrics.port if metrics_port is None else metrics_port,
+            render_metrics=metrics.exposition,
+            liveness=lambda: [],
+            readiness=lambda: [] if caught_up.is_set() else ["catalog_or_models_not_caught_up"],
+        ).start()
     create_topics(settings)
     producer = make_producer(
         settings, client_id=f"{settings.kafka.client_id}-{trainer_id}", max_request_size=4 << 20
@@ -288,6 +305,8 @@ def run_trainer(
             trainer.apply_catalog_records(catalog.poll(0.2))
             models.poll(0.0)
         trainer.resume(models.get(ADAPTER_PARAM))
+        caught_up.set()
+        metrics.set_ready(True)
         log.info(
             "%s: catalog of %d items, continuing from version %d",
             trainer_id,
@@ -308,7 +327,9 @@ def run_trainer(
             records = [
                 InputRecord.from_consumer_record(r, now) for rs in polled.values() for r in rs
             ]
-            trainer.learn_records(records)
+            applied = trainer.learn_records(records)
+            if applied:
+                metrics.events_applied(applied, trainer.online.buffer.added)
             trainer.apply_catalog_records(catalog.poll(0))
             for accepted in models.poll(0):
                 # Another publisher (a rollback): continue from it, number after it.
@@ -319,6 +340,14 @@ def run_trainer(
                 if record is not None:
                     publish_params(producer, settings.topics.models, record)
                     trainer.published.append(record)
+                    report = trainer.online.reports[-1]
+                    metrics.published(
+                        record.name,
+                        record.version,
+                        seconds=report.seconds,
+                        loss=report.last_loss,
+                        examples=report.examples,
+                    )
                     _archive(archive, record)
                     log.info(
                         "%s: published %s v%d (%s)",
@@ -334,6 +363,9 @@ def run_trainer(
         catalog.close()
         models.close()
         producer.close(timeout=10)
+        metrics.set_ready(False)
+        if health is not None:
+            health.stop()
 
 
 def rollback(settings: Settings, source: Path | None) -> int:
@@ -396,6 +428,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--archive", help="run: keep every published record in this directory")
     parser.add_argument("--trainer-id", help="client id suffix (default: host and pid)")
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve /metrics here (default: metrics.port)"
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -413,4 +448,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     archive = Path(args.archive) if args.archive else None
-    return run_trainer(settings, stop, archive=archive, trainer_id=args.trainer_id)
+    return run_trainer(
+        settings,
+        stop,
+        archive=archive,
+        trainer_id=args.trainer_id,
+        metrics_port=args.metrics_port,
+    )

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
+from consumers.metrics import TrainerMetrics
 from consumers.params_follower import ParamsFollower
 from consumers.trainer import ADAPTER_PARAM, adapter_spec, rollback, run_trainer
 from interest_core.settings import Settings
@@ -94,9 +96,17 @@ def test_trainer_publishes_versions_and_rollback_renumbers(
     _publish_inputs(settings, users=150)
     stop = threading.Event()
     result: list[int] = []
+    metrics = TrainerMetrics(CollectorRegistry())
     thread = threading.Thread(
         target=lambda: result.append(
-            run_trainer(settings, stop, archive=tmp_path, trainer_id="t-test")
+            run_trainer(
+                settings,
+                stop,
+                archive=tmp_path,
+                trainer_id="t-test",
+                metrics=metrics,
+                metrics_port=0,
+            )
         ),
         daemon=True,
     )
@@ -104,6 +114,14 @@ def test_trainer_publishes_versions_and_rollback_renumbers(
     try:
         first = _newest(settings, 1)
         assert first >= 1
+        registry = metrics.registry
+        deadline = time.monotonic() + 30
+        while registry.get_sample_value("interest_trainer_events_total") != 300:
+            assert time.monotonic() < deadline, "the trainer did not apply every valid event"
+            time.sleep(0.2)
+        assert registry.get_sample_value("interest_trainer_versions_published_total") >= 1
+        assert registry.get_sample_value("interest_param_version", {"name": ADAPTER_PARAM}) >= 1
+        assert registry.get_sample_value("interest_ready") == 1
     finally:
         stop.set()
         thread.join(timeout=60)
