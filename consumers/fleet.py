@@ -12,6 +12,10 @@ worker exited :data:`CRASH_LOOP_EXITS` times within :data:`CRASH_LOOP_WINDOW_S` 
 worker writes when its loop fails). A restarted worker is told its restart count
 (``interest_worker_restarts_total``) and the crash loop, which its ``/readyz`` names.
 
+With the adaptation layer on (``[adapter] enabled``, the default) the fleet also runs
+``--trainers`` trainer processes (``interest trainer``, default 1), supervised the same
+way, on the metrics port after the workers' (``fleet-trainer-i``).
+
 The settings a supervisor is given reach the children exactly: ``--config`` is passed
 through and any setting that differs from what the children would load on their own
 (a test's fresh topic names, say) travels as ``INTEREST__SECTION__KEY`` overrides.
@@ -263,6 +267,7 @@ class _Child:
     restart_at: float = 0.0  # monotonic seconds
     last_scrape: tuple[float, float] | None = None  # (monotonic s, events total)
     exit_log: ExitLog = field(default_factory=ExitLog)
+    role: str = "worker"  # worker | trainer
 
 
 def _die_with_parent() -> None:
@@ -297,9 +302,12 @@ class Fleet:
         backoff: Backoff | None = None,
         stop_timeout_s: float = 10.0,
         python: str = sys.executable,
+        trainers: int = 0,
     ) -> None:
         if n < 1:
             raise ValueError(f"a fleet needs at least one worker, got {n}")
+        if trainers < 0:
+            raise ValueError(f"trainers must be >= 0, got {trainers}")
         from consumers.cli import load_settings
 
         base = settings.metrics.port if base_metrics_port is None else base_metrics_port
@@ -307,9 +315,9 @@ class Fleet:
             # "Pick a free port" must still be known to the supervisor, so pick here.
             from producers.broker import free_port
 
-            ports = [free_port() for _ in range(n)]
+            ports = [free_port() for _ in range(n + trainers)]
         else:
-            ports = [base + i for i in range(n)]
+            ports = [base + i for i in range(n + trainers)]
         self.settings = settings
         self.config_path = config_path
         self.worker_args = list(worker_args)
@@ -324,6 +332,13 @@ class Fleet:
         self._children = [
             _Child(WorkerStatus(f"fleet-{i}", ports[i]), backoff=dataclasses.replace(template))
             for i in range(n)
+        ] + [
+            _Child(
+                WorkerStatus(f"fleet-trainer-{i}", ports[n + i]),
+                backoff=dataclasses.replace(template),
+                role="trainer",
+            )
+            for i in range(trainers)
         ]
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -345,8 +360,15 @@ class Fleet:
         ]
 
     def command(self, index: int) -> list[str]:
-        """The command line of worker ``index``."""
-        status = self._children[index].status
+        """The command line of child ``index`` (workers first, then trainers)."""
+        child = self._children[index]
+        status = child.status
+        if child.role == "trainer":
+            cmd = [self.python, "-m", "consumers.cli", "trainer"]
+            if self.config_path:
+                cmd += ["--config", str(self.config_path)]
+            cmd += ["--trainer-id", status.worker_id, "--metrics-port", str(status.metrics_port)]
+            return cmd + self.worker_args
         cmd = [self.python, "-m", "consumers.cli", "worker"]
         if self.config_path:
             cmd += ["--config", str(self.config_path)]
@@ -451,7 +473,9 @@ class Fleet:
             except (OSError, ValueError):
                 continue  # not serving yet (model loading) or busy: keep the last values
             now = time.monotonic()
-            consumed = totals.get("interest_events_consumed_total", 0.0)
+            consumed = totals.get(
+                "interest_events_consumed_total", totals.get("interest_trainer_events_total", 0.0)
+            )
             ready = totals.get("interest_ready")
             with self._lock:
                 if child.status.state == "starting":
@@ -600,6 +624,13 @@ def format_status(status: WorkerStatus) -> str:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument(
+        "--trainers",
+        type=int,
+        default=None,
+        help="adaptation-layer trainers (interest trainer) beside the workers "
+        "(default: 1 when [adapter] enabled, else 0)",
+    )
+    parser.add_argument(
         "--base-metrics-port",
         type=int,
         help="worker i serves /metrics on this port + i (default: metrics.port)",
@@ -644,6 +675,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         log_dir=args.log_dir,
         stop_timeout_s=args.stop_timeout,
         worker_args=["--log-level", args.log_level],
+        trainers=(1 if settings.adapter.enabled else 0) if args.trainers is None else args.trainers,
     )
     print(
         f"starting {args.workers} workers (the first start loads the model: a few seconds); "

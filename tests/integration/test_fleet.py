@@ -39,7 +39,9 @@ def test_a_killed_worker_is_restarted_and_stop_ends_every_worker(
         backoff=Backoff(initial_s=0.2, max_s=1.0),
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         stop_timeout_s=15.0,
+        trainers=1,
     )
+    assert fleet.command(2)[3:4] == ["trainer"]  # workers first, then the trainer
     fleet.start()
     seen = []
     try:
