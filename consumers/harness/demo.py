@@ -78,6 +78,10 @@ class DemoResult:
     events_consumed: float = 0.0
     dead_lettered: dict[str, float] = field(default_factory=dict)
     recommendations_published: float = 0.0
+    adapter_versions_published: float = 0.0  # by the trainer
+    # adapter.matrix versions on every /metrics: in use by each worker, last published
+    # by the trainer
+    adapter_versions_in_use: list[float] = field(default_factory=list)
     recommendations_seen: int = 0
     watched_lines: int = 0
     processing_s: float = 0.0  # replay start -> last event consumed, wall seconds
@@ -240,6 +244,8 @@ def _demo_settings(base: Settings, bootstrap: str, options: DemoOptions) -> Sett
             "heartbeat_interval_ms": 1000,
         },
         metrics={"host": "127.0.0.1", "enabled": True},
+        # A demo lasts minutes: the trainer publishes a layer version every 15 s.
+        adapter={"publish_every_s": 15.0, "min_new_examples": 128},
     )
 
 
@@ -412,6 +418,7 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
                 "TOKENIZERS_PARALLELISM": "false",
             },
             stop_timeout_s=10.0,
+            trainers=1 if demo.adapter.enabled else 0,
         )
         result.metrics_urls = fleet.metrics_urls()
         result.phases_s["broker, topics, data, catalog"] = time.monotonic() - phase
@@ -456,6 +463,14 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
         result.recommendations_published = _total(
             samples, "interest_recommendations_published_total"
         )
+        result.adapter_versions_published = _total(
+            samples, "interest_trainer_versions_published_total"
+        )
+        result.adapter_versions_in_use = [
+            value
+            for name, labels, value in samples
+            if name == "interest_param_version" and labels.get("name") == "adapter.matrix"
+        ]
         for name, labels, value in samples:
             if name == "interest_events_deadlettered_total" and value:
                 reason = labels.get("reason", "?")
@@ -485,6 +500,12 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
             f"p99 {_ms(result.ingest_p99_s)} (histogram estimate; the log's own event times "
             "are historical, so event-time latency is not meaningful here)"
         )
+        if demo.adapter.enabled:
+            say(
+                f"    adaptation layer: {result.adapter_versions_published:.0f} versions "
+                "published by the trainer; versions on /metrics (workers in use, trainer last): "
+                f"{', '.join(f'{v:.0f}' for v in result.adapter_versions_in_use) or 'none'}"
+            )
         say("    metrics: " + "  ".join(result.metrics_urls))
         if options.keep_running:
             say(
