@@ -46,7 +46,8 @@ LABEL org.opencontainers.image.title="interest-stream" \
       org.opencontainers.image.description="Real-time user-interest capture and recommendations on Kafka (CPU)" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN groupadd --system --gid 10001 interest \
- && useradd --system --uid 10001 --gid interest --create-home --home-dir /home/interest interest
+ && useradd --system --uid 10001 --gid interest --create-home --home-dir /home/interest interest \
+ && mkdir -p /data/models && chown interest:interest /data/models
 COPY --from=build /opt/venv /opt/venv
 COPY configs /app/configs
 ENV PATH=/opt/venv/bin:$PATH \
