@@ -488,15 +488,17 @@ def test_compose_healthchecks_point_at_ports_the_services_serve() -> None:
             continue  # prometheus, grafana: their images declare no HEALTHCHECK
         probe = _image_healthcheck(service)
         assert probe and "consumers.healthcheck" in probe, name
-        # The image's probe asks /healthz on metrics.port: only `worker` serves it.
-        assert service["command"] == ["worker"], f"{name} inherits the worker's healthcheck"
+        # The image's probe asks /healthz on metrics.port: `worker` and `trainer` serve it.
+        assert service["command"][0] in ("worker", "trainer"), (
+            f"{name} inherits the worker's healthcheck"
+        )
         settings = _service_settings(service)
         url = healthz_url(settings)
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         assert str(port) in [str(p) for p in service.get("expose", [])], (name, port)
         assert settings.metrics.host == "0.0.0.0", f"{name}: Prometheus scrapes it over the network"
         checked.add(name)
-    assert {"kafka", "worker", "worker-gpu"} <= checked
+    assert {"kafka", "worker", "worker-gpu", "trainer"} <= checked
     assert services["topics"]["healthcheck"] == {"disable": True}
     assert services["replay"]["healthcheck"] == {"disable": True}
 
