@@ -45,6 +45,7 @@ __all__ = [
     "ExampleBuffer",
     "ItemSpace",
     "OnlineAdapter",
+    "SpaceSwap",
     "TrainingReport",
     "check_weights",
     "examples_per_second",
@@ -177,19 +178,56 @@ class _RawItems(Protocol):
     def rows_allocated(self) -> int: ...
 
 
+class SpaceSwap:
+    """A new layer version being put in use without stopping the engine.
+
+    :meth:`run` (on any thread: it only reads the raw rows the catalog held when the
+    swap began, and numpy releases the GIL in the products) projects them;
+    :meth:`ItemSpace.commit`, on the engine's thread between two batches, then
+    re-projects the rows the catalog changed meanwhile and switches over: the only
+    pause. Rows are projected in chunks of ``chunk_rows`` to bound the extra memory.
+    """
+
+    def __init__(self, adapter: Adapter, raw: np.ndarray, width: int, chunk_rows: int = 16_384):
+        self.adapter = adapter
+        self.width = width
+        self.projected: np.ndarray = np.zeros((0, 0), dtype=np.float32)
+        self.dirty: set[int] = set()  # rows changed after the swap began
+        self.done = False
+        self.seconds = 0.0  # time spent in run()
+        self._raw: np.ndarray = raw
+        self._chunk_rows = chunk_rows
+
+    def run(self) -> None:
+        """Project the snapshot's rows (idempotent)."""
+        if self.done:
+            return
+        started = time.perf_counter()
+        projected = np.zeros(self._raw.shape, dtype=np.float32)
+        for start in range(0, self.width, self._chunk_rows):
+            stop = min(start + self._chunk_rows, self.width)
+            projected[start:stop] = self.adapter.project_items(self._raw[start:stop])
+        self.projected = projected
+        self._raw = np.zeros((0, 0), dtype=np.float32)
+        self.seconds = time.perf_counter() - started
+        self.done = True
+
+
 class ItemSpace:
     """The catalog's item vectors as every cosine against items sees them.
 
     Holds the :class:`Adapter` in use and, when it is not the identity, the adapted
     matrix (``W v / |W v|`` per raw row ``v``, rows as the catalog's). ``vectors`` is the
     catalog's own raw matrix under the identity, so an untrained engine reads exactly
-    what it read before the layer existed.
+    what it read before the layer existed. A new version goes through :meth:`begin`,
+    :meth:`SpaceSwap.run` and :meth:`commit` (:meth:`use` does all three at once).
     """
 
     def __init__(self, catalog: _RawItems, adapter: Adapter) -> None:
         self.catalog = catalog
         self.adapter = adapter
-        self._projected = np.zeros((0, 0), dtype=np.float32)
+        self._projected: np.ndarray = np.zeros((0, 0), dtype=np.float32)
+        self._open: list[SpaceSwap] = []
 
     @property
     def vectors(self) -> np.ndarray:
@@ -209,25 +247,52 @@ class ItemSpace:
 
     def updated(self, rows: Sequence[int], raw: np.ndarray) -> None:
         """Rows whose raw vectors are now ``raw`` (after a catalog upsert)."""
+        for swap in self._open:
+            swap.dirty.update(int(r) for r in rows)
         if not self.adapter.is_identity and len(rows):
             self._fit()
             self._projected[list(rows)] = self.adapter.project_items(raw)
 
     def removed(self, rows: Sequence[int]) -> None:
         """Rows that died (their raw vectors are zero now)."""
+        for swap in self._open:
+            swap.dirty.update(int(r) for r in rows)
         if not self.adapter.is_identity and len(rows):
             self._fit()
             self._projected[list(rows)] = 0.0
 
+    def begin(self, adapter: Adapter) -> SpaceSwap:
+        """Start putting ``adapter`` in use: the swap to :meth:`SpaceSwap.run`."""
+        swap = SpaceSwap(adapter, self.catalog.embeddings, self.catalog.rows_allocated)
+        if adapter.is_identity:
+            swap.done = True  # nothing to project: the raw rows are the vectors
+        self._open.append(swap)
+        return swap
+
+    def commit(self, swap: SpaceSwap) -> int:
+        """Switch to a finished swap; rows the catalog changed or added since it began
+        are projected now. Returns how many. Raises ``ValueError`` if not run yet."""
+        if not swap.done:
+            raise ValueError("the swap has not run yet")
+        if swap in self._open:
+            self._open.remove(swap)
+        self.adapter = swap.adapter
+        if swap.adapter.is_identity:
+            self._projected = np.zeros((0, 0), dtype=np.float32)
+            return 0
+        self._projected = swap.projected
+        self._fit()
+        width = self.catalog.rows_allocated
+        late = sorted(swap.dirty | set(range(swap.width, width)))
+        if late:
+            self._projected[late] = self.adapter.project_items(self.catalog.embeddings[late])
+        return len(late)
+
     def use(self, adapter: Adapter) -> None:
-        """Put ``adapter`` in use: the whole catalog is re-projected (one product)."""
-        projected = np.zeros((0, 0), dtype=np.float32)
-        if not adapter.is_identity:
-            raw = self.catalog.embeddings
-            width = self.catalog.rows_allocated
-            projected = np.zeros(raw.shape, dtype=np.float32)
-            projected[:width] = adapter.project_items(raw[:width])
-        self.adapter, self._projected = adapter, projected
+        """Put ``adapter`` in use at once (begin, run, commit)."""
+        swap = self.begin(adapter)
+        swap.run()
+        self.commit(swap)
 
 
 class ExampleBuffer:

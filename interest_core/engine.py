@@ -28,7 +28,14 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from interest_core.adapter import QUERY_KINDS, Adapter, AdapterWeights, ItemSpace, check_weights
+from interest_core.adapter import (
+    QUERY_KINDS,
+    Adapter,
+    AdapterWeights,
+    ItemSpace,
+    SpaceSwap,
+    check_weights,
+)
 from interest_core.candidates import Candidates, Clock
 from interest_core.catalog import Catalog
 from interest_core.describe import INTERESTS_SHOWN, describe_state, intent_of
@@ -304,22 +311,38 @@ class Engine:
         return self.space.vectors
 
     def set_adapter(self, weights: AdapterWeights) -> str | None:
-        """Use ``weights`` from now on: the catalog's adapted matrix is recomputed (one
-        product); no user state and not the index (it holds raw vectors) change.
-        Returns None, or the reason ``weights`` were refused (wrong width, not finite,
-        another encoder); then the layer in use stays."""
+        """Use ``weights`` from now on (:meth:`begin_adapter`, run, :meth:`commit_adapter`
+        at once). Returns None, or the reason ``weights`` were refused (wrong width, not
+        finite, another encoder); then the layer in use stays."""
+        swap = self.begin_adapter(weights)
+        if isinstance(swap, str):
+            return swap
+        swap.run()
+        self.commit_adapter(swap)
+        return None
+
+    def begin_adapter(self, weights: AdapterWeights) -> SpaceSwap | str:
+        """Validate ``weights`` and start a swap: its ``run()`` projects the catalog (one
+        product; may run on another thread, it reads raw rows only) while this engine
+        keeps serving with the layer in use; :meth:`commit_adapter` switches. No user
+        state and not the index (it holds raw vectors) change. Returns the reason when
+        ``weights`` are refused (wrong width, not finite, another encoder)."""
         checked = check_weights(
             weights.matrix, dim=self.dim, encoder=weights.encoder, expected_encoder=self.model_name
         )
         if isinstance(checked, str):
             return checked
-        self.space.use(
-            Adapter(
-                AdapterWeights(checked, weights.encoder, weights.version, weights.trained_examples)
-            )
+        adapter = Adapter(
+            AdapterWeights(checked, weights.encoder, weights.version, weights.trained_examples)
         )
+        return self.space.begin(adapter)
+
+    def commit_adapter(self, swap: SpaceSwap) -> int:
+        """Switch to a swap that has run (between two batches); returns the catalog rows
+        projected now because they changed meanwhile."""
+        late = self.space.commit(swap)
         self.ranker.forget_all()  # remembered rankings were scored in the old space
-        return None
+        return late
 
     def _example(self, state: UserState, row: int) -> None:
         """Hand the user's raw query vectors before this event to ``on_example``."""
