@@ -354,7 +354,8 @@ class WorkerMetrics:
         )
         self.adapter_swap_seconds = Histogram(
             "interest_adapter_swap_seconds",
-            "Time to put a new adaptation-layer version in use (catalog re-projection)",
+            "Pause between two batches to switch to a new adaptation-layer version (the "
+            "catalog is projected off the batch path; rows changed meanwhile are redone)",
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )

@@ -50,6 +50,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -69,7 +70,7 @@ from consumers.metrics import WorkerMetrics
 from consumers.params_follower import ParamsFollower
 from consumers.state_store import StateEntry, StateReader, StateRestoreError
 from consumers.trainer import ADAPTER_PARAM, adapter_spec, weights_of
-from interest_core.adapter import AdapterWeights
+from interest_core.adapter import AdapterWeights, SpaceSwap
 from interest_core.encoder import CachedEncoder, Encoder, encoder_from_settings
 from interest_core.params import ParamRecord
 from interest_core.records import (
@@ -318,6 +319,8 @@ class Worker:
             hooks=self.metrics,
         )
         self.state_source = state_source
+        self._swap: tuple[SpaceSwap, Future[None]] | None = None  # layer version projecting
+        self._swap_pool: ThreadPoolExecutor | None = None
         self.metrics_port: int | None = None
         self._user_partition: dict[str, int] = {}  # user -> events partition, users in memory
         self._evicted: dict[str, int] = {}  # user -> events partition, evicted while idle
@@ -389,29 +392,60 @@ class Worker:
         return [adapter_spec(self.engine.dim, self.engine.model_name)]
 
     def apply_params(self, records: Sequence[ParamRecord], held: ParamRecord | None) -> None:
-        """Use the newest accepted ``adapter.matrix`` among ``records`` (call between
-        micro-batches). ``held`` is the version the models table holds after them: None
-        after a tombstone, which returns the engine to the identity. A version the
-        engine refuses (entries out of range) is logged and counted; the last good one
-        stays. With ``[adapter] enabled = false`` the layer stays the identity."""
+        """Start using the newest accepted ``adapter.matrix`` among ``records`` (call
+        between micro-batches). ``held`` is the version the models table holds after
+        them: None after a tombstone, which returns the engine to the identity. The
+        catalog is projected on a helper thread while batches go on with the layer in
+        use; :meth:`finish_swap` switches between two batches. A version the engine
+        refuses (entries out of range) is logged and counted; the last good one stays.
+        With ``[adapter] enabled = false`` the layer stays the identity."""
         if not self.settings.adapter.enabled:
             return
         newest = next((r for r in reversed(records) if r.name == ADAPTER_PARAM), None)
-        if newest is None and held is None and self.engine.adapter_version != 0:
+        target = (
+            self.engine.adapter_version if self._swap is None else self._swap[0].adapter.version
+        )
+        if newest is None and held is None and target != 0:
             weights = AdapterWeights.identity(self.engine.dim, self.engine.model_name)
-        elif newest is not None and newest.version != self.engine.adapter_version:
+        elif newest is not None and newest.version != target:
             weights = weights_of(newest)
         else:
             return
-        started = time.perf_counter()
-        reason = self.engine.set_adapter(weights)
-        if reason is not None:
-            log.warning("%s: adapter v%d refused: %s", self.worker_id, weights.version, reason)
+        self.finish_swap(wait=True)  # one swap at a time: the newer one starts after it
+        swap = self.engine.begin_adapter(weights)
+        if isinstance(swap, str):
+            log.warning("%s: adapter v%d refused: %s", self.worker_id, weights.version, swap)
             self.metrics.model_record("refused_by_engine")
             self.metrics.param_in_use(ADAPTER_PARAM, self.engine.adapter_version)
             return
-        self.metrics.adapter_swapped(self.engine.adapter_version, time.perf_counter() - started)
-        log.info("%s: adaptation layer v%d in use", self.worker_id, weights.version)
+        if self._swap_pool is None:
+            self._swap_pool = ThreadPoolExecutor(1, thread_name_prefix="adapter-swap")
+        self._swap = (swap, self._swap_pool.submit(swap.run))
+
+    def finish_swap(self, *, wait: bool = False) -> bool:
+        """Switch to a layer version whose catalog projection is done (between two
+        batches; ``wait`` blocks until it is). True when a version was put in use."""
+        if self._swap is None:
+            return False
+        swap, projecting = self._swap
+        if not wait and not projecting.done():
+            return False
+        self._swap = None
+        projecting.result()
+        started = time.perf_counter()
+        late = self.engine.commit_adapter(swap)
+        pause = time.perf_counter() - started
+        self.metrics.adapter_swapped(self.engine.adapter_version, pause)
+        log.info(
+            "%s: adaptation layer v%d in use (projected in %.2f s off the batch path; "
+            "%d late rows, %.3f s between batches)",
+            self.worker_id,
+            swap.adapter.version,
+            swap.seconds,
+            late,
+            pause,
+        )
+        return True
 
     def process_records(self, records: Sequence[InputRecord]) -> PublishPlan:
         """Parse, validate and process one micro-batch; returns what to publish and commit.
@@ -836,6 +870,7 @@ class Worker:
                 self._tick()
             held = models.get(ADAPTER_PARAM)
             self.apply_params([] if held is None else [held], held)
+            self.finish_swap(wait=True)  # the first batch already uses the fleet's layer
             self.metrics.param_in_use(ADAPTER_PARAM, self.engine.adapter_version)
             self._catalog_caught_up = follower.caught_up
             self._update_gauges()
@@ -871,6 +906,7 @@ class Worker:
                 if not len(self.batcher):  # between batches
                     self.apply_catalog_records(follower.poll(0))
                     self.apply_params(models.poll(0), models.get(ADAPTER_PARAM))
+                    self.finish_swap()
                     self._housekeeping()
             self._flush_and_commit()
             self._complete_in_flight()
@@ -895,6 +931,9 @@ class Worker:
                         closing.close()
                     except Exception:
                         log.exception("closing %s failed", type(closing).__name__)
+            if self._swap_pool is not None:
+                self._swap_pool.shutdown(wait=False, cancel_futures=True)
+                self._swap_pool, self._swap = None, None
             if producer is not None:
                 producer.close(timeout=10)
             if health is not None:

@@ -224,6 +224,7 @@ def test_a_worker_swaps_between_batches_and_says_which_version() -> None:
     accepted = table.offer(ADAPTER_PARAM, record.to_json())
     assert accepted is not None and not isinstance(accepted, Rejected)
     worker.apply_params([accepted], table.get(ADAPTER_PARAM))
+    assert worker.finish_swap(wait=True)
     assert worker.engine.adapter_version == 1 and version_metric() == 1
     assert set(published(events[20:40])) == {1}
     # Parses as a record, but the engine refuses entries this large: v1 stays.
@@ -241,5 +242,6 @@ def test_a_worker_swaps_between_batches_and_says_which_version() -> None:
     # A tombstone: the table forgets the name, the worker returns to the identity.
     table.offer(ADAPTER_PARAM, None)
     worker.apply_params([], table.get(ADAPTER_PARAM))
+    assert worker.finish_swap(wait=True)
     assert worker.engine.adapter_version == 0 and worker.engine.adapter.is_identity
     assert version_metric() == 0

@@ -206,3 +206,35 @@ def test_every_recommendation_names_the_layer_version() -> None:
     assert not isinstance(back, type(None)) and getattr(back, "model_version", None) == 7
     old = parse_recommendation(b'{"user_id": "u", "version": 1, "event_ts": 1, "published_at": 2}')
     assert getattr(old, "model_version", "missing") is None
+
+
+def test_a_swap_projects_off_the_batch_path_and_catches_up_at_commit() -> None:
+    """begin -> (batches go on, catalog changes) -> run -> commit: the switch sees the
+    catalog as it is at commit, not as it was when the projection began."""
+    engine = engine_with("dynamic")
+    engine.learn(history())
+    rng = np.random.default_rng(2)
+    matrix = np.eye(DIM, dtype=np.float32) + 0.4 * rng.normal(size=(DIM, DIM)).astype(np.float32)
+    swap = engine.begin_adapter(AdapterWeights(matrix, engine.model_name, 5))
+    assert not isinstance(swap, str)
+    assert engine.adapter_version == 0  # still serving the old layer
+    engine.upsert_items([CatalogItem("late", "Rock arrived during the swap", category="Rock")])
+    engine.upsert_items([CatalogItem("i7", "Jazz retitled during the swap", category="Jazz")])
+    engine.delete_items(["i9"])
+    before = ids(engine)
+    assert before  # recommending goes on with the old layer meanwhile
+    swap.run()
+    late = engine.commit_adapter(swap)
+    assert engine.adapter_version == 5 and late >= 3
+    for item in ("late", "i7", "i3"):
+        row = engine.catalog.row(item)
+        assert row is not None
+        expected = matrix @ engine.catalog.embeddings[row]
+        assert np.allclose(engine.item_vectors[row], expected / np.linalg.norm(expected), atol=1e-5)
+    assert not engine.item_vectors[9].any()
+    refused = engine.begin_adapter(AdapterWeights(matrix[:5], engine.model_name, 6))
+    assert isinstance(refused, str) and "shape" in refused
+    with pytest.raises(ValueError):
+        pending = engine.begin_adapter(AdapterWeights(matrix, engine.model_name, 7))
+        assert not isinstance(pending, str)
+        engine.commit_adapter(pending)  # not run yet
