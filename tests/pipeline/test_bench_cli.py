@@ -26,6 +26,8 @@ def test_bench_quick_index_and_memory_report(tmp_path: Path) -> None:
             "1500",
             "--memory-users",
             "150",
+            "--adapter-items",
+            "2000",
             "--out",
             str(out),
         ]
@@ -46,7 +48,13 @@ def test_bench_quick_index_and_memory_report(tmp_path: Path) -> None:
     assert hnsw["build_s"] > 0 and hnsw["queries_per_s"] > 0
     memory = report["memory"]
     assert memory["users"] == 150 and memory["state_bytes_per_user_mean"] > 0
-    assert set(report["section_seconds"]) == {"index", "memory"}
+    adapter = report["adapter"]
+    assert adapter["items"] == 2000 and adapter["weights_bytes"] == 384 * 384 * 4
+    assert adapter["record_bytes"] > adapter["weights_bytes"]  # base64 in JSON
+    (cpu,) = [t for t in adapter["training"] if t["device"] == "cpu"]
+    assert cpu["steps"] == 5 and cpu["examples_per_s"] > 0
+    assert len(adapter["pause_s"]) == 3 and adapter["project_s_median"] > 0
+    assert set(report["section_seconds"]) == {"index", "memory", "adapter"}
 
 
 def test_hnsw_over_the_limit_is_skipped_with_a_reason(tmp_path: Path) -> None:
