@@ -55,8 +55,14 @@ class PublishPlan:
 
     @property
     def outgoing(self) -> list[OutgoingRecord]:
-        """Every record to send, state before recommendations, dead letters first."""
-        return [*self.dead_letters, *self.states, *self.recommendations]
+        """Every record to send: dead letters, recommendations, then user states.
+
+        States go last: the producer sends in this order on one connection per broker,
+        so a state on the state topic means its batch's recommendations were sent before
+        it. A crash in between re-publishes a version (GUARANTEES 3); the other order
+        would lose one (state persisted, recommendation not).
+        """
+        return [*self.dead_letters, *self.recommendations, *self.states]
 
     @property
     def tombstones(self) -> int:
