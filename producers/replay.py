@@ -16,6 +16,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -96,6 +97,19 @@ def retimed(line: bytes, ts: float) -> bytes:
     return orjson.dumps(event)
 
 
+def send_offset_s(
+    index: int, event_offset_s: float, rate: float | None, speed: float | None
+) -> float:
+    """When the ``index``-th record is due, in seconds after the first send: ``index /
+    rate`` at a fixed rate (events per second), its event time after the first event's
+    (``event_offset_s``, seconds) over ``speed``, else at once (0.0)."""
+    if rate is not None:
+        return index / rate
+    if speed is not None:
+        return event_offset_s / speed
+    return 0.0
+
+
 def replay(
     path: str | Path,
     settings: Settings,
@@ -106,6 +120,8 @@ def replay(
     retime: bool = False,
     progress: bool | None = None,
     producer: KafkaProducer | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> PublishSummary:
     """Publish the event log at ``path`` to ``settings.topics.events``; returns the summary.
 
@@ -114,7 +130,8 @@ def replay(
     event with the wall-clock time it is sent (invalid lines go as they are). ``progress`` shows a bar on
     stderr (None: only when stderr is a terminal). A ``producer`` may be passed in (it is
     flushed, not closed); otherwise one is made and closed. Ctrl-C stops sending, and
-    what was sent is still flushed and checked (``summary.interrupted``).
+    what was sent is still flushed and checked (``summary.interrupted``). ``clock``
+    (seconds) and ``sleep`` pace the sends (injected so a test can check the schedule).
     """
     if rate is not None and rate <= 0:
         raise ValueError("rate must be positive (events per second)")
@@ -130,20 +147,14 @@ def replay(
         total=len(plan.records), unit="ev", file=sys.stderr, disable=not show, mininterval=0.5
     )
     first_ts = plan.records[0][0] if plan.records else 0.0
-    started = time.monotonic()
+    started = clock()
     valid_sent = 0
     try:
         for index, (ts, key, line) in enumerate(plan.records):
-            if rate is not None:
-                due = index / rate
-            elif speed is not None:
-                due = (ts - first_ts) / speed
-            else:
-                due = 0.0
-            ahead = due - (time.monotonic() - started)
+            ahead = send_offset_s(index, ts - first_ts, rate, speed) - (clock() - started)
             if ahead > _MIN_SLEEP_S:
                 bar.update(index - bar.n)
-                time.sleep(ahead)
+                sleep(ahead)
             if retime and index not in plan.invalid:
                 line = retimed(line, time.time())
             publisher.send(key, line)
@@ -155,7 +166,7 @@ def replay(
         log.warning("interrupted after %d records; flushing what was sent", valid_sent)
     finally:
         publisher.finish()
-        summary.elapsed_s = time.monotonic() - started
+        summary.elapsed_s = clock() - started
         bar.update(summary.sent - bar.n)
         bar.close()
         if own:
