@@ -99,7 +99,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``interest inspect``."""
     parser.add_argument("user", nargs="?", help="user id to show")
     parser.add_argument("--all", action="store_true", help="every user on the state topic")
-    parser.add_argument("--json", action="store_true", help="JSON instead of text")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON instead of text (with --all: JSON Lines, one user per line)",
+    )
     parser.add_argument(
         "--include-deleted", action="store_true", help="with --all, list deleted users too"
     )
@@ -128,7 +132,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             chosen = [e for e in chosen if e.blob is not None]
         described = [describe_entry(e, settings) for e in chosen]
         if args.json:
-            sys.stdout.write(orjson.dumps(described, option=orjson.OPT_INDENT_2).decode() + "\n")
+            # JSON Lines: one user per line, so `head`, `grep` and `jq` work on 100k users.
+            for d in described:
+                sys.stdout.write(orjson.dumps(d).decode() + "\n")
         else:
             for d in described:
                 print(_text(d))

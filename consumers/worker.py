@@ -53,6 +53,7 @@ from kafka.structs import OffsetAndMetadata
 from consumers.barrier import is_barrier
 from consumers.batching import InputRecord, MicroBatcher, next_offsets
 from consumers.catalog_follower import CatalogFollower
+from consumers.group_membership import close_group_consumer
 from consumers.health import HealthServer
 from consumers.metrics import WorkerMetrics
 from consumers.state_store import StateEntry, StateReader, StateRestoreError
@@ -688,7 +689,9 @@ class Worker:
             self._alive = False
             if self._consumer is not None:
                 try:
-                    self._consumer.close(autocommit=False)  # leaves the group
+                    # Leaves the group (except where that would wedge the embedded
+                    # broker's group: see consumers.group_membership).
+                    close_group_consumer(self._consumer)
                 except Exception:
                     log.exception("closing the events consumer failed")
                 self._consumer = None
