@@ -21,6 +21,7 @@ from kafka.errors import KafkaError
 
 from consumers.state_store import StateEntry, StateReader
 from interest_core.settings import Settings
+from producers.kafka_client import describe_kafka_error
 
 __all__ = ["configure", "describe_blob", "describe_entry", "run"]
 
@@ -119,8 +120,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         entries = reader.read(users=None if args.all else [args.user])
     except KafkaError as exc:
         print(
-            f"interest inspect: cannot read {settings.topics.state} at"
-            f" {settings.kafka.bootstrap_servers}: {exc}",
+            f"interest inspect: cannot read {settings.topics.state}:"
+            f" {describe_kafka_error(settings, exc)}",
             file=sys.stderr,
         )
         return 1

@@ -30,7 +30,7 @@ from interest_core.records import (
 )
 from interest_core.settings import Settings
 from producers.jsonl import read_lines
-from producers.kafka_client import make_consumer
+from producers.kafka_client import describe_kafka_error, make_consumer
 
 __all__ = [
     "Received",
@@ -221,11 +221,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return 2
     try:
         consumer = open_reader(settings, from_beginning=args.from_beginning)
-    except (KafkaError, LookupError) as exc:
-        print(
-            f"interest subscribe: {settings.kafka.bootstrap_servers}: {exc}",
-            file=sys.stderr,
-        )
+    except KafkaError as exc:
+        print(f"interest subscribe: {describe_kafka_error(settings, exc)}", file=sys.stderr)
+        return 1
+    except LookupError as exc:
+        print(f"interest subscribe: {settings.kafka.bootstrap_servers}: {exc}", file=sys.stderr)
         return 1
     try:
         for received in subscribe(

@@ -35,6 +35,7 @@ pipeline tests drive it with a :class:`MemorySink`).
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -67,6 +68,7 @@ from interest_core.records import (
     parse_event,
 )
 from interest_core.settings import Settings
+from producers.kafka_client import describe_kafka_error
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -998,20 +1000,39 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _StoppedWhileStarting(BaseException):
+    """SIGTERM / SIGINT arrived before the worker consumed anything.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way
+    (loading the model, connecting) mistakes the stop for a failure.
+    """
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run one worker until SIGTERM / SIGINT, then finish the batch, commit and leave."""
     if args.metrics_port is not None:
         settings = settings.replace(metrics={"port": args.metrics_port})
     stop = threading.Event()
 
+    worker: Worker | None = None
+
     def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal %d: finishing the batch in hand and leaving the group", signum)
         stop.set()
+        if worker is None or worker._consumer is None:
+            # Still connecting (a client bootstrap can block for seconds): nothing is in
+            # hand or to commit yet, so stop now rather than after the connection attempt.
+            raise _StoppedWhileStarting(signum)
+        log.info("signal %d: finishing the batch in hand and leaving the group", signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
         worker = Worker(settings, worker_id=args.worker_id)
+    except _StoppedWhileStarting as stopped:
+        print(
+            f"interest worker: stopped by signal {stopped.args[0]} while starting", file=sys.stderr
+        )
+        return 0
     except Exception as exc:
         print(f"interest worker: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -1022,6 +1043,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     try:
         return worker.run(stop)
+    except _StoppedWhileStarting as stopped:
+        print(
+            f"interest worker: stopped by signal {stopped.args[0]} while starting", file=sys.stderr
+        )
+        return 0
     except KafkaError as exc:
-        print(f"interest worker: Kafka error: {exc}", file=sys.stderr)
+        print(f"interest worker: {describe_kafka_error(settings, exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(
+            f"interest worker: cannot serve metrics on {settings.metrics.host}:"
+            f"{settings.metrics.port}: the port is taken; choose another with --metrics-port"
+            " or INTEREST__METRICS__PORT (0 picks a free one)",
+            file=sys.stderr,
+        )
         return 1

@@ -77,12 +77,19 @@ class KafkaSettings:
     request_timeout_ms: int = 30000
     retry_backoff_ms: int = 200
     reconnect_backoff_max_ms: int = 5000
+    bootstrap_timeout_ms: int = 10000  # first connection; past it, "cannot reach Kafka"
 
     def __post_init__(self) -> None:
         _check(bool(self.bootstrap_servers.strip()), "bootstrap_servers", "must not be empty")
         _check_one_of(self, "security_protocol", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
         _check_one_of(self, "sasl_mechanism", ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
-        _check_positive(self, "request_timeout_ms", "retry_backoff_ms", "reconnect_backoff_max_ms")
+        _check_positive(
+            self,
+            "request_timeout_ms",
+            "retry_backoff_ms",
+            "reconnect_backoff_max_ms",
+            "bootstrap_timeout_ms",
+        )
 
 
 @dataclass(frozen=True)

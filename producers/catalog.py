@@ -21,6 +21,7 @@ from tqdm import tqdm
 from interest_core.records import Rejected, parse_catalog
 from interest_core.settings import Settings
 from producers.jsonl import best_effort_key, read_lines
+from producers.kafka_client import describe_kafka_error
 from producers.publish import Publisher, PublishSummary, bulk_producer
 
 __all__ = ["configure", "load_catalog", "run"]
@@ -100,10 +101,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"interest catalog load: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
     except KafkaError as exc:
-        print(
-            f"interest catalog load: cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"interest catalog load: {describe_kafka_error(settings, exc)}", file=sys.stderr)
         return 1
     print(summary.report())
     if not summary.ok:

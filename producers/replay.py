@@ -25,6 +25,7 @@ from tqdm import tqdm
 from interest_core.records import Rejected, parse_event
 from interest_core.settings import Settings
 from producers.jsonl import best_effort_key, read_lines
+from producers.kafka_client import describe_kafka_error
 from producers.publish import Publisher, PublishSummary, bulk_producer
 
 __all__ = ["ReplayPlan", "configure", "plan_replay", "replay", "run"]
@@ -171,10 +172,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"interest replay: {exc}", file=sys.stderr)
         return 2
     except KafkaError as exc:
-        print(
-            f"interest replay: cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"interest replay: {describe_kafka_error(settings, exc)}", file=sys.stderr)
         return 1
     print(summary.report())
     if not summary.ok:

@@ -10,7 +10,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from interest_core.settings import Settings
-from producers.kafka_client import make_admin
+from producers.kafka_client import describe_kafka_error, make_admin
 
 __all__ = ["create_topics", "topic_specs"]
 
@@ -70,10 +70,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         outcome = create_topics(settings)
     except KafkaError as exc:
-        print(
-            f"interest topics create: cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"interest topics create: {describe_kafka_error(settings, exc)}", file=sys.stderr)
         return 1
     for name, what in outcome.items():
         print(f"{what:8s} {name}")
