@@ -23,6 +23,7 @@ from interest_core.settings import Settings
 from producers.jsonl import best_effort_key, read_lines
 from producers.kafka_client import describe_kafka_error
 from producers.publish import Publisher, PublishSummary, bulk_producer
+from producers.topics import missing_topic_warning
 
 __all__ = ["configure", "load_catalog", "run"]
 
@@ -91,6 +92,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
+        missing = missing_topic_warning(settings, settings.topics.catalog)
+        if missing:
+            print(f"interest catalog load: warning: {missing}", file=sys.stderr)
         summary = load_catalog(
             args.file,
             settings,

@@ -27,6 +27,7 @@ from interest_core.settings import Settings
 from producers.jsonl import best_effort_key, read_lines
 from producers.kafka_client import describe_kafka_error
 from producers.publish import Publisher, PublishSummary, bulk_producer
+from producers.topics import missing_topic_warning
 
 __all__ = ["ReplayPlan", "configure", "plan_replay", "replay", "run"]
 
@@ -85,6 +86,7 @@ def replay(
     send_invalid: bool = False,
     progress: bool | None = None,
     producer: KafkaProducer | None = None,
+    plan: ReplayPlan | None = None,
 ) -> PublishSummary:
     """Publish the event log at ``path`` to ``settings.topics.events``; returns the summary.
 
@@ -92,14 +94,18 @@ def replay(
     the events happened); neither: as fast as possible. ``progress`` shows a bar on
     stderr (None: only when stderr is a terminal). A ``producer`` may be passed in (it is
     flushed, not closed); otherwise one is made and closed. Ctrl-C stops sending, and
-    what was sent is still flushed and checked (``summary.interrupted``).
+    what was sent is still flushed and checked (``summary.interrupted``). ``plan`` is
+    the file already read by :func:`plan_replay` (else it is read here).
     """
     if rate is not None and rate <= 0:
         raise ValueError("rate must be positive (events per second)")
     if speed is not None and speed <= 0:
         raise ValueError("speed must be positive (times real time)")
-    plan = plan_replay(path, settings, send_invalid=send_invalid)
+    if plan is None:
+        plan = plan_replay(path, settings, send_invalid=send_invalid)
     summary = plan.summary
+    if not plan.records:
+        return summary  # nothing to send: no need to reach Kafka
     own = producer is None
     active = producer if producer is not None else bulk_producer(settings)
     publisher = Publisher(active, summary)
@@ -157,6 +163,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
+        plan = plan_replay(args.file, settings, send_invalid=args.send_invalid)
+        if not plan.records:
+            print(plan.summary.report())
+            why = "every line is invalid" if plan.summary.lines else "the file holds no events"
+            print(f"interest replay: nothing sent: {why}", file=sys.stderr)
+            return 1
+        missing = missing_topic_warning(settings, settings.topics.events)
+        if missing:
+            print(f"interest replay: warning: {missing}", file=sys.stderr)
         summary = replay(
             args.file,
             settings,
@@ -164,6 +179,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             speed=args.speed,
             send_invalid=args.send_invalid,
             progress=False if args.quiet else None,
+            plan=plan,
         )
     except OSError as exc:
         print(f"interest replay: cannot read {args.file}: {exc}", file=sys.stderr)
