@@ -11,6 +11,7 @@ new events), and at the end each user's state counts every event exactly once.
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import time
@@ -22,10 +23,9 @@ import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 
+from consumers import inspect as inspect_command
 from consumers.barrier import place_barriers
 from consumers.fleet import Backoff, Fleet
-from consumers.inspect import describe_entry
-from consumers.state_store import StateReader
 from interest_core.settings import Settings
 from producers.catalog import load_catalog
 from producers.replay import replay
@@ -116,7 +116,7 @@ def _stop_one_after_the_other(fleet: Fleet, first: int) -> None:
 
 
 def test_a_stopped_fleet_comes_back_on_the_same_broker_and_applies_nothing_twice(
-    kafka_settings: Settings, tmp_path: Path
+    kafka_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = kafka_settings.replace(encoder={"backend": "hashing"})
     create_topics(settings)
@@ -160,14 +160,11 @@ def test_a_stopped_fleet_comes_back_on_the_same_broker_and_applies_nothing_twice
             else:
                 fleet.stop()
 
-    reader = StateReader(settings)
-    try:
-        entries = reader.read()
-    finally:
-        reader.close()
-    applied = {
-        user: sum(describe_entry(entry, settings)["events_by_type"].values())
-        for user, entry in entries.items()
-        if entry.blob is not None
-    }
+    # What the state topic holds, through `interest inspect --all --json` (JSON Lines).
+    capsys.readouterr()
+    args = argparse.Namespace(all=True, user=None, json=True, include_deleted=False)
+    assert inspect_command.run(args, settings) == 0
+    lines = capsys.readouterr().out.splitlines()
+    users = [orjson.loads(line) for line in lines]  # one JSON object per line
+    applied = {u["user_id"]: sum(u["events_by_type"].values()) for u in users}
     assert applied == dict(expected), "each event applied exactly once across the restarts"
