@@ -110,4 +110,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(summary.report())
     if not summary.ok:
         return 1
+    if summary.sent == 0 and not summary.interrupted:
+        why = "every line is invalid" if summary.lines else "the file holds no items"
+        print(f"interest catalog load: nothing sent: {why}", file=sys.stderr)
+        return 1
     return 130 if summary.interrupted else 0
