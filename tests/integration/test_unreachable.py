@@ -62,3 +62,22 @@ def test_a_worker_still_connecting_stops_on_sigterm_without_waiting_for_the_time
         worker.kill()
     assert status == 0
     assert "stopped by signal 15 while starting" in worker.stderr.read()
+
+
+def test_a_worker_whose_metrics_port_is_taken_says_so_without_a_traceback() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "consumers.cli", "worker"],
+            env={**_env(1000), "INTEREST__METRICS__PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1
+    assert f"cannot serve metrics on 127.0.0.1:{port}: the port is taken" in done.stderr
+    assert "INTEREST__METRICS__PORT" in done.stderr and "Traceback" not in done.stderr
