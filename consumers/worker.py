@@ -79,7 +79,7 @@ from interest_core.records import (
     parse_event,
 )
 from interest_core.settings import Settings
-from producers.kafka_client import describe_kafka_error
+from producers.kafka_client import describe_kafka_error, is_unreachable
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -837,7 +837,13 @@ class Worker:
             return 0
         except BaseException as exc:
             if not isinstance(exc, KeyboardInterrupt | SystemExit):
-                log.exception("%s: the worker loop ended on an error", self.worker_id)
+                if _told_in_one_line(exc):
+                    # run() says it in one line with a hint; the traceback only at DEBUG
+                    log.debug(
+                        "%s: the worker loop ended on an error", self.worker_id, exc_info=True
+                    )
+                else:
+                    log.exception("%s: the worker loop ended on an error", self.worker_id)
                 self._write_crash_report(exc)
             raise
         finally:
@@ -1202,12 +1208,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class _StoppedWhileStarting(BaseException):
+class _StoppedWhileStarting(SystemExit):
     """SIGTERM / SIGINT arrived before the worker consumed anything.
 
-    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way
-    (loading the model, connecting) mistakes the stop for a failure.
+    A SystemExit (a requested exit, not a failure), so that no ``except Exception`` on
+    the way (loading the model, connecting) mistakes the stop for an error.
     """
+
+
+def _told_in_one_line(exc: BaseException) -> bool:
+    """Errors that :func:`run` reports as one clear line: unreachable Kafka, a taken port."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return True
+    return isinstance(exc, KafkaError) and is_unreachable(exc)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
