@@ -46,6 +46,7 @@ partition is :mod:`consumers.residency`.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -63,6 +64,7 @@ from kafka.structs import OffsetAndMetadata
 
 from consumers.batching import InputRecord, MicroBatcher
 from consumers.catalog_follower import CatalogFollower
+from consumers.group_membership import close_group_consumer
 from consumers.health import HealthServer
 from consumers.latency import BatchLatency
 from consumers.metrics import WorkerMetrics
@@ -73,6 +75,7 @@ from consumers.state_store import StateReader
 from consumers.step import BatchStep
 from interest_core.encoder import CachedEncoder, Encoder, encoder_from_settings
 from interest_core.settings import Settings
+from producers.kafka_client import describe_kafka_error, is_unreachable
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -331,7 +334,13 @@ class Worker:
             return 0
         except BaseException as exc:
             if not isinstance(exc, KeyboardInterrupt | SystemExit):
-                log.exception("%s: the worker loop ended on an error", self.worker_id)
+                if _told_in_one_line(exc):
+                    # run() says it in one line with a hint; the traceback only at DEBUG
+                    log.debug(
+                        "%s: the worker loop ended on an error", self.worker_id, exc_info=True
+                    )
+                else:
+                    log.exception("%s: the worker loop ended on an error", self.worker_id)
                 self._write_crash_report(exc)
             raise
         finally:
@@ -557,7 +566,9 @@ class _Clients:
         """Leave the group and close every client (each failure logged, none raised)."""
         if self.consumer is not None:
             try:
-                self.consumer.close(autocommit=False)  # leaves the group
+                # Leaves the group (except where that would wedge the embedded
+                # broker's group: see consumers.group_membership).
+                close_group_consumer(self.consumer)
             except Exception:
                 log.exception("closing the events consumer failed")
             self.consumer = None
@@ -716,20 +727,46 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _StoppedWhileStarting(SystemExit):
+    """SIGTERM / SIGINT arrived before the worker consumed anything.
+
+    A SystemExit (a requested exit, not a failure), so that no ``except Exception`` on
+    the way (loading the model, connecting) mistakes the stop for an error.
+    """
+
+
+def _told_in_one_line(exc: BaseException) -> bool:
+    """Errors that :func:`run` reports as one clear line: unreachable Kafka, a taken port."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return True
+    return isinstance(exc, KafkaError) and is_unreachable(exc)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run one worker until SIGTERM / SIGINT, then finish the batch, commit and leave."""
     if args.metrics_port is not None:
         settings = settings.replace(metrics={"port": args.metrics_port})
     stop = threading.Event()
 
+    worker: Worker | None = None
+
     def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal %d: finishing the batch in hand and leaving the group", signum)
         stop.set()
+        if worker is None or worker._consumer is None:
+            # Still connecting (a client bootstrap can block for seconds): nothing is in
+            # hand or to commit yet, so stop now rather than after the connection attempt.
+            raise _StoppedWhileStarting(signum)
+        log.info("signal %d: finishing the batch in hand and leaving the group", signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
         worker = Worker(settings, worker_id=args.worker_id)
+    except _StoppedWhileStarting as stopped:
+        print(
+            f"interest worker: stopped by signal {stopped.args[0]} while starting", file=sys.stderr
+        )
+        return 0
     except Exception as exc:
         print(f"interest worker: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -742,6 +779,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     try:
         return worker.run(stop)
+    except _StoppedWhileStarting as stopped:
+        print(
+            f"interest worker: stopped by signal {stopped.args[0]} while starting", file=sys.stderr
+        )
+        return 0
     except KafkaError as exc:
-        print(f"interest worker: Kafka error: {exc}", file=sys.stderr)
+        print(f"interest worker: {describe_kafka_error(settings, exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(
+            f"interest worker: cannot serve metrics on {settings.metrics.host}:"
+            f"{settings.metrics.port}: the port is taken; choose another with --metrics-port"
+            " or INTEREST__METRICS__PORT (0 picks a free one)",
+            file=sys.stderr,
+        )
         return 1
