@@ -1,4 +1,5 @@
-"""What a worker's ``/healthz`` and ``/readyz`` are made of, apart from partitions.
+"""What a worker's ``/healthz`` and ``/readyz`` are made of, apart from partitions, and
+the crash report it leaves for its supervisor.
 
 :class:`WorkerProbes` keeps the loop's heartbeat (alive, last tick), the last broker
 round trip (the broker counts as unreachable after ``broker_silence_s`` seconds without
@@ -8,9 +9,22 @@ until a batch is committed or the worker has stayed up ``CRASH_LOOP_CLEARS_AFTER
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["CRASH_LOOP_CLEARS_AFTER_S", "STALL_AFTER_S", "WorkerProbes"]
+import orjson
+
+__all__ = [
+    "CRASH_LOOP_CLEARS_AFTER_S",
+    "STALL_AFTER_S",
+    "WorkerProbes",
+    "crash_report",
+    "write_crash_report",
+]
+
+log = logging.getLogger(__name__)
 
 #: The loop counts as stalled (``/healthz`` 503) after this many seconds without a tick.
 STALL_AFTER_S = 120.0
@@ -72,3 +86,24 @@ class WorkerProbes:
         """A batch was committed: the crash loop (returned, if there was one) is over."""
         note, self.crash_loop = self.crash_loop, None
         return note
+
+
+def crash_report(
+    worker_id: str, in_hand: Mapping[tuple[str, int], int], error: BaseException
+) -> dict[str, Any]:
+    """Where a worker died: the first offset of the batch in hand per partition
+    (``"topic[partition]": offset``) and the error."""
+    return {
+        "worker_id": worker_id,
+        "error": f"{type(error).__name__}: {error}"[:500],
+        "offsets": {f"{t}[{p}]": o for (t, p), o in sorted(in_hand.items())},
+    }
+
+
+def write_crash_report(path: str, report: Mapping[str, Any]) -> None:
+    """Write ``report`` as JSON to ``path`` (a failure is logged, not raised)."""
+    try:
+        with open(path, "wb") as handle:
+            handle.write(orjson.dumps(report))
+    except OSError:
+        log.exception("writing the crash report to %s failed", path)

@@ -57,7 +57,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -68,7 +67,7 @@ from consumers.group_membership import close_group_consumer
 from consumers.health import HealthServer
 from consumers.latency import BatchLatency
 from consumers.metrics import WorkerMetrics
-from consumers.probes import WorkerProbes
+from consumers.probes import WorkerProbes, crash_report, write_crash_report
 from consumers.residency import Residency, StateSource
 from consumers.sinks import KafkaSink, OutgoingRecord, PublishError, PublishPlan, Sink
 from consumers.state_store import StateReader
@@ -240,22 +239,8 @@ class Worker:
         self.metrics.set_ready(self.ready)
 
     def crash_report(self, error: BaseException) -> dict[str, Any]:
-        """What a supervisor needs to say where the worker died: the first offset of the
-        batch in hand per partition (``"topic[partition]": offset``) and the error."""
-        return {
-            "worker_id": self.worker_id,
-            "error": f"{type(error).__name__}: {error}"[:500],
-            "offsets": {f"{t}[{p}]": o for (t, p), o in sorted(self._in_hand.items())},
-        }
-
-    def _write_crash_report(self, error: BaseException) -> None:
-        if not self.crash_file:
-            return
-        try:
-            with open(self.crash_file, "wb") as handle:
-                handle.write(orjson.dumps(self.crash_report(error)))
-        except OSError:
-            log.exception("writing the crash report to %s failed", self.crash_file)
+        """What a supervisor needs to say where the worker died (see :func:`crash_report`)."""
+        return crash_report(self.worker_id, self._in_hand, error)
 
     # ------------------------------------------------------------ probes
 
@@ -341,7 +326,8 @@ class Worker:
                     )
                 else:
                     log.exception("%s: the worker loop ended on an error", self.worker_id)
-                self._write_crash_report(exc)
+                if self.crash_file:
+                    write_crash_report(self.crash_file, self.crash_report(exc))
             raise
         finally:
             self.probes.alive = False
