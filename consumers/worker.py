@@ -756,14 +756,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except Exception as exc:
         print(f"interest worker: cannot start: {exc}", file=sys.stderr)
         return 1
-    worker.crash_file = getattr(args, "crash_file", None)
-    worker.restarted(getattr(args, "restarts", 0), getattr(args, "crash_loop", None))
-    print(
-        f"interest worker {worker.worker_id}: group {settings.consumer.group_id},"
-        f" events {settings.topics.events}, Kafka {settings.kafka.bootstrap_servers}",
-        file=sys.stderr,
-    )
     try:
+        # Inside the try: a signal can land while the banner is being written.
+        worker.crash_file = getattr(args, "crash_file", None)
+        worker.restarted(getattr(args, "restarts", 0), getattr(args, "crash_loop", None))
+        print(
+            f"interest worker {worker.worker_id}: group {settings.consumer.group_id},"
+            f" events {settings.topics.events}, Kafka {settings.kafka.bootstrap_servers}",
+            file=sys.stderr,
+        )
         return worker.run(stop)
     except _StoppedWhileStarting as stopped:
         print(
