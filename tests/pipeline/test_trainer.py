@@ -188,7 +188,8 @@ def test_a_worker_swaps_between_batches_and_says_which_version() -> None:
     refuses leaves the last good one; a tombstone returns to the identity."""
     from prometheus_client import CollectorRegistry
 
-    from consumers.worker import MemorySink, Worker
+    from consumers.testing import MemorySink
+    from consumers.worker import Worker
     from interest_core.records import parse_recommendation
 
     clock = Clock()
