@@ -10,8 +10,8 @@ in the encoder's raw space (the layer is applied only at query time), the traine
 replica of a user's vectors is the workers' own, whatever layer version they run; so
 the workers need no extra topic, no extra bytes per event and no work on their hot path,
 and the trainer can be restarted, moved or replayed from any offset on its own. The
-cost: it holds one state per active user (bounded by the same idle eviction as a
-worker) and encodes event texts once more.
+cost: it holds one state per active user (at most ``state.max_users``: the least
+recently active leave first) and encodes event texts once more.
 
 Cadence: every ``[adapter] publish_every_s`` seconds, when at least ``min_new_examples``
 new examples came in, it trains ``new examples x passes / batch_size`` optimiser steps
@@ -185,6 +185,9 @@ class Trainer:
         if events:
             self.engine.learn(events)
             self.events_applied += len(events)
+            # Bounded like a worker: the least recently active users beyond
+            # state.max_users leave the replica (their next example starts afresh).
+            self.engine.evict_least_active(self.settings.state.max_users)
         return len(events)
 
     def due(self) -> bool:

@@ -246,3 +246,14 @@ def test_a_worker_swaps_between_batches_and_says_which_version() -> None:
     assert worker.finish_swap(wait=True)
     assert worker.engine.adapter_version == 0 and worker.engine.adapter.is_identity
     assert version_metric() == 0
+
+
+def test_the_replica_is_bounded_by_max_users() -> None:
+    clock = Clock()
+    engine = Engine(HashingEncoder(dim=DIM), settings(), strategy="dynamic")
+    bounded = settings().replace(state={"max_users": 50})
+    trainer = Trainer(bounded, engine, clock=clock)
+    trainer.apply_catalog_records(catalog_records())
+    trainer.learn_records(event_records(120))
+    assert engine.users_held == 50
+    assert trainer.online.new_examples == 120  # each user's example was taken first
