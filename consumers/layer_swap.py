@@ -12,14 +12,15 @@ engine refuses (entries beyond +-1000) is logged and counted; the last good one 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from consumers.trainer import ADAPTER_PARAM, weights_of
+from consumers.trainer import ADAPTER_PARAM, adapter_spec, weights_of
 from interest_core.adapter import AdapterWeights, SpaceSwap
-from interest_core.params import ParamRecord
+from interest_core.params import ParamRecord, ParamSpec
 
 __all__ = ["LayerSwap"]
 
@@ -45,9 +46,7 @@ class LayerSwap:
         if not self.enabled:
             return
         newest = next((r for r in reversed(records) if r.name == ADAPTER_PARAM), None)
-        target = (
-            self.engine.adapter_version if self._swap is None else self._swap[0].adapter.version
-        )
+        target = self.engine.space.version if self._swap is None else self._swap[0].adapter.version
         if newest is None and held is None and target != 0:
             weights = AdapterWeights.identity(self.engine.dim, self.engine.model_name)
         elif newest is not None and newest.version != target:
@@ -55,11 +54,11 @@ class LayerSwap:
         else:
             return
         self.finish(wait=True)  # one swap at a time: the newer one starts after it
-        swap = self.engine.begin_adapter(weights)
+        swap = self.engine.space.begin(weights)
         if isinstance(swap, str):
             log.warning("%s: adapter v%d refused: %s", self.name, weights.version, swap)
             self.metrics.model_record("refused_by_engine")
-            self.metrics.param_in_use(ADAPTER_PARAM, self.engine.adapter_version)
+            self.metrics.param_in_use(ADAPTER_PARAM, self.engine.space.version)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="adapter-swap")
@@ -76,9 +75,9 @@ class LayerSwap:
         self._swap = None
         projecting.result()
         started = time.perf_counter()
-        late = self.engine.commit_adapter(swap)
+        late = self.engine.space.commit(swap)
         pause = time.perf_counter() - started
-        self.metrics.adapter_swapped(self.engine.adapter_version, pause)
+        self.metrics.adapter_swapped(self.engine.space.version, pause)
         log.info(
             "%s: adaptation layer v%d in use (projected in %.2f s off the batch path; "
             "%d late rows, %.3f s between batches)",
@@ -89,6 +88,26 @@ class LayerSwap:
             pause,
         )
         return True
+
+    def spec(self) -> ParamSpec:
+        """What the models topic's ``adapter.matrix`` must be for this engine."""
+        return adapter_spec(self.engine.dim, self.engine.model_name)
+
+    def load(self, models: Any, stop: threading.Event, tick: Callable[[], None]) -> None:
+        """Read the models topic (a started ``ParamsFollower``) to its end and put the
+        fleet's layer in use before the first event (waiting for the projection)."""
+        while not models.caught_up and not stop.is_set():
+            models.poll(0.2)
+            tick()
+        held = models.get(ADAPTER_PARAM)
+        self.apply([] if held is None else [held], held)
+        self.finish(wait=True)
+        self.metrics.param_in_use(ADAPTER_PARAM, self.engine.space.version)
+
+    def follow(self, models: Any) -> None:
+        """Between two batches: take what the models topic brought, switch when ready."""
+        self.apply(models.poll(0), models.get(ADAPTER_PARAM))
+        self.finish()
 
     def close(self) -> None:
         """Drop a projection in progress and the helper thread (idempotent)."""

@@ -260,6 +260,50 @@ def _archive(directory: Path | None, record: ParamRecord) -> None:
         path.write_bytes(record.to_json())
 
 
+def _health(
+    settings: Settings, metrics: TrainerMetrics, port: int | None, caught_up: threading.Event
+) -> Any:
+    """The trainer's /metrics, /healthz, /readyz server (None when metrics are off)."""
+    from consumers.health import HealthServer
+
+    if not settings.metrics.enabled:
+        return None
+    return HealthServer(
+        settings.metrics.host,
+        settings.metrics.port if port is None else port,
+        render_metrics=metrics.exposition,
+        liveness=lambda: [],
+        readiness=lambda: [] if caught_up.is_set() else ["catalog_or_models_not_caught_up"],
+    ).start()
+
+
+def _publish_round(
+    trainer: Trainer,
+    producer: Any,
+    settings: Settings,
+    metrics: TrainerMetrics,
+    archive: Path | None,
+) -> ParamRecord | None:
+    """Train one round and publish the version (archived when ``archive`` is set)."""
+    from consumers.params_follower import publish_params
+
+    record = trainer.train_round()
+    if record is None:
+        return None
+    publish_params(producer, settings.topics.models, record)
+    trainer.published.append(record)
+    report = trainer.online.reports[-1]
+    metrics.published(
+        record.name,
+        record.version,
+        seconds=report.seconds,
+        loss=report.last_loss,
+        examples=report.examples,
+    )
+    _archive(archive, record)
+    return record
+
+
 def run_trainer(
     settings: Settings,
     stop: threading.Event,
@@ -274,34 +318,21 @@ def run_trainer(
     Serves ``/metrics``, ``/healthz`` and ``/readyz`` on ``metrics_port`` (default: the
     settings' port; none when metrics are disabled)."""
     from consumers.catalog_follower import CatalogFollower
-    from consumers.health import HealthServer
-    from consumers.params_follower import ParamsFollower, publish_params
+    from consumers.params_follower import ParamsFollower
     from producers.kafka_client import make_consumer, make_producer
     from producers.topics import create_topics
 
     trainer_id = trainer_id or f"trainer-{socket.gethostname()}-{os.getpid()}"
-    if trainer is None:
-        trainer = Trainer(settings, _engine(settings))
+    trainer = trainer or Trainer(settings, _engine(settings))
     metrics = metrics or TrainerMetrics()
-    engine = trainer.engine
     caught_up = threading.Event()
-    health: HealthServer | None = None
-    if settings.metrics.enabled:
-        health = HealthServer(
-            settings.metrics.host,
-            settings.metrics.port if metrics_port is None else metrics_port,
-            render_metrics=metrics.exposition,
-            liveness=lambda: [],
-            readiness=lambda: [] if caught_up.is_set() else ["catalog_or_models_not_caught_up"],
-        ).start()
+    health = _health(settings, metrics, metrics_port, caught_up)
     create_topics(settings)
-    producer = make_producer(
-        settings, client_id=f"{settings.kafka.client_id}-{trainer_id}", max_request_size=4 << 20
-    )
+    client_id = f"{settings.kafka.client_id}-{trainer_id}"
+    producer = make_producer(settings, client_id=client_id, max_request_size=4 << 20)
     catalog = CatalogFollower(settings, barrier=False).start()
-    models = ParamsFollower(
-        settings, [adapter_spec(engine.dim, engine.model_name)], barrier=False
-    ).start()
+    spec = adapter_spec(trainer.engine.dim, trainer.engine.model_name)
+    models = ParamsFollower(settings, [spec], barrier=False).start()
     consumer: Any = None
     try:
         while not (catalog.caught_up and models.caught_up) and not stop.is_set():
@@ -310,55 +341,31 @@ def run_trainer(
         trainer.resume(models.get(ADAPTER_PARAM))
         caught_up.set()
         metrics.set_ready(True)
-        log.info(
-            "%s: catalog of %d items, continuing from version %d",
-            trainer_id,
-            engine.catalog_size,
-            trainer.version,
-        )
+        log.info("%s: continuing from version %d", trainer_id, trainer.version)
         consumer = make_consumer(
             settings,
             group_id=f"{settings.consumer.group_id}-trainer",
             enable_auto_commit=True,
             auto_offset_reset="earliest",
-            client_id=f"{settings.kafka.client_id}-{trainer_id}",
+            client_id=client_id,
         )
         consumer.subscribe([settings.topics.events])
-        now = time.time()
         while not stop.is_set():
-            polled = consumer.poll(timeout_ms=200, max_records=2000)
+            polled, now = consumer.poll(timeout_ms=200, max_records=2000), time.time()
             records = [
                 InputRecord.from_consumer_record(r, now) for rs in polled.values() for r in rs
             ]
-            applied = trainer.learn_records(records)
-            if applied:
+            if applied := trainer.learn_records(records):
                 metrics.events_applied(applied, trainer.online.buffer.added)
             trainer.apply_catalog_records(catalog.poll(0))
             for accepted in models.poll(0):
                 # Another publisher (a rollback): continue from it, number after it.
                 if accepted.name == ADAPTER_PARAM and accepted.version > trainer.version:
                     trainer.resume(accepted)
-            if trainer.due():
-                record = trainer.train_round()
-                if record is not None:
-                    publish_params(producer, settings.topics.models, record)
-                    trainer.published.append(record)
-                    report = trainer.online.reports[-1]
-                    metrics.published(
-                        record.name,
-                        record.version,
-                        seconds=report.seconds,
-                        loss=report.last_loss,
-                        examples=report.examples,
-                    )
-                    _archive(archive, record)
-                    log.info(
-                        "%s: published %s v%d (%s)",
-                        trainer_id,
-                        record.name,
-                        record.version,
-                        record.meta,
-                    )
+            if trainer.due() and (
+                record := _publish_round(trainer, producer, settings, metrics, archive)
+            ):
+                log.info("%s: published %s v%d", trainer_id, record.name, record.version)
         return 0
     finally:
         if consumer is not None:

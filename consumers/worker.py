@@ -74,9 +74,7 @@ from consumers.residency import Residency, StateSource
 from consumers.sinks import KafkaSink, OutgoingRecord, PublishError, PublishPlan, Sink
 from consumers.state_store import StateReader
 from consumers.step import BatchStep
-from consumers.trainer import ADAPTER_PARAM, adapter_spec
 from interest_core.encoder import CachedEncoder, Encoder, encoder_from_settings
-from interest_core.params import ParamRecord, ParamSpec
 from interest_core.settings import Settings
 from producers.kafka_client import describe_kafka_error, is_unreachable
 
@@ -192,19 +190,6 @@ class Worker:
     def apply_catalog_records(self, records: Sequence[InputRecord]) -> None:
         """Apply catalog records in order (see :meth:`BatchStep.apply_catalog`)."""
         self.step.apply_catalog(records)
-
-    def param_specs(self) -> list[ParamSpec]:
-        """What this worker expects of the models topic's records (shape, encoder)."""
-        return [adapter_spec(self.engine.dim, self.engine.model_name)]
-
-    def apply_params(self, records: Sequence[ParamRecord], held: ParamRecord | None) -> None:
-        """Start using the newest accepted ``adapter.matrix`` among ``records`` (between
-        batches; see :class:`~consumers.layer_swap.LayerSwap`)."""
-        self.layer.apply(records, held)
-
-    def finish_swap(self, *, wait: bool = False) -> bool:
-        """Switch to a layer version whose catalog projection is done (between batches)."""
-        return self.layer.finish(wait=wait)
 
     def process_records(self, records: Sequence[InputRecord]) -> PublishPlan:
         """One micro-batch through the step, no broker (see :meth:`BatchStep.process`)."""
@@ -329,7 +314,8 @@ class Worker:
         try:
             self._start(clients)
             self._load_catalog(clients.follower, stop)
-            self._load_models(clients, stop)
+            if clients.models is not None:
+                self.layer.load(clients.models, stop, self._tick)
             if stop.is_set():
                 return 0
             self._subscribe(clients)
@@ -393,7 +379,7 @@ class Worker:
         self._sink = KafkaSink(clients.producer)
         clients.follower = CatalogFollower(settings).start()
         clients.models = ParamsFollower(
-            settings, self.param_specs(), hooks=self.metrics, barrier=False
+            settings, [self.layer.spec()], hooks=self.metrics, barrier=False
         ).start()
 
     def _load_catalog(self, follower: Any, stop: threading.Event) -> None:
@@ -405,19 +391,6 @@ class Worker:
         self._update_gauges()
         if follower.caught_up:
             log.info("%s: catalog loaded (%d items)", self.worker_id, self.engine.catalog_size)
-
-    def _load_models(self, clients: _Clients, stop: threading.Event) -> None:
-        """Read the models topic to its end and put the fleet's layer in use before the
-        first event (the projection is waited for here)."""
-        models = clients.models
-        assert models is not None
-        while not models.caught_up and not stop.is_set():
-            models.poll(0.2)
-            self._tick()
-        held = models.get(ADAPTER_PARAM)
-        self.apply_params([] if held is None else [held], held)
-        self.finish_swap(wait=True)
-        self.metrics.param_in_use(ADAPTER_PARAM, self.engine.adapter_version)
 
     def _subscribe(self, clients: _Clients) -> None:
         """Join the events consumer group (partitions arrive through :class:`_Rebalance`)."""
@@ -457,8 +430,7 @@ class Worker:
             if not len(self.batcher):  # between batches
                 self.apply_catalog_records(follower.poll(0))
                 if clients.models is not None:
-                    self.apply_params(clients.models.poll(0), clients.models.get(ADAPTER_PARAM))
-                self.finish_swap()
+                    self.layer.follow(clients.models)
                 self._housekeeping()
 
     def _tick(self) -> None:

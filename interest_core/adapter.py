@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,6 +48,7 @@ __all__ = [
     "SpaceSwap",
     "TrainingReport",
     "check_weights",
+    "example_queries",
     "examples_per_second",
     "online_adapter",
 ]
@@ -219,15 +220,33 @@ class ItemSpace:
     Holds the :class:`Adapter` in use and, when it is not the identity, the adapted
     matrix (``W v / |W v|`` per raw row ``v``, rows as the catalog's). ``vectors`` is the
     catalog's own raw matrix under the identity, so an untrained engine reads exactly
-    what it read before the layer existed. A new version goes through :meth:`begin`,
-    :meth:`SpaceSwap.run` and :meth:`commit` (:meth:`use` does all three at once).
+    what it read before the layer existed. A new version goes through :meth:`begin`
+    (validation), :meth:`SpaceSwap.run` (the projection, on any thread) and
+    :meth:`commit` (between two batches); :meth:`use` does all three at once.
+    ``encoder`` names the encoder whose space this is (weights for another are refused);
+    ``on_switch`` is called after each switch (the ranker forgets rankings scored in the
+    old space).
     """
 
-    def __init__(self, catalog: _RawItems, adapter: Adapter) -> None:
+    def __init__(
+        self,
+        catalog: _RawItems,
+        encoder: str,
+        *,
+        on_switch: Callable[[], None] | None = None,
+    ) -> None:
         self.catalog = catalog
-        self.adapter = adapter
+        self.encoder = encoder
+        self.on_switch = on_switch
+        dim = int(catalog.embeddings.shape[1])
+        self.adapter = Adapter(AdapterWeights.identity(dim, encoder))
         self._projected: np.ndarray = np.zeros((0, 0), dtype=np.float32)
         self._open: list[SpaceSwap] = []
+
+    @property
+    def version(self) -> int:
+        """Version of the layer in use (0: the untrained identity)."""
+        return self.adapter.version
 
     @property
     def vectors(self) -> np.ndarray:
@@ -261,8 +280,20 @@ class ItemSpace:
             self._fit()
             self._projected[list(rows)] = 0.0
 
-    def begin(self, adapter: Adapter) -> SpaceSwap:
-        """Start putting ``adapter`` in use: the swap to :meth:`SpaceSwap.run`."""
+    def begin(self, weights: AdapterWeights) -> SpaceSwap | str:
+        """Start putting ``weights`` in use: the swap to :meth:`SpaceSwap.run`, or the
+        reason they are refused (wrong width, not finite, another encoder). Nothing
+        changes until :meth:`commit`; no user state and not the item index (it keeps
+        raw vectors) ever change."""
+        dim = int(self.catalog.embeddings.shape[1])
+        checked = check_weights(
+            weights.matrix, dim=dim, encoder=weights.encoder, expected_encoder=self.encoder
+        )
+        if isinstance(checked, str):
+            return checked
+        adapter = Adapter(
+            AdapterWeights(checked, weights.encoder, weights.version, weights.trained_examples)
+        )
         swap = SpaceSwap(adapter, self.catalog.embeddings, self.catalog.rows_allocated)
         if adapter.is_identity:
             swap.done = True  # nothing to project: the raw rows are the vectors
@@ -277,22 +308,48 @@ class ItemSpace:
         if swap in self._open:
             self._open.remove(swap)
         self.adapter = swap.adapter
+        late: list[int] = []
         if swap.adapter.is_identity:
             self._projected = np.zeros((0, 0), dtype=np.float32)
-            return 0
-        self._projected = swap.projected
-        self._fit()
-        width = self.catalog.rows_allocated
-        late = sorted(swap.dirty | set(range(swap.width, width)))
-        if late:
-            self._projected[late] = self.adapter.project_items(self.catalog.embeddings[late])
+        else:
+            self._projected = swap.projected
+            self._fit()
+            width = self.catalog.rows_allocated
+            late = sorted(swap.dirty | set(range(swap.width, width)))
+            if late:
+                self._projected[late] = self.adapter.project_items(self.catalog.embeddings[late])
+        if self.on_switch is not None:
+            self.on_switch()
         return len(late)
 
-    def use(self, adapter: Adapter) -> None:
-        """Put ``adapter`` in use at once (begin, run, commit)."""
-        swap = self.begin(adapter)
+    def use(self, weights: AdapterWeights) -> str | None:
+        """Put ``weights`` in use at once (begin, run, commit); the reason when refused."""
+        swap = self.begin(weights)
+        if isinstance(swap, str):
+            return swap
         swap.run()
         self.commit(swap)
+        return None
+
+
+class _InterestVectors(Protocol):
+    """What :func:`example_queries` reads of a user state (interest_core.interest)."""
+
+    short_dir: np.ndarray
+    short_mass: float
+    long_dir: np.ndarray
+    long_mass: float
+
+
+def example_queries(state: _InterestVectors, dim: int) -> np.ndarray:
+    """A user's raw query vectors, ``QUERY_KINDS`` rows (float32; zero where the user has
+    none yet): the query side of a training example, taken before the event."""
+    queries = np.zeros((len(QUERY_KINDS), dim), dtype=np.float32)
+    if state.short_mass > 0.0:
+        queries[0] = state.short_dir
+    if state.long_mass > 0.0:
+        queries[1] = state.long_dir
+    return queries
 
 
 class ExampleBuffer:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from interest_core.adapter import Adapter, AdapterWeights, ItemSpace
+from interest_core.adapter import ItemSpace
 from interest_core.catalog import Catalog
 from interest_core.fusion import FusionWeights
 from interest_core.index import ItemIndex
@@ -362,7 +362,7 @@ class Candidates:
         space: ItemSpace | None = None,
     ) -> None:
         self.catalog = catalog
-        self.space = space or ItemSpace(catalog, Adapter(AdapterWeights.identity(catalog.dim, "")))
+        self.space = space or ItemSpace(catalog, "")
         self.interest = interest
         self.clock = clock
         self.features = tuple(features)

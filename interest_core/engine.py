@@ -28,14 +28,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from interest_core.adapter import (
-    QUERY_KINDS,
-    Adapter,
-    AdapterWeights,
-    ItemSpace,
-    SpaceSwap,
-    check_weights,
-)
+from interest_core.adapter import AdapterWeights, ItemSpace, example_queries
 from interest_core.candidates import Candidates, Clock
 from interest_core.catalog import Catalog
 from interest_core.describe import INTERESTS_SHOWN, describe_state, intent_of
@@ -221,14 +214,8 @@ class Engine:
         self._intent: IntentModel | None = None
         self.users: dict[str, UserState] = {}
         self.clock = Clock()
-        # The adaptation layer: user states and catalog rows stay in the encoder's raw
-        # space; W maps query vectors and the item matrix used for scoring.
-        self.space = ItemSpace(
-            self.catalog, Adapter(AdapterWeights.identity(self.dim, self.model_name))
-        )
-        #: Called before a positive item event is applied, with the user's raw query
-        #: vectors (QUERY_KINDS rows; zero when none yet) and the item's catalog row:
-        #: the adaptation layer's training examples.
+        self.space = ItemSpace(self.catalog, self.model_name)  # the adaptation layer
+        #: Gets (raw query vectors, row) before each positive item event: training examples.
         self.on_example: Callable[[np.ndarray, int], None] | None = None
         self.candidates = Candidates(
             self.catalog,
@@ -244,6 +231,7 @@ class Engine:
         self.ranker = Ranker(
             self.catalog, self.candidates, self.fusion, self.label_model, rec.mmr_lambda
         )
+        self.space.on_switch = self.ranker.forget_all
 
     @property
     def now_ts(self) -> float:
@@ -279,9 +267,7 @@ class Engine:
         for (item, text), vector in zip(changed, vectors, strict=True):
             row, _ = self.catalog.put(item, text, vector)
             rows.append(row)
-        # The index keeps raw vectors: an approximate search pulls adapted queries back
-        # (W^T W q), so a new layer version never rebuilds it.
-        self.index.upsert(rows, vectors)
+        self.index.upsert(rows, vectors)  # raw vectors, whatever the layer
         self.space.updated(rows, vectors)
         self._labels_dirty = True
         self.candidates.popularity.invalidate()
@@ -298,67 +284,9 @@ class Engine:
         self.candidates.popularity.invalidate()
         self._labels_dirty = True
 
-    # ------------------------------------------------------------------ adaptation layer
-
-    @property
-    def adapter(self) -> Adapter:
-        """The adaptation layer in use (version 0: the identity, the encoder as is)."""
-        return self.space.adapter
-
-    @property
-    def adapter_version(self) -> int:
-        """Version of the adaptation layer in use (0: the untrained identity)."""
-        return self.space.adapter.version
-
-    @property
-    def item_vectors(self) -> np.ndarray:
-        """The item matrix every cosine against items uses (rows as the catalog's)."""
-        return self.space.vectors
-
     def set_adapter(self, weights: AdapterWeights) -> str | None:
-        """Use ``weights`` from now on (:meth:`begin_adapter`, run, :meth:`commit_adapter`
-        at once). Returns None, or the reason ``weights`` were refused (wrong width, not
-        finite, another encoder); then the layer in use stays."""
-        swap = self.begin_adapter(weights)
-        if isinstance(swap, str):
-            return swap
-        swap.run()
-        self.commit_adapter(swap)
-        return None
-
-    def begin_adapter(self, weights: AdapterWeights) -> SpaceSwap | str:
-        """Validate ``weights`` and start a swap: its ``run()`` projects the catalog (one
-        product; may run on another thread, it reads raw rows only) while this engine
-        keeps serving with the layer in use; :meth:`commit_adapter` switches. No user
-        state and not the index (it holds raw vectors) change. Returns the reason when
-        ``weights`` are refused (wrong width, not finite, another encoder)."""
-        checked = check_weights(
-            weights.matrix, dim=self.dim, encoder=weights.encoder, expected_encoder=self.model_name
-        )
-        if isinstance(checked, str):
-            return checked
-        adapter = Adapter(
-            AdapterWeights(checked, weights.encoder, weights.version, weights.trained_examples)
-        )
-        return self.space.begin(adapter)
-
-    def commit_adapter(self, swap: SpaceSwap) -> int:
-        """Switch to a swap that has run (between two batches); returns the catalog rows
-        projected now because they changed meanwhile."""
-        late = self.space.commit(swap)
-        self.ranker.forget_all()  # remembered rankings were scored in the old space
-        return late
-
-    def _example(self, state: UserState, row: int) -> None:
-        """Hand the user's raw query vectors before this event to ``on_example``."""
-        assert self.on_example is not None
-        queries = np.zeros((len(QUERY_KINDS), self.dim), dtype=np.float32)
-        if state.short_mass > 0.0:
-            queries[0] = state.short_dir
-        if state.long_mass > 0.0:
-            queries[1] = state.long_dir
-        if queries.any():
-            self.on_example(queries, row)
+        """Put ``weights`` in use at once (:meth:`ItemSpace.use`); the reason if refused."""
+        return self.space.use(weights)
 
     def _vocabulary(self) -> LabelVocabulary:
         if self._labels_dirty:
@@ -459,7 +387,7 @@ class Engine:
             interests=tuple(InterestLabel(name, w) for name, w in self.interests(user_id)),
             intent=self.intent_of(user_id),
             model=self.model_name,
-            model_version=self.space.adapter.version,
+            model_version=self.space.version,
         )
 
     def learn(self, events: Sequence[Event]) -> None:
@@ -542,8 +470,8 @@ class Engine:
         assert row is not None  # validated
         if weight > 0.0 and self.fusion.mask.sum() > 1:
             self.ranker.learn(state, row)
-        if weight > 0.0 and self.on_example is not None:
-            self._example(state, row)
+        if weight > 0.0 and self.on_example and (queries := example_queries(state, self.dim)).any():
+            self.on_example(queries, row)
         if weight > 0.0:
             history = self.candidates.history(state)[0] if "cooccurrence" in self.features else []
             self.knowledge.observe(row, weight, ts, history)

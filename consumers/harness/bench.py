@@ -497,7 +497,7 @@ def bench_adapter(
     pause_s: list[float] = []
     for version in range(1, swaps + 1):
         noise = rng.normal(scale=0.05, size=(dim, dim)).astype(np.float32)
-        swap = engine.begin_adapter(
+        swap = engine.space.begin(
             AdapterWeights(np.eye(dim, dtype=np.float32) + noise, "bench", version)
         )
         if isinstance(swap, str):
@@ -507,7 +507,7 @@ def bench_adapter(
         # ...and only this between two batches (plus rows that changed meanwhile: none
         # here, a few in production).
         started = time.perf_counter()
-        engine.commit_adapter(swap)
+        engine.space.commit(swap)
         pause_s.append(time.perf_counter() - started)
         project_s.append(swap.seconds)
     out["project_s"] = project_s

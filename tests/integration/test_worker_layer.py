@@ -114,7 +114,7 @@ def test_the_worker_uses_the_fleet_layer_and_swaps_while_running(settings: Setti
         # A newer good version while running: swapped in between batches.
         publish_params(producer, settings.topics.models, parse_layer(_layer(5, 2.0)))
         deadline = time.monotonic() + 30
-        while worker.engine.adapter_version != 5:
+        while worker.engine.space.version != 5:
             assert time.monotonic() < deadline, "v5 never came into use"
             time.sleep(0.2)
         _events(producer, settings, 15, 5)

@@ -124,7 +124,7 @@ def test_a_worker_accepts_the_record_and_swaps_without_restart() -> None:
     items = [parse_catalog(r.key, r.value) for r in catalog_records()]
     worker_engine.upsert_items([i for i in items if isinstance(i, CatalogItem)])
     assert worker_engine.set_adapter(weights_of(accepted)) is None
-    assert worker_engine.adapter_version == 1
+    assert worker_engine.space.version == 1
 
 
 def test_malformed_records_are_refused_with_a_reason() -> None:
@@ -224,9 +224,9 @@ def test_a_worker_swaps_between_batches_and_says_which_version() -> None:
     table = ParamTable([adapter_spec(DIM, worker.engine.model_name)])
     accepted = table.offer(ADAPTER_PARAM, record.to_json())
     assert accepted is not None and not isinstance(accepted, Rejected)
-    worker.apply_params([accepted], table.get(ADAPTER_PARAM))
-    assert worker.finish_swap(wait=True)
-    assert worker.engine.adapter_version == 1 and version_metric() == 1
+    worker.layer.apply([accepted], table.get(ADAPTER_PARAM))
+    assert worker.layer.finish(wait=True)
+    assert worker.engine.space.version == 1 and version_metric() == 1
     assert set(published(events[20:40])) == {1}
     # Parses as a record, but the engine refuses entries this large: v1 stays.
     from interest_core.params import encode_params
@@ -234,17 +234,17 @@ def test_a_worker_swaps_between_batches_and_says_which_version() -> None:
     huge = encode_params(
         ADAPTER_PARAM, np.eye(DIM) * 1e5, version=2, created_at=0.0, model="hashing"
     )
-    worker.apply_params([huge], huge)
-    assert worker.engine.adapter_version == 1 and version_metric() == 1
+    worker.layer.apply([huge], huge)
+    assert worker.engine.space.version == 1 and version_metric() == 1
     assert (
         registry.get_sample_value("interest_model_records_total", {"outcome": "refused_by_engine"})
         == 1
     )
     # A tombstone: the table forgets the name, the worker returns to the identity.
     table.offer(ADAPTER_PARAM, None)
-    worker.apply_params([], table.get(ADAPTER_PARAM))
-    assert worker.finish_swap(wait=True)
-    assert worker.engine.adapter_version == 0 and worker.engine.adapter.is_identity
+    worker.layer.apply([], table.get(ADAPTER_PARAM))
+    assert worker.layer.finish(wait=True)
+    assert worker.engine.space.version == 0 and worker.engine.space.adapter.is_identity
     assert version_metric() == 0
 
 

@@ -47,9 +47,9 @@ def ids(engine: Engine) -> dict[str, list[str]]:
 
 def test_an_untrained_engine_uses_the_raw_space_at_version_0() -> None:
     engine = engine_with()
-    assert engine.adapter.is_identity
-    assert engine.adapter_version == 0
-    assert engine.item_vectors is engine.catalog.embeddings
+    assert engine.space.adapter.is_identity
+    assert engine.space.version == 0
+    assert engine.space.vectors is engine.catalog.embeddings
 
 
 @pytest.mark.parametrize("approximate", [False, True])
@@ -66,9 +66,9 @@ def test_a_layer_that_keeps_directions_gives_the_same_recommendations(approximat
         AdapterWeights(2.0 * np.eye(DIM, dtype=np.float32), scaled.model_name, 1)
     )
     assert reason is None
-    assert not scaled.adapter.is_identity and scaled.adapter_version == 1
+    assert not scaled.space.adapter.is_identity and scaled.space.version == 1
     assert ids(scaled) == before
-    assert np.allclose(scaled.item_vectors[:40], plain.catalog.embeddings[:40], atol=1e-6)
+    assert np.allclose(scaled.space.vectors[:40], plain.catalog.embeddings[:40], atol=1e-6)
 
 
 def test_a_swap_migrates_no_state_and_re_projects_new_items() -> None:
@@ -81,15 +81,15 @@ def test_a_swap_migrates_no_state_and_re_projects_new_items() -> None:
     assert {u: engine.export_user(u) for u in ("u0", "u1")} == states
     raw = engine.catalog.embeddings[5]
     expected = matrix @ raw
-    assert np.allclose(engine.item_vectors[5], expected / np.linalg.norm(expected), atol=1e-5)
+    assert np.allclose(engine.space.vectors[5], expected / np.linalg.norm(expected), atol=1e-5)
     # An item published after the swap is projected on arrival; a deleted one is gone.
     engine.upsert_items([CatalogItem("new", "Jazz brand new record", category="Jazz")])
     row = engine.catalog.row("new")
     assert row is not None
     expected = matrix @ engine.catalog.embeddings[row]
-    assert np.allclose(engine.item_vectors[row], expected / np.linalg.norm(expected), atol=1e-5)
+    assert np.allclose(engine.space.vectors[row], expected / np.linalg.norm(expected), atol=1e-5)
     engine.delete_items(["i5"])
-    assert not engine.item_vectors[5].any()
+    assert not engine.space.vectors[5].any()
     assert all("i5" not in listed for listed in ids(engine).values())
 
 
@@ -108,7 +108,7 @@ def test_malformed_versions_are_refused_and_the_last_good_one_stays() -> None:
     ):
         reason = engine.set_adapter(bad)
         assert reason is not None and word in reason
-        assert engine.adapter_version == 2
+        assert engine.space.version == 2
     assert ids(engine) == before
 
 
@@ -215,26 +215,28 @@ def test_a_swap_projects_off_the_batch_path_and_catches_up_at_commit() -> None:
     engine.learn(history())
     rng = np.random.default_rng(2)
     matrix = np.eye(DIM, dtype=np.float32) + 0.4 * rng.normal(size=(DIM, DIM)).astype(np.float32)
-    swap = engine.begin_adapter(AdapterWeights(matrix, engine.model_name, 5))
+    swap = engine.space.begin(AdapterWeights(matrix, engine.model_name, 5))
     assert not isinstance(swap, str)
-    assert engine.adapter_version == 0  # still serving the old layer
+    assert engine.space.version == 0  # still serving the old layer
     engine.upsert_items([CatalogItem("late", "Rock arrived during the swap", category="Rock")])
     engine.upsert_items([CatalogItem("i7", "Jazz retitled during the swap", category="Jazz")])
     engine.delete_items(["i9"])
     before = ids(engine)
     assert before  # recommending goes on with the old layer meanwhile
     swap.run()
-    late = engine.commit_adapter(swap)
-    assert engine.adapter_version == 5 and late >= 3
+    late = engine.space.commit(swap)
+    assert engine.space.version == 5 and late >= 3
     for item in ("late", "i7", "i3"):
         row = engine.catalog.row(item)
         assert row is not None
         expected = matrix @ engine.catalog.embeddings[row]
-        assert np.allclose(engine.item_vectors[row], expected / np.linalg.norm(expected), atol=1e-5)
-    assert not engine.item_vectors[9].any()
-    refused = engine.begin_adapter(AdapterWeights(matrix[:5], engine.model_name, 6))
+        assert np.allclose(
+            engine.space.vectors[row], expected / np.linalg.norm(expected), atol=1e-5
+        )
+    assert not engine.space.vectors[9].any()
+    refused = engine.space.begin(AdapterWeights(matrix[:5], engine.model_name, 6))
     assert isinstance(refused, str) and "shape" in refused
     with pytest.raises(ValueError):
-        pending = engine.begin_adapter(AdapterWeights(matrix, engine.model_name, 7))
+        pending = engine.space.begin(AdapterWeights(matrix, engine.model_name, 7))
         assert not isinstance(pending, str)
-        engine.commit_adapter(pending)  # not run yet
+        engine.space.commit(pending)  # not run yet
