@@ -3,7 +3,7 @@
 The trainer publishes versions of the layer on the models topic; the worker's
 :class:`~consumers.params_follower.ParamsFollower` hands over the accepted records and
 :class:`LayerSwap` puts the newest in use: it validates it with the engine
-(:meth:`~interest_core.engine.Engine.begin_adapter`), projects the catalog on a helper
+(:meth:`~interest_core.adapter.ItemSpace.begin`), projects the catalog on a helper
 thread while batches go on with the layer in use, and switches between two batches
 (:meth:`finish`), the only pause. A tombstone returns to the identity. A version the
 engine refuses (entries beyond +-1000) is logged and counted; the last good one stays.
