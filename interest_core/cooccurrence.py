@@ -124,6 +124,31 @@ class CoOccurrence:
         if mine.size > limit:
             mine.keep_strongest(self.max_neighbours)
 
+    def set_item(self, row: int, count: float, rows: np.ndarray, counts: np.ndarray) -> None:
+        """Replace ``row``'s count ``n_i`` and its neighbour pair counts wholesale (the
+        item knowledge shared by the fleet, see :mod:`interest_core.item_knowledge`);
+        ``rows`` must be distinct and not ``row``."""
+        self._grow(row)
+        self.counts[row] = count
+        if not len(rows):
+            self._items.pop(row, None)
+            return
+        entry = _Neighbours(capacity=len(rows))
+        entry.rows[:] = rows
+        entry.counts[:] = counts
+        entry.size = len(rows)
+        entry.slot = {int(r): i for i, r in enumerate(entry.rows.tolist())}
+        self._items[row] = entry
+
+    def pairs(self, row: int) -> dict[int, float]:
+        """``row``'s raw pair counts ``c_ij`` by neighbour row (for tests and tools)."""
+        entry = self._items.get(row)
+        if entry is None:
+            return {}
+        return dict(
+            zip(entry.rows[: entry.size].tolist(), entry.counts[: entry.size].tolist(), strict=True)
+        )
+
     def remove(self, row: int) -> None:
         """Forget every pair and count involving ``row`` (a deleted item)."""
         self._items.pop(row, None)
