@@ -1,5 +1,9 @@
 """``interest fleet -n N``: run and supervise N worker processes on one machine.
 
+With shared item knowledge (``items.shared``, the default) the fleet also runs
+``--aggregators`` item aggregators (``interest aggregate``, default 1), the item-keyed
+stage, supervised the same way; their status lines follow the workers'.
+
 Each worker is a child process (``python -m consumers.cli worker --worker-id fleet-i
 --metrics-port P+i``) in its own process group, so Ctrl-C reaches the supervisor only
 and the supervisor decides how the children stop: SIGTERM to each group, a grace
@@ -206,6 +210,7 @@ class WorkerStatus:
 @dataclass
 class _Child:
     status: WorkerStatus
+    role: str = "worker"  # worker | aggregate
     process: subprocess.Popen[bytes] | None = None
     backoff: Backoff = field(default_factory=Backoff)
     restart_at: float = 0.0  # monotonic seconds
@@ -244,9 +249,12 @@ class Fleet:
         backoff: Backoff | None = None,
         stop_timeout_s: float = 10.0,
         python: str = sys.executable,
+        aggregators: int | None = None,
     ) -> None:
         if n < 1:
             raise ValueError(f"a fleet needs at least one worker, got {n}")
+        if aggregators is None:
+            aggregators = 1 if settings.items.shared else 0
         from consumers.cli import load_settings
 
         base = settings.metrics.port if base_metrics_port is None else base_metrics_port
@@ -257,6 +265,13 @@ class Fleet:
             ports = [free_port() for _ in range(n)]
         else:
             ports = [base + i for i in range(n)]
+        items_base = settings.items.metrics_port
+        if base == 0 or items_base == 0:
+            from producers.broker import free_port
+
+            items_ports = [free_port() for _ in range(aggregators)]
+        else:
+            items_ports = [items_base + i for i in range(aggregators)]
         self.settings = settings
         self.config_path = config_path
         self.worker_args = list(worker_args)
@@ -271,6 +286,13 @@ class Fleet:
         self._children = [
             _Child(WorkerStatus(f"fleet-{i}", ports[i]), backoff=dataclasses.replace(template))
             for i in range(n)
+        ] + [
+            _Child(
+                WorkerStatus(f"fleet-items-{i}", items_ports[i]),
+                role="aggregate",
+                backoff=dataclasses.replace(template),
+            )
+            for i in range(aggregators)
         ]
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -291,12 +313,14 @@ class Fleet:
         ]
 
     def command(self, index: int) -> list[str]:
-        """The command line of worker ``index``."""
-        status = self._children[index].status
-        cmd = [self.python, "-m", "consumers.cli", "worker"]
+        """The command line of child ``index`` (workers first, then aggregators)."""
+        child = self._children[index]
+        status = child.status
+        cmd = [self.python, "-m", "consumers.cli", child.role]
         if self.config_path:
             cmd += ["--config", str(self.config_path)]
-        cmd += ["--worker-id", status.worker_id, "--metrics-port", str(status.metrics_port)]
+        id_flag = "--worker-id" if child.role == "worker" else "--aggregator-id"
+        cmd += [id_flag, status.worker_id, "--metrics-port", str(status.metrics_port)]
         return cmd + self.worker_args
 
     def _spawn(self, index: int) -> None:
@@ -523,6 +547,13 @@ def format_status(status: WorkerStatus) -> str:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument(
+        "--aggregators",
+        type=int,
+        default=None,
+        help="item aggregators (interest aggregate) to run beside the workers "
+        "(default: 1 with items.shared, else 0)",
+    )
+    parser.add_argument(
         "--base-metrics-port",
         type=int,
         help="worker i serves /metrics on this port + i (default: metrics.port)",
@@ -567,6 +598,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         log_dir=args.log_dir,
         stop_timeout_s=args.stop_timeout,
         worker_args=["--log-level", args.log_level],
+        aggregators=args.aggregators,
     )
     print(
         f"starting {args.workers} workers (the first start loads the model: a few seconds); "

@@ -58,11 +58,13 @@ from interest_core.settings import Settings
 from interest_core.signals import event_weight
 from interest_core.trending import Trending
 
-__all__ = ["FEATURES", "STRATEGIES", "BatchOutcome", "BatchStats", "Engine"]
+__all__ = ["FEATURES", "INITIAL_FUSION", "STRATEGIES", "BatchOutcome", "BatchStats", "Engine"]
 
 log = logging.getLogger(__name__)
 
 FEATURES = ("slot", "short_term", "long_term", "cooccurrence", "trending", "popularity")
+# Neutral start per source: the three content cosines share one source's weight.
+INITIAL_FUSION = (1 / 3, 1 / 3, 1 / 3, 1.0, 1.0, 1.0)
 STRATEGIES = ("popular", "itemknn", "static", "dynamic", "hybrid")
 _STRATEGY_FEATURES: dict[str, tuple[str, ...]] = {
     "popular": ("trending",),
@@ -191,12 +193,8 @@ class Engine:
         # The same count on the long-term horizon: an item prior for the fusion.
         self.popularity = Trending(settings.model.long_term_half_life_s)
         self.features = _STRATEGY_FEATURES[strategy]
-        # Neutral start per source: the three content cosines share one source's weight.
         self.fusion = FusionWeights(
-            FEATURES,
-            self.features,
-            learning_rate=rec.fusion_learning_rate,
-            initial=[1 / 3, 1 / 3, 1 / 3, 1.0, 1.0, 1.0],
+            FEATURES, self.features, learning_rate=rec.fusion_learning_rate, initial=INITIAL_FUSION
         )
         static = strategy == "static"
         self.interest = InterestModel(

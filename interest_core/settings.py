@@ -25,6 +25,7 @@ __all__ = [
     "ConsumerSettings",
     "EncoderSettings",
     "IndexSettings",
+    "ItemsSettings",
     "KafkaSettings",
     "LimitsSettings",
     "MetricsSettings",
@@ -153,6 +154,18 @@ class RecommendSettings:
 
 
 @dataclass(frozen=True)
+class ItemsSettings:
+    """The item-keyed stage: signals from the workers, the aggregation, the knowledge."""
+
+    shared: bool = True  # workers publish item signals and rank from interest.items
+    group_id: str = "interest-items"  # consumer group of the item aggregation
+    max_neighbours: int = 200  # neighbours kept per item (up to twice as many between prunes)
+    flush_interval_ms: int = 500  # milliseconds between publications of changed items
+    max_pending_items: int = 20000  # changed items that force an earlier publication
+    metrics_port: int = 9500  # the aggregation's /metrics port (0: pick a free one)
+
+
+@dataclass(frozen=True)
 class StateSettings:
     user_ttl_s: float = 7 * 86400.0  # wall-clock inactivity before a user is evicted from memory
     max_users: int = 1_000_000
@@ -184,6 +197,7 @@ class Settings:
     index: IndexSettings = field(default_factory=IndexSettings)
     recommend: RecommendSettings = field(default_factory=RecommendSettings)
     state: StateSettings = field(default_factory=StateSettings)
+    items: ItemsSettings = field(default_factory=ItemsSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
