@@ -336,6 +336,7 @@ class Worker:
                     record.value,
                     fallback_id=record.source,
                     offset=record.offset,
+                    partition=record.partition,
                     max_text_chars=limits.max_text_chars,
                     max_record_bytes=limits.max_record_bytes,
                 )

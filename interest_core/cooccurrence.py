@@ -124,6 +124,22 @@ class CoOccurrence:
         if mine.size > limit:
             mine.keep_strongest(self.max_neighbours)
 
+    def add_one_side(
+        self, row: int, count: float, others: Sequence[int], amounts: Sequence[float]
+    ) -> None:
+        """Add ``count`` to ``n_row`` and ``amounts`` to ``row``'s pairs with ``others``,
+        on ``row``'s side only (one item's share of :meth:`add`, as the item-keyed stage
+        splits it); prunes as :meth:`add` does."""
+        self._grow(row)
+        self.counts[row] += count
+        if not len(others):
+            return
+        mine = self._entry(row)
+        for other, amount in zip(others, amounts, strict=True):
+            mine.bump(other, amount)
+        if mine.size > 2 * self.max_neighbours:
+            mine.keep_strongest(self.max_neighbours)
+
     def set_item(self, row: int, count: float, rows: np.ndarray, counts: np.ndarray) -> None:
         """Replace ``row``'s count ``n_i`` and its neighbour pair counts wholesale (the
         item knowledge shared by the fleet, see :mod:`interest_core.item_knowledge`);

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,11 @@ from interest_core.fusion import FusionWeights
 from interest_core.index import ItemIndex
 from interest_core.intent import IntentModel
 from interest_core.interest import InterestModel, RecentItem, UserState
+from interest_core.item_knowledge import ItemKnowledge
+from interest_core.item_signals import FusionFeedback, ItemSignal, SignalBuffer
+from interest_core.item_view import KnowledgeView
 from interest_core.labels import LabelModel, LabelVocabulary
+from interest_core.params import ParamRecord
 from interest_core.reasons import Anchors, content_reason, cooccurrence_reason
 from interest_core.records import (
     CatalogItem,
@@ -83,6 +88,7 @@ _COOC_DECAY_PER_ITEM = 0.85  # recency weight of the i-th most recent item in co
 # (session-kNN style position decay); the same recency scale as above, not tuned.
 _PAIR_DECAY_PER_ITEM = _COOC_DECAY_PER_ITEM
 _INTERESTS_SHOWN = 5
+_OWN_LESSONS_KEPT = 50_000  # own fusion lessons re-applied over the fleet's weights
 _blas_limited = False
 # Up to this many query vectors, one matrix-vector product each beats one single-threaded
 # OpenBLAS matrix product (5 vectors x 9,125 items x 256 dims: 0.9 ms vs 1.7 ms).
@@ -170,6 +176,7 @@ class Engine:
         *,
         strategy: str = "hybrid",
         model_name: str | None = None,
+        emit_item_signals: bool = False,
     ) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
@@ -193,6 +200,15 @@ class Engine:
         # The same count on the long-term horizon: an item prior for the fusion.
         self.popularity = Trending(settings.model.long_term_half_life_s)
         self.features = _STRATEGY_FEATURES[strategy]
+        # The fleet's item knowledge (interest.items) replaces these rows as it arrives;
+        # local updates in between are a preview of what the aggregation will say.
+        self.item_view = KnowledgeView(
+            self.catalog.row, self.cooccurrence, self.trending, self.popularity
+        )
+        #: With ``emit_item_signals``, what applied events teach about items, for the
+        #: item-keyed stage (see :mod:`interest_core.item_signals`); drained by the worker.
+        self.outbox = SignalBuffer(_PAIR_DECAY_PER_ITEM) if emit_item_signals else None
+        self._own_lessons: deque[FusionFeedback] = deque(maxlen=_OWN_LESSONS_KEPT)
         self.fusion = FusionWeights(
             FEATURES, self.features, learning_rate=rec.fusion_learning_rate, initial=INITIAL_FUSION
         )
@@ -246,6 +262,8 @@ class Engine:
         self.index.upsert(rows, vectors)
         self._labels_dirty = True
         self._popularity_cache = None
+        if len(self.item_view):
+            self.item_view.remap([item.item_id for item, _ in changed])
 
     def delete_items(self, item_ids: Iterable[str]) -> None:
         """Remove items from the catalog, the index, co-occurrence and trending. They never
@@ -416,6 +434,9 @@ class Engine:
         ts = event.ts
         self.now_ts = max(self.now_ts, ts)
         self._events_seen += 1
+        source = (
+            self.outbox.source(event.partition, event.offset) if self.outbox is not None else (0, 0)
+        )
         text = redact(event.text) if event.text else None
         intent = intents.get(text) if text else None
         weight = event_weight(event, self.settings.model.negative_weight)
@@ -430,13 +451,23 @@ class Engine:
             row = self.catalog.row(event.item_id)
             assert row is not None  # validated
             if weight > 0.0 and self.fusion.mask.sum() > 1:
-                self._learn_fusion(state, row)
+                self._learn_fusion(state, row, source)
             if weight > 0.0:
+                history: list[int] = []
                 if "cooccurrence" in self.features:
                     window = self.settings.recommend.cooccurrence_window
-                    self.cooccurrence.add(
-                        row, self._history(state, window)[0], decay=_PAIR_DECAY_PER_ITEM
+                    history = self._history(state, window)[0]
+                    self.cooccurrence.add(row, history, decay=_PAIR_DECAY_PER_ITEM)
+                if self.outbox is not None:
+                    item_ids = self.catalog.item_ids
+                    own = self.outbox.positive(
+                        event.item_id,
+                        [item_ids[r] for r in history],
+                        weight=weight,
+                        ts=ts,
+                        source=source,
                     )
+                    self.item_view.own(own)
                 self.trending.add(row, weight, ts)
                 if "popularity" in self.features:
                     self.popularity.add(row, weight, ts)
@@ -468,7 +499,7 @@ class Engine:
 
     # ------------------------------------------------------------------ fusion learning
 
-    def _learn_fusion(self, state: UserState, row: int) -> None:
+    def _learn_fusion(self, state: UserState, row: int, source: tuple[int, int]) -> None:
         """Fusion step when the user acts on one of their last ranked candidates: the
         softmax likelihood of that item among all of them, with features from the state
         before this event (scaled as in that ranking). An item outside the candidates
@@ -485,7 +516,12 @@ class Engine:
         candidates = ranked[self.catalog.alive[ranked]]
         query = self._query(state, self._blocked([]), 0)
         features = self._feature_matrix(query, candidates, self._trend()) / scales
-        self.fusion.update_listwise(features, int(np.flatnonzero(candidates == row)[0]))
+        step = self.fusion.listwise_gradient(features, int(np.flatnonzero(candidates == row)[0]))
+        if step is None:
+            return
+        self.fusion.apply_gradient(step[0])
+        if self.outbox is not None:
+            self._own_lessons.append(self.outbox.lesson(step[0], source))
 
     # ------------------------------------------------------------------ recommending
 
@@ -871,6 +907,53 @@ class Engine:
         self._shown.pop(user_id, None)
         if state.last_ts is not None:
             self.now_ts = max(self.now_ts, state.last_ts)
+
+    # ------------------------------------------------------------------ shared knowledge
+
+    def take_item_signals(self) -> tuple[list[ItemSignal], list[FusionFeedback]]:
+        """The item signals and fusion lessons of the events applied since the last call
+        (empty unless built with ``emit_item_signals``)."""
+        return ([], []) if self.outbox is None else self.outbox.take()
+
+    def apply_item_knowledge(self, records: Sequence[ItemKnowledge]) -> int:
+        """Take the fleet's knowledge of some items (records of ``interest.items``): their
+        neighbours, counts and trending replace what this engine held. Returns how many
+        were applied (stale or mismatched records are ignored, see :class:`KnowledgeView`)."""
+        applied = sum(1 for record in records if self.item_view.apply(record))
+        if applied:
+            self._popularity_cache = None
+        return applied
+
+    def drop_item_knowledge(self, item_ids: Iterable[str]) -> None:
+        """The aggregation deleted these items' knowledge (tombstones on ``interest.items``)."""
+        for item_id in item_ids:
+            self.item_view.remove(item_id)
+        self._popularity_cache = None
+
+    def load_fusion(self, record: ParamRecord) -> bool:
+        """Rank with the fleet's fusion weights (a :data:`~interest_core.shared_fusion.
+        FUSION_PARAM` record), then re-apply this engine's own lessons the record does not
+        cover yet (by its watermarks), as for item knowledge. False when it does not fit."""
+        values = np.asarray(record.values, dtype=np.float64)
+        meta = record.meta
+        try:
+            iterate = np.asarray(meta.get("iterate", values), dtype=np.float64)
+            updates = int(meta.get("updates", 0))
+            marks = {int(p): int(o) for p, o in dict(meta.get("watermarks", {})).items()}
+            if not np.isfinite(iterate).all():
+                raise ValueError("non-finite iterate")
+            self.fusion.load(values, iterate, updates)
+        except (TypeError, ValueError):
+            return False
+        pending = [
+            lesson
+            for lesson in self._own_lessons
+            if lesson.offset > marks.get(lesson.partition, -1)
+        ]
+        self._own_lessons = deque(pending, maxlen=self._own_lessons.maxlen)
+        for lesson in pending:
+            self.fusion.apply_gradient(np.asarray(lesson.gradient, dtype=np.float64))
+        return True
 
     def forget_user(self, user_id: str) -> bool:
         """Drop everything held about the user; True when there was something."""

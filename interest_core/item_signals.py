@@ -53,6 +53,7 @@ __all__ = [
     "SIGNALS_FORMAT",
     "FusionFeedback",
     "ItemSignal",
+    "SignalBuffer",
     "SignalRecord",
     "derive_signals",
     "encode_fusion_record",
@@ -162,6 +163,64 @@ def derive_signals(
         ItemSignal(other, partition, offset, ts, ingested_at, 0.0, 0.0, ((item_id, amount),))
         for other, amount in pairs
     ]
+
+
+class SignalBuffer:
+    """The engine's outbox of item signals and fusion lessons, until :meth:`take`.
+
+    ``decay`` is the per-position pair decay (as :meth:`CoOccurrence.add`). Events read
+    offline carry no partition or offset; they are numbered here (partition 0, a running
+    count), which is stable within one process only.
+    """
+
+    def __init__(self, decay: float = 1.0) -> None:
+        self.decay = decay
+        self.signals: list[ItemSignal] = []
+        self.lessons: list[FusionFeedback] = []
+        self._next_offline = 0
+
+    def source(self, partition: int | None, offset: int | None) -> tuple[int, int]:
+        """The ``(partition, offset)`` naming an event; call once per event (an event
+        without an offset is numbered here)."""
+        if offset is not None:
+            return (partition or 0), offset
+        self._next_offline += 1
+        return (partition or 0), self._next_offline - 1
+
+    def positive(
+        self,
+        item_id: str,
+        history: Sequence[str],
+        *,
+        weight: float,
+        ts: float,
+        source: tuple[int, int],
+    ) -> list[ItemSignal]:
+        """Record the signals of one positive event (see :func:`derive_signals`); returns
+        them."""
+        signals = derive_signals(
+            item_id,
+            history,
+            weight=weight,
+            ts=ts,
+            partition=source[0],
+            offset=source[1],
+            decay=self.decay,
+        )
+        self.signals += signals
+        return signals
+
+    def lesson(self, gradient: Iterable[float], source: tuple[int, int]) -> FusionFeedback:
+        """Record one fusion lesson (a listwise gradient, per feature); returns it."""
+        lesson = FusionFeedback(source[0], source[1], 0.0, tuple(float(g) for g in gradient))
+        self.lessons.append(lesson)
+        return lesson
+
+    def take(self) -> tuple[list[ItemSignal], list[FusionFeedback]]:
+        """Everything recorded since the last call, in order."""
+        signals, lessons = self.signals, self.lessons
+        self.signals, self.lessons = [], []
+        return signals, lessons
 
 
 def group_by_item(signals: Iterable[ItemSignal]) -> dict[str, list[ItemSignal]]:

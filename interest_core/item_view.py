@@ -9,19 +9,32 @@ Neighbours the catalog does not (yet) hold are left out and put back by
 catalog deletion) disappears from every neighbour list at read time, whichever comes
 first. An older version than the one held is ignored (stale); a record learned with other
 decay half-lives than this engine's is refused.
+
+Read your own writes: the engine applies its own events to these structures at once (a
+preview of what the aggregation will publish) and journals their signals here
+(:meth:`KnowledgeView.own`). A record replaces an item's row with the fleet's knowledge
+as of its watermarks, then the journalled signals the record does not cover yet (offset
+above its watermark for their partition) are applied again on top, and the covered ones
+are forgotten. So a worker always sees the fleet's knowledge plus its own newer events:
+one worker alone sees exactly what a single process computes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from interest_core.cooccurrence import CoOccurrence
 from interest_core.item_knowledge import ItemKnowledge
+from interest_core.item_signals import ItemSignal
 from interest_core.trending import Trending
 
 __all__ = ["KnowledgeView"]
+
+#: Own signals journalled at most (oldest forgotten first: the records bring them back).
+DEFAULT_MAX_JOURNAL = 500_000
 
 
 class KnowledgeView:
@@ -38,6 +51,8 @@ class KnowledgeView:
         cooccurrence: CoOccurrence,
         trending: Trending,
         popularity: Trending,
+        *,
+        max_journal: int = DEFAULT_MAX_JOURNAL,
     ) -> None:
         self.row_of = row_of
         self.cooccurrence = cooccurrence
@@ -48,6 +63,37 @@ class KnowledgeView:
         self.refused: dict[str, int] = {}
         #: Newest ``ingested_at`` of any record applied (unix seconds).
         self.newest_ingested_at = 0.0
+        self.max_journal = max_journal
+        self._journal: dict[str, list[ItemSignal]] = {}
+        self._journal_order: deque[str] = deque()  # item ids, one per journalled signal
+        self._journalled = 0
+
+    def own(self, signals: Sequence[ItemSignal]) -> None:
+        """Journal signals of this engine's own events, already applied to the rows."""
+        for signal in signals:
+            self._journal.setdefault(signal.item_id, []).append(signal)
+            self._journal_order.append(signal.item_id)
+        self._journalled += len(signals)
+        if len(self._journal_order) > 2 * max(self._journalled, 10_000):
+            # Most entries were covered by records meanwhile: rebuild the age order from
+            # what is still journalled (oldest offsets first).
+            live = sorted(
+                (s.offset, s.item_id) for pending in self._journal.values() for s in pending
+            )
+            self._journal_order = deque(item_id for _, item_id in live)
+        while self._journalled > self.max_journal and self._journal_order:
+            oldest = self._journal_order.popleft()
+            pending = self._journal.get(oldest)
+            if pending:
+                pending.pop(0)
+                self._journalled -= 1
+                if not pending:
+                    del self._journal[oldest]
+
+    @property
+    def journalled(self) -> int:
+        """Own signals not yet covered by a record."""
+        return sum(len(v) for v in self._journal.values())
 
     def _refuse(self, reason: str) -> bool:
         self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -65,6 +111,15 @@ class KnowledgeView:
             return self._refuse("half_life_mismatch")
         self.records[record.item_id] = record
         self.newest_ingested_at = max(self.newest_ingested_at, record.ingested_at)
+        pending = self._journal.get(record.item_id)
+        if pending:
+            marks = record.watermarks
+            newer = [s for s in pending if s.offset > marks.get(s.partition, -1)]
+            self._journalled -= len(pending) - len(newer)
+            if newer:
+                self._journal[record.item_id] = newer
+            else:
+                del self._journal[record.item_id]
         self._materialise(record)
         return True
 
@@ -94,11 +149,30 @@ class KnowledgeView:
                 trend.set(row, decayed.value, decayed.ts)
             else:
                 trend.remove(row)
+        for signal in self._journal.get(record.item_id, ()):
+            self._replay(row, signal)
+
+    def _replay(self, row: int, signal: ItemSignal) -> None:
+        """Apply one own signal on top of a record (as the engine first applied it)."""
+        others: list[int] = []
+        amounts: list[float] = []
+        for other, amount in signal.pairs:
+            other_row = self.row_of(other)
+            if other_row is not None and other_row != row:
+                others.append(other_row)
+                amounts.append(amount)
+        self.cooccurrence.add_one_side(row, signal.count, others, amounts)
+        if signal.weight:
+            self.trending.add(row, signal.weight, signal.ts)
+            self.popularity.add(row, signal.weight, signal.ts)
 
     def remove(self, item_id: str, row: int | None = None) -> None:
         """The item is deleted (tombstone on ``interest.items`` or a catalog deletion):
         forget its record and everything held on its ``row`` (when given or known)."""
         self.records.pop(item_id, None)
+        dropped = self._journal.pop(item_id, None)
+        if dropped:
+            self._journalled -= len(dropped)
         row = self.row_of(item_id) if row is None else row
         if row is not None:
             self.cooccurrence.remove(row)
