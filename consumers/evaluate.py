@@ -27,6 +27,7 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
+from consumers.state_store import partition_for_key
 from interest_core.evaluation import (
     PrequentialResult,
     TastePeriod,
@@ -44,9 +45,12 @@ from interest_core.records import (
     parse_event,
 )
 from interest_core.settings import Settings
+from interest_core.shared_fusion import SharedFusion
+from interest_core.topology import FleetRecommender
 from producers.jsonl import read_lines
 
 __all__ = [
+    "DEFAULT_ITEM_LAG_EVENTS",
     "STRATEGIES",
     "Dataset",
     "EngineRecommender",
@@ -62,6 +66,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STRATEGIES: tuple[str, ...] = ("popular", "itemknn", "static", "dynamic", "hybrid")
+#: Default lag of shared item knowledge behind the events, in events. Deployed, an
+#: event reaches the item knowledge of other workers after the worker's micro-batch
+#: (batch.max_wait_ms 20 ms), the aggregation's flush (items.flush_interval_ms 500 ms)
+#: and a follower poll between batches: about 0.5-1 s. The fleet's measured rate is
+#: 688-5,111 events/s per worker (docs/RESULTS.md); 1,000 events is about 1 s at 1,000
+#: events/s. The offline topology publishes every lag/2 events, so other workers'
+#: events are between 1,000 and 1,500 events old when they count.
+DEFAULT_ITEM_LAG_EVENTS = 1000
 
 
 # --------------------------------------------------------------------------- inputs
@@ -304,16 +316,25 @@ def evaluate_strategy(
     truth: TruthTimeline | None = None,
     truth_checkpoints: int = 24,
     show_progress: bool = True,
+    workers: int = 1,
+    item_lag_events: int = DEFAULT_ITEM_LAG_EVENTS,
 ) -> tuple[dict[str, Any], PrequentialResult]:
     """Run one strategy through the protocol: its report entry (metrics, timings, taste
-    tracking) and the raw per-event result."""
+    tracking) and the raw per-event result. ``workers`` > 1 runs the deployed topology
+    (:func:`fleet_recommender`) with item knowledge ``item_lag_events`` events late."""
     from interest_core.engine import Engine
 
     started = time.perf_counter()
-    engine = Engine(encoder, settings, strategy=strategy)
-    engine.upsert_items(dataset.items)
+    recommender: Any
+    if workers > 1:
+        recommender = fleet_recommender(
+            strategy, dataset, encoder, settings, workers=workers, lag_events=item_lag_events
+        )
+    else:
+        engine = Engine(encoder, settings, strategy=strategy)
+        engine.upsert_items(dataset.items)
+        recommender = EngineRecommender(engine)
     setup_s = time.perf_counter() - started
-    recommender = EngineRecommender(engine)
     snapshots: dict[float, dict[str, str | None]] = {}
     checkpoints = taste_checkpoints(truth, truth_checkpoints) if truth is not None else []
     truth_users = truth.users if truth is not None else []
@@ -354,7 +375,41 @@ def evaluate_strategy(
     }
     if truth is not None:
         out["taste"] = taste_tracking(truth, snapshots)
+    if isinstance(recommender, FleetRecommender):
+        out["topology"] = recommender.describe()
     return out, result
+
+
+def fleet_recommender(
+    strategy: str,
+    dataset: Dataset,
+    encoder: Any,
+    settings: Settings,
+    *,
+    workers: int,
+    lag_events: int,
+) -> FleetRecommender:
+    """``workers`` engines routed by the producer's partitioner (kafka-python's murmur2 of
+    the user id, modulo ``workers``), sharing item knowledge through the aggregation's
+    fold and fusion learner, ``lag_events`` late."""
+    from consumers.item_aggregator import fold_for
+    from interest_core.engine import FEATURES, INITIAL_FUSION, Engine
+
+    engines = []
+    for _ in range(workers):
+        engine = Engine(encoder, settings, strategy=strategy, emit_item_signals=True)
+        engine.upsert_items(dataset.items)
+        engines.append(engine)
+    fusion = SharedFusion(
+        FEATURES, learning_rate=settings.recommend.fusion_learning_rate, initial=INITIAL_FUSION
+    )
+    return FleetRecommender(
+        engines,
+        lambda user_id: partition_for_key(user_id.encode("utf-8"), workers),
+        fold_for(settings),
+        fusion=fusion,
+        lag_events=lag_events,
+    )
 
 
 def _prewarm_texts(memo: MemoEncoder, dataset: Dataset, settings: Settings) -> int:
@@ -386,6 +441,8 @@ def evaluate(
     truth_checkpoints: int = 24,
     show_progress: bool = True,
     encoder: Any | None = None,
+    workers: int = 1,
+    item_lag_events: int = DEFAULT_ITEM_LAG_EVENTS,
 ) -> dict[str, Any]:
     """Every strategy, one after another, sharing one memoised encoder.
 
@@ -413,6 +470,8 @@ def evaluate(
             truth=truth,
             truth_checkpoints=truth_checkpoints,
             show_progress=show_progress,
+            workers=workers,
+            item_lag_events=item_lag_events,
         )
     return {
         "strategies": entries,
@@ -502,6 +561,8 @@ def _command_line(args: argparse.Namespace) -> str:
             parts += [flag, str(value)]
     if args.max_lag:
         parts += ["--max-lag", str(args.max_lag)]
+    if args.workers != 1:
+        parts += ["--workers", str(args.workers), "--item-lag-events", str(args.item_lag_events)]
     return shlex.join(parts)
 
 
@@ -535,6 +596,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="events of other users an ask may miss, to batch asks (default 0: exact)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="evaluate as deployed: users routed over N engines by the producer's "
+        "partitioner, item knowledge shared through the aggregation (default 1)",
+    )
+    parser.add_argument(
+        "--item-lag-events",
+        type=int,
+        default=DEFAULT_ITEM_LAG_EVENTS,
+        help="with --workers > 1: events of other workers the shared item knowledge lags "
+        f"behind (default {DEFAULT_ITEM_LAG_EVENTS}: about 1 s at 1,000 events/s; see "
+        "docs/RESULTS.md)",
+    )
+    parser.add_argument(
         "--window", type=int, default=0, help="plot window (evaluated events; 0: automatic)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -552,6 +628,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if args.k <= 0 or args.min_history < 0 or args.max_lag < 0:
         print("interest eval: --k must be > 0, --min-history and --max-lag >= 0", file=sys.stderr)
+        return 2
+    if args.workers < 1 or args.item_lag_events < 0:
+        print("interest eval: --workers must be >= 1, --item-lag-events >= 0", file=sys.stderr)
         return 2
     if args.limit_users is not None and args.limit_users <= 0:
         print("interest eval: --limit-users must be > 0", file=sys.stderr)
@@ -594,15 +673,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         truth=truth,
         truth_checkpoints=max(1, args.truth_checkpoints),
         show_progress=not args.no_progress,
+        workers=args.workers,
+        item_lag_events=args.item_lag_events,
     )
     results = outcome["results"]
     report = {
         "command": _command_line(args),
+        "workers": args.workers,
+        "item_lag_events": args.item_lag_events if args.workers > 1 else 0,
         "config": {
             "strategies": strategies,
             "k": args.k,
             "min_history": args.min_history,
             "max_lag_events": args.max_lag,
+            "workers": args.workers,
+            "item_lag_events": args.item_lag_events if args.workers > 1 else 0,
             "limit_users": args.limit_users,
             "events_file": str(args.events),
             "catalog_file": str(args.catalog),

@@ -122,6 +122,8 @@ class PublishPlan:
     dead_letter_reasons: list[str] = field(default_factory=list)
     states: list[OutgoingRecord] = field(default_factory=list)
     recommendations: list[OutgoingRecord] = field(default_factory=list)
+    #: Item signals of the applied events (interest.item-signals), flushed before the rest.
+    signals: list[OutgoingRecord] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     event_times: list[float] = field(default_factory=list)
     ingest_times: list[float] = field(default_factory=list)
@@ -252,8 +254,9 @@ class Worker:
             elif not isinstance(encoder, CachedEncoder):
                 # The batch's repeated texts and the cache metrics need the LRU in front.
                 encoder = CachedEncoder(encoder, settings.encoder.cache_size)
-            engine = Engine(encoder, settings)
+            engine = Engine(encoder, settings, emit_item_signals=settings.items.shared)
         self.engine = engine
+        self._knowledge_caught_up = getattr(engine, "outbox", None) is None
         self.batcher = MicroBatcher(settings.batch.max_events, settings.batch.max_wait_ms / 1000.0)
         self.state_source = state_source
         self.metrics_port: int | None = None
@@ -378,6 +381,7 @@ class Worker:
                     plan.event_times.append(event.ts)
                     plan.ingest_times.append(source[id(event)].ingested_at)
             topics = self.settings.topics
+            self._plan_signals(plan, records)
             for user_id in outcome.changed_users:
                 blob = self.engine.export_user(user_id)
                 plan.states.append(OutgoingRecord(topics.state, user_id.encode(), blob))
@@ -408,8 +412,17 @@ class Worker:
         return plan
 
     def publish(self, plan: PublishPlan, sink: Sink) -> None:
-        """Send every planned record and flush; raises if the sink could not deliver."""
+        """Send every planned record and flush; raises if the sink could not deliver.
+
+        Item signals go first, in their own flush: once a user's new state is on the
+        state topic the events are skipped on re-processing, so their signals must be
+        acknowledged before (re-sent signals are deduplicated by the aggregation)."""
         start = time.perf_counter()
+        if plan.signals:
+            for record in plan.signals:
+                sink.send(record)
+            sink.flush()
+            self.metrics.item_signals(len(plan.signals))
         for record in plan.outgoing:
             sink.send(record)
         sink.flush()
@@ -482,6 +495,23 @@ class Worker:
         return len(users)
 
     # ------------------------------------------------------------ internals
+
+    def _plan_signals(self, plan: PublishPlan, records: Sequence[InputRecord]) -> None:
+        """Add the engine's item signals and fusion lessons of this batch to the plan."""
+        take = getattr(self.engine, "take_item_signals", None)
+        if take is None:
+            return
+        signals, lessons = take()
+        if not signals and not lessons:
+            return
+        from consumers.knowledge_follower import signal_records
+
+        ingested = {(r.partition, r.offset): r.ingested_at for r in records}
+        topic = self.settings.topics.item_signals
+        plan.signals.extend(
+            OutgoingRecord(topic, key, value)
+            for key, value in signal_records(signals, lessons, ingested)
+        )
 
     def _dead_letter(self, plan: PublishPlan, record: InputRecord, why: Rejected) -> None:
         headers = (
@@ -558,6 +588,8 @@ class Worker:
             reasons.append("worker loop not running")
         if not self._catalog_caught_up:
             reasons.append("catalog loading")
+        if not self._knowledge_caught_up:
+            reasons.append("item knowledge loading")
         if not self._assigned:
             reasons.append("no events partitions assigned")
         if self._restoring:
@@ -625,6 +657,7 @@ class Worker:
         health: HealthServer | None = None
         producer: Any = None
         follower: CatalogFollower | None = None
+        knowledge: Any = None
         own_reader: StateReader | None = None
         self._alive = True
         self._tick()
@@ -657,6 +690,10 @@ class Worker:
             if stop.is_set():
                 return 0
             log.info("%s: catalog loaded (%d items)", self.worker_id, self.engine.catalog_size)
+            if not self._knowledge_caught_up:
+                knowledge = self._follow_knowledge(stop)
+                if stop.is_set():
+                    return 0
             consumer = make_consumer(
                 settings,
                 group_id=settings.consumer.group_id,
@@ -681,6 +718,8 @@ class Worker:
                     self._flush_and_commit()
                 if not len(self.batcher):  # between batches
                     self.apply_catalog_records(follower.poll(0))
+                    if knowledge is not None:
+                        knowledge.poll(0)
                     self._housekeeping()
             self._flush_and_commit()
             log.info("%s: stopping", self.worker_id)
@@ -693,7 +732,7 @@ class Worker:
                 except Exception:
                     log.exception("closing the events consumer failed")
                 self._consumer = None
-            for closing in (follower, own_reader):
+            for closing in (follower, knowledge, own_reader):
                 if closing is not None:
                     try:
                         closing.close()
@@ -705,6 +744,22 @@ class Worker:
                 health.stop()
             self._assigned.clear()
             self.metrics.set_ready(False)
+
+    def _follow_knowledge(self, stop: threading.Event) -> Any:
+        """Follow interest.items and interest.models; returns once both have caught up."""
+        from consumers.knowledge_follower import SharedKnowledge
+        from interest_core.engine import FEATURES
+
+        knowledge = SharedKnowledge(
+            self.settings, self.engine, self.metrics, features=FEATURES
+        ).start()
+        while not knowledge.caught_up and not stop.is_set():
+            knowledge.poll(0.2)
+            self._tick()
+        self._knowledge_caught_up = knowledge.caught_up
+        self._update_gauges()
+        log.info("%s: item knowledge loaded (%d items)", self.worker_id, len(self.engine.item_view))
+        return knowledge
 
     def _tick(self) -> None:
         self._last_tick = time.monotonic()

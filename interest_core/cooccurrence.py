@@ -153,7 +153,7 @@ class CoOccurrence:
         entry.rows[:] = rows
         entry.counts[:] = counts
         entry.size = len(rows)
-        entry.slot = {int(r): i for i, r in enumerate(entry.rows.tolist())}
+        entry.slot = dict(zip(entry.rows.tolist(), range(len(rows)), strict=True))
         self._items[row] = entry
 
     def pairs(self, row: int) -> dict[int, float]:

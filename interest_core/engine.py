@@ -45,7 +45,7 @@ from interest_core.intent import IntentModel
 from interest_core.interest import InterestModel, RecentItem, UserState
 from interest_core.item_knowledge import ItemKnowledge
 from interest_core.item_signals import FusionFeedback, ItemSignal, SignalBuffer
-from interest_core.item_view import KnowledgeView
+from interest_core.item_view import KnowledgeView, Laid
 from interest_core.labels import LabelModel, LabelVocabulary
 from interest_core.params import ParamRecord
 from interest_core.reasons import Anchors, content_reason, cooccurrence_reason
@@ -915,11 +915,21 @@ class Engine:
         (empty unless built with ``emit_item_signals``)."""
         return ([], []) if self.outbox is None else self.outbox.take()
 
-    def apply_item_knowledge(self, records: Sequence[ItemKnowledge]) -> int:
+    def apply_item_knowledge(
+        self, records: Sequence[ItemKnowledge], laid: Sequence[Laid | None] | None = None
+    ) -> int:
         """Take the fleet's knowledge of some items (records of ``interest.items``): their
-        neighbours, counts and trending replace what this engine held. Returns how many
-        were applied (stale or mismatched records are ignored, see :class:`KnowledgeView`)."""
-        applied = sum(1 for record in records if self.item_view.apply(record))
+        neighbours, counts and trending replace what this engine held. ``laid`` (optional)
+        are the records laid on this catalog's rows by another engine with the same rows.
+        Returns how many were applied (stale or mismatched records are ignored, see
+        :class:`KnowledgeView`)."""
+        view = self.item_view
+        if laid is None:
+            applied = sum(1 for record in records if view.apply(record))
+        else:
+            applied = sum(
+                1 for record, lay in zip(records, laid, strict=True) if view.apply(record, lay)
+            )
         if applied:
             self._popularity_cache = None
         return applied

@@ -31,7 +31,10 @@ from interest_core.item_knowledge import ItemKnowledge
 from interest_core.item_signals import ItemSignal
 from interest_core.trending import Trending
 
-__all__ = ["KnowledgeView"]
+__all__ = ["KnowledgeView", "Laid"]
+
+#: A record laid on catalog rows: (row, neighbour rows, pair counts).
+Laid = tuple[int, np.ndarray, np.ndarray]
 
 #: Own signals journalled at most (oldest forgotten first: the records bring them back).
 DEFAULT_MAX_JOURNAL = 500_000
@@ -99,8 +102,10 @@ class KnowledgeView:
         self.refused[reason] = self.refused.get(reason, 0) + 1
         return False
 
-    def apply(self, record: ItemKnowledge) -> bool:
-        """Take one record; False when it was ignored (stale or mismatched)."""
+    def apply(self, record: ItemKnowledge, laid: Laid | None = None) -> bool:
+        """Take one record; False when it was ignored (stale or mismatched). ``laid`` is
+        :meth:`lay` of the record by a view with the same rows (saves the id lookups when
+        several engines share one catalog layout)."""
         held = self.records.get(record.item_id)
         if held is not None and record.version < held.version:
             return self._refuse("stale_version")
@@ -120,13 +125,15 @@ class KnowledgeView:
                 self._journal[record.item_id] = newer
             else:
                 del self._journal[record.item_id]
-        self._materialise(record)
+        self._materialise(record, laid)
         return True
 
-    def _materialise(self, record: ItemKnowledge) -> None:
+    def lay(self, record: ItemKnowledge) -> Laid | None:
+        """``(row, neighbour rows, pair counts)`` of a record on this view's rows (None when
+        the catalog does not hold the item); neighbours it does not hold are left out."""
         row = self.row_of(record.item_id)
         if row is None:
-            return
+            return None
         rows: list[int] = []
         counts: list[float] = []
         row_of = self.row_of
@@ -135,12 +142,15 @@ class KnowledgeView:
             if other_row is not None and other_row != row:
                 rows.append(other_row)
                 counts.append(count)
-        self.cooccurrence.set_item(
-            row,
-            record.count,
-            np.asarray(rows, dtype=np.int64),
-            np.asarray(counts, dtype=np.float64),
-        )
+        return row, np.asarray(rows, dtype=np.int64), np.asarray(counts, dtype=np.float64)
+
+    def _materialise(self, record: ItemKnowledge, laid: Laid | None = None) -> None:
+        if laid is None:
+            laid = self.lay(record)
+        if laid is None:
+            return
+        row, rows, counts = laid
+        self.cooccurrence.set_item(row, record.count, rows, counts)
         for trend, decayed in (
             (self.trending, record.trending),
             (self.popularity, record.popularity),

@@ -55,6 +55,9 @@ class FleetRecommender:
         if lag_events < 0:
             raise ValueError("lag_events must be >= 0")
         self.engines = list(engines)
+        first = self.engines[0].catalog.item_ids
+        # Engines loaded with the same catalog share its row layout: lay records once.
+        self._same_rows = all(e.catalog.item_ids == first for e in self.engines[1:])
         self.route = route
         self.fold = fold
         self.fusion = fusion
@@ -109,9 +112,13 @@ class FleetRecommender:
         param = None
         if self.fusion is not None and self.fusion.dirty:
             param = self.fusion.to_param(created_at=0.0)
+        laid = None
+        if changed and self._same_rows:
+            view = self.engines[0].item_view
+            laid = [view.lay(record) for record in changed]
         for engine in self.engines:
             if changed:
-                engine.apply_item_knowledge(changed)
+                engine.apply_item_knowledge(changed, laid)
             if removed:
                 engine.drop_item_knowledge(removed)
             if param is not None:

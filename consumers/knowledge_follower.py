@@ -1,0 +1,162 @@
+"""A worker's view of what the fleet learned: ``interest.items`` and ``interest.models``.
+
+Every worker follows both compacted topics whole, from the beginning and then live (as
+the catalog): item records go to :meth:`Engine.apply_item_knowledge` (tombstones to
+:meth:`Engine.drop_item_knowledge`), the fusion weights to :meth:`Engine.load_fusion`.
+The worker polls between micro-batches, on its own thread (the engine is not
+thread-safe), and does not report ready before both have caught up. A malformed record
+is refused with its reason, counted and logged; the worker keeps what it had.
+
+Also here: :func:`signal_records`, the records a worker publishes to
+``interest.item-signals`` for one micro-batch's signals.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from consumers.metrics import WorkerMetrics
+from consumers.params_follower import ParamsFollower
+from consumers.topic_follower import TopicFollower
+from interest_core.item_knowledge import ItemKnowledge, parse_item_knowledge
+from interest_core.item_signals import (
+    FUSION_KEY,
+    FusionFeedback,
+    ItemSignal,
+    encode_fusion_record,
+    encode_item_record,
+    group_by_item,
+)
+from interest_core.records import Rejected
+from interest_core.settings import Settings
+from interest_core.shared_fusion import FUSION_PARAM, fusion_spec
+from producers.kafka_client import make_consumer, make_producer
+
+__all__ = ["SharedKnowledge", "signal_records"]
+
+log = logging.getLogger(__name__)
+
+
+def signal_records(
+    signals: Sequence[ItemSignal],
+    lessons: Sequence[FusionFeedback],
+    ingested_at: Mapping[tuple[int, int], float],
+) -> list[tuple[bytes, bytes]]:
+    """``(key, value)`` records for ``interest.item-signals``: one per item (its signals
+    in order) and one for the fusion lessons. ``ingested_at`` maps an event's
+    ``(partition, offset)`` to when it entered Kafka (unix seconds)."""
+
+    def stamped(signal: ItemSignal) -> ItemSignal:
+        at = ingested_at.get((signal.partition, signal.offset), 0.0)
+        return replace(signal, ingested_at=at) if at else signal
+
+    out = [
+        (item_id.encode("utf-8"), encode_item_record(item_id, [stamped(s) for s in group]))
+        for item_id, group in group_by_item(signals).items()
+    ]
+    if lessons:
+        stamped_lessons = [
+            replace(lesson, ingested_at=ingested_at.get((lesson.partition, lesson.offset), 0.0))
+            for lesson in lessons
+        ]
+        out.append((FUSION_KEY.encode("utf-8"), encode_fusion_record(stamped_lessons)))
+    return out
+
+
+class SharedKnowledge:
+    """Follows the items and models topics into one engine; call :meth:`poll` from the
+    engine's thread. ``features`` are the engine's fusion features (for the shape check
+    of the fusion weights)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Any,
+        metrics: WorkerMetrics,
+        *,
+        features: Sequence[str],
+        consumer_factory: Callable[..., Any] = make_consumer,
+        producer_factory: Callable[..., Any] = make_producer,
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.items = TopicFollower(
+            settings,
+            settings.topics.items,
+            role="items",
+            consumer_factory=consumer_factory,
+            producer_factory=producer_factory,
+        )
+        self.models = ParamsFollower(
+            settings,
+            [fusion_spec(features)],
+            hooks=metrics,
+            consumer_factory=consumer_factory,
+            producer_factory=producer_factory,
+        )
+        self.records_applied = 0
+
+    def start(self, timeout_s: float = 30.0) -> SharedKnowledge:
+        """Start both followers from the beginning of their topics."""
+        self.items.start(timeout_s)
+        self.models.start(timeout_s)
+        return self
+
+    @property
+    def caught_up(self) -> bool:
+        """True once both topics have been read past what was there at start."""
+        return self.items.caught_up and self.models.caught_up
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        """Apply what arrived on both topics; returns the item records applied."""
+        now = time.time()
+        records: list[ItemKnowledge] = []
+        deleted: list[str] = []
+        for record in self.items.poll(timeout_s):
+            if record.value is None:
+                if record.key is not None:
+                    deleted.append(bytes(record.key).decode("utf-8", "replace"))
+                continue
+            parsed = parse_item_knowledge(record.key, record.value)
+            if isinstance(parsed, Rejected):
+                self.metrics.item_record(parsed.reason)
+                log.warning(
+                    "items record at %s refused: %s (%s)",
+                    record.source,
+                    parsed.reason,
+                    parsed.detail,
+                )
+                continue
+            records.append(parsed)
+        applied = 0
+        if records:
+            refused_before = dict(self.engine.item_view.refused)
+            applied = self.engine.apply_item_knowledge(records)
+            for reason, n in self.engine.item_view.refused.items():
+                self.metrics.item_record(reason, n - refused_before.get(reason, 0))
+            self.metrics.item_record("applied", applied)
+            self.metrics.item_knowledge_applied((r.ingested_at for r in records), now)
+        if deleted:
+            self.engine.drop_item_knowledge(deleted)
+            self.metrics.item_record("tombstone", len(deleted))
+        for param in self.models.poll(0.0):
+            if param.name == FUSION_PARAM and not self.engine.load_fusion(param):
+                log.warning("fusion weights version %d do not fit this engine", param.version)
+        view = self.engine.item_view
+        self.metrics.item_knowledge_held(
+            items=len(view), newest_ingested_at=view.newest_ingested_at, now=now
+        )
+        self.records_applied += applied
+        return applied
+
+    def close(self) -> None:
+        """Close both followers (idempotent)."""
+        for follower in (self.items, self.models):
+            try:
+                follower.close()
+            except Exception:
+                log.exception("closing the %s follower failed", type(follower).__name__)
