@@ -4,6 +4,13 @@ Like Quix's ``Checkpoint``: records are ``add``-ed as they are polled; the batch
 ``due`` once it holds ``max_events`` records or its first record has waited
 ``max_wait_s``; ``flush`` hands over the records with the offsets to commit once they
 have been published (next offset per partition, Kafka's convention).
+
+An ``adaptive`` batcher is also due as soon as the consumer says it has nothing more
+buffered (:meth:`MicroBatcher.drained`): a lone event is processed at once instead of
+waiting ``max_wait_s`` for company, while under load every poll fills the batch and it
+grows to ``max_events`` (the records that arrived while the previous batch was being
+processed form the next one). Waiting to fill only pays where a batch has a large fixed
+cost (a GPU encoder pass), so ``adaptive=False`` keeps the fixed wait.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ class InputRecord:
 
     ``ingested_at`` is unix seconds: the record's Kafka timestamp (producer CreateTime
     or broker LogAppendTime) when it has one, else the time it was polled.
+    ``polled_at`` is unix seconds: when the worker's poll returned it (0.0 when handed
+    in by a test); ``polled_at - ingested_at`` is the record's time in Kafka.
     """
 
     topic: str
@@ -34,6 +43,7 @@ class InputRecord:
     value: bytes | None
     ingested_at: float = 0.0
     headers: tuple[tuple[str, bytes], ...] = ()
+    polled_at: float = 0.0
 
     @property
     def source(self) -> str:
@@ -61,6 +71,7 @@ class InputRecord:
             value=record.value,
             ingested_at=ingested_at,
             headers=headers,
+            polled_at=polled_at,
         )
 
 
@@ -90,11 +101,17 @@ class Batch:
 class MicroBatcher:
     """Collects records into micro-batches bounded by size (records) and wait (seconds).
 
+    ``adaptive``: also due once the source is drained (see :meth:`drained`).
     ``clock`` returns monotonic seconds (injected so tests can drive time).
     """
 
     def __init__(
-        self, max_events: int, max_wait_s: float, *, clock: Callable[[], float] = time.monotonic
+        self,
+        max_events: int,
+        max_wait_s: float,
+        *,
+        adaptive: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, got {max_events}")
@@ -102,9 +119,11 @@ class MicroBatcher:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
         self.max_events = max_events
         self.max_wait_s = max_wait_s
+        self.adaptive = adaptive
         self._clock = clock
         self._records: list[InputRecord] = []
         self._started_at: float | None = None
+        self._drained = False
 
     def __len__(self) -> int:
         return len(self._records)
@@ -125,22 +144,31 @@ class MicroBatcher:
         self._records.append(record)
         return self.due()
 
+    def drained(self) -> None:
+        """The source has nothing more buffered right now (a poll returned fewer records
+        than asked for): an adaptive batcher holding records is then due. No effect on
+        an empty batch (the next record starts a new wait)."""
+        if self._records:
+            self._drained = True
+
     def time_left(self) -> float | None:
         """Seconds until the batch is due by time; None while empty, 0 when due."""
         if self._started_at is None or not self._records:
             return None
-        if self.full:
+        if self.full or (self.adaptive and self._drained):
             return 0.0
         return max(0.0, self.max_wait_s - (self._clock() - self._started_at))
 
     def due(self) -> bool:
-        """True when the batch is full or its first record has waited ``max_wait_s``."""
+        """True when the batch is full, its first record has waited ``max_wait_s``, or
+        (adaptive) the source is drained."""
         left = self.time_left()
         return left is not None and left <= 0.0
 
     def flush(self) -> Batch:
         """Hand over every record held (possibly none) with the offsets to commit."""
         records, self._records, self._started_at = self._records, [], None
+        self._drained = False
         return Batch(records, next_offsets(records))
 
     def drop_partitions(self, partitions: Collection[tuple[str, int]]) -> int:

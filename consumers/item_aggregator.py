@@ -48,7 +48,7 @@ from consumers.health import HealthServer
 from consumers.metrics import AggregatorMetrics
 from consumers.state_store import partition_for_key, read_to_end
 from consumers.worker import KafkaSink, OutgoingRecord, Sink
-from interest_core.item_knowledge import ItemKnowledge, KnowledgeFold, parse_item_knowledge
+from interest_core.item_knowledge import ItemRecord, KnowledgeFold, parse_item_knowledge
 from interest_core.item_signals import FUSION_KEY, parse_signal_record
 from interest_core.params import ParamRecord, ParamTable
 from interest_core.records import CatalogDeletion, Rejected, parse_catalog
@@ -241,7 +241,7 @@ class ItemAggregator:
             self.metrics.fusion(0, param.version)
         return out, [r.ingested_at for r in changed]
 
-    def load_items(self, records: Iterable[ItemKnowledge]) -> int:
+    def load_items(self, records: Iterable[ItemRecord]) -> int:
         """Take restored records (from ``interest.items``); returns how many."""
         n = 0
         for record in records:

@@ -22,7 +22,7 @@ from typing import Any
 from consumers.metrics import WorkerMetrics
 from consumers.params_follower import ParamsFollower
 from consumers.topic_follower import TopicFollower
-from interest_core.item_knowledge import ItemKnowledge, parse_item_knowledge
+from interest_core.item_knowledge import ItemRecord, parse_item_knowledge
 from interest_core.item_signals import (
     FUSION_KEY,
     FusionFeedback,
@@ -114,7 +114,7 @@ class SharedKnowledge:
     def poll(self, timeout_s: float = 0.0) -> int:
         """Apply what arrived on both topics; returns the item records applied."""
         now = time.time()
-        records: list[ItemKnowledge] = []
+        records: list[ItemRecord] = []
         deleted: list[str] = []
         for record in self.items.poll(timeout_s):
             if record.value is None:

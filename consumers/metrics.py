@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+import math
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.utils import floatToGoString
 
-__all__ = ["AggregatorMetrics", "WorkerMetrics"]
+from consumers.latency import STAGES, BatchLatency
+
+__all__ = ["AggregatorMetrics", "ManyHistogram", "WorkerMetrics"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,91 @@ _LATENCY_BUCKETS = (
     86400.0,
 )
 _BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 512, 1024, 2048, 4096)
+# Per-event stages of ingest -> publish: sub-millisecond to seconds.
+_STAGE_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    5.0,
+    60.0,
+)
+
+
+class ManyHistogram:
+    """A Prometheus histogram fed many observations per call (one numpy pass).
+
+    prometheus_client's ``Histogram.observe`` costs about 8 us per value, which per event
+    is a real share of the worker's budget; a batch's latencies go in here at once. It
+    registers itself on ``registry`` and is exposed like any histogram.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+        labelnames: Sequence[str] = (),
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._bounds = np.array([*sorted(buckets), math.inf], dtype=np.float64)
+        self._counts: dict[tuple[str, ...], np.ndarray] = {}
+        self._sums: dict[tuple[str, ...], float] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float] | np.ndarray, *labels: str) -> None:
+        """Observe every value (seconds, negatives count as 0) under ``labels``."""
+        array = np.maximum(np.asarray(values, dtype=np.float64).ravel(), 0.0)
+        if not array.size:
+            return
+        counts = np.bincount(
+            np.searchsorted(self._bounds, array, side="left"), minlength=len(self._bounds)
+        )
+        with self._lock:
+            held = self._counts.get(labels)
+            self._counts[labels] = counts if held is None else held + counts
+            self._sums[labels] = self._sums.get(labels, 0.0) + float(array.sum())
+
+    def touch(self, *labels: str) -> None:
+        """Expose the series of ``labels`` (at zero) before its first observation."""
+        with self._lock:
+            if labels not in self._counts:
+                self._counts[labels] = np.zeros(len(self._bounds), dtype=np.int64)
+                self._sums[labels] = 0.0
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        with self._lock:
+            series = [(k, np.cumsum(v), self._sums[k]) for k, v in self._counts.items()]
+        if not self.labelnames and not series:
+            series = [((), np.zeros(len(self._bounds), dtype=np.int64), 0.0)]
+        for labels, cumulative, total in series:
+            family.add_metric(
+                list(labels),
+                [
+                    (floatToGoString(b), int(c))
+                    for b, c in zip(self._bounds, cumulative, strict=True)
+                ],
+                total,
+            )
+        yield family
 
 
 class WorkerMetrics:
@@ -68,6 +160,14 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self._add_event_counters(r)
+        self._add_stage_timers(r)
+        self._add_publication(r)
+        self._add_memory(r)
+        self._add_health(r)
+
+    def _add_event_counters(self, r: CollectorRegistry) -> None:
+        """Records consumed, dead-lettered, skipped as replays, applied."""
         self.events_consumed = Counter(
             "interest_events_consumed_total",
             "Event records consumed, by event type ('invalid' for records that did not parse)",
@@ -90,6 +190,9 @@ class WorkerMetrics:
             "Events applied to a user's state",
             registry=r,
         )
+
+    def _add_stage_timers(self, r: CollectorRegistry) -> None:
+        """Where a micro-batch spends its time, and the text cache."""
         self.batch_size = Histogram(
             "interest_batch_size",
             "Records per micro-batch (events)",
@@ -149,6 +252,9 @@ class WorkerMetrics:
             buckets=_STAGE_BUCKETS,
             registry=r,
         )
+
+    def _add_publication(self, r: CollectorRegistry) -> None:
+        """What is published, and the latency to publication."""
         self.recommendations_published = Counter(
             "interest_recommendations_published_total",
             "Recommendation records published",
@@ -159,18 +265,31 @@ class WorkerMetrics:
             "Null-value records published for deleted users (state and recommendations)",
             registry=r,
         )
-        self.event_to_publish = Histogram(
+        self.event_to_publish = ManyHistogram(
             "interest_event_to_publish_seconds",
             "Event time to publication of the recommendation it triggered",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            _LATENCY_BUCKETS,
+            r,
         )
-        self.ingest_to_publish = Histogram(
+        self.ingest_to_publish = ManyHistogram(
             "interest_ingest_to_publish_seconds",
             "Kafka record timestamp (else poll time) to publication",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            _LATENCY_BUCKETS,
+            r,
         )
+        self.latency_stage = ManyHistogram(
+            "interest_latency_stage_seconds",
+            "Per event, the stages of ingest to publication: kafka (record timestamp to "
+            "poll), batch_wait (poll to processing), process, publish (to acknowledgement)",
+            _STAGE_LATENCY_BUCKETS,
+            r,
+            ["stage"],
+        )
+        for stage in STAGES:
+            self.latency_stage.touch(stage)
+
+    def _add_memory(self, r: CollectorRegistry) -> None:
+        """Partitions, users and catalog items held; state reads and writes."""
         self.consumer_lag = Gauge(
             "interest_consumer_lag_records",
             "Records between the consumer's position and the end of the partition",
@@ -217,6 +336,9 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+
+    def _add_health(self, r: CollectorRegistry) -> None:
+        """Learned parameters, readiness, bounded publication, restarts."""
         self.model_records = Counter(
             "interest_model_records_total",
             "Records read from the models topic, by outcome (accepted, tombstone, or a "
@@ -263,6 +385,28 @@ class WorkerMetrics:
         self.ready = Gauge(
             "interest_ready", "1 when the catalog is loaded and partitions are assigned", registry=r
         )
+        self.records_trimmed = Counter(
+            "interest_records_trimmed_total",
+            "Published records cut to fit limits.max_publish_bytes, by kind"
+            " (deadletter: truncated; state, recommendation: trimmed)",
+            ["kind"],
+            registry=r,
+        )
+        self.poison_records = Counter(
+            "interest_poison_records_total",
+            "Records skipped because not even a bounded dead letter (or state, or"
+            " recommendation) could be published, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.worker_restarts = Counter(
+            "interest_worker_restarts_total",
+            "Times this worker's slot was restarted after its process exited (set by the"
+            " supervisor, `interest fleet`, at start)",
+            registry=r,
+        )
+        # Series that exist from the start, so rate() and alerts see a zero, not nothing.
+        self.worker_restarts.inc(0)
 
     # ------------------------------------------------------------------ hooks
 
@@ -315,19 +459,26 @@ class WorkerMetrics:
         tombstones: int,
         state_writes: int,
         published_at: float,
-        event_times: Iterable[float],
-        ingest_times: Iterable[float],
+        event_times: Sequence[float] | np.ndarray,
+        ingest_times: Sequence[float] | np.ndarray,
+        latency: BatchLatency | None = None,
     ) -> None:
-        """Record a flushed publication; times are unix seconds, durations seconds."""
+        """Record a flushed publication; times are unix seconds, durations seconds.
+
+        ``latency``, when given, adds its per-event stages (``interest_latency_stage_seconds``).
+        """
         self.publish_seconds.observe(publish_s)
         self.batch_seconds.observe(batch_s)
         self.recommendations_published.inc(recommendations)
         self.tombstones_published.inc(tombstones)
         self.state_writes.inc(state_writes)
-        for ts in event_times:
-            self.event_to_publish.observe(max(0.0, published_at - ts))
-        for ts in ingest_times:
-            self.ingest_to_publish.observe(max(0.0, published_at - ts))
+        events = np.asarray(event_times, dtype=np.float64)
+        self.event_to_publish.observe_many(published_at - events)
+        ingests = np.asarray(ingest_times, dtype=np.float64)
+        self.ingest_to_publish.observe_many(published_at - ingests)
+        if latency is not None:
+            for stage, seconds in latency.stages().items():
+                self.latency_stage.observe_many(seconds, stage)
 
     def lag(self, lags: Mapping[tuple[str, int], int]) -> None:
         """Set consumer lag (records) per ``(topic, partition)`` this worker owns."""
@@ -367,6 +518,19 @@ class WorkerMetrics:
     def released(self, count: int) -> None:
         """Count users dropped from memory because their partition was revoked or lost."""
         self.users_released.inc(count)
+
+    def trimmed(self, kind: str) -> None:
+        """Count a published record cut to fit the size limit (deadletter, state, recommendation)."""
+        self.records_trimmed.labels(kind=kind).inc()
+
+    def poisoned(self, reason: str) -> None:
+        """Count a record skipped because nothing of it could be published."""
+        self.poison_records.labels(reason=reason).inc()
+
+    def restarted(self, restarts: int) -> None:
+        """Record the restarts of this worker's slot before this process (from the supervisor)."""
+        if restarts > 0:
+            self.worker_restarts.inc(restarts)
 
     def model_record(self, outcome: str) -> None:
         """Count one models-topic record: accepted, tombstone, or a rejection reason."""

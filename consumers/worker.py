@@ -2,11 +2,17 @@
 
 The loop, Quix-``Checkpoint`` style::
 
-    poll ─► MicroBatcher (max_events / max_wait_ms)
+    poll ─► MicroBatcher (max_events / max_wait_ms; adaptive: due once drained)
          ─► process_records: parse at the edge, bad records ─► dead-letter plan
                              Engine.process(valid events) ─► state + recommendation plan
          ─► publish: send every planned record, flush the producer
          ─► ONLY THEN commit the batch's offsets
+
+Publishing is pipelined one batch deep: batch N's records are sent (not awaited), and
+while the broker acknowledges them the worker polls and processes batch N+1; before
+sending N+1 it waits for N's acknowledgements and commits N's offsets. With nothing
+polled it waits for them at once. Offsets are still committed only after their batch's
+records are acknowledged, and records leave in batch order (idempotent producer).
 
 State is durable because it is published before offsets are committed and the Engine
 skips events whose offset is at or below a user's last applied offset: after a crash
@@ -24,8 +30,9 @@ Readiness also follows the broker: ``/readyz`` turns 503 (``broker_unreachable``
 no Kafka round trip (a commit, a flushed publish, a lag refresh) has succeeded for
 ``max(consumer.session_timeout_ms, 5 s)``, and 200 again once one does.
 
-Idle users (no event for ``state.user_ttl_s`` seconds of wall clock) are evicted from
-memory; the worker remembers their ids (and partition) and, when one of them has events
+Idle users (no event for ``state.user_ttl_s`` seconds of wall clock), then the least
+recently active beyond ``state.max_users``, are evicted from memory (checked every
+``min(60, user_ttl_s / 4)`` seconds, at least 1); the worker remembers their ids (and partition) and, when one of them has events
 in a later batch, reloads its state from the state topic before processing the batch.
 
 ``process_records`` is the same step the Kafka loop runs, usable with no broker (the
@@ -46,14 +53,18 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+import orjson
 from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.barrier import is_barrier
 from consumers.batching import InputRecord, MicroBatcher, next_offsets
+from consumers.bounded import BoundedPublisher, Delivery, PublishError, record_bytes
 from consumers.catalog_follower import CatalogFollower
 from consumers.health import HealthServer
+from consumers.latency import BatchLatency
 from consumers.metrics import WorkerMetrics
 from consumers.state_store import StateEntry, StateReader, StateRestoreError
 from interest_core.encoder import CachedEncoder, Encoder, encoder_from_settings
@@ -76,6 +87,7 @@ __all__ = [
     "KafkaSink",
     "MemorySink",
     "OutgoingRecord",
+    "PublishError",
     "PublishPlan",
     "Sink",
     "StateSource",
@@ -97,6 +109,9 @@ RESTORE_RETRY_S = 1.0
 RESTORE_KEEP_ALIVE_S = 0.5
 #: The broker counts as unreachable after at least this many seconds without a round trip.
 BROKER_SILENCE_MIN_S = 5.0
+#: A worker started in a crash loop is not ready until it commits a batch or stays up this
+#: long (seconds; the fleet's back-off resets after as long).
+CRASH_LOOP_CLEARS_AFTER_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,27 +128,41 @@ class OutgoingRecord:
 class PublishPlan:
     """What one micro-batch publishes, and the offsets to commit after it is flushed.
 
-    ``offsets`` maps ``(topic, partition)`` to the next offset to read. ``event_times``
-    and ``ingest_times`` (unix seconds) are those of the valid events, for latency.
+    ``offsets`` maps ``(topic, partition)`` to the next offset to read. ``event_times``,
+    ``ingest_times`` and ``polled_times`` (unix seconds) are those of the valid events,
+    for latency; ``started_at`` / ``processed_at`` (unix seconds) bound the processing.
     """
 
     records_in: int = 0
     dead_letters: list[OutgoingRecord] = field(default_factory=list)
-    dead_letter_reasons: list[str] = field(default_factory=list)
     states: list[OutgoingRecord] = field(default_factory=list)
     recommendations: list[OutgoingRecord] = field(default_factory=list)
-    #: Item signals of the applied events (interest.item-signals), flushed before the rest.
+    #: Item signals of the applied events (interest.item-signals): acknowledged before
+    #: the rest of the batch is sent.
     signals: list[OutgoingRecord] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     event_times: list[float] = field(default_factory=list)
     ingest_times: list[float] = field(default_factory=list)
+    polled_times: list[float] = field(default_factory=list)
     duplicates: int = 0
     started: float = 0.0  # perf_counter at the start of processing
+    started_at: float = 0.0  # unix seconds, the same instant
+    sent: float = 0.0  # perf_counter when its records were handed to the sink
+    sent_at: float = 0.0  # unix seconds, the same instant
+    processed_at: float = 0.0  # unix seconds, end of processing
+    encode_s: float = 0.0
+    delivery: Delivery[OutgoingRecord] | None = None  # handed to the sink, not yet acknowledged
 
     @property
     def outgoing(self) -> list[OutgoingRecord]:
-        """Every record to send, state before recommendations, dead letters first."""
-        return [*self.dead_letters, *self.states, *self.recommendations]
+        """Every record to send: dead letters, recommendations, then user states.
+
+        States go last: the producer sends in this order on one connection per broker,
+        so a state on the state topic means its batch's recommendations were sent before
+        it. A crash in between re-publishes a version (GUARANTEES 3); the other order
+        would lose one (state persisted, recommendation not).
+        """
+        return [*self.dead_letters, *self.recommendations, *self.states]
 
     @property
     def tombstones(self) -> int:
@@ -143,7 +172,8 @@ class PublishPlan:
 
 
 class Sink(Protocol):
-    """Where planned records go: ``send`` each, then ``flush`` (raises if any failed)."""
+    """Where planned records go: ``send`` each (raises for a record it refuses outright,
+    e.g. too large), then ``flush`` (raises :class:`PublishError` listing the failed)."""
 
     def send(self, record: OutgoingRecord) -> None: ...
 
@@ -162,19 +192,24 @@ class StateSource(Protocol):
     ) -> dict[str, StateEntry]: ...
 
 
-class PublishError(RuntimeError):
-    """The producer could not deliver a batch's records; offsets must not be committed."""
-
-
 class MemorySink:
-    """A sink that keeps what is flushed, in order: the pipeline harness's Kafka."""
+    """A sink that keeps what is flushed, in order: the pipeline harness's Kafka.
 
-    def __init__(self) -> None:
+    ``max_record_bytes`` (key + value + headers) makes it refuse bigger records in
+    ``send`` as a producer does (``MessageSizeTooLargeError``); None accepts any size.
+    """
+
+    def __init__(self, max_record_bytes: int | None = None) -> None:
         self.records: list[OutgoingRecord] = []
         self._pending: list[OutgoingRecord] = []
         self.flushes = 0
+        self.max_record_bytes = max_record_bytes
 
     def send(self, record: OutgoingRecord) -> None:
+        if self.max_record_bytes is not None and record_bytes(record) > self.max_record_bytes:
+            raise MessageSizeTooLargeError(
+                f"{record_bytes(record)} bytes > {self.max_record_bytes} (memory sink limit)"
+            )
         self._pending.append(record)
 
     def flush(self) -> None:
@@ -196,26 +231,35 @@ class MemorySink:
 
 
 class KafkaSink:
-    """Sends through a kafka-python producer; ``flush`` raises :class:`PublishError`."""
+    """Sends through a kafka-python producer; ``flush`` raises :class:`PublishError`.
+
+    ``acked_at`` is the unix time of the latest acknowledgement (set on the producer's
+    IO thread), so a batch whose flush is awaited late is still timed at its ack.
+    """
 
     def __init__(self, producer: Any) -> None:
         self.producer = producer
-        self._futures: list[Any] = []
+        self._futures: list[tuple[OutgoingRecord, Any]] = []
+        self.acked_at = 0.0
+
+    def _acked(self, _metadata: Any) -> None:
+        self.acked_at = time.time()
 
     def send(self, record: OutgoingRecord) -> None:
-        self._futures.append(
-            self.producer.send(
-                record.topic, key=record.key, value=record.value, headers=list(record.headers)
-            )
+        """Queue ``record``; raises ``MessageSizeTooLargeError`` when the producer refuses it."""
+        future = self.producer.send(
+            record.topic, key=record.key, value=record.value, headers=list(record.headers)
         )
+        future.add_callback(self._acked)
+        self._futures.append((record, future))
 
     def flush(self) -> None:
         self.producer.flush()
         futures, self._futures = self._futures, []
-        failed = [f.exception for f in futures if f.failed()]
+        failed = [(record, f.exception) for record, f in futures if f.failed()]
         if failed:
             raise PublishError(
-                f"{len(failed)} of {len(futures)} records not delivered: {failed[0]}"
+                f"{len(failed)} of {len(futures)} records not delivered: {failed[0][1]}", failed
             )
 
 
@@ -230,7 +274,9 @@ class Worker:
     unless it is a ``CachedEncoder`` already. ``engine`` may be given instead (it then
     owns its encoder). ``registry`` is the Prometheus registry the metrics live on (a fresh one by
     default). ``state_source`` reads state back for evicted users; :meth:`run` makes a
-    :class:`StateReader` when none was given.
+    :class:`StateReader` when none was given. ``on_published`` is called with each
+    published batch's :class:`~consumers.latency.BatchLatency` once its records are
+    acknowledged (the bench's per-event latencies), on the worker thread.
     """
 
     def __init__(
@@ -242,8 +288,10 @@ class Worker:
         registry: CollectorRegistry | None = None,
         engine: Engine | None = None,
         state_source: StateSource | None = None,
+        on_published: Callable[[BatchLatency], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_published = on_published
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = WorkerMetrics(registry)
         if engine is None:
@@ -256,8 +304,20 @@ class Worker:
                 encoder = CachedEncoder(encoder, settings.encoder.cache_size)
             engine = Engine(encoder, settings, emit_item_signals=settings.items.shared)
         self.engine = engine
+        # Without an outbox the engine learns items alone: nothing to follow.
         self._knowledge_caught_up = getattr(engine, "outbox", None) is None
-        self.batcher = MicroBatcher(settings.batch.max_events, settings.batch.max_wait_ms / 1000.0)
+        self.batcher = MicroBatcher(
+            settings.batch.max_events,
+            settings.batch.max_wait_ms / 1000.0,
+            adaptive=settings.batch.adaptive,
+        )
+        self.publisher = BoundedPublisher(
+            max_bytes=settings.limits.max_publish_bytes,
+            deadletter_topic=settings.topics.deadletter,
+            state_topic=settings.topics.state,
+            recommendations_topic=settings.topics.recommendations,
+            hooks=self.metrics,
+        )
         self.state_source = state_source
         self.metrics_port: int | None = None
         self._user_partition: dict[str, int] = {}  # user -> events partition, users in memory
@@ -267,6 +327,7 @@ class Worker:
         self._alive = False
         self._last_tick = time.monotonic()
         self._sink: Sink | None = None
+        self._in_flight: PublishPlan | None = None  # sent, not yet acknowledged nor committed
         self._consumer: Any = None
         self._stop = threading.Event()
         self._next_eviction = time.monotonic() + self._eviction_interval()
@@ -278,6 +339,13 @@ class Worker:
         self._next_keep_alive = 0.0
         self._next_probe = 0.0
         self._last_broker_ok: float | None = None  # monotonic time of the last round trip
+        # Set by `interest fleet` after repeated exits (see :meth:`restarted`): a readiness
+        # reason until a batch is committed or the worker has stayed up a minute.
+        self._crash_loop: str | None = None
+        self._started = time.monotonic()
+        self._in_hand: dict[tuple[str, int], int] = {}  # first offset per partition, batch in hand
+        #: Where :meth:`run` writes a crash report (JSON) when it ends on an exception.
+        self.crash_file: str | None = None
         self.broker_silence_s = max(
             settings.consumer.session_timeout_ms / 1000.0, BROKER_SILENCE_MIN_S
         )
@@ -324,7 +392,9 @@ class Worker:
         through ``Engine.process`` in one call. The caller publishes the plan (see
         :meth:`publish`) and commits ``plan.offsets`` only after the flush.
         """
-        plan = PublishPlan(records_in=len(records), started=time.perf_counter())
+        plan = PublishPlan(
+            records_in=len(records), started=time.perf_counter(), started_at=time.time()
+        )
         plan.offsets = next_offsets(records)
         limits = self.settings.limits
         events: list[Event] = []
@@ -379,7 +449,9 @@ class Worker:
             for event in events:
                 if (event.user_id, event.event_id, event.offset) not in rejected_keys:
                     plan.event_times.append(event.ts)
-                    plan.ingest_times.append(source[id(event)].ingested_at)
+                    origin = source[id(event)]
+                    plan.ingest_times.append(origin.ingested_at)
+                    plan.polled_times.append(origin.polled_at)
             topics = self.settings.topics
             self._plan_signals(plan, records)
             for user_id in outcome.changed_users:
@@ -396,6 +468,8 @@ class Worker:
                 self._user_partition.pop(user_id, None)
                 self._evicted.pop(user_id, None)
 
+        plan.encode_s = getattr(stats, "encode_s", 0.0)
+        plan.processed_at = time.time()
         self.metrics.batch_done(
             size=len(records),
             parse_s=parse_s,
@@ -412,34 +486,62 @@ class Worker:
         return plan
 
     def publish(self, plan: PublishPlan, sink: Sink) -> None:
-        """Send every planned record and flush; raises if the sink could not deliver.
+        """Send every planned record, bounded in size (``consumers.bounded``), and flush.
 
-        Item signals go first, in their own flush: once a user's new state is on the
-        state topic the events are skipped on re-processing, so their signals must be
-        acknowledged before (re-sent signals are deduplicated by the aggregation)."""
-        start = time.perf_counter()
+        A dead letter that cannot be delivered even truncated is counted as poison and
+        skipped; raises :class:`PublishError` only when a state or recommendation could
+        not be delivered for a reason other than its size (then nothing is committed).
+        """
+        self._send(plan, sink)
+        self._acknowledged(plan, sink)
+
+    def _send(self, plan: PublishPlan, sink: Sink) -> None:
         if plan.signals:
-            for record in plan.signals:
-                sink.send(record)
-            sink.flush()
+            # Acknowledged before the batch's states are sent: once a user's new state is
+            # on the state topic its events are skipped on re-processing, so their signals
+            # must already be there (re-sent ones are deduplicated by the aggregation).
+            self.publisher.deliver(plan.signals, sink)
             self.metrics.item_signals(len(plan.signals))
-        for record in plan.outgoing:
-            sink.send(record)
-        sink.flush()
+        plan.sent = time.perf_counter()
+        plan.sent_at = time.time()
+        plan.delivery = self.publisher.send(plan.outgoing, sink)
+
+    def _acknowledged(self, plan: PublishPlan, sink: Sink) -> None:
+        """Wait for ``plan``'s acknowledgements (retrying refusals), then metrics and the hook."""
+        assert plan.delivery is not None, "a plan is sent before it is acknowledged"
+        delivered = self.publisher.complete(plan.delivery, sink)
         done = time.perf_counter()
-        for reason in plan.dead_letter_reasons:
-            self.metrics.dead_lettered(reason)
+        acked_at = time.time()
+        if isinstance(sink, KafkaSink) and plan.outgoing and sink.acked_at >= plan.sent_at:
+            # Awaited late (pipelined): the broker's last answer is the publication time.
+            acked_at = min(acked_at, sink.acked_at)
+        deadletter = self.settings.topics.deadletter
+        for record in delivered:
+            if record.topic == deadletter:
+                self.metrics.dead_lettered(dict(record.headers)["reason"].decode())
+        latency = BatchLatency(
+            ingested=np.asarray(plan.ingest_times, dtype=np.float64),
+            polled=np.asarray(plan.polled_times, dtype=np.float64),
+            started=plan.started_at,
+            processed=plan.processed_at or plan.started_at,
+            acked=acked_at,
+            encode_s=plan.encode_s,
+            records=plan.records_in,
+        )
         self.metrics.published(
-            publish_s=done - start,
+            publish_s=done - plan.sent,
             batch_s=done - plan.started,
             recommendations=sum(1 for r in plan.recommendations if r.value is not None),
             tombstones=plan.tombstones,
             state_writes=len(plan.states),
-            published_at=time.time(),
+            published_at=acked_at,
             event_times=plan.event_times,
             ingest_times=plan.ingest_times,
+            latency=latency,
         )
         self._update_gauges()
+        if self.on_published is not None:
+            self.on_published(latency)
 
     def handle(self, records: Sequence[InputRecord], sink: Sink) -> PublishPlan:
         """``process_records`` then ``publish``: one micro-batch end to end, minus the commit."""
@@ -448,13 +550,15 @@ class Worker:
         return plan
 
     def evict_idle(self, now: float | None = None) -> list[str]:
-        """Evict users idle for ``state.user_ttl_s`` seconds (wall clock); returns their ids.
+        """Evict users idle for ``state.user_ttl_s`` seconds (wall clock), then the least
+        recently active beyond ``state.max_users``; returns their ids.
 
         Their state is already on the state topic; their ids are remembered so that a
         later event reloads it first.
         """
         now = time.time() if now is None else now
         evicted = self.engine.evict_idle(now - self.settings.state.user_ttl_s)
+        evicted += self.engine.evict_least_active(self.settings.state.max_users)
         for user_id in evicted:
             partition = self._user_partition.pop(user_id, None)
             if partition is not None:
@@ -525,7 +629,6 @@ class Worker:
         plan.dead_letters.append(
             OutgoingRecord(self.settings.topics.deadletter, record.key, record.value, headers)
         )
-        plan.dead_letter_reasons.append(why.reason)
 
     def _process_events(self, events: list[Event]) -> Any:
         try:
@@ -579,6 +682,34 @@ class Worker:
     def _eviction_interval(self) -> float:
         return max(1.0, min(60.0, self.settings.state.user_ttl_s / 4))
 
+    # ------------------------------------------------------------ crash loops
+
+    def restarted(self, restarts: int, crash_loop: str | None = None) -> None:
+        """Told by the supervisor: this slot was restarted ``restarts`` times before, and
+        (when given) the crash loop it is in, which ``/readyz`` then names."""
+        self.metrics.restarted(restarts)
+        self._crash_loop = crash_loop
+        self._started = time.monotonic()
+        self.metrics.set_ready(self.ready)
+
+    def crash_report(self, error: BaseException) -> dict[str, Any]:
+        """What a supervisor needs to say where the worker died: the first offset of the
+        batch in hand per partition (``"topic[partition]": offset``) and the error."""
+        return {
+            "worker_id": self.worker_id,
+            "error": f"{type(error).__name__}: {error}"[:500],
+            "offsets": {f"{t}[{p}]": o for (t, p), o in sorted(self._in_hand.items())},
+        }
+
+    def _write_crash_report(self, error: BaseException) -> None:
+        if not self.crash_file:
+            return
+        try:
+            with open(self.crash_file, "wb") as handle:
+                handle.write(orjson.dumps(self.crash_report(error)))
+        except OSError:
+            log.exception("writing the crash report to %s failed", self.crash_file)
+
     # ------------------------------------------------------------ probes
 
     def not_ready_reasons(self) -> list[str]:
@@ -596,6 +727,11 @@ class Worker:
             reasons.append("restoring state")
         if self._broker_unreachable():
             reasons.append("broker_unreachable")
+        if self._crash_loop is not None:
+            if time.monotonic() - self._started > CRASH_LOOP_CLEARS_AFTER_S:
+                self._crash_loop = None
+            else:
+                reasons.append(f"crash_loop: {self._crash_loop}")
         return reasons
 
     def _broker_unreachable(self) -> bool:
@@ -677,8 +813,14 @@ class Worker:
                 # rather than silently reading to end offsets that may fall short.
                 own_reader = StateReader(settings, strict=True)
                 self.state_source = own_reader
+            # linger 0: a batch's records are sent whole, and lingering would only delay
+            # their acknowledgement (kafka-python still batches what queues up meanwhile).
             producer = make_producer(
-                settings, client_id=f"{settings.kafka.client_id}-{self.worker_id}"
+                settings,
+                client_id=f"{settings.kafka.client_id}-{self.worker_id}",
+                linger_ms=0,
+                # room for a bounded record plus the batch's framing (consumers.bounded)
+                max_request_size=max(1_048_576, settings.limits.max_publish_bytes + 65_536),
             )
             self._sink = KafkaSink(producer)
             follower = CatalogFollower(settings).start()
@@ -707,23 +849,33 @@ class Worker:
             while not stop.is_set():
                 self._tick()
                 left = self.batcher.time_left()
-                timeout_ms = 100 if left is None else max(0, int(left * 1000))
-                self._take(
-                    consumer.poll(timeout_ms=timeout_ms, max_records=max(1, self.batcher.room))
-                )
+                if self._in_flight is not None:
+                    timeout_ms = 0  # what has arrived is processed while the acks come
+                else:
+                    timeout_ms = 100 if left is None else max(0, int(left * 1000))
+                room = max(1, self.batcher.room)
+                self._take(consumer.poll(timeout_ms=timeout_ms, max_records=room), room)
                 if self._restoring:
                     # Paused partitions: none of their events is in hand yet.
                     self.restore_pending()
                 if self.batcher.due():
                     self._flush_and_commit()
+                elif self._in_flight is not None:
+                    self._complete_in_flight()  # nothing to overlap with: acks, commit now
                 if not len(self.batcher):  # between batches
                     self.apply_catalog_records(follower.poll(0))
                     if knowledge is not None:
                         knowledge.poll(0)
                     self._housekeeping()
             self._flush_and_commit()
+            self._complete_in_flight()
             log.info("%s: stopping", self.worker_id)
             return 0
+        except BaseException as exc:
+            if not isinstance(exc, KeyboardInterrupt | SystemExit):
+                log.exception("%s: the worker loop ended on an error", self.worker_id)
+                self._write_crash_report(exc)
+            raise
         finally:
             self._alive = False
             if self._consumer is not None:
@@ -764,14 +916,19 @@ class Worker:
     def _tick(self) -> None:
         self._last_tick = time.monotonic()
 
-    def _take(self, polled: dict[Any, list[Any]]) -> None:
-        """Add polled consumer records to the micro-batch."""
+    def _take(self, polled: dict[Any, list[Any]], asked: int | None = None) -> None:
+        """Add polled consumer records to the micro-batch; fewer than ``asked`` means the
+        consumer had no more buffered (an adaptive batch is then due)."""
         now = time.time()
+        taken = 0
         for records in polled.values():
+            taken += len(records)
             for record in records:
                 self.batcher.add(InputRecord.from_consumer_record(record, now))
         if polled:
             self._broker_ok()
+        if asked is not None and taken < asked:
+            self.batcher.drained()
 
     def restore_pending(self) -> int:
         """Restore the users of partitions paused at assignment, then resume them.
@@ -846,14 +1003,32 @@ class Worker:
         self._tick()
         room = self.batcher.room
         if room > 0:
-            self._take(consumer.poll(timeout_ms=0, max_records=room))
+            self._take(consumer.poll(timeout_ms=0, max_records=room), room)
 
     def _flush_and_commit(self, *, from_listener: bool = False) -> None:
+        """Process the batch in hand, finish the one in flight (acknowledged, committed),
+        then send this one. From the rebalance listener this one is finished too."""
         batch = self.batcher.flush()
-        if not batch.records or self._sink is None:
+        if self._sink is None:
             return
-        plan = self.process_records(batch.records)
-        self.publish(plan, self._sink)
+        self._in_hand = {}
+        for record in batch.records:
+            self._in_hand.setdefault((record.topic, record.partition), record.offset)
+        plan = self.process_records(batch.records) if batch.records else None
+        self._complete_in_flight(from_listener=from_listener)
+        if plan is None:
+            return
+        self._send(plan, self._sink)
+        self._in_flight = plan
+        if from_listener:
+            self._complete_in_flight(from_listener=True)
+
+    def _complete_in_flight(self, *, from_listener: bool = False) -> None:
+        """Wait for the in-flight batch's acknowledgements, then commit its offsets."""
+        plan, self._in_flight = self._in_flight, None
+        if plan is None or self._sink is None:
+            return
+        self._acknowledged(plan, self._sink)  # raises PublishError: then nothing is committed
         if isinstance(self._sink, KafkaSink):
             self._broker_ok()  # the producer's records were acknowledged
         offsets = {
@@ -871,6 +1046,10 @@ class Worker:
         try:
             consumer.commit(offsets)
             self._broker_ok()
+            self._in_hand = {}
+            if self._crash_loop is not None:
+                log.info("%s: committed past the crash loop (%s)", self.worker_id, self._crash_loop)
+                self._crash_loop = None
         except KafkaError as exc:
             # The state is already published: the next owner re-reads these events and
             # skips them by offset, so nothing is applied twice.
@@ -882,6 +1061,8 @@ class Worker:
         now = time.monotonic()
         if now >= self._next_eviction:
             self._next_eviction = now + self._eviction_interval()
+            # An evicted user's state must be on the state topic: acknowledged first.
+            self._complete_in_flight()
             self.evict_idle()
         if self._consumer is None:
             return
@@ -1049,6 +1230,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="name in logs and dead letters (default: host-pid)",
     )
+    # Set by `interest fleet` for the worker it restarts.
+    parser.add_argument(
+        "--restarts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="times this worker slot was restarted before (interest_worker_restarts_total)",
+    )
+    parser.add_argument(
+        "--crash-loop",
+        default=None,
+        metavar="TEXT",
+        help="the supervisor's crash-loop note; /readyz names it until a batch is committed",
+    )
+    parser.add_argument(
+        "--crash-file",
+        default=None,
+        metavar="PATH",
+        help="where to write a JSON crash report (offsets in hand, error) if the loop fails",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -1068,6 +1269,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except Exception as exc:
         print(f"interest worker: cannot start: {exc}", file=sys.stderr)
         return 1
+    worker.crash_file = getattr(args, "crash_file", None)
+    worker.restarted(getattr(args, "restarts", 0), getattr(args, "crash_loop", None))
     print(
         f"interest worker {worker.worker_id}: group {settings.consumer.group_id},"
         f" events {settings.topics.events}, Kafka {settings.kafka.bootstrap_servers}",

@@ -1,7 +1,7 @@
 """Per-item knowledge folded from item signals, exactly once: the item-keyed stage.
 
 :class:`KnowledgeFold` is the pure core of the item aggregation: it holds one
-:class:`ItemKnowledge` per item and applies :class:`~interest_core.item_signals.ItemSignal`
+:class:`ItemRecord` per item and applies :class:`~interest_core.item_signals.ItemSignal`
 values to them, with the same arithmetic as the single-process
 :class:`~interest_core.cooccurrence.CoOccurrence` and
 :class:`~interest_core.trending.Trending`:
@@ -53,7 +53,7 @@ from interest_core.records import Rejected
 __all__ = [
     "ITEMS_FORMAT",
     "DecayedCount",
-    "ItemKnowledge",
+    "ItemRecord",
     "KnowledgeFold",
     "parse_item_knowledge",
 ]
@@ -101,7 +101,7 @@ class DecayedCount:
 
 
 @dataclass(slots=True)
-class ItemKnowledge:
+class ItemRecord:
     """What the fleet knows about one item (see the module docstring for each field).
 
     ``version`` grows by one each time the record is published; ``event_ts`` is the
@@ -163,7 +163,7 @@ class KnowledgeFold:
         self.max_neighbours = max_neighbours
         self.trending_half_life_s = trending_half_life_s
         self.popularity_half_life_s = popularity_half_life_s
-        self.items: dict[str, ItemKnowledge] = {}
+        self.items: dict[str, ItemRecord] = {}
         self.deleted: set[str] = set()
         self._changed: set[str] = set()
         self._removed: set[str] = set()
@@ -173,8 +173,8 @@ class KnowledgeFold:
         self.ignored_deleted = 0
         self.applied = 0
 
-    def _new(self, item_id: str) -> ItemKnowledge:
-        return ItemKnowledge(
+    def _new(self, item_id: str) -> ItemRecord:
+        return ItemRecord(
             sys.intern(item_id),
             DecayedCount(self.trending_half_life_s),
             DecayedCount(self.popularity_half_life_s),
@@ -234,7 +234,7 @@ class KnowledgeFold:
         """The catalog lists ``item_id`` again: it learns from scratch from now on."""
         self.deleted.discard(item_id)
 
-    def load(self, record: ItemKnowledge) -> None:
+    def load(self, record: ItemRecord) -> None:
         """Take a record read back from ``interest.items`` (restore after a restart or a
         rebalance): its counts, neighbours, watermarks and version."""
         if record.item_id in self.deleted:
@@ -249,7 +249,7 @@ class KnowledgeFold:
             self._changed.discard(item_id)
             self._removed.discard(item_id)
 
-    def take_changed(self) -> tuple[list[ItemKnowledge], list[str]]:
+    def take_changed(self) -> tuple[list[ItemRecord], list[str]]:
         """The records changed since the last call (versions bumped by one) and the ids
         deleted since (to publish as tombstones)."""
         changed = []
@@ -298,8 +298,8 @@ def parse_item_knowledge(
     value: bytes | Mapping[str, Any],
     *,
     max_bytes: int = DEFAULT_MAX_ITEM_BYTES,
-) -> ItemKnowledge | Rejected:
-    """The :class:`ItemKnowledge` in one ``interest.items`` record or the reason it is
+) -> ItemRecord | Rejected:
+    """The :class:`ItemRecord` in one ``interest.items`` record or the reason it is
     refused (``not_json``, ``bad_format``, ``key_mismatch``, ``bad_value:count``,
     ``bad_neighbours``, ``bad_decay:trending``, ``bad_watermarks``...). Never raises.
     A tombstone (null value) is a deletion and is the caller's to handle."""
@@ -370,7 +370,7 @@ def parse_item_knowledge(
     ingested_at = _number(obj.get("ingested_at", 0.0))
     if event_ts is None or ingested_at is None:
         return fail("bad_type:event_ts", "event_ts and ingested_at must be finite numbers")
-    return ItemKnowledge(
+    return ItemRecord(
         item_id=sys.intern(item_id),
         trending=trending,
         popularity=popularity,

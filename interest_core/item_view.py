@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from interest_core.cooccurrence import CoOccurrence
-from interest_core.item_knowledge import ItemKnowledge
+from interest_core.item_knowledge import ItemRecord
 from interest_core.item_signals import ItemSignal
 from interest_core.trending import Trending
 
@@ -61,7 +61,7 @@ class KnowledgeView:
         self.cooccurrence = cooccurrence
         self.trending = trending
         self.popularity = popularity
-        self.records: dict[str, ItemKnowledge] = {}
+        self.records: dict[str, ItemRecord] = {}
         #: Records ignored, by reason (``stale_version``, ``half_life_mismatch``).
         self.refused: dict[str, int] = {}
         #: Newest ``ingested_at`` of any record applied (unix seconds).
@@ -102,7 +102,7 @@ class KnowledgeView:
         self.refused[reason] = self.refused.get(reason, 0) + 1
         return False
 
-    def apply(self, record: ItemKnowledge, laid: Laid | None = None) -> bool:
+    def apply(self, record: ItemRecord, laid: Laid | None = None) -> bool:
         """Take one record; False when it was ignored (stale or mismatched). ``laid`` is
         :meth:`lay` of the record by a view with the same rows (saves the id lookups when
         several engines share one catalog layout)."""
@@ -128,7 +128,7 @@ class KnowledgeView:
         self._materialise(record, laid)
         return True
 
-    def lay(self, record: ItemKnowledge) -> Laid | None:
+    def lay(self, record: ItemRecord) -> Laid | None:
         """``(row, neighbour rows, pair counts)`` of a record on this view's rows (None when
         the catalog does not hold the item); neighbours it does not hold are left out."""
         row = self.row_of(record.item_id)
@@ -144,7 +144,7 @@ class KnowledgeView:
                 counts.append(count)
         return row, np.asarray(rows, dtype=np.int64), np.asarray(counts, dtype=np.float64)
 
-    def _materialise(self, record: ItemKnowledge, laid: Laid | None = None) -> None:
+    def _materialise(self, record: ItemRecord, laid: Laid | None = None) -> None:
         if laid is None:
             laid = self.lay(record)
         if laid is None:

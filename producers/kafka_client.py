@@ -63,6 +63,7 @@ def make_consumer(settings: Settings, *topics: str, **overrides: Any) -> KafkaCo
         max_poll_interval_ms=c.max_poll_interval_ms,
         fetch_max_bytes=c.fetch_max_bytes,
         max_partition_fetch_bytes=c.max_partition_fetch_bytes,
+        fetch_max_wait_ms=c.fetch_max_wait_ms,
     )
     kwargs.update(overrides)
     return KafkaConsumer(*topics, **kwargs)

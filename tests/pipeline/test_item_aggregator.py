@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from consumers.batching import InputRecord
 from consumers.item_aggregator import ItemAggregator
-from interest_core.item_knowledge import ItemKnowledge, parse_item_knowledge
+from interest_core.item_knowledge import ItemRecord, parse_item_knowledge
 from interest_core.item_signals import (
     FUSION_KEY,
     FusionFeedback,
@@ -53,8 +53,8 @@ def _records(events: list[tuple[str, list[str], int]]) -> list[InputRecord]:
     return out
 
 
-def _published(out) -> dict[str, ItemKnowledge | None]:  # type: ignore[no-untyped-def]
-    items: dict[str, ItemKnowledge | None] = {}
+def _published(out) -> dict[str, ItemRecord | None]:  # type: ignore[no-untyped-def]
+    items: dict[str, ItemRecord | None] = {}
     for record in out:
         if record.topic != Settings().topics.items:
             continue
@@ -63,7 +63,7 @@ def _published(out) -> dict[str, ItemKnowledge | None]:  # type: ignore[no-untyp
             items[key] = None
             continue
         parsed = parse_item_knowledge(record.key, record.value)
-        assert isinstance(parsed, ItemKnowledge)
+        assert isinstance(parsed, ItemRecord)
         items[key] = parsed
     return items
 

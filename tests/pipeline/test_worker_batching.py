@@ -88,3 +88,50 @@ def test_committed_offset_is_past_every_record(pairs: list[tuple[int, int]]) -> 
     for r in records:
         assert offsets[("ev", r.partition)] > r.offset
     assert set(offsets) == {("ev", p) for p, _ in pairs}
+
+
+def test_adaptive_batch_is_due_once_the_source_is_drained() -> None:
+    clock = Clock()
+    batcher = MicroBatcher(100, 10.0, adaptive=True, clock=clock)
+    batcher.drained()  # an empty poll: nothing to hand over, nothing armed
+    batcher.add(rec(0, 0))
+    assert not batcher.due()  # more may be buffered: this poll is not over
+    batcher.add(rec(0, 1))
+    batcher.drained()  # the poll returned fewer records than asked for
+    assert batcher.due() and batcher.time_left() == 0.0
+    assert [r.offset for r in batcher.flush().records] == [0, 1]
+    batcher.add(rec(0, 2))  # a new batch waits for its own poll to drain
+    assert not batcher.due()
+
+
+def test_fixed_wait_batch_ignores_drained() -> None:
+    clock = Clock()
+    batcher = MicroBatcher(100, 0.02, adaptive=False, clock=clock)
+    batcher.add(rec(0, 0))
+    batcher.drained()
+    assert not batcher.due()
+    clock.now += 0.021
+    assert batcher.due()
+
+
+@given(st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=30))
+def test_adaptive_batches_follow_the_polls(polls: list[int]) -> None:
+    """Each poll returns up to ``room`` records; a short poll closes the batch. Batches
+    never exceed max_events and every record is handed over exactly once, in order."""
+    batcher = MicroBatcher(16, 10.0, adaptive=True, clock=Clock())
+    sent = 0
+    handed: list[int] = []
+    for size in polls:
+        room = batcher.room
+        taken = min(size, room)
+        for _ in range(taken):
+            batcher.add(rec(0, sent))
+            sent += 1
+        if taken < room:
+            batcher.drained()
+        if batcher.due():
+            batch = batcher.flush()
+            assert 0 < len(batch) <= 16
+            handed.extend(r.offset for r in batch.records)
+    handed.extend(r.offset for r in batcher.flush().records)
+    assert handed == list(range(sent))

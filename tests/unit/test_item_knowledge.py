@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interest_core.cooccurrence import CoOccurrence
-from interest_core.item_knowledge import ItemKnowledge, KnowledgeFold, parse_item_knowledge
+from interest_core.item_knowledge import ItemRecord, KnowledgeFold, parse_item_knowledge
 from interest_core.item_signals import (
     FUSION_KEY,
     FusionFeedback,
@@ -107,7 +107,7 @@ def _view(fold: KnowledgeFold, n_items: int, max_neighbours: int) -> KnowledgeVi
     for record in changed:
         # Through the wire, as a worker reads it.
         parsed = parse_item_knowledge(record.item_id.encode(), record.to_json())
-        assert isinstance(parsed, ItemKnowledge)
+        assert isinstance(parsed, ItemRecord)
         assert view.apply(parsed)
     return view
 
@@ -194,7 +194,7 @@ def test_restored_fold_dedupes_exactly_by_the_watermarks_in_the_records() -> Non
     restored = _fold(200)
     for record in published:
         parsed = parse_item_knowledge(None, record.to_json())
-        assert isinstance(parsed, ItemKnowledge)
+        assert isinstance(parsed, ItemRecord)
         restored.load(parsed)
     restored.apply_all(signals[200:])
     assert restored.duplicates == sum(1 for s in signals[200:300])
@@ -248,7 +248,7 @@ def test_view_ignores_stale_versions_and_other_half_lives() -> None:
     fold.apply_all(derive_signals("i0001", ["i0003"], weight=1.0, ts=2.0, partition=0, offset=1))
     fold.take_changed()
     new_copy = parse_item_knowledge(None, fold.items["i0001"].to_json())
-    assert isinstance(old_copy, ItemKnowledge) and isinstance(new_copy, ItemKnowledge)
+    assert isinstance(old_copy, ItemRecord) and isinstance(new_copy, ItemRecord)
     view = KnowledgeView(
         lambda i: int(i[1:]), CoOccurrence(), Trending(HALF_LIFE), Trending(LONG_HALF_LIFE)
     )

@@ -34,6 +34,9 @@ ARCHITECTURE = {
     "interest_users_restored_total": "counter",
     "interest_users_evicted_total": "counter",
     "interest_ready": "gauge",
+    "interest_records_trimmed_total": "counter",
+    "interest_poison_records_total": "counter",
+    "interest_worker_restarts_total": "counter",
     "interest_model_records_total": "counter",
     "interest_param_version": "gauge",
 }
@@ -118,8 +121,84 @@ def test_hooks_move_the_numbers() -> None:
     assert value("interest_consumer_lag_records", {"topic": "ev", "partition": "0"}) is None
 
 
+def test_bounding_and_restart_hooks_move_the_numbers() -> None:
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    value = registry.get_sample_value
+    assert value("interest_worker_restarts_total") == 0  # exported before any restart
+    metrics.restarted(3)
+    metrics.trimmed("deadletter")
+    metrics.trimmed("state")
+    metrics.trimmed("state")
+    metrics.poisoned("text_too_long")
+    assert value("interest_worker_restarts_total") == 3
+    assert value("interest_records_trimmed_total", {"kind": "state"}) == 2
+    assert value("interest_records_trimmed_total", {"kind": "deadletter"}) == 1
+    assert value("interest_poison_records_total", {"reason": "text_too_long"}) == 1
+
+
 def test_two_workers_two_registries() -> None:
     a, b = WorkerMetrics(CollectorRegistry()), WorkerMetrics(CollectorRegistry())
     a.records_consumed(["view"])
     assert a.registry.get_sample_value("interest_events_consumed_total", {"type": "view"}) == 1
     assert b.registry.get_sample_value("interest_events_consumed_total", {"type": "view"}) is None
+
+
+def test_many_histogram_matches_prometheus_histogram() -> None:
+    from prometheus_client import Histogram
+
+    from consumers.metrics import ManyHistogram
+
+    values = [0.0, 0.0004, 0.001, 0.0011, 0.3, 2.0, 7.5, 1e6, -3.0]
+    buckets = (0.001, 0.01, 0.5, 5.0)
+    reference = CollectorRegistry()
+    plain = Histogram("x_seconds", "x", buckets=buckets, registry=reference)
+    for v in values:
+        plain.observe(max(v, 0.0))
+    registry = CollectorRegistry()
+    ManyHistogram("x_seconds", "x", buckets, registry).observe_many(values)
+    for le in ("0.001", "0.01", "0.5", "5.0", "+Inf"):
+        expected = reference.get_sample_value("x_seconds_bucket", {"le": le})
+        assert registry.get_sample_value("x_seconds_bucket", {"le": le}) == expected, le
+    assert registry.get_sample_value("x_seconds_count") == len(values)
+    assert registry.get_sample_value("x_seconds_sum") == reference.get_sample_value("x_seconds_sum")
+
+
+def test_latency_stages_from_a_batch() -> None:
+    import numpy as np
+
+    from consumers.latency import BatchLatency
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    for stage in ("kafka", "batch_wait", "process", "publish"):  # exposed before any batch
+        assert (
+            registry.get_sample_value("interest_latency_stage_seconds_count", {"stage": stage}) == 0
+        )
+    batch = BatchLatency(
+        ingested=np.array([100.0, 100.5]),
+        polled=np.array([101.0, 101.0]),
+        started=101.25,
+        processed=101.5,
+        acked=102.0,
+        records=2,
+    )
+    assert batch.ingest_to_publish().tolist() == [2.0, 1.5]
+    stages = batch.stages()
+    assert (sum(stages.values()) == batch.ingest_to_publish()).all()
+    metrics.published(
+        publish_s=0.5,
+        batch_s=0.75,
+        recommendations=1,
+        tombstones=0,
+        state_writes=1,
+        published_at=batch.acked,
+        event_times=[],
+        ingest_times=batch.ingested,
+        latency=batch,
+    )
+    value = registry.get_sample_value
+    assert value("interest_latency_stage_seconds_sum", {"stage": "kafka"}) == 1.5
+    assert value("interest_latency_stage_seconds_sum", {"stage": "batch_wait"}) == 0.5
+    assert value("interest_latency_stage_seconds_sum", {"stage": "publish"}) == 1.0
+    assert value("interest_ingest_to_publish_seconds_sum") == 3.5

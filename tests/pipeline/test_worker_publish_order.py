@@ -1,0 +1,122 @@
+"""The worker's pipelined publish: batch N+1 is processed while N's records are being
+acknowledged, yet N's offsets are committed only after its records are acknowledged,
+and the latency hook sees every published batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from consumers.batching import InputRecord
+from consumers.latency import BatchLatency
+from consumers.worker import MemorySink, OutgoingRecord, Worker
+from interest_core.encoder import HashingEncoder
+from interest_core.settings import Settings
+
+
+class Journal:
+    """What happened, in order: sends, flushes (acknowledgements) and commits."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, Any]] = []
+
+
+class RecordingSink(MemorySink):
+    def __init__(self, journal: Journal) -> None:
+        super().__init__()
+        self.journal = journal
+
+    def send(self, record: OutgoingRecord) -> None:
+        super().send(record)
+        self.journal.steps.append(("send", record.key))
+
+    def flush(self) -> None:
+        super().flush()
+        self.journal.steps.append(("flush", None))
+
+
+class RecordingConsumer:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def commit(self, offsets: dict[Any, Any]) -> None:
+        self.journal.steps.append(
+            ("commit", {(tp.topic, tp.partition): m.offset for tp, m in offsets.items()})
+        )
+
+
+def _worker(
+    journal: Journal, published: list[BatchLatency], *, shared_items: bool = False
+) -> Worker:
+    # Item signals (items.shared) add their own send + flush; the last test checks them.
+    settings = Settings().replace(encoder={"backend": "hashing"}, items={"shared": shared_items})
+    worker = Worker(
+        settings,
+        HashingEncoder(),
+        worker_id="test",
+        registry=CollectorRegistry(),
+        on_published=published.append,
+    )
+    items = [{"item_id": f"i{n}", "title": f"film {n}", "genres": ["drama"]} for n in range(5)]
+    worker.apply_catalog_records(
+        [
+            InputRecord(settings.topics.catalog, 0, n, c["item_id"].encode(), orjson.dumps(c))
+            for n, c in enumerate(items)
+        ]
+    )
+    worker._sink = RecordingSink(journal)
+    worker._consumer = RecordingConsumer(journal)
+    return worker
+
+
+def _event(settings: Settings, user: str, offset: int) -> InputRecord:
+    value = {"event_id": f"e{offset}", "user_id": user, "type": "click", "item_id": "i1"}
+    value["ts"] = 1_700_000_000.0 + offset
+    return InputRecord(settings.topics.events, 0, offset, user.encode(), orjson.dumps(value), 1.0)
+
+
+def test_commit_follows_the_acknowledgement_of_its_own_batch() -> None:
+    journal = Journal()
+    published: list[BatchLatency] = []
+    worker = _worker(journal, published)
+    settings = worker.settings
+    events = settings.topics.events
+
+    worker.batcher.add(_event(settings, "u1", 0))
+    worker._flush_and_commit()  # batch 1 processed and sent, not yet awaited
+    assert [s for s, _ in journal.steps] == ["send", "send"]  # state, recommendation
+    assert not published
+
+    worker.batcher.add(_event(settings, "u2", 1))
+    worker._flush_and_commit()  # batch 2 processed; batch 1 acknowledged, then committed
+    kinds = [s for s, _ in journal.steps]
+    assert kinds == ["send", "send", "flush", "commit", "send", "send"]
+    assert journal.steps[3] == ("commit", {(events, 0): 1})
+    assert len(published) == 1 and published[0].events == 1
+
+    worker._complete_in_flight()  # nothing more polled: batch 2 finished at once
+    assert journal.steps[-2:] == [("flush", None), ("commit", {(events, 0): 2})]
+    assert len(published) == 2
+    latency = published[1]
+    assert latency.started <= latency.processed <= latency.acked
+    worker._complete_in_flight()  # idempotent: nothing in flight
+    assert len(journal.steps) == 8
+
+
+def test_item_signals_are_acknowledged_before_the_batch_is_sent() -> None:
+    """Once a user's new state is published its events are skipped on re-processing, so
+    the item signals they gave rise to are flushed before the state is even sent."""
+    journal = Journal()
+    worker = _worker(journal, [], shared_items=True)
+    settings = worker.settings
+    worker.batcher.add(_event(settings, "u1", 0))
+    worker._flush_and_commit()
+    sent = [key for step, key in journal.steps if step == "send"]
+    assert journal.steps[:2] == [("send", b"i1"), ("flush", None)]
+    assert sent == [b"i1", b"u1", b"u1"]  # signals of i1, then recommendation and state
+    signals = [r for r in worker._sink.records if r.topic == settings.topics.item_signals]
+    assert len(signals) == 1
+    assert orjson.loads(signals[0].value)["signals"][0]["p"] == 0
+    assert orjson.loads(signals[0].value)["signals"][0]["o"] == 0
