@@ -26,13 +26,34 @@ _EMPTY_SIMS = np.empty(0, dtype=np.float64)
 class _Neighbours:
     """One item's neighbour rows and pair counts (first ``size`` entries are live)."""
 
-    __slots__ = ("counts", "rows", "size", "slot")
+    __slots__ = ("_slot", "counts", "rows", "size")
 
     def __init__(self, capacity: int = 8) -> None:
-        self.slot: dict[int, int] = {}
+        self._slot: dict[int, int] | None = {}
         self.rows = np.empty(capacity, dtype=np.int64)
         self.counts = np.empty(capacity, dtype=np.float64)
         self.size = 0
+
+    @classmethod
+    def of(cls, rows: np.ndarray, counts: np.ndarray) -> _Neighbours:
+        """Entries set wholesale; the slot map is built on the first write."""
+        entry = cls.__new__(cls)
+        entry.rows = np.array(rows, dtype=np.int64)
+        entry.counts = np.array(counts, dtype=np.float64)
+        entry.size = len(entry.rows)
+        entry._slot = None
+        return entry
+
+    @property
+    def slot(self) -> dict[int, int]:
+        """Neighbour row -> its index in ``rows`` (built lazily for wholesale entries)."""
+        if self._slot is None:
+            self._slot = dict(zip(self.rows[: self.size].tolist(), range(self.size), strict=True))
+        return self._slot
+
+    @slot.setter
+    def slot(self, value: dict[int, int]) -> None:
+        self._slot = value
 
     def bump(self, other: int, amount: float = 1.0) -> None:
         i = self.slot.get(other)
@@ -149,12 +170,7 @@ class CoOccurrence:
         if not len(rows):
             self._items.pop(row, None)
             return
-        entry = _Neighbours(capacity=len(rows))
-        entry.rows[:] = rows
-        entry.counts[:] = counts
-        entry.size = len(rows)
-        entry.slot = dict(zip(entry.rows.tolist(), range(len(rows)), strict=True))
-        self._items[row] = entry
+        self._items[row] = _Neighbours.of(rows, counts)
 
     def pairs(self, row: int) -> dict[int, float]:
         """``row``'s raw pair counts ``c_ij`` by neighbour row (for tests and tools)."""

@@ -203,7 +203,7 @@ class Engine:
         # The fleet's item knowledge (interest.items) replaces rows of these counts as it
         # arrives; the engine's own newer events are journalled and applied on top.
         self.item_view = KnowledgeView(
-            self.catalog.row,
+            self.catalog.row_of,  # live items only; the dict is never replaced
             self.knowledge.cooccurrence,
             self.knowledge.trending,
             self.knowledge.popularity,

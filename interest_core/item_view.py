@@ -22,7 +22,8 @@ one worker alone sees exactly what a single process computes.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 
 import numpy as np
 
@@ -43,14 +44,15 @@ DEFAULT_MAX_JOURNAL = 500_000
 class KnowledgeView:
     """Newest item knowledge per item id, materialised on catalog rows.
 
-    ``row_of`` maps a live item id to its row (None for an item not in the catalog);
+    ``row_of`` maps every live item id to its row (the catalog's own mapping, read as it
+    changes);
     ``cooccurrence``, ``trending`` and ``popularity`` are the structures the engine
     ranks from; this view becomes their only writer.
     """
 
     def __init__(
         self,
-        row_of: Callable[[str], int | None],
+        row_of: Mapping[str, int],
         cooccurrence: CoOccurrence,
         trending: Trending,
         popularity: Trending,
@@ -131,18 +133,18 @@ class KnowledgeView:
     def lay(self, record: ItemRecord) -> Laid | None:
         """``(row, neighbour rows, pair counts)`` of a record on this view's rows (None when
         the catalog does not hold the item); neighbours it does not hold are left out."""
-        row = self.row_of(record.item_id)
+        row = self.row_of.get(record.item_id)
         if row is None:
             return None
-        rows: list[int] = []
-        counts: list[float] = []
-        row_of = self.row_of
-        for other, count in record.neighbours.items():
-            other_row = row_of(other)
-            if other_row is not None and other_row != row:
-                rows.append(other_row)
-                counts.append(count)
-        return row, np.asarray(rows, dtype=np.int64), np.asarray(counts, dtype=np.float64)
+        neighbours = record.neighbours
+        n = len(neighbours)
+        # C-level lookups: this runs for every record on every worker.
+        rows = np.fromiter(map(self.row_of.get, neighbours, repeat(-1)), np.int64, count=n)
+        counts = np.fromiter(neighbours.values(), np.float64, count=n)
+        keep = (rows >= 0) & (rows != row)
+        if not keep.all():
+            rows, counts = rows[keep], counts[keep]
+        return row, rows, counts
 
     def _materialise(self, record: ItemRecord, laid: Laid | None = None) -> None:
         if laid is None:
@@ -167,7 +169,7 @@ class KnowledgeView:
         others: list[int] = []
         amounts: list[float] = []
         for other, amount in signal.pairs:
-            other_row = self.row_of(other)
+            other_row = self.row_of.get(other)
             if other_row is not None and other_row != row:
                 others.append(other_row)
                 amounts.append(amount)
@@ -183,7 +185,7 @@ class KnowledgeView:
         dropped = self._journal.pop(item_id, None)
         if dropped:
             self._journalled -= len(dropped)
-        row = self.row_of(item_id) if row is None else row
+        row = self.row_of.get(item_id) if row is None else row
         if row is not None:
             self.cooccurrence.remove(row)
             self.trending.remove(row)

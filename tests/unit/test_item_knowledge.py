@@ -32,6 +32,7 @@ DECAY = 0.85
 WINDOW = 6
 HALF_LIFE = 3600.0
 LONG_HALF_LIFE = 30 * 86400.0
+ROWS = {f"i{row:04d}": row for row in range(10)}
 
 
 def _item(row: int) -> str:
@@ -98,7 +99,7 @@ def _signals(events, partition_of=lambda user: 0):  # type: ignore[no-untyped-de
 
 def _view(fold: KnowledgeFold, n_items: int, max_neighbours: int) -> KnowledgeView:
     view = KnowledgeView(
-        lambda item_id: int(item_id[1:]) if int(item_id[1:]) < n_items else None,
+        {_item(row): row for row in range(n_items)},
         CoOccurrence(max_neighbours=max_neighbours),
         Trending(HALF_LIFE),
         Trending(LONG_HALF_LIFE),
@@ -249,22 +250,18 @@ def test_view_ignores_stale_versions_and_other_half_lives() -> None:
     fold.take_changed()
     new_copy = parse_item_knowledge(None, fold.items["i0001"].to_json())
     assert isinstance(old_copy, ItemRecord) and isinstance(new_copy, ItemRecord)
-    view = KnowledgeView(
-        lambda i: int(i[1:]), CoOccurrence(), Trending(HALF_LIFE), Trending(LONG_HALF_LIFE)
-    )
+    view = KnowledgeView(ROWS, CoOccurrence(), Trending(HALF_LIFE), Trending(LONG_HALF_LIFE))
     assert view.apply(new_copy)
     assert not view.apply(old_copy)
     assert view.cooccurrence.pairs(1) == {2: 1.0, 3: 1.0}
-    other = KnowledgeView(
-        lambda i: int(i[1:]), CoOccurrence(), Trending(60.0), Trending(LONG_HALF_LIFE)
-    )
+    other = KnowledgeView(ROWS, CoOccurrence(), Trending(60.0), Trending(LONG_HALF_LIFE))
     assert not other.apply(new_copy)
     assert view.refused == {"stale_version": 1} and other.refused == {"half_life_mismatch": 1}
 
 
 def test_view_maps_neighbours_the_catalog_learns_later() -> None:
     known = {"a": 0, "b": 1}
-    view = KnowledgeView(known.get, CoOccurrence(), Trending(HALF_LIFE), Trending(LONG_HALF_LIFE))
+    view = KnowledgeView(known, CoOccurrence(), Trending(HALF_LIFE), Trending(LONG_HALF_LIFE))
     fold = _fold(200)
     fold.apply_all(derive_signals("a", ["b", "c"], weight=1.0, ts=1.0, partition=0, offset=0))
     for record in fold.take_changed()[0]:
