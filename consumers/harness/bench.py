@@ -19,6 +19,11 @@ Sections (each can be skipped with ``--skip``):
   within ``--hnsw-budget-s``).
 - ``memory``: serialised state bytes per user (``Engine.export_user``) and process RSS
   growth per 10k users.
+- ``items``: the item-keyed stage without a broker
+  (:mod:`consumers.harness.bench_items`): signals/s of the aggregation's fold, memory per
+  item, neighbours per item, size of ``interest.items``, catch-up time of a new worker,
+  on a generated log of ``--item-events`` events over ``--item-items`` items and
+  ``--item-users`` users (1M / 100k / 50k; ``--quick``: 100k / 10k / 5k).
 - ``soak`` (only with ``--soak MINUTES``): :func:`consumers.harness.soak.run_soak` at
   ``--soak-rate`` events/s (default: half the text stream's measured worker rate, or
   half of ``--pipeline-rate``); RSS and lag over time and their slopes.
@@ -44,6 +49,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from consumers.harness.bench_items import bench_items
 from consumers.harness.bench_streams import DEFAULT_MOVIELENS_DIR, default_vector_cache_dir
 from consumers.harness.report import (
     command_line,
@@ -73,7 +79,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SECTIONS: tuple[str, ...] = ("pipeline", "encoder", "index", "memory", "soak")
+SECTIONS: tuple[str, ...] = ("pipeline", "encoder", "index", "memory", "items", "soak")
 STREAMS: tuple[str, ...] = ("interaction", "text")
 
 
@@ -860,6 +866,16 @@ def _table(report: dict[str, Any]) -> str:
             f"memory: {mem['state_bytes_per_user_mean']:,.0f} state bytes/user (mean), "
             f"RSS +{mem['rss_growth_per_10k_users_bytes'] / 2**20:,.1f} MiB per 10k users"
         )
+    items = report.get("items")
+    if items and "error" not in items:
+        rows.append(
+            f"item stage ({items['events']:,} events, {items['items']:,} items, "
+            f"{items['users']:,} users): fold {items['fold_signals_per_s']:,.0f} signals/s "
+            f"({items['fold_events_per_s']:,.0f} events/s), "
+            f"{items['bytes_per_item'] or 0:,.0f} bytes/item held, neighbours mean "
+            f"{items['neighbours_mean']:.0f} max {items['neighbours_max']}, interest.items "
+            f"{items['items_topic_bytes'] / 2**20:,.1f} MiB, catch-up {items['catch_up_s']:.1f} s"
+        )
     soak = report.get("soak")
     if soak and "error" not in soak:
         rows.append(
@@ -922,6 +938,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--memory-users", type=int, default=0, help="users in the memory section (0 = default)"
     )
     parser.add_argument(
+        "--item-events", type=int, default=0, help="events in the items section (0 = default)"
+    )
+    parser.add_argument(
+        "--item-items", type=int, default=0, help="items in the items section (0 = default)"
+    )
+    parser.add_argument(
+        "--item-users", type=int, default=0, help="users in the items section (0 = default)"
+    )
+    parser.add_argument(
         "--soak", type=float, default=0.0, metavar="MINUTES", help="also run the soak this long"
     )
     parser.add_argument(
@@ -947,6 +972,8 @@ def _bad_arguments(args: argparse.Namespace, skip: set[str], streams: list[str])
         return f"--streams takes {', '.join(STREAMS)}"
     if args.events <= 0 or args.text_events <= 0:
         return "--events and --text-events must be > 0"
+    if min(args.item_events, args.item_items, args.item_users) < 0:
+        return "--item-events, --item-items and --item-users must be >= 0"
     if args.soak < 0 or (args.soak_rate is not None and args.soak_rate <= 0):
         return "--soak and --soak-rate must be positive"
     if args.pipeline_rate is not None and args.pipeline_rate <= 0:
@@ -1052,6 +1079,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         (
             "memory",
             lambda: bench_memory(settings, users=args.memory_users or (2000 if quick else 10_000)),
+        ),
+        (
+            "items",
+            lambda: bench_items(
+                settings,
+                events=args.item_events or (100_000 if quick else 1_000_000),
+                items=args.item_items or (10_000 if quick else 100_000),
+                users=args.item_users or (5_000 if quick else 50_000),
+            ),
         ),
     ]
     if args.soak:
