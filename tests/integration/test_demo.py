@@ -48,7 +48,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running() -> None:
     assert result.watched_lines > 0 and "interests:" in text and "top:" in text
     assert result.ingest_p50_s is not None and result.ingest_p99_s is not None
     assert result.ingest_p50_s <= result.ingest_p99_s
-    assert len(result.metrics_urls) == 2
+    assert len(result.metrics_urls) == 3  # two workers and the item aggregation
     assert result.evaluation is not None
     assert set(result.evaluation["strategies"]) == {"popular", "hybrid"}
     assert "6/7 summary" in text and "events/s" in text
