@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from consumers.harness.bench_items import bench_items
+from consumers.harness.bench_items import bench_item_latency, bench_items
 from consumers.harness.bench_streams import DEFAULT_MOVIELENS_DIR, default_vector_cache_dir
 from consumers.harness.report import (
     command_line,
@@ -876,6 +876,13 @@ def _table(report: dict[str, Any]) -> str:
             f"{items['neighbours_mean']:.0f} max {items['neighbours_max']}, interest.items "
             f"{items['items_topic_bytes'] / 2**20:,.1f} MiB, catch-up {items['catch_up_s']:.1f} s"
         )
+        lat = items.get("latency") or {}
+        knowledge = lat.get("event_to_worker_knowledge_s") or {}
+        if knowledge:
+            rows.append(
+                f"  event -> item knowledge at a worker ({lat['rate_events_per_s']:.0f} events/s): "
+                + ", ".join(f"{k} {_fmt(v, '{:.3f}')} s" for k, v in knowledge.items())
+            )
     soak = report.get("soak")
     if soak and "error" not in soak:
         rows.append(
@@ -947,6 +954,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--item-users", type=int, default=0, help="users in the items section (0 = default)"
     )
     parser.add_argument(
+        "--item-latency-events",
+        type=int,
+        default=0,
+        help="events sent at 200/s through a worker and an aggregator for the event -> item "
+        "knowledge latency (0 = default)",
+    )
+    parser.add_argument(
         "--soak", type=float, default=0.0, metavar="MINUTES", help="also run the soak this long"
     )
     parser.add_argument(
@@ -972,8 +986,8 @@ def _bad_arguments(args: argparse.Namespace, skip: set[str], streams: list[str])
         return f"--streams takes {', '.join(STREAMS)}"
     if args.events <= 0 or args.text_events <= 0:
         return "--events and --text-events must be > 0"
-    if min(args.item_events, args.item_items, args.item_users) < 0:
-        return "--item-events, --item-items and --item-users must be >= 0"
+    if min(args.item_events, args.item_items, args.item_users, args.item_latency_events) < 0:
+        return "--item-events, --item-items, --item-users, --item-latency-events must be >= 0"
     if args.soak < 0 or (args.soak_rate is not None and args.soak_rate <= 0):
         return "--soak and --soak-rate must be positive"
     if args.pipeline_rate is not None and args.pipeline_rate <= 0:
@@ -1082,12 +1096,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         ),
         (
             "items",
-            lambda: bench_items(
-                settings,
-                events=args.item_events or (100_000 if quick else 1_000_000),
-                items=args.item_items or (10_000 if quick else 100_000),
-                users=args.item_users or (5_000 if quick else 50_000),
-            ),
+            lambda: {
+                **bench_items(
+                    settings,
+                    events=args.item_events or (100_000 if quick else 1_000_000),
+                    items=args.item_items or (10_000 if quick else 100_000),
+                    users=args.item_users or (5_000 if quick else 50_000),
+                ),
+                "latency": bench_item_latency(
+                    settings, events=args.item_latency_events or (600 if quick else 3000)
+                ),
+            },
         ),
     ]
     if args.soak:

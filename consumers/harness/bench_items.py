@@ -15,6 +15,8 @@ aggregation's :class:`~interest_core.item_knowledge.KnowledgeFold`. Reported:
 - the catch-up time of a new worker: parsing every record and laying it on catalog rows
   (:class:`~interest_core.item_view.KnowledgeView`); reading the topic over the network
   comes on top and is not measured here.
+
+:func:`bench_item_latency` measures the event → item knowledge latency through Kafka.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from interest_core.records import Rejected
 from interest_core.settings import Settings
 from interest_core.trending import Trending
 
-__all__ = ["bench_items"]
+__all__ = ["bench_item_latency", "bench_items"]
 
 
 def bench_items(
@@ -163,3 +165,130 @@ def bench_items(
         "catch_up_s": catch_up_s,
         "catch_up_records_per_s": parsed_records / catch_up_s if catch_up_s > 0 else None,
     }
+
+
+def bench_item_latency(
+    settings: Settings,
+    *,
+    events: int = 3000,
+    rate: float = 200.0,
+    users: int = 300,
+    items: int = 300,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Event → item knowledge latency through Kafka: one worker and one aggregator (in
+    this process, hashing encoder) on an embedded broker started here; ``events`` clicks
+    of ``users`` users on ``items`` items sent at ``rate`` events/s, stamped with the
+    time they are sent. Quantiles are read from the worker's
+    ``interest_item_knowledge_latency_seconds`` and the aggregator's
+    ``interest_item_publish_latency_seconds`` histograms (interpolated within buckets)."""
+    import threading
+    import uuid
+
+    import orjson
+    from prometheus_client import CollectorRegistry
+
+    from consumers.fleet import histogram_buckets, histogram_quantile
+    from consumers.item_aggregator import ItemAggregator
+    from consumers.worker import Worker
+    from producers.broker import EmbeddedBroker, free_port
+    from producers.kafka_client import make_producer
+    from producers.topics import create_topics
+
+    rng = random.Random(seed)
+    suffix = uuid.uuid4().hex[:8]
+    with EmbeddedBroker("127.0.0.1", free_port()) as broker:
+        names = ("events", "catalog", "recommendations", "deadletter", "state")
+        topics: dict[str, Any] = {name: f"lat{suffix}.{name}" for name in names}
+        topics |= {
+            "item_signals": f"lat{suffix}.item-signals",
+            "items": f"lat{suffix}.items",
+            "models": f"lat{suffix}.models",
+        }
+        cfg = settings.replace(
+            kafka={"bootstrap_servers": broker.bootstrap_servers},
+            topics=topics,
+            consumer={"group_id": f"lat{suffix}", "max_poll_interval_ms": 3000},
+            items={"group_id": f"lat{suffix}-items"},
+            encoder={"backend": "hashing"},
+            metrics={"enabled": False},
+        )
+        create_topics(cfg)
+        producer = make_producer(cfg)
+        for n in range(items):
+            item = {"item_id": f"i{n}", "title": f"item {n}", "category": f"c{n % 12}"}
+            producer.send(cfg.topics.catalog, key=f"i{n}".encode(), value=orjson.dumps(item))
+        producer.flush()
+        worker_registry, items_registry = CollectorRegistry(), CollectorRegistry()
+        worker = Worker(cfg, worker_id="bench-items", registry=worker_registry)
+        aggregator = ItemAggregator(cfg, aggregator_id="bench-items", registry=items_registry)
+        stop = threading.Event()
+        threads = [
+            threading.Thread(target=worker.run, args=(stop,), daemon=True),
+            threading.Thread(target=aggregator.run, args=(stop,), daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+
+        def samples(registry: Any) -> list[tuple[str, dict[str, str], float]]:
+            return [(s.name, s.labels, s.value) for f in registry.collect() for s in f.samples]
+
+        def count() -> float:
+            name = "interest_item_knowledge_latency_seconds_count"
+            return worker_registry.get_sample_value(name) or 0.0
+
+        try:
+            deadline = time.monotonic() + 120
+            while not (worker.ready and aggregator.ready):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"not ready: {worker.not_ready_reasons()}")
+                time.sleep(0.1)
+            started = time.monotonic()
+            for n in range(events):
+                pause = started + n / rate - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                user = f"u{rng.randrange(users)}"
+                event = {
+                    "user_id": user,
+                    "ts": time.time(),
+                    "type": "click",
+                    "item_id": f"i{min(int(rng.paretovariate(1.2)) - 1, items - 1)}",
+                }
+                producer.send(cfg.topics.events, key=user.encode(), value=orjson.dumps(event))
+            producer.flush()
+            sent_s = time.monotonic() - started
+            last, quiet_since = -1.0, time.monotonic()
+            while time.monotonic() - quiet_since < 3.0 and time.monotonic() < deadline + 120:
+                now = count()
+                if now != last:
+                    last, quiet_since = now, time.monotonic()
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+            producer.close()
+        worker_buckets = histogram_buckets(
+            samples(worker_registry), "interest_item_knowledge_latency_seconds"
+        )
+        items_buckets = histogram_buckets(
+            samples(items_registry), "interest_item_publish_latency_seconds"
+        )
+        return {
+            "events": events,
+            "rate_events_per_s": rate,
+            "sent_s": sent_s,
+            "users": users,
+            "items": items,
+            "encoder": "hashing",
+            "flush_interval_ms": cfg.items.flush_interval_ms,
+            "knowledge_records_applied": count(),
+            "event_to_worker_knowledge_s": {
+                f"p{int(q * 100)}": histogram_quantile(q, worker_buckets) for q in (0.5, 0.95, 0.99)
+            },
+            "event_to_items_published_s": {
+                f"p{int(q * 100)}": histogram_quantile(q, items_buckets) for q in (0.5, 0.95, 0.99)
+            },
+            "histogram_bounds_s": sorted(b for b in worker_buckets if b != float("inf")),
+        }

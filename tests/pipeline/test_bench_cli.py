@@ -1,4 +1,4 @@
-"""``interest bench`` end to end on its broker-free sections (index, memory): JSON shape."""
+"""``interest bench`` end to end on its lighter sections (index, memory, items): JSON shape."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ def test_bench_items_section_reports_the_item_stage(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     argv = ["bench", "--config", str(CONFIG), "--skip", "pipeline,encoder,index,memory"]
     argv += ["--item-events", "3000", "--item-items", "300", "--item-users", "100"]
+    argv += ["--item-latency-events", "100"]
     assert main([*argv, "--out", str(out)]) == 0
     items = orjson.loads(out.read_bytes())["items"]
     assert items["events"] == 3000 and items["signals"] >= 3000
@@ -63,6 +64,10 @@ def test_bench_items_section_reports_the_item_stage(tmp_path: Path) -> None:
     assert items["items_topic_records"] == items["catch_up_records"] == items["items_held"]
     assert items["items_topic_bytes"] > 0
     assert [s["events"] for s in items["rss_samples"]][-1] == 3000
+    # Through a real broker: the knowledge came back to the worker.
+    latency = items["latency"]
+    assert latency["knowledge_records_applied"] > 0
+    assert latency["event_to_worker_knowledge_s"]["p50"] > 0
 
 
 def test_hnsw_over_the_limit_is_skipped_with_a_reason(tmp_path: Path) -> None:
