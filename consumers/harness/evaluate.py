@@ -67,13 +67,13 @@ log = logging.getLogger(__name__)
 
 #: Default lag of shared item knowledge behind other workers' events, in events.
 #: Deployed, the lag is time: an event reaches the other workers' item knowledge after
-#: the worker's micro-batch (batch.max_wait_ms, 20 ms), the aggregation's flush
-#: (items.flush_interval_ms, 500 ms) and a follower poll between batches, about 0.5-1 s
-#: (measured: interest_item_knowledge_latency_seconds, docs/RESULTS.md). In events it is
-#: that time x the event rate: 100 events is 1 s at 100 events/s (8.6M events a day),
-#: far above what the evaluation logs' own rates give (MovieLens small: 100k events in
-#: 20 years; the synthetic log: 15k in 30 days), so it is a margin, not a best case.
-#: docs/RESULTS.md also reports 1,000 events (a backfill at full speed) and no sharing.
+#: the worker's micro-batch, the aggregation's flush (items.flush_interval_ms, 500 ms)
+#: and a follower poll between batches: median 1.5 s measured on 2 loaded cores
+#: (`interest bench`'s items section, docs/RESULTS.md). In events it is that time x the
+#: event rate: 100 events is the median lag at about 70 events/s (6M events a day), far
+#: above what the evaluation logs' own rates give (MovieLens small: 100k events in 20
+#: years; the synthetic log: 15k in 30 days), so it is a margin, not a best case.
+#: docs/RESULTS.md also reports 1,000 events and no sharing.
 DEFAULT_ITEM_LAG_EVENTS = 100
 
 
@@ -521,7 +521,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_ITEM_LAG_EVENTS,
         help="with --workers > 1: events of other workers the shared item knowledge lags "
-        f"behind (default {DEFAULT_ITEM_LAG_EVENTS}: about 1 s at 100 events/s; see "
+        f"behind (default {DEFAULT_ITEM_LAG_EVENTS}: the median lag at ~70 events/s; see "
         "docs/RESULTS.md)",
     )
     parser.add_argument(
