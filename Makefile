@@ -53,10 +53,11 @@ test-unit: setup ## only the fast tests (no broker, no model)
 test-integration: setup ## only the integration tests on the embedded broker
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
-lint: setup ## ruff (lint + format check) and mypy on interest_core
+lint: setup ## ruff (lint + format check), mypy on interest_core, class/function sizes
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy interest_core
+	$(VENV)/bin/python .ci/sizes.py
 
 format: setup ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -22,7 +22,12 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from interest_core.settings import Settings, SettingsError, settings_from
+from interest_core.settings import (
+    Settings,
+    SettingsError,
+    settings_from,
+    unmatched_env_variables,
+)
 
 __all__ = ["COMMANDS", "load_settings", "main"]
 
@@ -52,6 +57,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("consumers.harness.demo", "the whole system on one machine, no setup"),
 }
 
+#: ``INTEREST_*`` variables read outside the settings (the rest must be INTEREST__S__K).
+OWN_VARIABLES = ("INTEREST_CONFIG", "INTEREST_LOG_LEVEL", "INTEREST_SHARED_DATA")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.toml"
 
@@ -77,15 +85,41 @@ def load_settings(
     return settings_from(toml, env)
 
 
-def _common() -> argparse.ArgumentParser:
+def _common(*, top_level: bool) -> argparse.ArgumentParser:
+    """``--config`` and ``--log-level``, accepted before and after the subcommand.
+
+    Only the top-level parser holds the defaults: argparse copies every attribute a
+    subparser sets over the top level's, so a subparser default would silently undo
+    ``interest --config X worker``. The subparsers' copies are therefore SUPPRESSed
+    (set only when given, and then the later position wins).
+    """
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config", metavar="PATH", help="TOML configuration (default: configs/default.toml)"
+    config_default = None if top_level else argparse.SUPPRESS
+    level_default = (
+        os.environ.get("INTEREST_LOG_LEVEL", "WARNING") if top_level else argparse.SUPPRESS
     )
     common.add_argument(
-        "--log-level", default=os.environ.get("INTEREST_LOG_LEVEL", "WARNING"), help="logging level"
+        "--config",
+        metavar="PATH",
+        default=config_default,
+        help="TOML configuration (default: $INTEREST_CONFIG, else configs/default.toml)",
+    )
+    common.add_argument(
+        "--log-level",
+        default=level_default,
+        type=_log_level,
+        help="logging level: DEBUG, INFO, WARNING (default), ERROR",
     )
     return common
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise argparse.ArgumentTypeError(
+            f"unknown level {text!r} (DEBUG, INFO, WARNING, ERROR or CRITICAL)"
+        )
+    return level
 
 
 class _NotAvailable:
@@ -112,12 +146,12 @@ def _load_command(name: str) -> object:
 
 def build_parser(selected: str | None) -> argparse.ArgumentParser:
     """The argument parser; only the selected subcommand's module is imported."""
-    common = _common()
     parser = argparse.ArgumentParser(
         prog="interest",
         description="interest-stream: real-time user-interest capture and recommendations on Kafka.",
-        parents=[common],
+        parents=[_common(top_level=True)],
     )
+    common = _common(top_level=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in COMMANDS.items():
         child = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
@@ -126,6 +160,17 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
             module.configure(child)  # type: ignore[attr-defined]
             child.set_defaults(_module=module)
     return parser
+
+
+def quiet_kafka_client(level: str) -> None:
+    """Keep kafka-python's connection chatter out of sight unless asked for (DEBUG/INFO).
+
+    An unreachable broker makes the client log a traceback-laden error per attempt; the
+    command itself reports the outage in one line with a hint, so at the default level
+    only the client's CRITICAL records pass.
+    """
+    if str(level).upper() not in {"DEBUG", "INFO"}:
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    quiet_kafka_client(args.log_level)
+    for warning in unmatched_env_variables(os.environ, OWN_VARIABLES):
+        print(f"interest: warning: {warning}", file=sys.stderr)
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:

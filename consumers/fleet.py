@@ -680,8 +680,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         aggregators=args.aggregators,
     )
     print(
-        f"starting {args.workers} workers (the first start loads the model: a few seconds); "
-        "Ctrl-C stops them",
+        f"starting {args.workers} workers (each loads the model and encodes the catalog "
+        "first: a minute or more on a few CPU cores); Ctrl-C stops them",
         flush=True,
     )
     try:

@@ -21,6 +21,7 @@ from kafka.errors import KafkaError
 
 from consumers.state_store import StateEntry, StateReader
 from interest_core.settings import Settings
+from producers.kafka_client import describe_kafka_error
 
 __all__ = ["configure", "describe_blob", "describe_entry", "run"]
 
@@ -94,7 +95,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``interest inspect``."""
     parser.add_argument("user", nargs="?", help="user id to show")
     parser.add_argument("--all", action="store_true", help="every user on the state topic")
-    parser.add_argument("--json", action="store_true", help="JSON instead of text")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON instead of text (with --all: JSON Lines, one user per line)",
+    )
     parser.add_argument(
         "--include-deleted", action="store_true", help="with --all, list deleted users too"
     )
@@ -110,8 +115,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         entries = reader.read(users=None if args.all else [args.user])
     except KafkaError as exc:
         print(
-            f"interest inspect: cannot read {settings.topics.state} at"
-            f" {settings.kafka.bootstrap_servers}: {exc}",
+            f"interest inspect: cannot read {settings.topics.state}:"
+            f" {describe_kafka_error(settings, exc)}",
             file=sys.stderr,
         )
         return 1
@@ -123,7 +128,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             chosen = [e for e in chosen if e.blob is not None]
         described = [describe_entry(e, settings) for e in chosen]
         if args.json:
-            sys.stdout.write(orjson.dumps(described, option=orjson.OPT_INDENT_2).decode() + "\n")
+            # JSON Lines: one user per line, so `head`, `grep` and `jq` work on 100k users.
+            for d in described:
+                sys.stdout.write(orjson.dumps(d).decode() + "\n")
         else:
             for d in described:
                 print(_text(d))

@@ -87,6 +87,17 @@ class StateEntry:
     timestamp_ms: int = -1
 
 
+@dataclass(frozen=True)
+class _ReadPlan:
+    """State partitions to read, and which users / events partitions to keep."""
+
+    to_read: list[int]
+    aligned: bool  # state and events topics have as many partitions
+    events_count: int
+    partitions: set[int] | None
+    users: set[str] | None
+
+
 class StateReader:
     """Group-less reader of the state topic; owns one consumer (and, with ``barrier``, one
     producer for the markers), created on first use.
@@ -177,26 +188,12 @@ class StateReader:
         e.g. to keep a group member polling. Raises :class:`StateRestoreError` when the
         read takes longer than the restore timeout (seconds).
         """
+        plan = self._read_plan(partitions, users)
+        if plan is None:
+            return {}
         topics = self.settings.topics
-        state_count = self._partition_count(topics.state)
-        if state_count == 0:
-            log.warning("state topic %s does not exist: nothing to restore", topics.state)
-            return {}
-        events_count = self._partition_count(topics.events) or topics.events_partitions
-        aligned = state_count == events_count
-        if partitions is None:
-            to_read = list(range(state_count))
-        elif aligned:
-            to_read = sorted(p for p in set(partitions) if 0 <= p < state_count)
-        else:
-            to_read = list(range(state_count))
-        wanted = None if partitions is None else set(partitions)
-        wanted_users = None if users is None else set(users)
-        if not to_read or (wanted_users is not None and not wanted_users):
-            return {}
-
         consumer = self._client()
-        tps = [TopicPartition(topics.state, p) for p in to_read]
+        tps = [TopicPartition(topics.state, p) for p in plan.to_read]
         deadline = time.monotonic() + self.timeout_s
         markers = self._markers(tps)
         consumer.assign(tps)
@@ -217,28 +214,9 @@ class StateReader:
             polled = consumer.poll(timeout_ms=200, max_records=10_000)
             for tp, records in polled.items():
                 for record in records:
-                    # Records past the barrier are kept: newer state is never wrong.
-                    if record.key is None or is_barrier(record.key):
-                        continue
-                    self.last_read_records += 1
-                    self.last_read_bytes += len(record.key) + len(record.value or b"")
-                    user_id = bytes(record.key).decode("utf-8", "replace")
-                    if wanted_users is not None and user_id not in wanted_users:
-                        continue
-                    events_partition = (
-                        tp.partition
-                        if aligned
-                        else partition_for_key(bytes(record.key), events_count)
-                    )
-                    if not aligned and wanted is not None and events_partition not in wanted:
-                        continue
-                    latest[user_id] = StateEntry(
-                        user_id,
-                        events_partition,
-                        None if record.value is None else bytes(record.value),
-                        record.offset,
-                        int(record.timestamp or -1),
-                    )
+                    entry = self._entry(plan, tp, record)
+                    if entry is not None:
+                        latest[entry.user_id] = entry
             for tp in list(pending):
                 if (
                     passed_barrier(consumer, tp, markers[tp])
@@ -250,6 +228,57 @@ class StateReader:
                 keep_alive()
         consumer.assign([])
         return latest
+
+    def _read_plan(
+        self, partitions: Collection[int] | None, users: Collection[str] | None
+    ) -> _ReadPlan | None:
+        """Which state partitions to read for these events ``partitions`` and ``users``
+        (None: nothing to read)."""
+        topics = self.settings.topics
+        state_count = self._partition_count(topics.state)
+        if state_count == 0:
+            log.warning("state topic %s does not exist: nothing to restore", topics.state)
+            return None
+        events_count = self._partition_count(topics.events) or topics.events_partitions
+        aligned = state_count == events_count
+        if partitions is None:
+            to_read = list(range(state_count))
+        elif aligned:
+            to_read = sorted(p for p in set(partitions) if 0 <= p < state_count)
+        else:
+            to_read = list(range(state_count))
+        wanted = None if partitions is None else set(partitions)
+        wanted_users = None if users is None else set(users)
+        if not to_read or (wanted_users is not None and not wanted_users):
+            return None
+        return _ReadPlan(to_read, aligned, events_count, wanted, wanted_users)
+
+    def _entry(self, plan: _ReadPlan, tp: TopicPartition, record: Any) -> StateEntry | None:
+        """The state record as an entry of a wanted user, else None (counted either way,
+        barrier markers aside)."""
+        # Records past the barrier are kept: newer state is never wrong.
+        if record.key is None or is_barrier(record.key):
+            return None
+        self.last_read_records += 1
+        self.last_read_bytes += len(record.key) + len(record.value or b"")
+        user_id = bytes(record.key).decode("utf-8", "replace")
+        if plan.users is not None and user_id not in plan.users:
+            return None
+        events_partition = (
+            tp.partition
+            if plan.aligned
+            else partition_for_key(bytes(record.key), plan.events_count)
+        )
+        wanted = plan.partitions
+        if not plan.aligned and wanted is not None and events_partition not in wanted:
+            return None
+        return StateEntry(
+            user_id,
+            events_partition,
+            None if record.value is None else bytes(record.value),
+            record.offset,
+            int(record.timestamp or -1),
+        )
 
     def close(self) -> None:
         """Close the consumer and the marker producer (idempotent)."""

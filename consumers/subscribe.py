@@ -30,7 +30,7 @@ from interest_core.records import (
 )
 from interest_core.settings import Settings
 from producers.jsonl import read_lines
-from producers.kafka_client import make_consumer
+from producers.kafka_client import describe_kafka_error, make_consumer
 
 __all__ = [
     "Received",
@@ -143,6 +143,29 @@ def _decode(key: bytes | None, value: bytes | None, partition: int, offset: int)
     return Received(user_id or key_text, record, value, partition, offset)
 
 
+#: Seconds: a record published later than this after its event time is from a replayed
+#: (historical) log, and its event-time latency is not shown.
+LIVE_LAG_S = 600.0
+
+
+def waiting_line(settings: Settings, args: argparse.Namespace) -> str:
+    """What ``subscribe`` is waiting for, said once on stderr before the first record."""
+    whom = f"user {args.user}" if args.user else "every user"
+    where = (
+        f"from the beginning of {settings.topics.recommendations}"
+        if args.from_beginning
+        else f"published from now on to {settings.topics.recommendations}"
+        " (--from-beginning shows earlier ones)"
+    )
+    ends = []
+    if args.max is not None:
+        ends.append(f"after {args.max} record{'s' if args.max != 1 else ''}")
+    if args.timeout is not None:
+        ends.append(f"after {args.timeout:g} s without one")
+    until = "exits " + " or ".join(ends) if ends else "Ctrl-C stops"
+    return f"interest subscribe: waiting for recommendations for {whom}, {where}; {until}"
+
+
 def _when(ts: float) -> str:
     try:
         return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") + "Z"
@@ -159,9 +182,12 @@ def format_received(received: Received, titles: Mapping[str, str] | None = None)
         reason = record.reason if isinstance(record, Rejected) else "empty"
         return f"{received.user_id}  unreadable record at partition {received.partition} offset {received.offset}: {reason}"
     lag = record.published_at - record.event_ts
+    # Event time to publish is a latency only for live events; a replayed log carries
+    # event times from the past, and the difference is then the log's age.
+    latency = f"  (+{lag:.2f} s to publish)" if 0 <= lag <= LIVE_LAG_S else ""
     head = (
         f"{record.user_id}  v{record.version}  event {_when(record.event_ts)}"
-        f"  (+{lag:.2f} s to publish)  trigger {record.trigger_event_id or '-'}"
+        f"{latency}  trigger {record.trigger_event_id or '-'}"
     )
     lines = [head]
     extras = []
@@ -221,12 +247,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return 2
     try:
         consumer = open_reader(settings, from_beginning=args.from_beginning)
-    except (KafkaError, LookupError) as exc:
-        print(
-            f"interest subscribe: {settings.kafka.bootstrap_servers}: {exc}",
-            file=sys.stderr,
-        )
+    except KafkaError as exc:
+        print(f"interest subscribe: {describe_kafka_error(settings, exc)}", file=sys.stderr)
         return 1
+    except LookupError as exc:
+        print(f"interest subscribe: {settings.kafka.bootstrap_servers}: {exc}", file=sys.stderr)
+        return 1
+    print(waiting_line(settings, args), file=sys.stderr, flush=True)
     try:
         for received in subscribe(
             consumer, user=args.user, max_records=args.max, idle_timeout_s=args.timeout

@@ -32,16 +32,21 @@ no Kafka round trip (a commit, a flushed publish, a lag refresh) has succeeded f
 
 Idle users (no event for ``state.user_ttl_s`` seconds of wall clock), then the least
 recently active beyond ``state.max_users``, are evicted from memory (checked every
-``min(60, user_ttl_s / 4)`` seconds, at least 1); the worker remembers their ids (and partition) and, when one of them has events
-in a later batch, reloads its state from the state topic before processing the batch.
+``min(60, user_ttl_s / 4)`` seconds, at least 1); their ids (and partition) are
+remembered and, when one of them has events in a later batch, its state is reloaded
+from the state topic before the batch is processed.
 
-``process_records`` is the same step the Kafka loop runs, usable with no broker (the
-pipeline tests drive it with a :class:`MemorySink`).
+The worker is the Kafka side only: the loop, the rebalance listener, health and the
+command entry. The batch step is :mod:`consumers.step` (usable with no broker: the
+pipeline tests drive it with :class:`consumers.testing.MemorySink`), the records and
+the Kafka sink are :mod:`consumers.sinks`, and which users are in memory for which
+partition is :mod:`consumers.residency`.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -49,34 +54,27 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import orjson
 from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import KafkaError, MessageSizeTooLargeError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from consumers.barrier import is_barrier
-from consumers.batching import InputRecord, MicroBatcher, next_offsets
-from consumers.bounded import BoundedPublisher, Delivery, PublishError, record_bytes
+from consumers.batching import InputRecord, MicroBatcher
 from consumers.catalog_follower import CatalogFollower
+from consumers.group_membership import close_group_consumer
 from consumers.health import HealthServer
 from consumers.latency import BatchLatency
 from consumers.metrics import WorkerMetrics
-from consumers.state_store import StateEntry, StateReader, StateRestoreError
+from consumers.probes import WorkerProbes, crash_report, write_crash_report
+from consumers.residency import Residency, StateSource
+from consumers.sinks import KafkaSink, OutgoingRecord, PublishError, PublishPlan, Sink
+from consumers.state_store import StateReader
+from consumers.step import BatchStep
 from interest_core.encoder import CachedEncoder, Encoder, encoder_from_settings
-from interest_core.records import (
-    CatalogDeletion,
-    CatalogItem,
-    Event,
-    Rejected,
-    parse_catalog,
-    parse_event,
-)
 from interest_core.settings import Settings
+from producers.kafka_client import describe_kafka_error, is_unreachable
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -85,7 +83,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KafkaSink",
-    "MemorySink",
     "OutgoingRecord",
     "PublishError",
     "PublishPlan",
@@ -100,174 +97,15 @@ log = logging.getLogger(__name__)
 
 #: Seconds between consumer-lag refreshes.
 LAG_REFRESH_S = 5.0
-#: The loop counts as stalled (``/healthz`` 503) after this many seconds without a tick.
-STALL_AFTER_S = 120.0
-#: Seconds between attempts at a restore that failed (the partitions stay paused).
-RESTORE_RETRY_S = 1.0
 #: Seconds between the events consumer's polls while a restore runs (keeps the member
 #: within ``max_poll_interval_ms``).
 RESTORE_KEEP_ALIVE_S = 0.5
 #: The broker counts as unreachable after at least this many seconds without a round trip.
 BROKER_SILENCE_MIN_S = 5.0
-#: A worker started in a crash loop is not ready until it commits a batch or stays up this
-#: long (seconds; the fleet's back-off resets after as long).
-CRASH_LOOP_CLEARS_AFTER_S = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingRecord:
-    """A record to publish; ``value`` None is a tombstone."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-@dataclass
-class PublishPlan:
-    """What one micro-batch publishes, and the offsets to commit after it is flushed.
-
-    ``offsets`` maps ``(topic, partition)`` to the next offset to read. ``event_times``,
-    ``ingest_times`` and ``polled_times`` (unix seconds) are those of the valid events,
-    for latency; ``started_at`` / ``processed_at`` (unix seconds) bound the processing.
-    """
-
-    records_in: int = 0
-    dead_letters: list[OutgoingRecord] = field(default_factory=list)
-    states: list[OutgoingRecord] = field(default_factory=list)
-    recommendations: list[OutgoingRecord] = field(default_factory=list)
-    #: Item signals of the applied events (interest.item-signals): acknowledged before
-    #: the rest of the batch is sent.
-    signals: list[OutgoingRecord] = field(default_factory=list)
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    event_times: list[float] = field(default_factory=list)
-    ingest_times: list[float] = field(default_factory=list)
-    polled_times: list[float] = field(default_factory=list)
-    duplicates: int = 0
-    started: float = 0.0  # perf_counter at the start of processing
-    started_at: float = 0.0  # unix seconds, the same instant
-    sent: float = 0.0  # perf_counter when its records were handed to the sink
-    sent_at: float = 0.0  # unix seconds, the same instant
-    processed_at: float = 0.0  # unix seconds, end of processing
-    encode_s: float = 0.0
-    delivery: Delivery[OutgoingRecord] | None = None  # handed to the sink, not yet acknowledged
-
-    @property
-    def outgoing(self) -> list[OutgoingRecord]:
-        """Every record to send: dead letters, recommendations, then user states.
-
-        States go last: the producer sends in this order on one connection per broker,
-        so a state on the state topic means its batch's recommendations were sent before
-        it. A crash in between re-publishes a version (GUARANTEES 3); the other order
-        would lose one (state persisted, recommendation not).
-        """
-        return [*self.dead_letters, *self.recommendations, *self.states]
-
-    @property
-    def tombstones(self) -> int:
-        return sum(1 for r in self.states if r.value is None) + sum(
-            1 for r in self.recommendations if r.value is None
-        )
-
-
-class Sink(Protocol):
-    """Where planned records go: ``send`` each (raises for a record it refuses outright,
-    e.g. too large), then ``flush`` (raises :class:`PublishError` listing the failed)."""
-
-    def send(self, record: OutgoingRecord) -> None: ...
-
-    def flush(self) -> None: ...
-
-
-class StateSource(Protocol):
-    """Reads users' latest state (see :class:`consumers.state_store.StateReader`)."""
-
-    def read(
-        self,
-        partitions: Collection[int] | None = None,
-        *,
-        users: Collection[str] | None = None,
-        keep_alive: Callable[[], None] | None = None,
-    ) -> dict[str, StateEntry]: ...
-
-
-class MemorySink:
-    """A sink that keeps what is flushed, in order: the pipeline harness's Kafka.
-
-    ``max_record_bytes`` (key + value + headers) makes it refuse bigger records in
-    ``send`` as a producer does (``MessageSizeTooLargeError``); None accepts any size.
-    """
-
-    def __init__(self, max_record_bytes: int | None = None) -> None:
-        self.records: list[OutgoingRecord] = []
-        self._pending: list[OutgoingRecord] = []
-        self.flushes = 0
-        self.max_record_bytes = max_record_bytes
-
-    def send(self, record: OutgoingRecord) -> None:
-        if self.max_record_bytes is not None and record_bytes(record) > self.max_record_bytes:
-            raise MessageSizeTooLargeError(
-                f"{record_bytes(record)} bytes > {self.max_record_bytes} (memory sink limit)"
-            )
-        self._pending.append(record)
-
-    def flush(self) -> None:
-        self.records.extend(self._pending)
-        self._pending.clear()
-        self.flushes += 1
-
-    def on(self, topic: str) -> list[OutgoingRecord]:
-        """Flushed records of ``topic``, in order."""
-        return [r for r in self.records if r.topic == topic]
-
-    def latest(self, topic: str) -> dict[str, bytes | None]:
-        """Latest value per key on ``topic`` (what compaction would keep)."""
-        out: dict[str, bytes | None] = {}
-        for record in self.on(topic):
-            if record.key is not None:
-                out[record.key.decode()] = record.value
-        return out
-
-
-class KafkaSink:
-    """Sends through a kafka-python producer; ``flush`` raises :class:`PublishError`.
-
-    ``acked_at`` is the unix time of the latest acknowledgement (set on the producer's
-    IO thread), so a batch whose flush is awaited late is still timed at its ack.
-    """
-
-    def __init__(self, producer: Any) -> None:
-        self.producer = producer
-        self._futures: list[tuple[OutgoingRecord, Any]] = []
-        self.acked_at = 0.0
-
-    def _acked(self, _metadata: Any) -> None:
-        self.acked_at = time.time()
-
-    def send(self, record: OutgoingRecord) -> None:
-        """Queue ``record``; raises ``MessageSizeTooLargeError`` when the producer refuses it."""
-        future = self.producer.send(
-            record.topic, key=record.key, value=record.value, headers=list(record.headers)
-        )
-        future.add_callback(self._acked)
-        self._futures.append((record, future))
-
-    def flush(self) -> None:
-        self.producer.flush()
-        futures, self._futures = self._futures, []
-        failed = [(record, f.exception) for record, f in futures if f.failed()]
-        if failed:
-            raise PublishError(
-                f"{len(failed)} of {len(futures)} records not delivered: {failed[0][1]}", failed
-            )
-
-
-# --------------------------------------------------------------------------- worker
 
 
 class Worker:
-    """One worker: the Kafka loop (:meth:`run`) around a broker-free step (:meth:`process_records`).
+    """One worker: the Kafka loop (:meth:`run`) around the broker-free :class:`BatchStep`.
 
     ``encoder`` defaults to the one the settings choose (the real model unless
     ``encoder.backend = "hashing"``); a given encoder gets an embedding cache in front
@@ -291,257 +129,73 @@ class Worker:
         on_published: Callable[[BatchLatency], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.on_published = on_published
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = WorkerMetrics(registry)
-        if engine is None:
-            from interest_core.engine import Engine
-
-            if encoder is None:
-                encoder = encoder_from_settings(settings.encoder)
-            elif not isinstance(encoder, CachedEncoder):
-                # The batch's repeated texts and the cache metrics need the LRU in front.
-                encoder = CachedEncoder(encoder, settings.encoder.cache_size)
-            engine = Engine(encoder, settings, emit_item_signals=settings.items.shared)
-        self.engine = engine
-        # Without an outbox the engine learns items alone: nothing to follow.
-        self._knowledge_caught_up = getattr(engine, "outbox", None) is None
+        self.engine = engine if engine is not None else _engine_for(settings, encoder)
         self.batcher = MicroBatcher(
             settings.batch.max_events,
             settings.batch.max_wait_ms / 1000.0,
             adaptive=settings.batch.adaptive,
         )
-        self.publisher = BoundedPublisher(
-            max_bytes=settings.limits.max_publish_bytes,
-            deadletter_topic=settings.topics.deadletter,
-            state_topic=settings.topics.state,
-            recommendations_topic=settings.topics.recommendations,
-            hooks=self.metrics,
+        self.residency = Residency(
+            settings,
+            self.engine,
+            self.metrics,
+            state_source=state_source,
+            on_change=self._update_gauges,
+            name=self.worker_id,
         )
-        self.state_source = state_source
+        self.step = BatchStep(
+            settings,
+            self.engine,
+            self.metrics,
+            self.residency,
+            worker_id=self.worker_id,
+            on_published=on_published,
+            on_change=self._update_gauges,
+        )
         self.metrics_port: int | None = None
-        self._user_partition: dict[str, int] = {}  # user -> events partition, users in memory
-        self._evicted: dict[str, int] = {}  # user -> events partition, evicted while idle
-        self._assigned: set[int] = set()  # events partitions owned
         self._catalog_caught_up = False
-        self._alive = False
-        self._last_tick = time.monotonic()
+        # An engine without an outbox learns items alone: no fleet knowledge to follow.
+        self._knowledge_caught_up = getattr(self.engine, "outbox", None) is None
+        self.probes = WorkerProbes(
+            max(settings.consumer.session_timeout_ms / 1000.0, BROKER_SILENCE_MIN_S)
+        )
         self._sink: Sink | None = None
         self._in_flight: PublishPlan | None = None  # sent, not yet acknowledged nor committed
         self._consumer: Any = None
         self._stop = threading.Event()
-        self._next_eviction = time.monotonic() + self._eviction_interval()
+        self._next_eviction = time.monotonic() + self.residency.eviction_interval()
         self._next_lag = 0.0
-        # events partition -> assignment epoch, for partitions paused until restored
-        self._restoring: dict[int, int] = {}
-        self._assign_epoch = 0
-        self._next_restore_try = 0.0
         self._next_keep_alive = 0.0
         self._next_probe = 0.0
-        self._last_broker_ok: float | None = None  # monotonic time of the last round trip
-        # Set by `interest fleet` after repeated exits (see :meth:`restarted`): a readiness
-        # reason until a batch is committed or the worker has stayed up a minute.
-        self._crash_loop: str | None = None
-        self._started = time.monotonic()
         self._in_hand: dict[tuple[str, int], int] = {}  # first offset per partition, batch in hand
         #: Where :meth:`run` writes a crash report (JSON) when it ends on an exception.
         self.crash_file: str | None = None
-        self.broker_silence_s = max(
-            settings.consumer.session_timeout_ms / 1000.0, BROKER_SILENCE_MIN_S
-        )
 
-    # ------------------------------------------------------------ broker-free step
+    # ------------------------------------------------------------ the step, by hand
+
+    @property
+    def state_source(self) -> StateSource | None:
+        """Where users' state is read back from (see :class:`Residency`)."""
+        return self.residency.state_source
+
+    @state_source.setter
+    def state_source(self, source: StateSource | None) -> None:
+        self.residency.state_source = source
 
     def apply_catalog_records(self, records: Sequence[InputRecord]) -> None:
-        """Apply catalog records in order: upserts batched, deletions where they fall."""
-        upserts: dict[str, CatalogItem] = {}
-
-        def flush_upserts() -> None:
-            if upserts:
-                self.engine.upsert_items(list(upserts.values()))
-                self.metrics.catalog_applied("upsert", len(upserts))
-                upserts.clear()
-
-        for record in records:
-            if is_barrier(record.key):  # a read-your-writes marker, not a catalog record
-                continue
-            parsed = parse_catalog(record.key, record.value)
-            if isinstance(parsed, Rejected):
-                log.warning(
-                    "catalog record %s rejected: %s (%s)",
-                    record.source,
-                    parsed.reason,
-                    parsed.detail,
-                )
-                self.metrics.catalog_applied(parsed.reason)
-            elif isinstance(parsed, CatalogDeletion):
-                upserts.pop(parsed.item_id, None)
-                flush_upserts()
-                self.engine.delete_items([parsed.item_id])
-                self.metrics.catalog_applied("delete")
-            else:
-                upserts.pop(parsed.item_id, None)  # keep the latest, in arrival order
-                upserts[parsed.item_id] = parsed
-        flush_upserts()
-        self._update_gauges()
+        """Apply catalog records in order (see :meth:`BatchStep.apply_catalog`)."""
+        self.step.apply_catalog(records)
 
     def process_records(self, records: Sequence[InputRecord]) -> PublishPlan:
-        """Parse, validate and process one micro-batch; returns what to publish and commit.
-
-        Touches no broker: bad records become dead-letter records, valid events go
-        through ``Engine.process`` in one call. The caller publishes the plan (see
-        :meth:`publish`) and commits ``plan.offsets`` only after the flush.
-        """
-        plan = PublishPlan(
-            records_in=len(records), started=time.perf_counter(), started_at=time.time()
-        )
-        plan.offsets = next_offsets(records)
-        limits = self.settings.limits
-        events: list[Event] = []
-        source: dict[int, InputRecord] = {}
-        types: list[str] = []
-        for record in records:
-            parsed: Event | Rejected
-            if record.value is None:
-                parsed = Rejected("null_value", "event record has a null value")
-            else:
-                parsed = parse_event(
-                    record.value,
-                    fallback_id=record.source,
-                    offset=record.offset,
-                    partition=record.partition,
-                    max_text_chars=limits.max_text_chars,
-                    max_record_bytes=limits.max_record_bytes,
-                )
-            if isinstance(parsed, Rejected):
-                types.append("invalid")
-                self._dead_letter(plan, record, parsed)
-            else:
-                types.append(parsed.type)
-                events.append(parsed)
-                source[id(parsed)] = record
-        parse_s = time.perf_counter() - plan.started
-        self.metrics.records_consumed(types)
-        for event in events:
-            self._user_partition[event.user_id] = source[id(event)].partition
-        self._reload_evicted(events, source)
-
-        stats: Any = None
-        if events:
-            outcome = self._process_events(events)
-            stats = outcome.stats
-            plan.duplicates = outcome.duplicates
-            rejected_keys: set[tuple[str, str, int | None]] = set()
-            # Only needed when the engine hands back copies (the one-by-one retry path).
-            by_identity = (
-                {(e.user_id, e.event_id, e.offset): source[id(e)] for e in events}
-                if outcome.rejected
-                else {}
-            )
-            for event, why in outcome.rejected:
-                key = (event.user_id, event.event_id, event.offset)
-                rejected_keys.add(key)
-                origin = source.get(id(event)) or by_identity.get(key)
-                if origin is None:
-                    log.error("engine rejected an event not in the batch: %s", event.event_id)
-                    continue
-                self._dead_letter(plan, origin, why)
-            for event in events:
-                if (event.user_id, event.event_id, event.offset) not in rejected_keys:
-                    plan.event_times.append(event.ts)
-                    origin = source[id(event)]
-                    plan.ingest_times.append(origin.ingested_at)
-                    plan.polled_times.append(origin.polled_at)
-            topics = self.settings.topics
-            self._plan_signals(plan, records)
-            for user_id in outcome.changed_users:
-                blob = self.engine.export_user(user_id)
-                plan.states.append(OutgoingRecord(topics.state, user_id.encode(), blob))
-            for rec in outcome.recommendations:
-                plan.recommendations.append(
-                    OutgoingRecord(topics.recommendations, rec.user_id.encode(), rec.to_json())
-                )
-            for user_id in outcome.deleted_users:
-                key = user_id.encode()
-                plan.states.append(OutgoingRecord(topics.state, key, None))
-                plan.recommendations.append(OutgoingRecord(topics.recommendations, key, None))
-                self._user_partition.pop(user_id, None)
-                self._evicted.pop(user_id, None)
-
-        plan.encode_s = getattr(stats, "encode_s", 0.0)
-        plan.processed_at = time.time()
-        self.metrics.batch_done(
-            size=len(records),
-            parse_s=parse_s,
-            encode_s=getattr(stats, "encode_s", 0.0),
-            update_s=getattr(stats, "update_s", 0.0),
-            search_s=getattr(stats, "search_s", 0.0),
-            rank_s=getattr(stats, "rank_s", 0.0),
-            texts_encoded=getattr(stats, "texts_encoded", 0),
-            cache_hits=getattr(stats, "cache_hits", 0),
-            cache_misses=getattr(stats, "cache_misses", 0),
-            events_applied=getattr(stats, "events_applied", 0),
-            duplicates=plan.duplicates,
-        )
-        return plan
+        """One micro-batch through the step, no broker (see :meth:`BatchStep.process`)."""
+        return self.step.process(records)
 
     def publish(self, plan: PublishPlan, sink: Sink) -> None:
-        """Send every planned record, bounded in size (``consumers.bounded``), and flush.
-
-        A dead letter that cannot be delivered even truncated is counted as poison and
-        skipped; raises :class:`PublishError` only when a state or recommendation could
-        not be delivered for a reason other than its size (then nothing is committed).
-        """
-        self._send(plan, sink)
-        self._acknowledged(plan, sink)
-
-    def _send(self, plan: PublishPlan, sink: Sink) -> None:
-        if plan.signals:
-            # Acknowledged before the batch's states are sent: once a user's new state is
-            # on the state topic its events are skipped on re-processing, so their signals
-            # must already be there (re-sent ones are deduplicated by the aggregation).
-            self.publisher.deliver(plan.signals, sink)
-            self.metrics.item_signals(len(plan.signals))
-        plan.sent = time.perf_counter()
-        plan.sent_at = time.time()
-        plan.delivery = self.publisher.send(plan.outgoing, sink)
-
-    def _acknowledged(self, plan: PublishPlan, sink: Sink) -> None:
-        """Wait for ``plan``'s acknowledgements (retrying refusals), then metrics and the hook."""
-        assert plan.delivery is not None, "a plan is sent before it is acknowledged"
-        delivered = self.publisher.complete(plan.delivery, sink)
-        done = time.perf_counter()
-        acked_at = time.time()
-        if isinstance(sink, KafkaSink) and plan.outgoing and sink.acked_at >= plan.sent_at:
-            # Awaited late (pipelined): the broker's last answer is the publication time.
-            acked_at = min(acked_at, sink.acked_at)
-        deadletter = self.settings.topics.deadletter
-        for record in delivered:
-            if record.topic == deadletter:
-                self.metrics.dead_lettered(dict(record.headers)["reason"].decode())
-        latency = BatchLatency(
-            ingested=np.asarray(plan.ingest_times, dtype=np.float64),
-            polled=np.asarray(plan.polled_times, dtype=np.float64),
-            started=plan.started_at,
-            processed=plan.processed_at or plan.started_at,
-            acked=acked_at,
-            encode_s=plan.encode_s,
-            records=plan.records_in,
-        )
-        self.metrics.published(
-            publish_s=done - plan.sent,
-            batch_s=done - plan.started,
-            recommendations=sum(1 for r in plan.recommendations if r.value is not None),
-            tombstones=plan.tombstones,
-            state_writes=len(plan.states),
-            published_at=acked_at,
-            event_times=plan.event_times,
-            ingest_times=plan.ingest_times,
-            latency=latency,
-        )
-        self._update_gauges()
-        if self.on_published is not None:
-            self.on_published(latency)
+        """Send ``plan``'s records and wait for them (see :meth:`BatchStep.complete`)."""
+        self.step.send(plan, sink)
+        self.step.complete(plan, sink)
 
     def handle(self, records: Sequence[InputRecord], sink: Sink) -> PublishPlan:
         """``process_records`` then ``publish``: one micro-batch end to end, minus the commit."""
@@ -550,137 +204,32 @@ class Worker:
         return plan
 
     def evict_idle(self, now: float | None = None) -> list[str]:
-        """Evict users idle for ``state.user_ttl_s`` seconds (wall clock), then the least
-        recently active beyond ``state.max_users``; returns their ids.
-
-        Their state is already on the state topic; their ids are remembered so that a
-        later event reloads it first.
-        """
-        now = time.time() if now is None else now
-        evicted = self.engine.evict_idle(now - self.settings.state.user_ttl_s)
-        evicted += self.engine.evict_least_active(self.settings.state.max_users)
-        for user_id in evicted:
-            partition = self._user_partition.pop(user_id, None)
-            if partition is not None:
-                self._evicted[user_id] = partition
-        self.metrics.evicted(len(evicted))
-        self._update_gauges()
-        return list(evicted)
+        """Evict idle users, then the least recently active beyond ``state.max_users``
+        (see :meth:`Residency.evict`); returns their ids."""
+        return self.residency.evict(now)
 
     def restore_partitions(self, partitions: Iterable[int]) -> int:
         """Load the users of events ``partitions`` from the state topic; returns users loaded."""
-        wanted = sorted(set(partitions))
-        if not wanted or self.state_source is None:
-            return 0
-        start = time.perf_counter()
-        entries = self.state_source.read(wanted)
-        loaded = self._import(entries.values())
-        self.metrics.state_restored(seconds=time.perf_counter() - start, users=loaded)
-        log.info(
-            "%s restored %d users of partitions %s in %.3f s",
-            self.worker_id,
-            loaded,
-            wanted,
-            time.perf_counter() - start,
-        )
-        return loaded
+        return self.residency.restore_partitions(partitions)
 
     def release_partitions(self, partitions: Iterable[int]) -> int:
         """Drop from memory the users of events ``partitions``; returns how many."""
-        gone = set(partitions)
-        users = [u for u, p in self._user_partition.items() if p in gone]
-        for user_id in users:
-            self.engine.forget_user(user_id)
-            del self._user_partition[user_id]
-        for user_id in [u for u, p in self._evicted.items() if p in gone]:
-            del self._evicted[user_id]
-        self.metrics.released(len(users))
-        self._update_gauges()
-        return len(users)
+        return self.residency.release(partitions)
 
-    # ------------------------------------------------------------ internals
+    def restore_pending(self) -> int:
+        """Restore the users of partitions paused at assignment, then resume them.
 
-    def _plan_signals(self, plan: PublishPlan, records: Sequence[InputRecord]) -> None:
-        """Add the engine's item signals and fusion lessons of this batch to the plan."""
-        take = getattr(self.engine, "take_item_signals", None)
-        if take is None:
-            return
-        signals, lessons = take()
-        if not signals and not lessons:
-            return
-        from consumers.knowledge_follower import signal_records
-
-        ingested = {(r.partition, r.offset): r.ingested_at for r in records}
-        topic = self.settings.topics.item_signals
-        plan.signals.extend(
-            OutgoingRecord(topic, key, value)
-            for key, value in signal_records(signals, lessons, ingested)
+        Runs on the worker thread; returns the users loaded. While the state is read the
+        events consumer keeps polling (its other partitions' records join the batch in
+        hand), so a long restore neither blocks heartbeats nor exceeds the poll interval.
+        """
+        return self.residency.restore_pending(
+            resume=self._resume, keep_alive=self._keep_polling, on_read=self._broker_ok
         )
-
-    def _dead_letter(self, plan: PublishPlan, record: InputRecord, why: Rejected) -> None:
-        headers = (
-            ("reason", why.reason.encode()),
-            ("detail", why.detail.encode("utf-8", "replace")[:1000]),
-            ("source_topic", record.topic.encode()),
-            ("source_partition", str(record.partition).encode()),
-            ("source_offset", str(record.offset).encode()),
-            ("worker_id", self.worker_id.encode()),
-        )
-        plan.dead_letters.append(
-            OutgoingRecord(self.settings.topics.deadletter, record.key, record.value, headers)
-        )
-
-    def _process_events(self, events: list[Event]) -> Any:
-        try:
-            return self.engine.process(events, published_at=time.time())
-        except Exception:
-            # A bug the batch tripped on must not lose the others or stop the worker:
-            # find the event(s) at fault one by one and dead-letter them.
-            log.exception("batch of %d events failed; retrying them one at a time", len(events))
-        return _merge_single_outcomes(self.engine, events)
-
-    def _import(self, entries: Iterable[StateEntry]) -> int:
-        loaded = 0
-        for entry in entries:
-            if entry.blob is None:
-                self.engine.forget_user(entry.user_id)
-                self._user_partition.pop(entry.user_id, None)
-            else:
-                self.engine.import_user(entry.user_id, entry.blob)
-                self._user_partition[entry.user_id] = entry.partition
-                loaded += 1
-            self._evicted.pop(entry.user_id, None)
-        self._update_gauges()
-        return loaded
-
-    def _reload_evicted(self, events: Sequence[Event], source: dict[int, InputRecord]) -> None:
-        if not self._evicted:
-            return
-        back = {e.user_id for e in events if e.user_id in self._evicted}
-        if not back:
-            return
-        if self.state_source is None:
-            log.warning("%d evicted users came back but no state source: starting fresh", len(back))
-            for user_id in back:
-                self._evicted.pop(user_id, None)
-            return
-        start = time.perf_counter()
-        partitions = {self._evicted[u] for u in back}
-        entries = self.state_source.read(partitions, users=back)
-        loaded = self._import(entries.values())
-        for user_id in back:
-            self._evicted.pop(user_id, None)
-        for event in events:  # the partition they come from now is authoritative
-            if event.user_id in back:
-                self._user_partition[event.user_id] = source[id(event)].partition
-        self.metrics.state_restored(seconds=time.perf_counter() - start, users=loaded)
 
     def _update_gauges(self) -> None:
         self.metrics.holding(users=self.engine.users_held, catalog_items=self.engine.catalog_size)
         self.metrics.set_ready(not self.not_ready_reasons())
-
-    def _eviction_interval(self) -> float:
-        return max(1.0, min(60.0, self.settings.state.user_ttl_s / 4))
 
     # ------------------------------------------------------------ crash loops
 
@@ -688,72 +237,44 @@ class Worker:
         """Told by the supervisor: this slot was restarted ``restarts`` times before, and
         (when given) the crash loop it is in, which ``/readyz`` then names."""
         self.metrics.restarted(restarts)
-        self._crash_loop = crash_loop
-        self._started = time.monotonic()
+        self.probes.restarted(crash_loop)
         self.metrics.set_ready(self.ready)
 
     def crash_report(self, error: BaseException) -> dict[str, Any]:
-        """What a supervisor needs to say where the worker died: the first offset of the
-        batch in hand per partition (``"topic[partition]": offset``) and the error."""
-        return {
-            "worker_id": self.worker_id,
-            "error": f"{type(error).__name__}: {error}"[:500],
-            "offsets": {f"{t}[{p}]": o for (t, p), o in sorted(self._in_hand.items())},
-        }
-
-    def _write_crash_report(self, error: BaseException) -> None:
-        if not self.crash_file:
-            return
-        try:
-            with open(self.crash_file, "wb") as handle:
-                handle.write(orjson.dumps(self.crash_report(error)))
-        except OSError:
-            log.exception("writing the crash report to %s failed", self.crash_file)
+        """What a supervisor needs to say where the worker died (see :func:`crash_report`)."""
+        return crash_report(self.worker_id, self._in_hand, error)
 
     # ------------------------------------------------------------ probes
 
     def not_ready_reasons(self) -> list[str]:
         """Why the worker is not ready (empty when ready)."""
         reasons = []
-        if not self._alive:
+        if not self.probes.alive:
             reasons.append("worker loop not running")
         if not self._catalog_caught_up:
             reasons.append("catalog loading")
         if not self._knowledge_caught_up:
             reasons.append("item knowledge loading")
-        if not self._assigned:
+        if not self.residency.assigned:
             reasons.append("no events partitions assigned")
-        if self._restoring:
+        if self.residency.restoring:
             reasons.append("restoring state")
-        if self._broker_unreachable():
+        if self.probes.broker_unreachable():
             reasons.append("broker_unreachable")
-        if self._crash_loop is not None:
-            if time.monotonic() - self._started > CRASH_LOOP_CLEARS_AFTER_S:
-                self._crash_loop = None
-            else:
-                reasons.append(f"crash_loop: {self._crash_loop}")
+        crash_loop = self.probes.crash_loop_reason()
+        if crash_loop is not None:
+            reasons.append(crash_loop)
         return reasons
-
-    def _broker_unreachable(self) -> bool:
-        last = self._last_broker_ok
-        return last is not None and time.monotonic() - last > self.broker_silence_s
 
     def _broker_ok(self) -> None:
         """Record a successful Kafka round trip (for readiness)."""
-        was_unreachable = self._broker_unreachable()
-        self._last_broker_ok = time.monotonic()
-        if was_unreachable:
+        if self.probes.broker_ok():
             log.info("%s: the broker answers again", self.worker_id)
             self.metrics.set_ready(self.ready)
 
     def not_alive_reasons(self) -> list[str]:
         """Why the worker is not alive (empty while the loop runs and ticks)."""
-        if not self._alive:
-            return ["worker loop not running"]
-        stalled = time.monotonic() - self._last_tick
-        if stalled > STALL_AFTER_S:
-            return [f"worker loop stalled for {stalled:.0f} s"]
-        return []
+        return self.probes.not_alive_reasons()
 
     @property
     def ready(self) -> bool:
@@ -762,7 +283,7 @@ class Worker:
     @property
     def assigned_partitions(self) -> frozenset[int]:
         """Events partitions this worker owns now."""
-        return frozenset(self._assigned)
+        return self.residency.assigned
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Block up to ``timeout_s`` seconds until ready; returns whether it is."""
@@ -770,7 +291,7 @@ class Worker:
         while time.monotonic() < deadline:
             if self.ready:
                 return True
-            if self._stop.is_set() and not self._alive:
+            if self._stop.is_set() and not self.probes.alive:
                 return False
             time.sleep(0.05)
         return self.ready
@@ -783,122 +304,92 @@ class Worker:
 
     def run(self, stop: threading.Event | None = None) -> int:
         """Consume until ``stop`` is set (or :meth:`stop` is called); returns an exit status."""
-        from producers.kafka_client import make_consumer, make_producer
-        from producers.topics import create_topics
-
         if stop is not None:
             self._stop = stop
         stop = self._stop
-        settings = self.settings
-        health: HealthServer | None = None
-        producer: Any = None
-        follower: CatalogFollower | None = None
-        knowledge: Any = None
-        own_reader: StateReader | None = None
-        self._alive = True
+        clients = _Clients()
+        self.probes.alive = True
         self._tick()
         try:
-            if settings.metrics.enabled:
-                health = HealthServer(
-                    settings.metrics.host,
-                    settings.metrics.port,
-                    render_metrics=self.metrics.exposition,
-                    liveness=self.not_alive_reasons,
-                    readiness=self.not_ready_reasons,
-                ).start()
-                self.metrics_port = health.port
-            create_topics(settings)
-            if self.state_source is None:
-                # strict: a restore that cannot place its barrier fails and is retried,
-                # rather than silently reading to end offsets that may fall short.
-                own_reader = StateReader(settings, strict=True)
-                self.state_source = own_reader
-            # linger 0: a batch's records are sent whole, and lingering would only delay
-            # their acknowledgement (kafka-python still batches what queues up meanwhile).
-            producer = make_producer(
-                settings,
-                client_id=f"{settings.kafka.client_id}-{self.worker_id}",
-                linger_ms=0,
-                # room for a bounded record plus the batch's framing (consumers.bounded)
-                max_request_size=max(1_048_576, settings.limits.max_publish_bytes + 65_536),
-            )
-            self._sink = KafkaSink(producer)
-            follower = CatalogFollower(settings).start()
-            while not follower.caught_up and not stop.is_set():
-                self.apply_catalog_records(follower.poll(0.2))
-                self._tick()
-            self._catalog_caught_up = follower.caught_up
-            self._update_gauges()
+            self._start(clients)
+            self._load_catalog(clients.follower, stop)
+            if not self._knowledge_caught_up and not stop.is_set():
+                clients.knowledge = self._load_knowledge(stop)
             if stop.is_set():
                 return 0
-            log.info("%s: catalog loaded (%d items)", self.worker_id, self.engine.catalog_size)
-            if not self._knowledge_caught_up:
-                knowledge = self._follow_knowledge(stop)
-                if stop.is_set():
-                    return 0
-            consumer = make_consumer(
-                settings,
-                group_id=settings.consumer.group_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                client_id=f"{settings.kafka.client_id}-{self.worker_id}",
-            )
-            self._consumer = consumer
-            self._last_broker_ok = time.monotonic()
-            consumer.subscribe([settings.topics.events], listener=_Rebalance(self))
-            while not stop.is_set():
-                self._tick()
-                left = self.batcher.time_left()
-                if self._in_flight is not None:
-                    timeout_ms = 0  # what has arrived is processed while the acks come
-                else:
-                    timeout_ms = 100 if left is None else max(0, int(left * 1000))
-                room = max(1, self.batcher.room)
-                self._take(consumer.poll(timeout_ms=timeout_ms, max_records=room), room)
-                if self._restoring:
-                    # Paused partitions: none of their events is in hand yet.
-                    self.restore_pending()
-                if self.batcher.due():
-                    self._flush_and_commit()
-                elif self._in_flight is not None:
-                    self._complete_in_flight()  # nothing to overlap with: acks, commit now
-                if not len(self.batcher):  # between batches
-                    self.apply_catalog_records(follower.poll(0))
-                    if knowledge is not None:
-                        knowledge.poll(0)
-                    self._housekeeping()
+            self._subscribe(clients)
+            self._loop(clients, stop)
             self._flush_and_commit()
             self._complete_in_flight()
             log.info("%s: stopping", self.worker_id)
             return 0
         except BaseException as exc:
             if not isinstance(exc, KeyboardInterrupt | SystemExit):
-                log.exception("%s: the worker loop ended on an error", self.worker_id)
-                self._write_crash_report(exc)
+                if _told_in_one_line(exc):
+                    # run() says it in one line with a hint; the traceback only at DEBUG
+                    log.debug(
+                        "%s: the worker loop ended on an error", self.worker_id, exc_info=True
+                    )
+                else:
+                    log.exception("%s: the worker loop ended on an error", self.worker_id)
+                if self.crash_file:
+                    write_crash_report(self.crash_file, self.crash_report(exc))
             raise
         finally:
-            self._alive = False
+            self.probes.alive = False
             if self._consumer is not None:
-                try:
-                    self._consumer.close(autocommit=False)  # leaves the group
-                except Exception:
-                    log.exception("closing the events consumer failed")
+                clients.consumer = self._consumer
                 self._consumer = None
-            for closing in (follower, knowledge, own_reader):
-                if closing is not None:
-                    try:
-                        closing.close()
-                    except Exception:
-                        log.exception("closing %s failed", type(closing).__name__)
-            if producer is not None:
-                producer.close(timeout=10)
-            if health is not None:
-                health.stop()
-            self._assigned.clear()
+            clients.close()
+            self.residency.clear()
             self.metrics.set_ready(False)
 
-    def _follow_knowledge(self, stop: threading.Event) -> Any:
-        """Follow interest.items and interest.models; returns once both have caught up."""
+    def _start(self, clients: _Clients) -> None:
+        """Health server, topics, state reader, producer and catalog follower."""
+        from producers.kafka_client import make_producer
+        from producers.topics import create_topics
+
+        settings = self.settings
+        if settings.metrics.enabled:
+            clients.health = HealthServer(
+                settings.metrics.host,
+                settings.metrics.port,
+                render_metrics=self.metrics.exposition,
+                liveness=self.not_alive_reasons,
+                readiness=self.not_ready_reasons,
+            ).start()
+            self.metrics_port = clients.health.port
+        create_topics(settings)
+        if self.state_source is None:
+            # strict: a restore that cannot place its barrier fails and is retried,
+            # rather than silently reading to end offsets that may fall short.
+            clients.reader = StateReader(settings, strict=True)
+            self.state_source = clients.reader
+        # linger 0: a batch's records are sent whole, and lingering would only delay
+        # their acknowledgement (kafka-python still batches what queues up meanwhile).
+        clients.producer = make_producer(
+            settings,
+            client_id=f"{settings.kafka.client_id}-{self.worker_id}",
+            linger_ms=0,
+            # room for a bounded record plus the batch's framing (consumers.bounded)
+            max_request_size=max(1_048_576, settings.limits.max_publish_bytes + 65_536),
+        )
+        self._sink = KafkaSink(clients.producer)
+        clients.follower = CatalogFollower(settings).start()
+
+    def _load_catalog(self, follower: Any, stop: threading.Event) -> None:
+        """Apply the catalog topic up to its end before consuming any event."""
+        while not follower.caught_up and not stop.is_set():
+            self.apply_catalog_records(follower.poll(0.2))
+            self._tick()
+        self._catalog_caught_up = follower.caught_up
+        self._update_gauges()
+        if follower.caught_up:
+            log.info("%s: catalog loaded (%d items)", self.worker_id, self.engine.catalog_size)
+
+    def _load_knowledge(self, stop: threading.Event) -> Any:
+        """Follow interest.items and interest.models; returns once both have caught up
+        (the fleet's item knowledge and fusion weights are in the engine)."""
         from consumers.knowledge_follower import SharedKnowledge
         from interest_core.engine import FEATURES
 
@@ -913,8 +404,49 @@ class Worker:
         log.info("%s: item knowledge loaded (%d items)", self.worker_id, len(self.engine.item_view))
         return knowledge
 
+    def _subscribe(self, clients: _Clients) -> None:
+        """Join the events consumer group (partitions arrive through :class:`_Rebalance`)."""
+        from producers.kafka_client import make_consumer
+
+        settings = self.settings
+        consumer = make_consumer(
+            settings,
+            group_id=settings.consumer.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=f"{settings.kafka.client_id}-{self.worker_id}",
+        )
+        self._consumer = consumer
+        self.probes.last_broker_ok = time.monotonic()
+        consumer.subscribe([settings.topics.events], listener=_Rebalance(self))
+
+    def _loop(self, clients: _Clients, stop: threading.Event) -> None:
+        """Poll, restore, process, publish and commit until ``stop`` is set."""
+        consumer, follower = self._consumer, clients.follower
+        while not stop.is_set():
+            self._tick()
+            left = self.batcher.time_left()
+            if self._in_flight is not None:
+                timeout_ms = 0  # what has arrived is processed while the acks come
+            else:
+                timeout_ms = 100 if left is None else max(0, int(left * 1000))
+            room = max(1, self.batcher.room)
+            self._take(consumer.poll(timeout_ms=timeout_ms, max_records=room), room)
+            if self.residency.restoring:
+                # Paused partitions: none of their events is in hand yet.
+                self.restore_pending()
+            if self.batcher.due():
+                self._flush_and_commit()
+            elif self._in_flight is not None:
+                self._complete_in_flight()  # nothing to overlap with: acks, commit now
+            if not len(self.batcher):  # between batches
+                self.apply_catalog_records(follower.poll(0))
+                if clients.knowledge is not None:
+                    clients.knowledge.poll(0)
+                self._housekeeping()
+
     def _tick(self) -> None:
-        self._last_tick = time.monotonic()
+        self.probes.tick()
 
     def _take(self, polled: dict[Any, list[Any]], asked: int | None = None) -> None:
         """Add polled consumer records to the micro-batch; fewer than ``asked`` means the
@@ -929,58 +461,6 @@ class Worker:
             self._broker_ok()
         if asked is not None and taken < asked:
             self.batcher.drained()
-
-    def restore_pending(self) -> int:
-        """Restore the users of partitions paused at assignment, then resume them.
-
-        Runs on the worker thread; returns the users loaded. While the state is read the
-        events consumer keeps polling (its other partitions' records join the batch in
-        hand), so a long restore neither blocks heartbeats nor exceeds the poll interval.
-        A partition revoked or re-assigned during the read is left to its next restore.
-        On failure the partitions stay paused and the restore is retried after
-        ``RESTORE_RETRY_S`` seconds.
-        """
-        if not self._restoring or time.monotonic() < self._next_restore_try:
-            return 0
-        if self.state_source is None:
-            self._resume(list(self._restoring))
-            self._restoring.clear()
-            return 0
-        epochs = dict(self._restoring)
-        wanted = sorted(epochs)
-        start = time.perf_counter()
-        try:
-            entries = self.state_source.read(wanted, keep_alive=self._keep_polling)
-        except (StateRestoreError, KafkaError) as exc:
-            self._next_restore_try = time.monotonic() + RESTORE_RETRY_S
-            log.warning(
-                "%s: restoring partitions %s failed (%s); retrying in %.0f s",
-                self.worker_id,
-                wanted,
-                exc,
-                RESTORE_RETRY_S,
-            )
-            return 0
-        self._broker_ok()
-        done = [p for p in wanted if self._restoring.get(p) == epochs[p]]
-        chosen = set(done)
-        loaded = self._import(e for e in entries.values() if e.partition in chosen)
-        for partition in done:
-            del self._restoring[partition]
-        self._resume(done)
-        seconds = time.perf_counter() - start
-        self.metrics.state_restored(seconds=seconds, users=loaded)
-        self._update_gauges()
-        log.info(
-            "%s restored %d users of partitions %s in %.3f s (%d state records, %d bytes)",
-            self.worker_id,
-            loaded,
-            done,
-            seconds,
-            getattr(self.state_source, "last_read_records", -1),
-            getattr(self.state_source, "last_read_bytes", -1),
-        )
-        return loaded
 
     def _resume(self, partitions: Iterable[int]) -> None:
         consumer = self._consumer
@@ -1018,7 +498,7 @@ class Worker:
         self._complete_in_flight(from_listener=from_listener)
         if plan is None:
             return
-        self._send(plan, self._sink)
+        self.step.send(plan, self._sink)
         self._in_flight = plan
         if from_listener:
             self._complete_in_flight(from_listener=True)
@@ -1028,7 +508,7 @@ class Worker:
         plan, self._in_flight = self._in_flight, None
         if plan is None or self._sink is None:
             return
-        self._acknowledged(plan, self._sink)  # raises PublishError: then nothing is committed
+        self.step.complete(plan, self._sink)  # raises PublishError: then nothing is committed
         if isinstance(self._sink, KafkaSink):
             self._broker_ok()  # the producer's records were acknowledged
         offsets = {
@@ -1047,9 +527,9 @@ class Worker:
             consumer.commit(offsets)
             self._broker_ok()
             self._in_hand = {}
-            if self._crash_loop is not None:
-                log.info("%s: committed past the crash loop (%s)", self.worker_id, self._crash_loop)
-                self._crash_loop = None
+            past = self.probes.committed()
+            if past is not None:
+                log.info("%s: committed past the crash loop (%s)", self.worker_id, past)
         except KafkaError as exc:
             # The state is already published: the next owner re-reads these events and
             # skips them by offset, so nothing is applied twice.
@@ -1060,156 +540,163 @@ class Worker:
     def _housekeeping(self) -> None:
         now = time.monotonic()
         if now >= self._next_eviction:
-            self._next_eviction = now + self._eviction_interval()
+            self._next_eviction = now + self.residency.eviction_interval()
             # An evicted user's state must be on the state topic: acknowledged first.
             self._complete_in_flight()
             self.evict_idle()
         if self._consumer is None:
             return
         # The lag refresh is also the broker probe when nothing else reached it lately.
-        quiet = self._last_broker_ok is None or (
-            now - self._last_broker_ok > self.broker_silence_s / 3
-        )
+        last_ok, silence_s = self.probes.last_broker_ok, self.probes.broker_silence_s
+        quiet = last_ok is None or (now - last_ok > silence_s / 3)
         if now >= self._next_lag or (quiet and now >= self._next_probe):
             self._next_lag = now + LAG_REFRESH_S
-            self._next_probe = now + self.broker_silence_s / 3
+            self._next_probe = now + silence_s / 3
             self._refresh_lag()
             self.metrics.set_ready(self.ready)
 
     def _refresh_lag(self) -> None:
-        consumer = self._consumer
-        assigned = list(consumer.assignment())
-        if not assigned:
-            # Nothing to measure, but the broker is probed all the same (readiness).
-            try:
-                consumer.end_offsets(
-                    [TopicPartition(self.settings.topics.events, 0)], timeout_ms=2000
-                )
-                self._broker_ok()
-            except KafkaError as exc:
-                log.debug("broker probe failed: %s", exc)
-            return
-        try:
-            ends = consumer.end_offsets(assigned, timeout_ms=2000)
+        reached, lags = _measure_lag(self._consumer, self.settings.topics.events)
+        if reached:
             self._broker_ok()
-            lags = {}
-            for tp in assigned:
-                # the fetch high watermark backs up ListOffsets (see state_store.read_to_end)
-                end = max(int(ends.get(tp, 0)), int(consumer.highwater(tp) or 0))
-                lags[(tp.topic, tp.partition)] = end - int(consumer.position(tp, timeout_ms=2000))
-        except KafkaError as exc:
-            log.debug("lag refresh failed: %s", exc)
-            return
-        self.metrics.lag(lags)
-
-    # rebalance callbacks: they run on the consumer's IO thread while the worker thread
-    # waits inside poll(), so the Engine is never touched by two threads at once.
-
-    def _on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        mine = {tp.partition for tp in revoked if tp.topic == self.settings.topics.events}
-        self.metrics.rebalance("revoked", len(mine))
-        if not mine:
-            return
-        self._flush_and_commit(from_listener=True)
-        self.release_partitions(mine)
-        self._assigned -= mine
-        for partition in mine:
-            self._restoring.pop(partition, None)
-        self.metrics.partitions_released((self.settings.topics.events, p) for p in mine)
-        self._update_gauges()
-        log.info("%s: partitions %s revoked", self.worker_id, sorted(mine))
-
-    def _on_lost(self, lost: Iterable[TopicPartition]) -> None:
-        mine = {tp.partition for tp in lost if tp.topic == self.settings.topics.events}
-        self.metrics.rebalance("lost", len(mine))
-        if not mine:
-            return
-        # Another worker owns them already: what is in hand will be read again there.
-        dropped = self.batcher.drop_partitions({(self.settings.topics.events, p) for p in mine})
-        self.release_partitions(mine)
-        self._assigned -= mine
-        for partition in mine:
-            self._restoring.pop(partition, None)
-        self.metrics.partitions_released((self.settings.topics.events, p) for p in mine)
-        self._update_gauges()
-        log.warning(
-            "%s: partitions %s lost (%d records dropped)", self.worker_id, sorted(mine), dropped
-        )
-
-    def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        mine = {tp.partition for tp in assigned if tp.topic == self.settings.topics.events}
-        self.metrics.rebalance("assigned", len(mine))
-        new = mine - self._assigned
-        if new:
-            # No blocking read here (this is the IO thread that heartbeats): pause the new
-            # partitions; the worker thread restores their users, then resumes them.
-            self._assign_epoch += 1
-            for partition in new:
-                self._restoring[partition] = self._assign_epoch
-            self._next_restore_try = 0.0
-            if self._consumer is not None:
-                events = self.settings.topics.events
-                self._consumer.pause(*(TopicPartition(events, p) for p in sorted(new)))
-        self._assigned |= mine
-        self._update_gauges()
-        log.info(
-            "%s: partitions %s assigned (%s to restore)", self.worker_id, sorted(mine), sorted(new)
-        )
+        if lags is not None:
+            self.metrics.lag(lags)
 
 
-def _merge_single_outcomes(engine: Any, events: list[Event]) -> Any:
-    """Process ``events`` one by one; an event that raises is rejected as processing_error."""
-    from interest_core.engine import BatchOutcome
+class _Clients:
+    """What :meth:`Worker.run` opens, to be closed when it ends."""
 
-    recommendations: dict[str, Any] = {}
-    rejected: list[tuple[Event, Rejected]] = []
-    changed: dict[str, None] = {}
-    deleted: dict[str, None] = {}
-    duplicates = 0
-    last_stats: Any = None
-    for event in events:
+    def __init__(self) -> None:
+        self.health: HealthServer | None = None
+        self.producer: Any = None
+        self.consumer: Any = None
+        self.follower: CatalogFollower | None = None
+        self.knowledge: Any = None  # consumers.knowledge_follower.SharedKnowledge
+        self.reader: StateReader | None = None
+
+    def close(self) -> None:
+        """Leave the group and close every client (each failure logged, none raised)."""
+        if self.consumer is not None:
+            try:
+                # Leaves the group (except where that would wedge the embedded
+                # broker's group: see consumers.group_membership).
+                close_group_consumer(self.consumer)
+            except Exception:
+                log.exception("closing the events consumer failed")
+            self.consumer = None
+        for closing in (self.follower, self.knowledge, self.reader):
+            if closing is not None:
+                try:
+                    closing.close()
+                except Exception:
+                    log.exception("closing %s failed", type(closing).__name__)
+        if self.producer is not None:
+            self.producer.close(timeout=10)
+        if self.health is not None:
+            self.health.stop()
+
+
+def _measure_lag(
+    consumer: Any, events_topic: str
+) -> tuple[bool, dict[tuple[str, int], int] | None]:
+    """``(reached, lags)``: whether the broker answered, and the records between the
+    consumer's position and the end of each assigned partition (None when unmeasured).
+    With nothing assigned the broker is probed all the same (readiness)."""
+    assigned = list(consumer.assignment())
+    if not assigned:
         try:
-            outcome = engine.process([event], published_at=time.time())
-        except Exception as exc:
-            log.exception("event %s failed", event.event_id)
-            rejected.append(
-                (event, Rejected("processing_error", f"{type(exc).__name__}: {exc}"[:300]))
-            )
-            continue
-        last_stats = outcome.stats
-        duplicates += outcome.duplicates
-        rejected.extend(outcome.rejected)
-        for rec in outcome.recommendations:
-            recommendations[rec.user_id] = rec  # one record per user per batch: the latest
-        for user_id in outcome.changed_users:
-            changed[user_id] = None
-            deleted.pop(user_id, None)
-        for user_id in outcome.deleted_users:
-            deleted[user_id] = None
-            changed.pop(user_id, None)
-            recommendations.pop(user_id, None)
-    return BatchOutcome(
-        recommendations=list(recommendations.values()),
-        rejected=rejected,
-        changed_users=list(changed),
-        deleted_users=list(deleted),
-        duplicates=duplicates,
-        stats=last_stats,
-    )
+            consumer.end_offsets([TopicPartition(events_topic, 0)], timeout_ms=2000)
+            return True, None
+        except KafkaError as exc:
+            log.debug("broker probe failed: %s", exc)
+            return False, None
+    try:
+        ends = consumer.end_offsets(assigned, timeout_ms=2000)
+    except KafkaError as exc:
+        log.debug("lag refresh failed: %s", exc)
+        return False, None
+    try:
+        lags = {}
+        for tp in assigned:
+            # the fetch high watermark backs up ListOffsets (see state_store.read_to_end)
+            end = max(int(ends.get(tp, 0)), int(consumer.highwater(tp) or 0))
+            lags[(tp.topic, tp.partition)] = end - int(consumer.position(tp, timeout_ms=2000))
+    except KafkaError as exc:
+        log.debug("lag refresh failed: %s", exc)
+        return True, None
+    return True, lags
+
+
+def _engine_for(settings: Settings, encoder: Encoder | None) -> Engine:
+    """The engine a worker runs: the settings' encoder (or ``encoder``) behind an
+    embedding cache."""
+    from interest_core.engine import Engine
+
+    if encoder is None:
+        encoder = encoder_from_settings(settings.encoder)
+    elif not isinstance(encoder, CachedEncoder):
+        # The batch's repeated texts and the cache metrics need the LRU in front.
+        encoder = CachedEncoder(encoder, settings.encoder.cache_size)
+    return Engine(encoder, settings, emit_item_signals=settings.items.shared)
 
 
 class _Rebalance(ConsumerRebalanceListener):
+    """The worker's partition changes. The callbacks run on the consumer's IO thread
+    while the worker thread waits inside ``poll()``, so the engine is never touched by
+    two threads at once; nothing here may block on the broker (it heartbeats)."""
+
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self.worker._on_revoked(revoked)
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.worker._on_assigned(assigned)
+        """Finish the batch in hand (published, committed), then let the users go."""
+        worker = self.worker
+        mine = self._events_partitions(revoked, "revoked")
+        if mine:
+            worker._flush_and_commit(from_listener=True)
+            self._give_up(mine)
+            log.info("%s: partitions %s revoked", worker.worker_id, sorted(mine))
 
     def on_partitions_lost(self, lost: Any) -> None:
-        self.worker._on_lost(lost)
+        """Another worker owns them already: what is in hand will be read again there."""
+        worker = self.worker
+        mine = self._events_partitions(lost, "lost")
+        if mine:
+            events = worker.settings.topics.events
+            dropped = worker.batcher.drop_partitions({(events, p) for p in mine})
+            self._give_up(mine)
+            log.warning(
+                "%s: partitions %s lost (%d records dropped)",
+                worker.worker_id,
+                sorted(mine),
+                dropped,
+            )
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        """Pause the new partitions; the worker thread restores their users, then
+        resumes them (no blocking read here)."""
+        worker = self.worker
+        mine = self._events_partitions(assigned, "assigned")
+        new = worker.residency.assign(mine)
+        if new and worker._consumer is not None:
+            events = worker.settings.topics.events
+            worker._consumer.pause(*(TopicPartition(events, p) for p in new))
+        worker._update_gauges()
+        log.info("%s: partitions %s assigned (%s to restore)", worker.worker_id, sorted(mine), new)
+
+    def _events_partitions(self, partitions: Iterable[TopicPartition], kind: str) -> set[int]:
+        """The events-topic partitions among ``partitions``, counted as a ``kind`` rebalance."""
+        events = self.worker.settings.topics.events
+        mine = {tp.partition for tp in partitions if tp.topic == events}
+        self.worker.metrics.rebalance(kind, len(mine))
+        return mine
+
+    def _give_up(self, partitions: set[int]) -> None:
+        """Revoked or lost: their users leave memory, their lag series go."""
+        worker = self.worker
+        worker.residency.release(partitions)
+        worker.metrics.partitions_released((worker.settings.topics.events, p) for p in partitions)
+        worker._update_gauges()
 
 
 # --------------------------------------------------------------------------- CLI
@@ -1252,32 +739,74 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _StoppedWhileStarting(SystemExit):
+    """SIGTERM / SIGINT arrived before the worker consumed anything.
+
+    A SystemExit (a requested exit, not a failure), so that no ``except Exception`` on
+    the way (loading the model, connecting) mistakes the stop for an error.
+    """
+
+
+def _told_in_one_line(exc: BaseException) -> bool:
+    """Errors that :func:`run` reports as one clear line: unreachable Kafka, a taken port."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return True
+    return isinstance(exc, KafkaError) and is_unreachable(exc)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run one worker until SIGTERM / SIGINT, then finish the batch, commit and leave."""
     if args.metrics_port is not None:
         settings = settings.replace(metrics={"port": args.metrics_port})
     stop = threading.Event()
 
+    worker: Worker | None = None
+
     def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal %d: finishing the batch in hand and leaving the group", signum)
         stop.set()
+        if worker is None or worker._consumer is None:
+            # Still connecting (a client bootstrap can block for seconds): nothing is in
+            # hand or to commit yet, so stop now rather than after the connection attempt.
+            raise _StoppedWhileStarting(signum)
+        log.info("signal %d: finishing the batch in hand and leaving the group", signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
         worker = Worker(settings, worker_id=args.worker_id)
+    except _StoppedWhileStarting as stopped:
+        print(
+            f"interest worker: stopped by signal {stopped.args[0]} while starting", file=sys.stderr
+        )
+        return 0
     except Exception as exc:
         print(f"interest worker: cannot start: {exc}", file=sys.stderr)
         return 1
-    worker.crash_file = getattr(args, "crash_file", None)
-    worker.restarted(getattr(args, "restarts", 0), getattr(args, "crash_loop", None))
-    print(
-        f"interest worker {worker.worker_id}: group {settings.consumer.group_id},"
-        f" events {settings.topics.events}, Kafka {settings.kafka.bootstrap_servers}",
-        file=sys.stderr,
-    )
     try:
+        # Inside the try: a signal can land while the banner is being written.
+        worker.crash_file = getattr(args, "crash_file", None)
+        worker.restarted(getattr(args, "restarts", 0), getattr(args, "crash_loop", None))
+        print(
+            f"interest worker {worker.worker_id}: group {settings.consumer.group_id},"
+            f" events {settings.topics.events}, Kafka {settings.kafka.bootstrap_servers}",
+            file=sys.stderr,
+        )
         return worker.run(stop)
+    except _StoppedWhileStarting as stopped:
+        print(
+            f"interest worker: stopped by signal {stopped.args[0]} while starting", file=sys.stderr
+        )
+        return 0
     except KafkaError as exc:
-        print(f"interest worker: Kafka error: {exc}", file=sys.stderr)
+        print(f"interest worker: {describe_kafka_error(settings, exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(
+            f"interest worker: cannot serve metrics on {settings.metrics.host}:"
+            f"{settings.metrics.port}: the port is taken; choose another with --metrics-port"
+            " or INTEREST__METRICS__PORT (0 picks a free one)",
+            file=sys.stderr,
+        )
         return 1

@@ -95,10 +95,14 @@ class BatchStats:
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What a ``process`` call produced; the worker publishes and commits from it."""
+    """What a ``process`` call produced; the worker publishes and commits from it.
+
+    ``rejected`` holds the position of each rejected event in the ``events`` given, with
+    the reason, so the caller finds the record it came from without searching.
+    """
 
     recommendations: list[Recommendation]
-    rejected: list[tuple[Event, Rejected]]
+    rejected: list[tuple[int, Rejected]]
     changed_users: list[str]
     deleted_users: list[str]
     duplicates: int
@@ -130,18 +134,19 @@ def _one_blas_thread() -> None:
 
 def split_unknown_items(
     events: Sequence[Event], catalog: Catalog
-) -> tuple[list[tuple[Event, Rejected]], list[Event]]:
-    """Split off events naming an item ``catalog`` does not hold (rejected values)."""
-    rejected: list[tuple[Event, Rejected]] = []
+) -> tuple[list[tuple[int, Rejected]], list[Event]]:
+    """Split off events naming an item ``catalog`` does not hold: their positions in
+    ``events`` with the reason, and the valid events in order."""
+    rejected: list[tuple[int, Rejected]] = []
     valid: list[Event] = []
-    for event in events:
+    for position, event in enumerate(events):
         if (
             not isinstance(event, UserDeletion)
             and event.item_id is not None
             and catalog.row(event.item_id) is None
         ):
             detail = f"unknown item {event.item_id[:80]!r}"
-            rejected.append((event, Rejected("unknown_item", detail, event.to_json())))
+            rejected.append((position, Rejected("unknown_item", detail, event.to_json())))
         else:
             valid.append(event)
     return rejected, valid

@@ -169,6 +169,53 @@ def _int(value: Any) -> int | None:
     return value
 
 
+def _finite_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def _load_params(
+    raw: bytes | str | Mapping[str, Any], max_bytes: int
+) -> tuple[Any, bytes] | Rejected:
+    """The decoded JSON of ``raw`` (at most ``max_bytes``) with its bytes, or why not."""
+    if not isinstance(raw, bytes | bytearray | memoryview | str):
+        return raw, b""
+    raw_bytes = raw.encode("utf-8", "replace") if isinstance(raw, str) else bytes(raw)
+    if len(raw_bytes) > max_bytes:
+        return Rejected("record_too_large", f"{len(raw_bytes)} bytes > {max_bytes}", raw_bytes)
+    try:
+        return orjson.loads(raw_bytes), raw_bytes
+    except orjson.JSONDecodeError as exc:
+        return Rejected("not_json", str(exc)[:200], raw_bytes)
+
+
+def _decode_values(
+    obj: Mapping[str, Any], shape: tuple[int, ...], dtype: np.dtype, raw_bytes: bytes
+) -> np.ndarray | Rejected:
+    """The record's base64 ``data`` as a read-only array of ``shape`` and ``dtype``,
+    checked against its size, ``checksum`` and finiteness."""
+    data = obj["data"]
+    if not isinstance(data, str):
+        return Rejected("bad_type:data", "data must be a base64 string", raw_bytes)
+    try:
+        values_raw = base64.b64decode(data.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+        return Rejected("bad_data", f"data is not base64: {exc}"[:200], raw_bytes)
+    expected_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(values_raw) != expected_bytes:
+        detail = f"{len(values_raw)} bytes, shape {list(shape)} needs {expected_bytes}"
+        return Rejected("bad_size", detail, raw_bytes)
+    checksum = obj["checksum"]
+    if not isinstance(checksum, str) or checksum != _checksum(values_raw):
+        return Rejected("bad_checksum", "checksum does not match the data", raw_bytes)
+    values = np.frombuffer(values_raw, dtype=dtype).reshape(shape)
+    if not np.isfinite(values).all():
+        return Rejected("not_finite", "the values hold NaN or infinity", raw_bytes)
+    values = values.astype(dtype.newbyteorder("="))
+    values.setflags(write=False)
+    return values
+
+
 def parse_params(
     raw: bytes | str | Mapping[str, Any],
     *,
@@ -181,17 +228,10 @@ def parse_params(
     ``key`` (the Kafka key) must equal the record's name when given; ``spec`` adds the
     consumer's expectations of shape and model. Never raises on bad input.
     """
-    raw_bytes = b""
-    if isinstance(raw, bytes | bytearray | memoryview | str):
-        raw_bytes = raw.encode("utf-8", "replace") if isinstance(raw, str) else bytes(raw)
-        if len(raw_bytes) > max_bytes:
-            return Rejected("record_too_large", f"{len(raw_bytes)} bytes > {max_bytes}", raw_bytes)
-        try:
-            obj: Any = orjson.loads(raw_bytes)
-        except orjson.JSONDecodeError as exc:
-            return Rejected("not_json", str(exc)[:200], raw_bytes)
-    else:
-        obj = raw
+    loaded = _load_params(raw, max_bytes)
+    if isinstance(loaded, Rejected):
+        return loaded
+    obj, raw_bytes = loaded
 
     def fail(reason: str, detail: str) -> Rejected:
         return Rejected(reason, detail, raw_bytes)
@@ -216,11 +256,7 @@ def parse_params(
     if not isinstance(model, str):
         return fail("bad_type:model", "model must be a string")
     created_at = obj["created_at"]
-    if (
-        isinstance(created_at, bool)
-        or not isinstance(created_at, int | float)
-        or not math.isfinite(created_at)
-    ):
+    if not _finite_number(created_at):
         return fail("bad_type:created_at", "created_at must be a finite number (unix seconds)")
     meta = obj.get("meta", {})
     if not isinstance(meta, Mapping):
@@ -246,32 +282,15 @@ def parse_params(
         if spec.shape is not None and shape != tuple(spec.shape):
             return fail("wrong_shape", f"shape {list(shape)}, expected {list(spec.shape)}")
 
-    data = obj["data"]
-    if not isinstance(data, str):
-        return fail("bad_type:data", "data must be a base64 string")
-    try:
-        values_raw = base64.b64decode(data.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
-        return fail("bad_data", f"data is not base64: {exc}"[:200])
-    expected_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(values_raw) != expected_bytes:
-        return fail(
-            "bad_size", f"{len(values_raw)} bytes, shape {list(shape)} needs {expected_bytes}"
-        )
-    checksum = obj["checksum"]
-    if not isinstance(checksum, str) or checksum != _checksum(values_raw):
-        return fail("bad_checksum", "checksum does not match the data")
-    values = np.frombuffer(values_raw, dtype=dtype).reshape(shape)
-    if not np.isfinite(values).all():
-        return fail("not_finite", "the values hold NaN or infinity")
-    values = values.astype(dtype.newbyteorder("="))
-    values.setflags(write=False)
+    values = _decode_values(obj, shape, dtype, raw_bytes)
+    if isinstance(values, Rejected):
+        return values
     return ParamRecord(
         name=name,
         version=version,
         model=model,
         values=values,
-        checksum=checksum,
+        checksum=obj["checksum"],
         created_at=float(created_at),
         meta=dict(meta),
     )

@@ -14,6 +14,8 @@ Every setting, its default and its unit is documented in ``configs/default.toml`
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -35,14 +37,31 @@ __all__ = [
     "SettingsError",
     "StateSettings",
     "TopicSettings",
+    "env_variable_names",
     "settings_from",
+    "unmatched_env_variables",
 ]
 
 ENV_PREFIX = "INTEREST__"
 
 
 class SettingsError(ValueError):
-    """A configuration value is unknown or has the wrong type."""
+    """A configuration value is unknown, has the wrong type or is out of range."""
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise SettingsError(f"{key}: {message}")
+
+
+def _check_positive(obj: Any, *keys: str) -> None:
+    for key in keys:
+        _check(getattr(obj, key) > 0, key, f"must be positive, got {getattr(obj, key)!r}")
+
+
+def _check_one_of(obj: Any, key: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(obj, key)
+    _check(value in allowed, key, f"must be one of {', '.join(allowed)}; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -59,6 +78,19 @@ class KafkaSettings:
     request_timeout_ms: int = 30000
     retry_backoff_ms: int = 200
     reconnect_backoff_max_ms: int = 5000
+    bootstrap_timeout_ms: int = 10000  # first connection; past it, "cannot reach Kafka"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.bootstrap_servers.strip()), "bootstrap_servers", "must not be empty")
+        _check_one_of(self, "security_protocol", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+        _check_one_of(self, "sasl_mechanism", ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+        _check_positive(
+            self,
+            "request_timeout_ms",
+            "retry_backoff_ms",
+            "reconnect_backoff_max_ms",
+            "bootstrap_timeout_ms",
+        )
 
 
 @dataclass(frozen=True)
@@ -81,12 +113,29 @@ class TopicSettings:
     models_partitions: int = 1
     replication_factor: int = 1
 
+    def __post_init__(self) -> None:
+        for key in ("events", "catalog", "recommendations", "deadletter", "state"):
+            _check(bool(getattr(self, key).strip()), key, "a topic name must not be empty")
+        _check_positive(
+            self,
+            "events_partitions",
+            "catalog_partitions",
+            "recommendations_partitions",
+            "deadletter_partitions",
+            "state_partitions",
+            "replication_factor",
+        )
+
 
 @dataclass(frozen=True)
 class BrokerSettings:
     host: str = "127.0.0.1"
     port: int = 9092
     startup_timeout_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        _check(0 < self.port < 65536, "port", f"must be in 1..65535, got {self.port}")
+        _check_positive(self, "startup_timeout_s")
 
 
 @dataclass(frozen=True)
@@ -103,6 +152,22 @@ class ConsumerSettings:
     # hop's latency on the embedded broker (p50 126 / p99 250 ms; 10 ms: 2.9 / 5.8 ms).
     fetch_max_wait_ms: int = 10
 
+    def __post_init__(self) -> None:
+        _check(bool(self.group_id.strip()), "group_id", "must not be empty")
+        _check_positive(
+            self,
+            "session_timeout_ms",
+            "heartbeat_interval_ms",
+            "max_poll_interval_ms",
+            "fetch_max_bytes",
+            "max_partition_fetch_bytes",
+        )
+        _check(
+            self.heartbeat_interval_ms < self.session_timeout_ms,
+            "heartbeat_interval_ms",
+            f"must be below session_timeout_ms ({self.session_timeout_ms})",
+        )
+
 
 @dataclass(frozen=True)
 class BatchSettings:
@@ -111,6 +176,10 @@ class BatchSettings:
     # Flush as soon as the consumer has nothing more buffered (small batches when idle,
     # up to max_events under load); False: always wait max_wait_ms for the batch to fill.
     adaptive: bool = True
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "max_events")
+        _check(self.max_wait_ms >= 0, "max_wait_ms", f"must be >= 0, got {self.max_wait_ms}")
 
 
 @dataclass(frozen=True)
@@ -127,6 +196,18 @@ class EncoderSettings:
     query_prefix: str = ""  # prepended to user text (e5/bge style models want one)
     document_prefix: str = ""  # prepended to item text
 
+    def __post_init__(self) -> None:
+        _check_one_of(self, "backend", ("transformer", "hashing"))
+        _check_one_of(self, "pooling", ("auto", "mean", "cls", "last"))
+        _check(
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+            "device",
+            f"must be auto, cpu, cuda or cuda:N; got {self.device!r}",
+        )
+        _check_one_of(self, "dtype", ("auto", "float32", "float16", "bfloat16"))
+        _check_positive(self, "max_seq_length", "max_tokens_per_batch")
+        _check(self.cache_size >= 0, "cache_size", f"must be >= 0, got {self.cache_size}")
+
 
 @dataclass(frozen=True)
 class ModelSettings:
@@ -140,6 +221,22 @@ class ModelSettings:
     recent_items: int = 50  # items kept in the per-user history
     negative_weight: float = 0.5
 
+    def __post_init__(self) -> None:
+        _check_positive(
+            self,
+            "short_term_half_life_s",
+            "long_term_half_life_s",
+            "max_slots",
+            "slot_half_life_s",
+            "recent_items",
+        )
+        _check(
+            -1.0 <= self.slot_similarity <= 1.0,
+            "slot_similarity",
+            f"is a cosine, in [-1, 1]; got {self.slot_similarity}",
+        )
+        _check(self.negative_weight >= 0, "negative_weight", "must be >= 0")
+
 
 @dataclass(frozen=True)
 class IndexSettings:
@@ -147,6 +244,10 @@ class IndexSettings:
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
     hnsw_ef_construction: int = 80
+
+    def __post_init__(self) -> None:
+        _check(self.exact_max_items >= 0, "exact_max_items", "must be >= 0")
+        _check_positive(self, "hnsw_m", "hnsw_ef_search", "hnsw_ef_construction")
 
 
 @dataclass(frozen=True)
@@ -157,6 +258,12 @@ class RecommendSettings:
     trending_half_life_s: float = 86400.0
     cooccurrence_window: int = 20  # last items of a user paired with a new one
     fusion_learning_rate: float = 0.05
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "k", "candidates_per_source", "trending_half_life_s")
+        _check(0.0 <= self.mmr_lambda <= 1.0, "mmr_lambda", f"in [0, 1]; got {self.mmr_lambda}")
+        _check(self.cooccurrence_window >= 0, "cooccurrence_window", "must be >= 0")
+        _check(self.fusion_learning_rate >= 0, "fusion_learning_rate", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -177,6 +284,9 @@ class StateSettings:
     max_users: int = 1_000_000
     restore_timeout_s: float = 60.0
 
+    def __post_init__(self) -> None:
+        _check_positive(self, "user_ttl_s", "max_users", "restore_timeout_s")
+
 
 @dataclass(frozen=True)
 class LimitsSettings:
@@ -186,12 +296,18 @@ class LimitsSettings:
     # are truncated, larger states and recommendations trimmed (docs/GUARANTEES.md).
     max_publish_bytes: int = 1_000_000
 
+    def __post_init__(self) -> None:
+        _check_positive(self, "max_text_chars", "max_record_bytes")
+
 
 @dataclass(frozen=True)
 class MetricsSettings:
     host: str = "127.0.0.1"
     port: int = 9400  # 0: pick a free port
     enabled: bool = True
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port < 65536, "port", f"must be in 0..65535, got {self.port}")
 
 
 @dataclass(frozen=True)
@@ -252,7 +368,7 @@ def _apply(obj: Any, overrides: Mapping[str, Any], where: str) -> Any:
     for key, value in overrides.items():
         path = f"{where}.{key}" if where else key
         if key not in known:
-            raise SettingsError(f"unknown setting {path!r}")
+            raise SettingsError(f"unknown setting {path!r}{_did_you_mean(key, known)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, Mapping):
@@ -260,23 +376,88 @@ def _apply(obj: Any, overrides: Mapping[str, Any], where: str) -> Any:
             changes[key] = _apply(current, value, path)
         else:
             changes[key] = _coerce(value, hints[key], path)
-    return dataclasses.replace(obj, **changes)
+    try:
+        return dataclasses.replace(obj, **changes)
+    except SettingsError as exc:  # a section's range check names the key only
+        raise SettingsError(f"{where}.{exc}" if where else str(exc)) from None
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for name, raw in environ.items():
+def _did_you_mean(word: str, candidates: Any) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def env_variable_names() -> list[str]:
+    """Every ``INTEREST__SECTION__KEY`` name that overrides a setting."""
+    return [
+        f"{ENV_PREFIX}{section.upper()}__{key.name.upper()}"
+        for section, section_type in get_type_hints(Settings).items()
+        for key in fields(section_type)
+    ]
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def unmatched_env_variables(
+    environ: Mapping[str, str], also_known: tuple[str, ...] = ()
+) -> list[str]:
+    """Warnings for ``INTEREST_*`` variables that configure nothing (prefix typos).
+
+    ``INTEREST__*`` overrides are checked strictly by :func:`settings_from`; this looks
+    at the rest, e.g. ``INTEREST_KAFKA__BOOTSTRAP_SERVERS`` (one underscore), which would
+    otherwise be ignored without a word. ``also_known`` names the variables the caller
+    reads itself (``INTEREST_CONFIG``...). One message per variable, with a suggestion.
+    """
+    overrides = env_variable_names()
+    known = set(also_known)
+    warnings = []
+    for name in sorted(environ):
+        if not name.upper().startswith("INTEREST_") or name in known:
+            continue
+        if name.startswith(ENV_PREFIX):
+            continue  # an override: settings_from checks it strictly
+        guess = _guess_variable(name, overrides + sorted(known))
+        hint = f"; did you mean {guess}?" if guess else ""
+        warnings.append(f"environment variable {name} is not a setting and is ignored{hint}")
+    return warnings
+
+
+def _guess_variable(name: str, candidates: list[str]) -> str | None:
+    # Compare with the underscores normalised, so INTEREST_KAFKA__X finds INTEREST__KAFKA__X.
+    def norm(text: str) -> str:
+        return re.sub(r"_+", "_", text.upper())
+
+    by_norm = {norm(c): c for c in candidates}
+    if norm(name) in by_norm:
+        return by_norm[norm(name)]
+    close = difflib.get_close_matches(norm(name), list(by_norm), n=1, cutoff=0.8)
+    return by_norm[close[0]] if close else None
+
+
+def _env_overrides(environ: Mapping[str, str]) -> list[tuple[str, str, str, Any]]:
+    """``(variable, section, key, value)`` for each ``INTEREST__SECTION__KEY`` variable."""
+    out = []
+    for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
         parts = name[len(ENV_PREFIX) :].lower().split("__")
         if len(parts) != 2 or not all(parts):
-            raise SettingsError(f"environment override {name!r} must be INTEREST__SECTION__KEY")
-        try:
-            value: Any = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        out.setdefault(parts[0], {})[parts[1]] = value
+            guess = _guess_variable(name, env_variable_names())
+            hint = f"; did you mean {guess}?" if guess else ""
+            raise SettingsError(f"environment variable {name} must be INTEREST__SECTION__KEY{hint}")
+        out.append((name, parts[0], parts[1], _env_value(raw)))
     return out
+
+
+def _strip_path(message: str) -> str:
+    # "batch.max_events: must be positive" -> "must be positive" (the variable names the key)
+    head, sep, rest = message.partition(": ")
+    return rest if sep and re.fullmatch(r"[a-z_]+\.[a-z_]+", head) else message
 
 
 def settings_from(
@@ -284,7 +465,19 @@ def settings_from(
 ) -> Settings:
     """Settings from a parsed TOML mapping, then environment overrides on top.
 
-    Raises :class:`SettingsError` naming the key for an unknown key or a wrong type.
+    Raises :class:`SettingsError` for an unknown key, a wrong type or a value out of
+    range, naming the TOML key (``batch.max_events``) or the environment variable
+    (``INTEREST__BATCH__MAX_EVENTS``), with a suggestion for a misspelt name.
     """
     settings = _apply(Settings(), toml or {}, "")
-    return _apply(settings, _env_overrides(environ or {}), "env")
+    names = env_variable_names()
+    for name, section, key, value in _env_overrides(environ or {}):
+        try:
+            settings = _apply(settings, {section: {key: value}}, "")
+        except SettingsError as exc:
+            if name.upper() in names:
+                raise SettingsError(f"{name}: {_strip_path(str(exc))}") from None
+            guess = _guess_variable(name, names)
+            hint = f"; did you mean {guess}?" if guess else ""
+            raise SettingsError(f"environment variable {name} is not a setting{hint}") from None
+    return settings

@@ -21,7 +21,9 @@ from tqdm import tqdm
 from interest_core.records import Rejected, parse_catalog
 from interest_core.settings import Settings
 from producers.jsonl import best_effort_key, read_lines
+from producers.kafka_client import describe_kafka_error
 from producers.publish import Publisher, PublishSummary, bulk_producer
+from producers.topics import missing_topic_warning
 
 __all__ = ["configure", "load_catalog", "run"]
 
@@ -90,6 +92,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
+        missing = missing_topic_warning(settings, settings.topics.catalog)
+        if missing:
+            print(f"interest catalog load: warning: {missing}", file=sys.stderr)
         summary = load_catalog(
             args.file,
             settings,
@@ -100,12 +105,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"interest catalog load: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
     except KafkaError as exc:
-        print(
-            f"interest catalog load: cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"interest catalog load: {describe_kafka_error(settings, exc)}", file=sys.stderr)
         return 1
     print(summary.report())
     if not summary.ok:
+        return 1
+    if summary.sent == 0 and not summary.interrupted:
+        why = "every line is invalid" if summary.lines else "the file holds no items"
+        print(f"interest catalog load: nothing sent: {why}", file=sys.stderr)
         return 1
     return 130 if summary.interrupted else 0

@@ -13,7 +13,14 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from interest_core.settings import KafkaSettings, Settings
 
-__all__ = ["client_kwargs", "make_admin", "make_consumer", "make_producer"]
+__all__ = [
+    "client_kwargs",
+    "describe_kafka_error",
+    "is_unreachable",
+    "make_admin",
+    "make_consumer",
+    "make_producer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +34,7 @@ def client_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
         "request_timeout_ms": kafka.request_timeout_ms,
         "retry_backoff_ms": kafka.retry_backoff_ms,
         "reconnect_backoff_max_ms": kafka.reconnect_backoff_max_ms,
+        "bootstrap_timeout_ms": kafka.bootstrap_timeout_ms,
     }
     if kafka.security_protocol.startswith("SASL"):
         kwargs["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
@@ -36,6 +44,28 @@ def client_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
         if getattr(kafka, name):
             kwargs[name] = getattr(kafka, name)
     return kwargs
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` says no broker could be reached (as opposed to a refused request)."""
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    if isinstance(exc, KafkaConnectionError):
+        return True
+    return isinstance(exc, KafkaTimeoutError) and "bootstrap" in str(exc).lower()
+
+
+def describe_kafka_error(settings: Settings, exc: BaseException) -> str:
+    """One line for a user: what failed, where, and for an unreachable cluster what to do."""
+    servers = settings.kafka.bootstrap_servers
+    if is_unreachable(exc):
+        return (
+            f"cannot reach Kafka at {servers} ({exc}). "
+            "For a local broker run `interest broker` in another terminal; for another "
+            "cluster set INTEREST__KAFKA__BOOTSTRAP_SERVERS=host:port "
+            "(or kafka.bootstrap_servers in the --config file)"
+        )
+    return f"Kafka error at {servers}: {exc}"
 
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:

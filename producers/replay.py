@@ -16,6 +16,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -28,7 +29,9 @@ from tqdm import tqdm
 from interest_core.records import Rejected, parse_event
 from interest_core.settings import Settings
 from producers.jsonl import best_effort_key, read_lines
+from producers.kafka_client import describe_kafka_error
 from producers.publish import Publisher, PublishSummary, bulk_producer
+from producers.topics import missing_topic_warning
 
 __all__ = ["ReplayPlan", "configure", "plan_replay", "replay", "retimed", "run"]
 
@@ -96,6 +99,19 @@ def retimed(line: bytes, ts: float) -> bytes:
     return orjson.dumps(event)
 
 
+def send_offset_s(
+    index: int, event_offset_s: float, rate: float | None, speed: float | None
+) -> float:
+    """When the ``index``-th record is due, in seconds after the first send: ``index /
+    rate`` at a fixed rate (events per second), its event time after the first event's
+    (``event_offset_s``, seconds) over ``speed``, else at once (0.0)."""
+    if rate is not None:
+        return index / rate
+    if speed is not None:
+        return event_offset_s / speed
+    return 0.0
+
+
 def replay(
     path: str | Path,
     settings: Settings,
@@ -106,6 +122,9 @@ def replay(
     retime: bool = False,
     progress: bool | None = None,
     producer: KafkaProducer | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    plan: ReplayPlan | None = None,
 ) -> PublishSummary:
     """Publish the event log at ``path`` to ``settings.topics.events``; returns the summary.
 
@@ -114,14 +133,19 @@ def replay(
     event with the wall-clock time it is sent (invalid lines go as they are). ``progress`` shows a bar on
     stderr (None: only when stderr is a terminal). A ``producer`` may be passed in (it is
     flushed, not closed); otherwise one is made and closed. Ctrl-C stops sending, and
-    what was sent is still flushed and checked (``summary.interrupted``).
+    what was sent is still flushed and checked (``summary.interrupted``). ``plan`` is
+    the file already read by :func:`plan_replay` (else it is read here). ``clock``
+    (seconds) and ``sleep`` pace the sends (injected so a test can check the schedule).
     """
     if rate is not None and rate <= 0:
         raise ValueError("rate must be positive (events per second)")
     if speed is not None and speed <= 0:
         raise ValueError("speed must be positive (times real time)")
-    plan = plan_replay(path, settings, send_invalid=send_invalid)
+    if plan is None:
+        plan = plan_replay(path, settings, send_invalid=send_invalid)
     summary = plan.summary
+    if not plan.records:
+        return summary  # nothing to send: no need to reach Kafka
     own = producer is None
     active = producer if producer is not None else bulk_producer(settings)
     publisher = Publisher(active, summary)
@@ -130,20 +154,14 @@ def replay(
         total=len(plan.records), unit="ev", file=sys.stderr, disable=not show, mininterval=0.5
     )
     first_ts = plan.records[0][0] if plan.records else 0.0
-    started = time.monotonic()
+    started = clock()
     valid_sent = 0
     try:
         for index, (ts, key, line) in enumerate(plan.records):
-            if rate is not None:
-                due = index / rate
-            elif speed is not None:
-                due = (ts - first_ts) / speed
-            else:
-                due = 0.0
-            ahead = due - (time.monotonic() - started)
+            ahead = send_offset_s(index, ts - first_ts, rate, speed) - (clock() - started)
             if ahead > _MIN_SLEEP_S:
                 bar.update(index - bar.n)
-                time.sleep(ahead)
+                sleep(ahead)
             if retime and index not in plan.invalid:
                 line = retimed(line, time.time())
             publisher.send(key, line)
@@ -155,7 +173,7 @@ def replay(
         log.warning("interrupted after %d records; flushing what was sent", valid_sent)
     finally:
         publisher.finish()
-        summary.elapsed_s = time.monotonic() - started
+        summary.elapsed_s = clock() - started
         bar.update(summary.sent - bar.n)
         bar.close()
         if own:
@@ -186,6 +204,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
+        plan = plan_replay(args.file, settings, send_invalid=args.send_invalid)
+        if not plan.records:
+            print(plan.summary.report())
+            why = "every line is invalid" if plan.summary.lines else "the file holds no events"
+            print(f"interest replay: nothing sent: {why}", file=sys.stderr)
+            return 1
+        missing = missing_topic_warning(settings, settings.topics.events)
+        if missing:
+            print(f"interest replay: warning: {missing}", file=sys.stderr)
         summary = replay(
             args.file,
             settings,
@@ -194,6 +221,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             send_invalid=args.send_invalid,
             retime=args.retime,
             progress=False if args.quiet else None,
+            plan=plan,
         )
     except OSError as exc:
         print(f"interest replay: cannot read {args.file}: {exc}", file=sys.stderr)
@@ -202,10 +230,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"interest replay: {exc}", file=sys.stderr)
         return 2
     except KafkaError as exc:
-        print(
-            f"interest replay: cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"interest replay: {describe_kafka_error(settings, exc)}", file=sys.stderr)
         return 1
     print(summary.report())
     if not summary.ok:

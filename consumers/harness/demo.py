@@ -31,11 +31,11 @@ from typing import IO, Any
 
 import orjson
 
-from consumers.fleet import (
-    Fleet,
-    format_status,
+from consumers.fleet import Fleet, format_status
+from consumers.harness.report import (
     histogram_buckets,
     histogram_quantile,
+    sample_total,
     scrape_samples,
 )
 from interest_core.records import Recommendation, Rejected, parse_recommendation
@@ -277,10 +277,6 @@ def _scrape_fleet(fleet: Fleet) -> list[tuple[str, dict[str, str], float]]:
     return samples
 
 
-def _total(samples: list[tuple[str, dict[str, str], float]], name: str) -> float:
-    return sum(value for sample, _, value in samples if sample == name)
-
-
 def _wait_ready(fleet: Fleet, timeout_s: float, out: IO[str]) -> bool:
     deadline = time.monotonic() + timeout_s
     last_line = 0.0
@@ -452,8 +448,8 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
         result.watched_lines = watcher.lines
 
         samples = _scrape_fleet(fleet)
-        result.events_consumed = _total(samples, "interest_events_consumed_total")
-        result.recommendations_published = _total(
+        result.events_consumed = sample_total(samples, "interest_events_consumed_total")
+        result.recommendations_published = sample_total(
             samples, "interest_recommendations_published_total"
         )
         for name, labels, value in samples:
@@ -541,13 +537,13 @@ def _wait_drained(
     last_total, last_change = -1.0, time.monotonic()
     while time.monotonic() < deadline:
         samples = _scrape_fleet(fleet)
-        consumed = _total(samples, "interest_events_consumed_total")
+        consumed = sample_total(samples, "interest_events_consumed_total")
         if consumed != last_total:
             last_total, last_change = consumed, time.monotonic()
             result.processing_s = last_change - started
         if consumed >= sent:
             return
-        lag = _total(samples, "interest_consumer_lag_records")
+        lag = sample_total(samples, "interest_consumer_lag_records")
         # Malformed records may be counted only as dead letters: settle on zero lag.
         if lag == 0 and time.monotonic() - last_change > 3.0 and consumed > 0:
             return

@@ -19,14 +19,21 @@ from typing import Any
 
 import numpy as np
 
+# One Prometheus text parser for everything that reads a worker's /metrics.
+from consumers.fleet import histogram_buckets, histogram_quantile, scrape_samples
+
 __all__ = [
     "command_line",
     "git_state",
+    "histogram_buckets",
+    "histogram_quantile",
     "histogram_totals",
     "machine_info",
     "percentiles",
     "rss_bytes",
     "rss_mib",
+    "sample_total",
+    "scrape_samples",
 ]
 
 _ROOT = Path(__file__).resolve().parents[2]
@@ -140,3 +147,8 @@ def histogram_totals(registry: Any, name: str) -> dict[str, float]:
     total = registry.get_sample_value(f"{name}_sum") or 0.0
     count = registry.get_sample_value(f"{name}_count") or 0.0
     return {"total_s": total, "batches": count}
+
+
+def sample_total(samples: Iterable[tuple[str, Any, float]], name: str) -> float:
+    """The sum of every scraped sample named ``name`` (all label sets; 0.0 when none)."""
+    return sum(value for sample, _, value in samples if sample == name)

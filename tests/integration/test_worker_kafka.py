@@ -29,7 +29,8 @@ from interest_core.records import parse_recommendation
 from interest_core.settings import Settings
 from producers.kafka_client import make_consumer, make_producer
 from producers.topics import create_topics
-from tests.pipeline.test_worker_pipeline import MOVIELENS, movielens_log
+from tests.data_paths import MOVIELENS_SMALL as MOVIELENS
+from tests.data_paths import movielens_log
 
 pytestmark = [
     pytest.mark.integration,

@@ -5,19 +5,30 @@ from __future__ import annotations
 from collections import Counter
 
 import orjson
+from prometheus_client import CollectorRegistry
 
 from consumers.inspect import _text, describe_entry
 from consumers.state_store import StateEntry
-from consumers.worker import MemorySink
-from tests.pipeline.test_worker_pipeline import Feed, _settings, make_worker, movielens_log
+from consumers.testing import MemorySink, RecordFeed, catalog_records
+from consumers.worker import Worker
+from interest_core.encoder import HashingEncoder
+from interest_core.settings import Settings
+from tests.data_paths import movielens_log, needs_movielens
+
+pytestmark = needs_movielens
+
+
+def _settings() -> Settings:
+    return Settings().replace(encoder={"backend": "hashing"})
 
 
 def test_inspect_decodes_what_the_worker_wrote() -> None:
     catalog, events = movielens_log(users=5, per_user=8)
     settings = _settings()
     sink = MemorySink()
-    worker = make_worker(settings, catalog)
-    feed = Feed(settings.topics.events)
+    worker = Worker(settings, HashingEncoder(), worker_id="t", registry=CollectorRegistry())
+    worker.apply_catalog_records(catalog_records(settings.topics.catalog, catalog))
+    feed = RecordFeed(settings.topics.events, settings.topics.events_partitions)
     worker.handle(feed.events(events), sink)
     user = events[0]["user_id"]
     blob = sink.latest(settings.topics.state)[user]

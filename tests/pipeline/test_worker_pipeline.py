@@ -7,11 +7,10 @@ records (``../shared/data/movielens-small``) and publishing to a :class:`MemoryS
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import itertools
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -19,12 +18,12 @@ from prometheus_client import CollectorRegistry
 
 from consumers.batching import InputRecord
 from consumers.bounded import record_bytes
-from consumers.state_store import StateEntry, partition_for_key
-from consumers.worker import MemorySink, Worker
+from consumers.testing import MemorySink, MemoryStateSource, RecordFeed, catalog_records
+from consumers.worker import Worker
 from interest_core.encoder import HashingEncoder
 from interest_core.records import parse_recommendation
 from interest_core.settings import Settings
-from tests.data_paths import MOVIELENS_SMALL, needs_movielens
+from tests.data_paths import MOVIELENS_SMALL, movielens_log, needs_movielens
 
 MOVIELENS = MOVIELENS_SMALL
 PARTITIONS = 4
@@ -39,122 +38,6 @@ def _settings() -> Settings:
     )
 
 
-def movielens_log(users: int = 12, per_user: int = 12) -> tuple[list[dict], list[dict]]:
-    """(catalog records, events) for the first ``users`` users' first ratings, in time order.
-
-    Ratings become view / click / purchase / rate / dislike by value, and every user also
-    searches once for the genre of a movie they rated, so text goes through the encoder.
-    """
-    movies = {}
-    with (MOVIELENS / "movies.csv").open(encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            movies[row["movieId"]] = row
-    events: list[dict] = []
-    taken: Counter[str] = Counter()
-    used: set[str] = set()
-    with (MOVIELENS / "ratings.csv").open(encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            user = row["userId"]
-            if int(user) > users or taken[user] >= per_user:
-                continue
-            taken[user] += 1
-            rating, movie = float(row["rating"]), row["movieId"]
-            used.add(movie)
-            kind = (
-                "purchase"
-                if rating >= 4.5
-                else "click"
-                if rating >= 4
-                else "view"
-                if rating >= 3
-                else "rate"
-                if rating >= 2
-                else "dislike"
-            )
-            event = {
-                "event_id": f"e{len(events)}",
-                "user_id": f"u{user}",
-                "ts": float(row["timestamp"]),
-                "type": kind,
-                "item_id": f"m{movie}",
-            }
-            if kind == "rate":
-                event["rating"] = rating
-            events.append(event)
-            if taken[user] == 3:
-                genre = movies[movie]["genres"].split("|")[0]
-                events.append(
-                    {
-                        "event_id": f"e{len(events)}",
-                        "user_id": f"u{user}",
-                        "ts": float(row["timestamp"]) + 1,
-                        "type": "search",
-                        "text": f"{genre.lower()} movies like {movies[movie]['title']}",
-                    }
-                )
-    catalog = [
-        {
-            "item_id": f"m{m}",
-            "title": movies[m]["title"],
-            "category": movies[m]["genres"].split("|")[0],
-            "tags": movies[m]["genres"].split("|"),
-        }
-        for m in sorted(used, key=int)
-    ]
-    events.sort(key=lambda e: e["ts"])
-    return catalog, events
-
-
-class Feed:
-    """Turns values into events-topic records keyed by user, with per-partition offsets."""
-
-    def __init__(self, topic: str) -> None:
-        self.topic = topic
-        self.offsets: Counter[int] = Counter()
-
-    def record(self, key: str, value: bytes | None) -> InputRecord:
-        partition = partition_for_key(key.encode(), PARTITIONS)
-        offset = self.offsets[partition]
-        self.offsets[partition] += 1
-        return InputRecord(self.topic, partition, offset, key.encode(), value, 1_700_000_000.0)
-
-    def events(self, events: list[dict]) -> list[InputRecord]:
-        return [self.record(e["user_id"], orjson.dumps(e)) for e in events]
-
-
-class SinkState:
-    """A state source reading a MemorySink's state records (what the state topic holds)."""
-
-    def __init__(self, sink: MemorySink, topic: str) -> None:
-        self.sink, self.topic = sink, topic
-        self.reads = 0
-
-    def read(
-        self,
-        partitions: Collection[int] | None = None,
-        *,
-        users: Collection[str] | None = None,
-        keep_alive: Callable[[], None] | None = None,
-    ) -> dict[str, StateEntry]:
-        self.reads += 1
-        out = {}
-        for user, blob in self.sink.latest(self.topic).items():
-            partition = partition_for_key(user.encode(), PARTITIONS)
-            if partitions is not None and partition not in partitions:
-                continue
-            if users is not None and user not in users:
-                continue
-            out[user] = StateEntry(user, partition, blob)
-        return out
-
-
-def catalog_records(settings: Settings, catalog: list[dict]) -> list[InputRecord]:
-    return [
-        InputRecord(settings.topics.catalog, 0, i, c["item_id"].encode(), orjson.dumps(c))
-        for i, c in enumerate(catalog)
-    ]
-
-
 def batches(records: list[InputRecord], size: int) -> Iterator[list[InputRecord]]:
     it = iter(records)
     while chunk := list(itertools.islice(it, size)):
@@ -162,7 +45,7 @@ def batches(records: list[InputRecord], size: int) -> Iterator[list[InputRecord]
 
 
 def make_worker(settings: Settings, catalog: list[dict], sink: MemorySink | None = None) -> Worker:
-    state = SinkState(sink, settings.topics.state) if sink is not None else None
+    state = MemoryStateSource(sink, settings.topics.state, PARTITIONS) if sink is not None else None
     worker = Worker(
         settings,
         HashingEncoder(),
@@ -170,7 +53,7 @@ def make_worker(settings: Settings, catalog: list[dict], sink: MemorySink | None
         registry=CollectorRegistry(),
         state_source=state,
     )
-    worker.apply_catalog_records(catalog_records(settings, catalog))
+    worker.apply_catalog_records(catalog_records(settings.topics.catalog, catalog))
     return worker
 
 
@@ -196,7 +79,7 @@ def test_records_in_recommendations_out(log_data: tuple[list[dict], list[dict]])
     settings = _settings()
     sink = MemorySink()
     worker = make_worker(settings, catalog)
-    feed = Feed(settings.topics.events)
+    feed = RecordFeed(settings.topics.events, PARTITIONS)
     records = feed.events(events)
     plans = [worker.handle(chunk, sink) for chunk in batches(records, 40)]
 
@@ -245,7 +128,7 @@ def test_bad_records_are_dead_lettered_with_reasons(
     settings = _settings().replace(limits={"max_text_chars": 50})
     sink = MemorySink()
     worker = make_worker(settings, catalog)
-    feed = Feed(settings.topics.events)
+    feed = RecordFeed(settings.topics.events, PARTITIONS)
     good = events[:30]
     bad = [
         (b"u1", b"{not json", "not_json"),
@@ -307,7 +190,7 @@ def test_replay_after_a_crash_applies_nothing_twice(
     catalog, events = log_data
     settings = _settings()
     sink = MemorySink()
-    feed = Feed(settings.topics.events)
+    feed = RecordFeed(settings.topics.events, PARTITIONS)
     records = feed.events(events)
     half = len(records) // 2
     first = make_worker(settings, catalog)
@@ -338,7 +221,7 @@ def test_delete_user_publishes_tombstones_and_forgets(
     settings = _settings()
     sink = MemorySink()
     worker = make_worker(settings, catalog)
-    feed = Feed(settings.topics.events)
+    feed = RecordFeed(settings.topics.events, PARTITIONS)
     worker.handle(feed.events(events[:40]), sink)
     victim = events[0]["user_id"]
     delete = {"event_id": "del-1", "user_id": victim, "ts": 2e9, "type": "delete_user"}
@@ -357,7 +240,7 @@ def test_catalog_deletion_never_recommended_again(
     settings = _settings()
     sink = MemorySink()
     worker = make_worker(settings, catalog)
-    feed = Feed(settings.topics.events)
+    feed = RecordFeed(settings.topics.events, PARTITIONS)
     plan = worker.handle(feed.events(events[:60]), sink)
     shown = Counter(
         item.item_id for r in plan.recommendations for item in parse_recommendation(r.value).items
@@ -379,7 +262,7 @@ def test_evicted_users_are_reloaded_from_state(log_data: tuple[list[dict], list[
     settings = _settings().replace(state={"user_ttl_s": 60.0})
     sink = MemorySink()
     worker = make_worker(settings, catalog, sink)
-    feed = Feed(settings.topics.events)
+    feed = RecordFeed(settings.topics.events, PARTITIONS)
     split = len(events) * 2 // 3
     worker.handle(feed.events(events[:split]), sink)
     held = worker.engine.users_held
@@ -404,7 +287,7 @@ def test_users_beyond_max_users_are_evicted_and_reloaded(
     settings = _settings().replace(state={"max_users": 5})
     sink = MemorySink()
     worker = make_worker(settings, catalog, sink)
-    feed = Feed(settings.topics.events)
+    feed = RecordFeed(settings.topics.events, PARTITIONS)
     split = len(events) * 2 // 3
     worker.handle(feed.events(events[:split]), sink)
     held = worker.engine.users_held
@@ -424,7 +307,7 @@ def test_released_partitions_leave_memory(log_data: tuple[list[dict], list[dict]
     settings = _settings()
     sink = MemorySink()
     worker = make_worker(settings, catalog)
-    feed = Feed(settings.topics.events)
+    feed = RecordFeed(settings.topics.events, PARTITIONS)
     records = feed.events(events)
     worker.handle(records, sink)
     in_zero = {r.key.decode() for r in records if r.partition == 0}
@@ -442,7 +325,7 @@ def test_a_record_bigger_than_the_producer_accepts_is_dead_lettered_truncated(
     settings = _settings()
     sink = MemorySink(max_record_bytes=1_048_576)
     worker = make_worker(settings, catalog)
-    feed = Feed(settings.topics.events)
+    feed = RecordFeed(settings.topics.events, PARTITIONS)
     huge = orjson.dumps({"user_id": "u1", "ts": 1.0, "type": "chat", "text": "x" * 2_000_000})
     good = feed.events(events[:20])
     plan = worker.handle([*good[:10], feed.record("u1", huge), *good[10:]], sink)

@@ -11,7 +11,9 @@ from prometheus_client import CollectorRegistry
 
 from consumers.batching import InputRecord
 from consumers.latency import BatchLatency
-from consumers.worker import MemorySink, OutgoingRecord, Worker
+from consumers.sinks import OutgoingRecord
+from consumers.testing import MemorySink
+from consumers.worker import Worker
 from interest_core.encoder import HashingEncoder
 from interest_core.settings import Settings
 

@@ -21,7 +21,8 @@ from consumers.bounded import (
     trim_recommendation,
     trim_state,
 )
-from consumers.worker import MemorySink, OutgoingRecord
+from consumers.sinks import OutgoingRecord
+from consumers.testing import MemorySink
 from interest_core.interest import RecentItem, UserState
 
 LIMIT = 10_000

@@ -17,7 +17,7 @@ from interest_core.encoder import (
     encoder_from_settings,
     resolve_pooling,
 )
-from interest_core.settings import EncoderSettings
+from interest_core.settings import EncoderSettings, SettingsError
 
 
 def test_hashing_is_normalised_and_deterministic() -> None:
@@ -102,5 +102,6 @@ def test_encoder_from_settings_hashing() -> None:
     encoder = encoder_from_settings(EncoderSettings(backend="hashing"))
     assert isinstance(encoder, CachedEncoder)
     assert encoder.encode(["x"]).shape == (1, encoder.dim)
-    with pytest.raises(EncoderError):
+    # An unknown backend is refused when the settings load, before any encoder is built.
+    with pytest.raises(SettingsError, match="backend: must be one of transformer, hashing"):
         encoder_from_settings(EncoderSettings(backend="word2vec"))

@@ -16,6 +16,7 @@ from consumers.harness.report import (
     percentiles,
     rss_bytes,
     rss_mib,
+    sample_total,
 )
 
 
@@ -52,3 +53,13 @@ def test_git_state_machine_info_and_histogram_totals() -> None:
     histogram.observe(0.25)
     histogram.observe(0.5)
     assert histogram_totals(registry, "stage_seconds") == {"total_s": 0.75, "batches": 2.0}
+
+
+def test_sample_total_sums_every_label_set() -> None:
+    samples = [
+        ("interest_events_consumed_total", {"type": "view"}, 3.0),
+        ("interest_events_consumed_total", {"type": "click"}, 2.0),
+        ("interest_users_held", {}, 7.0),
+    ]
+    assert sample_total(samples, "interest_events_consumed_total") == 5.0
+    assert sample_total(samples, "missing") == 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
 
@@ -138,3 +139,48 @@ def test_catalog_load_keys_by_item_and_skips_bad_lines(tmp_path: Path) -> None:
     summary = load_catalog(path, Settings(), producer=producer)  # type: ignore[arg-type]
     assert [key for _, key, _ in producer.sent] == [b"i1", b"3"]
     assert summary.sent == 2 and dict(summary.rejected) == {"missing_field:title": 1}
+
+
+def test_event_time_latency_is_shown_only_for_live_events() -> None:
+    replayed = Recommendation(
+        user_id="u1",
+        version=1,
+        event_ts=1_000_000_000.0,  # an event from 2001, published today
+        published_at=1_700_000_000.0,
+        trigger_event_id="e-1",
+        items=(),
+        interests=(),
+        intent=None,
+    )
+    text = format_received(Received("u1", replayed, replayed.to_json(), 0, 1))
+    assert "to publish" not in text and "u1  v1  event 2001-09-09" in text
+
+
+def test_subscribe_says_whom_it_waits_for() -> None:
+    import argparse
+
+    from consumers.subscribe import waiting_line
+
+    args = argparse.Namespace(user="u7", from_beginning=False, max=3, timeout=None)
+    line = waiting_line(Settings(), args)
+    assert "waiting for recommendations for user u7" in line
+    assert "--from-beginning" in line and "exits after 3 records" in line
+    args = argparse.Namespace(user=None, from_beginning=True, max=None, timeout=None)
+    assert "for every user, from the beginning" in waiting_line(Settings(), args)
+    assert "Ctrl-C stops" in waiting_line(Settings(), args)
+
+
+def test_replaying_a_file_with_no_valid_line_exits_1_with_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from consumers.cli import main
+
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"{not json\n" + b'{"user_id":"u3","ts":20,"type":"teleport"}\n')
+    # No broker is involved: the file is refused before anything connects to Kafka.
+    status = main(["replay", str(path), "--quiet"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert "0 records sent" in out and "2 invalid lines skipped" in out
+    assert "not_json" in out or "invalid_json" in out or "line 1" in out
+    assert "nothing sent: every line is invalid" in err

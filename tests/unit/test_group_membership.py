@@ -1,0 +1,55 @@
+"""Which members skip LeaveGroup: only the (possible) leader, only on the embedded broker."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from kafka.structs import MemberState
+
+from consumers.group_membership import close_group_consumer, leave_would_wedge_group
+
+
+class FakeConsumer:
+    """The few kafka-python attributes the decision reads, and a close that records."""
+
+    def __init__(self, cluster_id: str, *, leader: bool, state: MemberState, joined: bool = True):
+        self._client = SimpleNamespace(cluster=SimpleNamespace(cluster_id=cluster_id))
+        left: list[str] = []
+        self.left = left
+
+        async def maybe_leave_group_async(reason=None, timeout_ms=None):
+            left.append("LeaveGroup")
+
+        self._coordinator = SimpleNamespace(
+            _generation=SimpleNamespace(has_member_id=lambda: joined),
+            _is_leader=leader,
+            state=state,
+            config={"session_timeout_ms": 6000},
+            maybe_leave_group_async=maybe_leave_group_async,
+            reset_generation=lambda: left.append("forgotten"),
+        )
+
+    def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
+        import asyncio
+
+        asyncio.run(self._coordinator.maybe_leave_group_async())
+
+
+@pytest.mark.parametrize(
+    ("cluster_id", "leader", "state", "joined", "wedges"),
+    [
+        ("tansu_cluster", True, MemberState.STABLE, True, True),
+        ("tansu_cluster", False, MemberState.REBALANCING, True, True),
+        ("tansu_cluster", False, MemberState.STABLE, True, False),
+        ("tansu_cluster", True, MemberState.STABLE, False, False),
+        ("kafka-prod-7Hq", True, MemberState.STABLE, True, False),
+    ],
+)
+def test_only_a_possible_leader_on_tansu_skips_the_leave(
+    cluster_id: str, leader: bool, state: MemberState, joined: bool, wedges: bool
+) -> None:
+    consumer = FakeConsumer(cluster_id, leader=leader, state=state, joined=joined)
+    assert leave_would_wedge_group(consumer) is wedges
+    assert close_group_consumer(consumer) is (not wedges)
+    assert consumer.left == (["forgotten"] if wedges else ["LeaveGroup"])
