@@ -293,6 +293,22 @@ def _decayed(value: Any) -> DecayedCount | None:
     return DecayedCount(half_life, amount, ts)
 
 
+def _neighbours(pairs: list[Any], item_id: str) -> dict[str, float] | str:
+    """``[[item_id, count], ...]`` as a dict, or what is wrong with it. Checked in bulk:
+    every worker parses every record of ``interest.items`` when it starts."""
+    if not all(type(pair) is list and len(pair) == 2 for pair in pairs):
+        return "a neighbour is [item_id, count]"
+    ids = [pair[0] for pair in pairs]
+    counts = [pair[1] for pair in pairs]
+    if not all(type(other) is str and other for other in ids) or item_id in ids:
+        return "a neighbour id is not a string, empty, or the item itself"
+    if not all(type(c) is float or type(c) is int for c in counts):
+        return "a neighbour count is not a number"
+    if not all(0.0 < c < math.inf for c in counts):
+        return "a neighbour count is not a finite number > 0"
+    return dict(zip(map(sys.intern, ids), map(float, counts), strict=True))
+
+
 def parse_item_knowledge(
     key: bytes | str | None,
     value: bytes | Mapping[str, Any],
@@ -340,16 +356,9 @@ def parse_item_knowledge(
     raw_neighbours = obj.get("neighbours")
     if not isinstance(raw_neighbours, list) or len(raw_neighbours) > _MAX_NEIGHBOURS_ON_WIRE:
         return fail("bad_neighbours", "neighbours must be a list of [item_id, count]")
-    neighbours: dict[str, float] = {}
-    for pair in raw_neighbours:
-        if not isinstance(pair, list) or len(pair) != 2:
-            return fail("bad_neighbours", "a neighbour is [item_id, count]")
-        other, weight = pair[0], _number(pair[1])
-        if not isinstance(other, str) or not other or other == item_id:
-            return fail("bad_neighbours", f"neighbour id {other!r:.80}")
-        if weight is None or weight <= 0:
-            return fail("bad_neighbours", f"neighbour {other!r:.80} count {pair[1]!r:.40}")
-        neighbours[sys.intern(other)] = weight
+    neighbours = _neighbours(raw_neighbours, item_id)
+    if isinstance(neighbours, str):
+        return fail("bad_neighbours", neighbours)
     trending = _decayed(obj.get("trending"))
     if trending is None:
         return fail("bad_decay:trending", "trending must be [value >= 0, ts, half_life_s > 0]")
