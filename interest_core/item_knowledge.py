@@ -241,6 +241,11 @@ class KnowledgeFold:
             return
         self.items[record.item_id] = record
         self._changed.discard(record.item_id)
+        stale = [other for other in record.neighbours if other in self.deleted]
+        if stale:  # deleted while the record was not held: clean it and republish
+            for other in stale:
+                del record.neighbours[other]
+            self._changed.add(record.item_id)
 
     def unload(self, item_ids: Iterable[str]) -> None:
         """Drop items this process no longer owns (its partition went elsewhere)."""

@@ -379,3 +379,17 @@ def test_bad_item_records_are_refused_with_a_reason(
 def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     assert isinstance(parse_item_knowledge(b"m1", raw), Rejected)
     assert isinstance(parse_signal_record(b"m1", raw), Rejected)
+
+
+def test_a_restored_record_loses_neighbours_deleted_meanwhile() -> None:
+    fold = _fold(200)
+    fold.apply_all(derive_signals("a", ["b", "c"], weight=1.0, ts=1.0, partition=0, offset=0))
+    fold.take_changed()
+    restored = _fold(200)
+    restored.delete_item("b")  # the catalog deleted it while nobody held "a"
+    parsed = parse_item_knowledge(None, fold.items["a"].to_json())
+    assert isinstance(parsed, ItemRecord)
+    restored.load(parsed)
+    assert restored.items["a"].neighbours == {"c": 1.0}
+    changed, _ = restored.take_changed()
+    assert [r.item_id for r in changed] == ["a"]  # republished without it
