@@ -360,10 +360,13 @@ class Fleet:
         host = self.settings.metrics.host
         return "127.0.0.1" if host in {"", "0.0.0.0", "::"} else host
 
-    def metrics_urls(self) -> list[str]:
-        """The ``/metrics`` URL of every worker."""
+    def metrics_urls(self, role: str | None = None) -> list[str]:
+        """The ``/metrics`` URL of every child (workers, then aggregators), or of those of
+        one ``role`` (``worker`` or ``aggregate``)."""
         return [
-            f"http://{self.scrape_host}:{c.status.metrics_port}/metrics" for c in self._children
+            f"http://{self.scrape_host}:{c.status.metrics_port}/metrics"
+            for c in self._children
+            if role is None or c.role == role
         ]
 
     def command(self, index: int) -> list[str]:
