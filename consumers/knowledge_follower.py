@@ -36,9 +36,18 @@ from interest_core.settings import Settings
 from interest_core.shared_fusion import FUSION_PARAM, fusion_spec
 from producers.kafka_client import make_consumer, make_producer
 
-__all__ = ["SharedKnowledge", "signal_records"]
+__all__ = ["SIGNALS_PER_RECORD", "SharedKnowledge", "signal_records"]
 
 log = logging.getLogger(__name__)
+
+
+#: Signals per record at most: an item popular within one batch still makes records far
+#: below the producer's and the topic's size limits (a signal is 50-500 bytes of JSON).
+SIGNALS_PER_RECORD = 128
+
+
+def _chunks(items: Sequence[ItemSignal], size: int) -> list[Sequence[ItemSignal]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def signal_records(
@@ -55,15 +64,17 @@ def signal_records(
         return replace(signal, ingested_at=at) if at else signal
 
     out = [
-        (item_id.encode("utf-8"), encode_item_record(item_id, [stamped(s) for s in group]))
+        (item_id.encode("utf-8"), encode_item_record(item_id, [stamped(s) for s in chunk]))
         for item_id, group in group_by_item(signals).items()
+        for chunk in _chunks(group, SIGNALS_PER_RECORD)
     ]
-    if lessons:
-        stamped_lessons = [
-            replace(lesson, ingested_at=ingested_at.get((lesson.partition, lesson.offset), 0.0))
-            for lesson in lessons
-        ]
-        out.append((FUSION_KEY.encode("utf-8"), encode_fusion_record(stamped_lessons)))
+    stamped_lessons = [
+        replace(lesson, ingested_at=ingested_at.get((lesson.partition, lesson.offset), 0.0))
+        for lesson in lessons
+    ]
+    for start in range(0, len(stamped_lessons), SIGNALS_PER_RECORD):
+        chunk = stamped_lessons[start : start + SIGNALS_PER_RECORD]
+        out.append((FUSION_KEY.encode("utf-8"), encode_fusion_record(chunk)))
     return out
 
 

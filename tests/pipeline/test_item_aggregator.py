@@ -121,3 +121,30 @@ def test_fusion_feedback_is_learned_once_and_published_as_a_parameter() -> None:
     assert parsed.version == 1 and parsed.meta["updates"] == 1
     assert parsed.values[0] > parsed.values[1]
     assert aggregator.flush_plan()[0] == []  # unchanged: nothing new to publish
+
+
+def test_worker_signal_records_are_chunked_and_fold_the_same() -> None:
+    """A batch where one item is hit many times still makes small records; folding them
+    gives what folding the signals directly gives."""
+    from consumers.knowledge_follower import SIGNALS_PER_RECORD, signal_records
+
+    signals = []
+    for offset in range(300):
+        signals += derive_signals(
+            "hot", [f"m{offset % 7}"], weight=1.0, ts=float(offset), partition=1, offset=offset
+        )
+    lessons = [FusionFeedback(1, o, 0.0, (0.1, 0.0, -0.1)) for o in range(200)]
+    records = signal_records(signals, lessons, {(1, 5): 42.0})
+    hot = [value for key, value in records if key == b"hot"]
+    assert len(hot) == 3  # 300 signals, 128 per record
+    assert all(len(orjson.loads(v)["signals"]) <= SIGNALS_PER_RECORD for v in hot)
+    assert len([k for k, _ in records if k == FUSION_KEY.encode()]) == 2
+    via_records = _aggregator()
+    via_records.apply_records([InputRecord(TOPIC, 0, n, k, v) for n, (k, v) in enumerate(records)])
+    direct = _aggregator()
+    direct.fold.apply_all(signals)
+    assert via_records.fold.items["hot"].to_dict() | {"ingested_at": 0} == direct.fold.items[
+        "hot"
+    ].to_dict() | {"ingested_at": 0}
+    assert via_records.fold.items["hot"].ingested_at == 42.0  # the event's Kafka time
+    assert via_records.fusion is not None and via_records.fusion.fusion.updates == 200
