@@ -1,5 +1,9 @@
 """``interest fleet -n N``: run and supervise N worker processes on one machine.
 
+With shared item knowledge (``items.shared``, the default) the fleet also runs
+``--aggregators`` item aggregators (``interest aggregate``, default 1), the item-keyed
+stage, supervised the same way; their status lines follow the workers'.
+
 Each worker is a child process (``python -m consumers.cli worker --worker-id fleet-i
 --metrics-port P+i``) in its own process group, so Ctrl-C reaches the supervisor only
 and the supervisor decides how the children stop: SIGTERM to each group, a grace
@@ -262,12 +266,12 @@ class WorkerStatus:
 @dataclass
 class _Child:
     status: WorkerStatus
+    role: str = "worker"  # worker | trainer | aggregate
     process: subprocess.Popen[bytes] | None = None
     backoff: Backoff = field(default_factory=Backoff)
     restart_at: float = 0.0  # monotonic seconds
     last_scrape: tuple[float, float] | None = None  # (monotonic s, events total)
     exit_log: ExitLog = field(default_factory=ExitLog)
-    role: str = "worker"  # worker | trainer
 
 
 def _die_with_parent() -> None:
@@ -303,11 +307,14 @@ class Fleet:
         stop_timeout_s: float = 10.0,
         python: str = sys.executable,
         trainers: int = 0,
+        aggregators: int | None = None,
     ) -> None:
         if n < 1:
             raise ValueError(f"a fleet needs at least one worker, got {n}")
         if trainers < 0:
             raise ValueError(f"trainers must be >= 0, got {trainers}")
+        if aggregators is None:
+            aggregators = 1 if settings.items.shared else 0
         from consumers.cli import load_settings
 
         base = settings.metrics.port if base_metrics_port is None else base_metrics_port
@@ -318,6 +325,13 @@ class Fleet:
             ports = [free_port() for _ in range(n + trainers)]
         else:
             ports = [base + i for i in range(n + trainers)]
+        items_base = settings.items.metrics_port
+        if base == 0 or items_base == 0:
+            from producers.broker import free_port
+
+            items_ports = [free_port() for _ in range(aggregators)]
+        else:
+            items_ports = [items_base + i for i in range(aggregators)]
         self.settings = settings
         self.config_path = config_path
         self.worker_args = list(worker_args)
@@ -329,17 +343,28 @@ class Fleet:
         self._env = {**parent_env, **settings_env(settings, baseline)}
         self._env.setdefault("PYTHONUNBUFFERED", "1")
         template = backoff or Backoff()
-        self._children = [
-            _Child(WorkerStatus(f"fleet-{i}", ports[i]), backoff=dataclasses.replace(template))
-            for i in range(n)
-        ] + [
-            _Child(
-                WorkerStatus(f"fleet-trainer-{i}", ports[n + i]),
-                backoff=dataclasses.replace(template),
-                role="trainer",
-            )
-            for i in range(trainers)
-        ]
+        self._children = (
+            [
+                _Child(WorkerStatus(f"fleet-{i}", ports[i]), backoff=dataclasses.replace(template))
+                for i in range(n)
+            ]
+            + [
+                _Child(
+                    WorkerStatus(f"fleet-trainer-{i}", ports[n + i]),
+                    backoff=dataclasses.replace(template),
+                    role="trainer",
+                )
+                for i in range(trainers)
+            ]
+            + [
+                _Child(
+                    WorkerStatus(f"fleet-items-{i}", items_ports[i]),
+                    role="aggregate",
+                    backoff=dataclasses.replace(template),
+                )
+                for i in range(aggregators)
+            ]
+        )
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -353,25 +378,26 @@ class Fleet:
         host = self.settings.metrics.host
         return "127.0.0.1" if host in {"", "0.0.0.0", "::"} else host
 
-    def metrics_urls(self) -> list[str]:
-        """The ``/metrics`` URL of every worker."""
+    def metrics_urls(self, role: str | None = None) -> list[str]:
+        """The ``/metrics`` URL of every child (workers, trainers, aggregators), or of those
+        of one ``role`` (``worker``, ``trainer`` or ``aggregate``)."""
         return [
-            f"http://{self.scrape_host}:{c.status.metrics_port}/metrics" for c in self._children
+            f"http://{self.scrape_host}:{c.status.metrics_port}/metrics"
+            for c in self._children
+            if role is None or c.role == role
         ]
 
     def command(self, index: int) -> list[str]:
-        """The command line of child ``index`` (workers first, then trainers)."""
+        """The command line of child ``index`` (workers, then trainers, then aggregators)."""
         child = self._children[index]
         status = child.status
-        if child.role == "trainer":
-            cmd = [self.python, "-m", "consumers.cli", "trainer"]
-            if self.config_path:
-                cmd += ["--config", str(self.config_path)]
-            cmd += ["--trainer-id", status.worker_id, "--metrics-port", str(status.metrics_port)]
-            return cmd + self.worker_args
-        cmd = [self.python, "-m", "consumers.cli", "worker"]
+        cmd = [self.python, "-m", "consumers.cli", child.role]
         if self.config_path:
             cmd += ["--config", str(self.config_path)]
+        if child.role != "worker":
+            flag = "--trainer-id" if child.role == "trainer" else "--aggregator-id"
+            ident = [flag, status.worker_id]
+            return [*cmd, *ident, "--metrics-port", str(status.metrics_port), *self.worker_args]
         cmd += ["--worker-id", status.worker_id, "--metrics-port", str(status.metrics_port)]
         cmd += ["--crash-file", str(self._crash_file(index))]
         if status.restarts:
@@ -631,6 +657,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default: 1 when [adapter] enabled, else 0)",
     )
     parser.add_argument(
+        "--aggregators",
+        type=int,
+        default=None,
+        help="item aggregators (interest aggregate) to run beside the workers "
+        "(default: 1 with items.shared, else 0)",
+    )
+    parser.add_argument(
         "--base-metrics-port",
         type=int,
         help="worker i serves /metrics on this port + i (default: metrics.port)",
@@ -676,6 +709,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         stop_timeout_s=args.stop_timeout,
         worker_args=["--log-level", args.log_level],
         trainers=(1 if settings.adapter.enabled else 0) if args.trainers is None else args.trainers,
+        aggregators=args.aggregators,
     )
     print(
         f"starting {args.workers} workers (each loads the model and encodes the catalog "

@@ -22,7 +22,7 @@ from prometheus_client.utils import floatToGoString
 
 from consumers.latency import STAGES, BatchLatency
 
-__all__ = ["ManyHistogram", "TrainerMetrics", "WorkerMetrics"]
+__all__ = ["AggregatorMetrics", "ManyHistogram", "TrainerMetrics", "WorkerMetrics"]
 
 log = logging.getLogger(__name__)
 
@@ -359,6 +359,36 @@ class WorkerMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
+        self.item_records = Counter(
+            "interest_item_records_total",
+            "Records read from the items topic, by outcome (applied, tombstone, stale_version, "
+            "or a rejection reason)",
+            ["outcome"],
+            registry=r,
+        )
+        self.item_knowledge_latency = Histogram(
+            "interest_item_knowledge_latency_seconds",
+            "Event ingest (Kafka timestamp) to the item knowledge it changed being applied "
+            "by this worker, through the item aggregation",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.item_knowledge_age = Gauge(
+            "interest_item_knowledge_age_seconds",
+            "Seconds since the newest event folded into the item knowledge this worker holds "
+            "entered Kafka",
+            registry=r,
+        )
+        self.item_knowledge_items = Gauge(
+            "interest_item_knowledge_items",
+            "Items whose shared knowledge (neighbours, counts) this worker holds",
+            registry=r,
+        )
+        self.item_signals_published = Counter(
+            "interest_item_signals_published_total",
+            "Item signals published to the item-signals topic (one per item per event)",
+            registry=r,
+        )
         self.ready = Gauge(
             "interest_ready", "1 when the catalog is loaded and partitions are assigned", registry=r
         )
@@ -523,6 +553,29 @@ class WorkerMetrics:
         self.param_version.labels(name="adapter.matrix").set(version)
         self.adapter_swap_seconds.observe(seconds)
 
+    def item_record(self, outcome: str, count: int = 1) -> None:
+        """Count items-topic records by outcome: applied, tombstone, or why refused."""
+        if count:
+            self.item_records.labels(outcome=outcome).inc(count)
+
+    def item_knowledge_applied(self, ingested_at: Iterable[float], now: float) -> None:
+        """Observe event-to-knowledge latency for records whose newest folded event entered
+        Kafka at ``ingested_at`` (unix seconds; 0 = unknown, skipped)."""
+        for ts in ingested_at:
+            if ts > 0:
+                self.item_knowledge_latency.observe(max(0.0, now - ts))
+
+    def item_knowledge_held(self, *, items: int, newest_ingested_at: float, now: float) -> None:
+        """Set the item-knowledge gauges: items held and the age of the newest event."""
+        self.item_knowledge_items.set(items)
+        if newest_ingested_at > 0:
+            self.item_knowledge_age.set(max(0.0, now - newest_ingested_at))
+
+    def item_signals(self, count: int) -> None:
+        """Count item signals published."""
+        if count:
+            self.item_signals_published.inc(count)
+
     def set_ready(self, ready: bool) -> None:
         """1 when the worker is ready (catalog caught up, partitions assigned), else 0."""
         self.ready.set(1 if ready else 0)
@@ -603,6 +656,126 @@ class TrainerMetrics:
 
     def set_ready(self, ready: bool) -> None:
         """1 when the trainer is caught up with the catalog and the models topic."""
+        self.ready.set(1 if ready else 0)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The registry in Prometheus text format, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class AggregatorMetrics:
+    """The item aggregation's metrics (``interest aggregate``), on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.signals = Counter(
+            "interest_item_signals_total",
+            "Item signals read, by outcome (applied, duplicate, deleted_item)",
+            ["outcome"],
+            registry=r,
+        )
+        self.signal_records_rejected = Counter(
+            "interest_item_signal_records_rejected_total",
+            "Item-signals records refused, by machine-readable reason",
+            ["reason"],
+            registry=r,
+        )
+        self.items_held = Gauge(
+            "interest_items_held", "Items whose knowledge this aggregator owns", registry=r
+        )
+        self.items_published = Counter(
+            "interest_item_records_published_total",
+            "Records published to the items topic (tombstones included)",
+            registry=r,
+        )
+        self.flush_seconds = Histogram(
+            "interest_item_flush_seconds",
+            "Time to publish the changed items and commit the input offsets",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.publish_latency = Histogram(
+            "interest_item_publish_latency_seconds",
+            "Event ingest (Kafka timestamp) to its item knowledge being published",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.restore_seconds = Histogram(
+            "interest_item_restore_seconds",
+            "Time to restore the items of newly assigned partitions from the items topic",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.fusion_updates = Counter(
+            "interest_fusion_updates_total",
+            "Fusion feedback lessons applied to the fleet's fusion weights",
+            registry=r,
+        )
+        self.param_version = Gauge(
+            "interest_param_version",
+            "Version of each learned parameter published by this aggregator",
+            ["name"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "interest_consumer_lag_records",
+            "Records between the consumer's position and the end of the partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "interest_ready",
+            "1 when the catalog is loaded and assigned partitions are restored",
+            registry=r,
+        )
+
+    def signals_folded(self, *, applied: int, duplicates: int, deleted: int) -> None:
+        """Count signals by outcome."""
+        for outcome, n in (
+            ("applied", applied),
+            ("duplicate", duplicates),
+            ("deleted_item", deleted),
+        ):
+            if n:
+                self.signals.labels(outcome=outcome).inc(n)
+
+    def signal_rejected(self, reason: str) -> None:
+        """Count one refused item-signals record."""
+        self.signal_records_rejected.labels(reason=reason).inc()
+
+    def flushed(
+        self, *, seconds: float, records: int, ingested_at: Iterable[float], now: float
+    ) -> None:
+        """Record one publication of ``records`` item records taking ``seconds``."""
+        self.flush_seconds.observe(seconds)
+        self.items_published.inc(records)
+        for ts in ingested_at:
+            if ts > 0:
+                self.publish_latency.observe(max(0.0, now - ts))
+
+    def holding(self, items: int) -> None:
+        """Set the number of items owned."""
+        self.items_held.set(items)
+
+    def restored(self, seconds: float) -> None:
+        """Observe one restore's duration."""
+        self.restore_seconds.observe(seconds)
+
+    def fusion(self, updates: int, version: int | None) -> None:
+        """Count fusion lessons applied; set the published version."""
+        if updates:
+            self.fusion_updates.inc(updates)
+        if version is not None:
+            self.param_version.labels(name="fusion.weights").set(version)
+
+    def lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        """Set consumer lag (records) per ``(topic, partition)`` owned."""
+        for (topic, partition), records in lags.items():
+            self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, records))
+
+    def set_ready(self, ready: bool) -> None:
+        """1 when ready, else 0."""
         self.ready.set(1 if ready else 0)
 
     def exposition(self) -> tuple[bytes, str]:

@@ -40,6 +40,9 @@ class PublishPlan:
     dead_letters: list[OutgoingRecord] = field(default_factory=list)
     states: list[OutgoingRecord] = field(default_factory=list)
     recommendations: list[OutgoingRecord] = field(default_factory=list)
+    #: Item signals of the applied events (interest.item-signals): acknowledged before
+    #: the rest of the batch is sent (see :meth:`consumers.step.BatchStep.send`).
+    signals: list[OutgoingRecord] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     event_times: list[float] = field(default_factory=list)
     ingest_times: list[float] = field(default_factory=list)

@@ -82,6 +82,7 @@ def parse_records(
             record.value,
             fallback_id=record.source,
             offset=record.offset,
+            partition=record.partition,
             max_text_chars=limits.max_text_chars,
             max_record_bytes=limits.max_record_bytes,
         )
@@ -212,6 +213,7 @@ class BatchStep:
             plan.ingest_times.append(parsed.record.ingested_at)
             plan.polled_times.append(parsed.record.polled_at)
         topics = self.settings.topics
+        self._plan_signals(plan, [parsed.record for parsed in kept])
         for user_id in outcome.changed_users:
             blob = self.engine.export_user(user_id)
             plan.states.append(OutgoingRecord(topics.state, user_id.encode(), blob))
@@ -224,6 +226,24 @@ class BatchStep:
             plan.states.append(OutgoingRecord(topics.state, key, None))
             plan.recommendations.append(OutgoingRecord(topics.recommendations, key, None))
         self.residency.forget(outcome.deleted_users)
+
+    def _plan_signals(self, plan: PublishPlan, records: Sequence[InputRecord]) -> None:
+        """The engine's item signals and fusion lessons of this batch, for
+        ``interest.item-signals`` (one record per item, one for the lessons)."""
+        take = getattr(self.engine, "take_item_signals", None)
+        if take is None:
+            return
+        signals, lessons = take()
+        if not signals and not lessons:
+            return
+        from consumers.knowledge_follower import signal_records
+
+        ingested = {(r.partition, r.offset): r.ingested_at for r in records}
+        topic = self.settings.topics.item_signals
+        plan.signals.extend(
+            OutgoingRecord(topic, key, value)
+            for key, value in signal_records(signals, lessons, ingested)
+        )
 
     def _dead_letter(self, failed: Failed) -> OutgoingRecord:
         """The dead-letter record of ``failed``: its key and value, the reason in headers."""
@@ -288,7 +308,14 @@ class BatchStep:
     # ------------------------------------------------------------ publication
 
     def send(self, plan: PublishPlan, sink: Sink) -> None:
-        """Hand ``plan``'s records to ``sink``, bounded in size (not yet awaited)."""
+        """Hand ``plan``'s records to ``sink``, bounded in size (not yet awaited).
+
+        The item signals go first and are awaited: once a user's new state is on the
+        state topic its events are skipped on re-processing, so their signals must be
+        acknowledged before (re-sent ones are deduplicated by the aggregation)."""
+        if plan.signals:
+            self.publisher.deliver(plan.signals, sink)
+            self.metrics.item_signals(len(plan.signals))
         plan.sent = time.perf_counter()
         plan.sent_at = time.time()
         plan.delivery = self.publisher.send(plan.outgoing, sink)

@@ -161,6 +161,8 @@ class Worker:
         )
         self.metrics_port: int | None = None
         self._catalog_caught_up = False
+        # An engine without an outbox learns items alone: no fleet knowledge to follow.
+        self._knowledge_caught_up = getattr(self.engine, "outbox", None) is None
         self.probes = WorkerProbes(
             max(settings.consumer.session_timeout_ms / 1000.0, BROKER_SILENCE_MIN_S)
         )
@@ -256,6 +258,8 @@ class Worker:
             reasons.append("worker loop not running")
         if not self._catalog_caught_up:
             reasons.append("catalog loading")
+        if not self._knowledge_caught_up:
+            reasons.append("item knowledge loading")
         if not self.residency.assigned:
             reasons.append("no events partitions assigned")
         if self.residency.restoring:
@@ -314,8 +318,10 @@ class Worker:
         try:
             self._start(clients)
             self._load_catalog(clients.follower, stop)
-            if clients.models is not None:
+            if clients.models is not None:  # no item knowledge to follow: models alone
                 self.layer.load(clients.models, stop, self._tick)
+            if not self._knowledge_caught_up and not stop.is_set():
+                clients.knowledge = self._load_knowledge(stop)
             if stop.is_set():
                 return 0
             self._subscribe(clients)
@@ -378,9 +384,10 @@ class Worker:
         )
         self._sink = KafkaSink(clients.producer)
         clients.follower = CatalogFollower(settings).start()
-        clients.models = ParamsFollower(
-            settings, [self.layer.spec()], hooks=self.metrics, barrier=False
-        ).start()
+        if self._knowledge_caught_up:  # no SharedKnowledge: follow the models topic here
+            clients.models = ParamsFollower(
+                settings, [self.layer.spec()], hooks=self.metrics, barrier=False
+            ).start()
 
     def _load_catalog(self, follower: Any, stop: threading.Event) -> None:
         """Apply the catalog topic up to its end before consuming any event."""
@@ -391,6 +398,25 @@ class Worker:
         self._update_gauges()
         if follower.caught_up:
             log.info("%s: catalog loaded (%d items)", self.worker_id, self.engine.catalog_size)
+
+    def _load_knowledge(self, stop: threading.Event) -> Any:
+        """Follow interest.items and interest.models; returns once both have caught up
+        (the fleet's item knowledge, fusion weights and adaptation layer are in use)."""
+        from consumers.knowledge_follower import SharedKnowledge
+        from interest_core.engine import FEATURES
+
+        knowledge = SharedKnowledge(
+            self.settings, self.engine, self.metrics, features=FEATURES, layer=self.layer
+        ).start()
+        while not knowledge.caught_up and not stop.is_set():
+            knowledge.poll(0.2)
+            self._tick()
+        if not stop.is_set():  # the fleet's layer in use before the first event
+            self.layer.load(knowledge.models, stop, self._tick)
+        self._knowledge_caught_up = knowledge.caught_up
+        self._update_gauges()
+        log.info("%s: item knowledge loaded (%d items)", self.worker_id, len(self.engine.item_view))
+        return knowledge
 
     def _subscribe(self, clients: _Clients) -> None:
         """Join the events consumer group (partitions arrive through :class:`_Rebalance`)."""
@@ -431,6 +457,8 @@ class Worker:
                 self.apply_catalog_records(follower.poll(0))
                 if clients.models is not None:
                     self.layer.follow(clients.models)
+                if clients.knowledge is not None:  # the layer's versions ride on it
+                    clients.knowledge.poll(0)
                 self._housekeeping()
 
     def _tick(self) -> None:
@@ -559,7 +587,8 @@ class _Clients:
         self.producer: Any = None
         self.consumer: Any = None
         self.follower: CatalogFollower | None = None
-        self.models: ParamsFollower | None = None
+        self.models: ParamsFollower | None = None  # only without clients.knowledge
+        self.knowledge: Any = None  # consumers.knowledge_follower.SharedKnowledge
         self.reader: StateReader | None = None
 
     def close(self) -> None:
@@ -572,7 +601,7 @@ class _Clients:
             except Exception:
                 log.exception("closing the events consumer failed")
             self.consumer = None
-        for closing in (self.follower, self.models, self.reader):
+        for closing in (self.follower, self.models, self.knowledge, self.reader):
             if closing is not None:
                 try:
                     closing.close()
@@ -625,7 +654,7 @@ def _engine_for(settings: Settings, encoder: Encoder | None) -> Engine:
     elif not isinstance(encoder, CachedEncoder):
         # The batch's repeated texts and the cache metrics need the LRU in front.
         encoder = CachedEncoder(encoder, settings.encoder.cache_size)
-    return Engine(encoder, settings)
+    return Engine(encoder, settings, emit_item_signals=settings.items.shared)
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -26,13 +26,34 @@ _EMPTY_SIMS = np.empty(0, dtype=np.float64)
 class _Neighbours:
     """One item's neighbour rows and pair counts (first ``size`` entries are live)."""
 
-    __slots__ = ("counts", "rows", "size", "slot")
+    __slots__ = ("_slot", "counts", "rows", "size")
 
     def __init__(self, capacity: int = 8) -> None:
-        self.slot: dict[int, int] = {}
+        self._slot: dict[int, int] | None = {}
         self.rows = np.empty(capacity, dtype=np.int64)
         self.counts = np.empty(capacity, dtype=np.float64)
         self.size = 0
+
+    @classmethod
+    def of(cls, rows: np.ndarray, counts: np.ndarray) -> _Neighbours:
+        """Entries set wholesale; the slot map is built on the first write."""
+        entry = cls.__new__(cls)
+        entry.rows = np.array(rows, dtype=np.int64)
+        entry.counts = np.array(counts, dtype=np.float64)
+        entry.size = len(entry.rows)
+        entry._slot = None
+        return entry
+
+    @property
+    def slot(self) -> dict[int, int]:
+        """Neighbour row -> its index in ``rows`` (built lazily for wholesale entries)."""
+        if self._slot is None:
+            self._slot = dict(zip(self.rows[: self.size].tolist(), range(self.size), strict=True))
+        return self._slot
+
+    @slot.setter
+    def slot(self, value: dict[int, int]) -> None:
+        self._slot = value
 
     def bump(self, other: int, amount: float = 1.0) -> None:
         i = self.slot.get(other)
@@ -123,6 +144,42 @@ class CoOccurrence:
             amount *= decay
         if mine.size > limit:
             mine.keep_strongest(self.max_neighbours)
+
+    def add_one_side(
+        self, row: int, count: float, others: Sequence[int], amounts: Sequence[float]
+    ) -> None:
+        """Add ``count`` to ``n_row`` and ``amounts`` to ``row``'s pairs with ``others``,
+        on ``row``'s side only (one item's share of :meth:`add`, as the item-keyed stage
+        splits it); prunes as :meth:`add` does."""
+        self._grow(row)
+        self.counts[row] += count
+        if not len(others):
+            return
+        mine = self._entry(row)
+        for other, amount in zip(others, amounts, strict=True):
+            mine.bump(other, amount)
+        if mine.size > 2 * self.max_neighbours:
+            mine.keep_strongest(self.max_neighbours)
+
+    def set_item(self, row: int, count: float, rows: np.ndarray, counts: np.ndarray) -> None:
+        """Replace ``row``'s count ``n_i`` and its neighbour pair counts wholesale (the
+        item knowledge shared by the fleet, see :mod:`interest_core.item_knowledge`);
+        ``rows`` must be distinct and not ``row``."""
+        self._grow(row)
+        self.counts[row] = count
+        if not len(rows):
+            self._items.pop(row, None)
+            return
+        self._items[row] = _Neighbours.of(rows, counts)
+
+    def pairs(self, row: int) -> dict[int, float]:
+        """``row``'s raw pair counts ``c_ij`` by neighbour row (for tests and tools)."""
+        entry = self._items.get(row)
+        if entry is None:
+            return {}
+        return dict(
+            zip(entry.rows[: entry.size].tolist(), entry.counts[: entry.size].tolist(), strict=True)
+        )
 
     def remove(self, row: int) -> None:
         """Forget every pair and count involving ``row`` (a deleted item)."""

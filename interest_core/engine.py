@@ -21,6 +21,7 @@ import heapq
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,8 +38,12 @@ from interest_core.fusion import FusionWeights
 from interest_core.index import ItemIndex
 from interest_core.intent import IntentModel
 from interest_core.interest import InterestModel, RecentItem, UserState
-from interest_core.knowledge import ItemKnowledge
+from interest_core.item_knowledge import ItemRecord
+from interest_core.item_signals import FusionFeedback, ItemSignal, SignalBuffer
+from interest_core.item_view import KnowledgeView, Laid
+from interest_core.knowledge import PAIR_DECAY_PER_ITEM, ItemKnowledge
 from interest_core.labels import LabelModel, LabelVocabulary
+from interest_core.params import ParamRecord
 from interest_core.ranking import Ranker
 from interest_core.records import (
     CatalogItem,
@@ -55,11 +60,14 @@ from interest_core.settings import Settings
 from interest_core.signals import event_weight
 from interest_core.strategies import FEATURES, STRATEGIES, features_of
 
-__all__ = ["FEATURES", "STRATEGIES", "BatchOutcome", "BatchStats", "Engine"]
+__all__ = ["FEATURES", "INITIAL_FUSION", "STRATEGIES", "BatchOutcome", "BatchStats", "Engine"]
 
 log = logging.getLogger(__name__)
 
 _SEEN_LIMIT = 1000  # items remembered per user for "already consumed" filtering
+_OWN_LESSONS_KEPT = 50_000  # own fusion lessons re-applied over the fleet's weights
+# Neutral start per source: the three content cosines share one source's weight.
+INITIAL_FUSION = (1 / 3, 1 / 3, 1 / 3, 1.0, 1.0, 1.0)
 _blas_limited = False
 _ACTIONS = {
     "view": "viewed",
@@ -160,7 +168,9 @@ class Engine:
     recommendation hyper-parameters; ``strategy`` is one of :data:`STRATEGIES`;
     ``model_name`` is reported in records (default: the encoder's name);
     ``knowledge`` is the item knowledge to learn into and read from (default: a fresh
-    one of this engine's own).
+    one of this engine's own). With ``emit_item_signals`` the engine also records what
+    each applied event teaches about items (:attr:`outbox`, for the item-keyed stage)
+    and takes the fleet's knowledge back (:meth:`apply_item_knowledge`).
     """
 
     def __init__(
@@ -171,6 +181,7 @@ class Engine:
         strategy: str = "hybrid",
         model_name: str | None = None,
         knowledge: ItemKnowledge | None = None,
+        emit_item_signals: bool = False,
     ) -> None:
         self.features = features_of(strategy)
         _one_blas_thread()
@@ -195,12 +206,20 @@ class Engine:
             learn_pairs="cooccurrence" in self.features,
             learn_popularity="popularity" in self.features,
         )
-        # Neutral start per source: the three content cosines share one source's weight.
+        # The fleet's item knowledge (interest.items) replaces rows of these counts as it
+        # arrives; the engine's own newer events are journalled and applied on top.
+        self.item_view = KnowledgeView(
+            self.catalog.row_of,  # live items only; the dict is never replaced
+            self.knowledge.cooccurrence,
+            self.knowledge.trending,
+            self.knowledge.popularity,
+        )
+        #: With ``emit_item_signals``: the item signals and fusion lessons of applied
+        #: events (see :mod:`interest_core.item_signals`), drained by the worker.
+        self.outbox = SignalBuffer(PAIR_DECAY_PER_ITEM) if emit_item_signals else None
+        self._own_lessons: deque[FusionFeedback] = deque(maxlen=_OWN_LESSONS_KEPT)
         self.fusion = FusionWeights(
-            FEATURES,
-            self.features,
-            learning_rate=rec.fusion_learning_rate,
-            initial=[1 / 3, 1 / 3, 1 / 3, 1.0, 1.0, 1.0],
+            FEATURES, self.features, learning_rate=rec.fusion_learning_rate, initial=INITIAL_FUSION
         )
         self.interest = InterestModel(
             settings.model,
@@ -271,6 +290,8 @@ class Engine:
         self.space.updated(rows, vectors)
         self._labels_dirty = True
         self.candidates.popularity.invalidate()
+        if len(self.item_view):  # records naming these items can now be laid on rows
+            self.item_view.remap([item.item_id for item, _ in changed])
 
     def delete_items(self, item_ids: Iterable[str]) -> None:
         """Remove items from the catalog, the index and the item knowledge. They never
@@ -450,7 +471,10 @@ class Engine:
         ):
             weight = -abs(weight)  # a complaint about the item is not "more like this"
         if event.item_id is not None:
-            self._apply_item(state, event, weight, ts)
+            source = (0, 0)
+            if self.outbox is not None:
+                source = self.outbox.source(event.partition, event.offset)
+            self._apply_item(state, event, weight, ts, source)
         if text is not None and text in vectors:
             vector = vectors[text]
             text_weight = weight if event.type in ("search", "chat") else 0.5 * max(weight, 0.0)
@@ -463,18 +487,33 @@ class Engine:
         state.active_at = active_at if active_at is not None else max(state.active_at, ts)
         return True
 
-    def _apply_item(self, state: UserState, event: Event, weight: float, ts: float) -> None:
-        """The item part of an event: fusion step, item knowledge, interest, labels."""
+    def _apply_item(
+        self, state: UserState, event: Event, weight: float, ts: float, source: tuple[int, int]
+    ) -> None:
+        """The item part of an event: fusion step, item knowledge, interest, labels;
+        ``source`` names the event in the signals it emits (events partition, offset)."""
         assert event.item_id is not None
         row = self.catalog.row(event.item_id)
         assert row is not None  # validated
         if weight > 0.0 and self.fusion.mask.sum() > 1:
-            self.ranker.learn(state, row)
+            gradient = self.ranker.learn(state, row)
+            if gradient is not None and self.outbox is not None:
+                self._own_lessons.append(self.outbox.lesson(gradient, source))
         if weight > 0.0 and self.on_example and (queries := example_queries(state, self.dim)).any():
             self.on_example(queries, row)
         if weight > 0.0:
             history = self.candidates.history(state)[0] if "cooccurrence" in self.features else []
             self.knowledge.observe(row, weight, ts, history)
+            if self.outbox is not None:
+                item_ids = self.catalog.item_ids
+                own = self.outbox.positive(
+                    event.item_id,
+                    [item_ids[r] for r in history],
+                    weight=weight,
+                    ts=ts,
+                    source=source,
+                )
+                self.item_view.own(own)
         self.interest.apply(state, self.catalog.embeddings[row], weight, ts)
         self.label_model.add_item(state, self.catalog.labels[row], weight, ts)
         state.remember_item(
@@ -599,3 +638,60 @@ class Engine:
     def fusion_weights(self) -> dict[str, float]:
         """The learned fusion weights by feature name."""
         return self.fusion.as_dict()
+
+    # ------------------------------------------------------------------ shared knowledge
+
+    def take_item_signals(self) -> tuple[list[ItemSignal], list[FusionFeedback]]:
+        """The item signals and fusion lessons of the events applied since the last call
+        (empty unless built with ``emit_item_signals``)."""
+        return ([], []) if self.outbox is None else self.outbox.take()
+
+    def apply_item_knowledge(
+        self, records: Sequence[ItemRecord], laid: Sequence[Laid | None] | None = None
+    ) -> int:
+        """Take the fleet's knowledge of some items (records of ``interest.items``): their
+        neighbours, counts and trending replace what this engine held, its own newer
+        events on top. ``laid`` (optional) are the records laid on this catalog's rows by
+        an engine with the same rows. Returns how many were applied (stale or mismatched
+        records are ignored, see :class:`KnowledgeView`)."""
+        view = self.item_view
+        if laid is None:
+            applied = sum(1 for record in records if view.apply(record))
+        else:
+            applied = sum(
+                1 for record, lay in zip(records, laid, strict=True) if view.apply(record, lay)
+            )
+        if applied:
+            self.candidates.popularity.invalidate()
+        return applied
+
+    def drop_item_knowledge(self, item_ids: Iterable[str]) -> None:
+        """The aggregation deleted these items' knowledge (tombstones on ``interest.items``)."""
+        for item_id in item_ids:
+            self.item_view.remove(item_id)
+        self.candidates.popularity.invalidate()
+
+    def load_fusion(self, record: ParamRecord) -> bool:
+        """Rank with the fleet's fusion weights (a :data:`~interest_core.shared_fusion.
+        FUSION_PARAM` record), then re-apply this engine's own lessons the record does not
+        cover yet (by its watermarks), as for item knowledge. False when it does not fit."""
+        values = np.asarray(record.values, dtype=np.float64)
+        meta = record.meta
+        try:
+            iterate = np.asarray(meta.get("iterate", values), dtype=np.float64)
+            updates = int(meta.get("updates", 0))
+            marks = {int(p): int(o) for p, o in dict(meta.get("watermarks", {})).items()}
+            if not np.isfinite(iterate).all():
+                raise ValueError("non-finite iterate")
+            self.fusion.load(values, iterate, updates)
+        except (TypeError, ValueError):
+            return False
+        pending = [
+            lesson
+            for lesson in self._own_lessons
+            if lesson.offset > marks.get(lesson.partition, -1)
+        ]
+        self._own_lessons = deque(pending, maxlen=self._own_lessons.maxlen)
+        for lesson in pending:
+            self.fusion.apply_gradient(np.asarray(lesson.gradient, dtype=np.float64))
+        return True

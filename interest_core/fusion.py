@@ -72,21 +72,61 @@ class FusionWeights:
         all ranked candidates ``features`` ``(n, n_features)``: ``w += lr * (f_pos -
         E_softmax[f])``. Every candidate counts by how likely the model found it, so the
         step is not biased by which candidates were sampled. Returns the loss (nats)."""
-        if len(features) < 2 or self.mask.sum() <= 1:
+        step = self.listwise_gradient(features, positive)
+        if step is None:
             return 0.0
+        gradient, loss = step
+        self.apply_gradient(gradient)
+        return loss
+
+    def listwise_gradient(
+        self, features: np.ndarray, positive: int
+    ) -> tuple[np.ndarray, float] | None:
+        """The ascent direction ``f_pos - E_softmax[f]`` (masked) of
+        :meth:`update_listwise` at the current iterate, and the loss (nats); None when
+        there is nothing to learn (one candidate, one feature). A worker sends it to the
+        fleet's learner instead of stepping itself."""
+        if len(features) < 2 or self.mask.sum() <= 1:
+            return None
         logits = features @ self.iterate
         logits = logits - logits.max()
         probs = np.exp(logits)
         probs /= probs.sum()
         loss = float(-np.log(max(probs[positive], 1e-300)))
-        gradient = (features[positive] - probs @ features) * self.mask
-        stepped = np.maximum(self.iterate + self.learning_rate * gradient, 0.0) * self.mask
+        return (features[positive] - probs @ features) * self.mask, loss
+
+    def apply_gradient(self, gradient: np.ndarray) -> None:
+        """One projected ascent step along ``gradient`` (per feature) and the averaging:
+        weights stay non-negative with a fixed total."""
+        stepped = np.maximum(self.iterate + self.learning_rate * gradient * self.mask, 0.0)
+        stepped *= self.mask
         mass = stepped.sum()
         if mass > 1e-12:
             self.iterate = stepped * (self.total / mass)
         self.weights = (1.0 - self.averaging) * self.weights + self.averaging * self.iterate
         self.updates += 1
-        return loss
+
+    def load(
+        self, weights: np.ndarray, iterate: np.ndarray | None = None, updates: int = 0
+    ) -> None:
+        """Take weights learned elsewhere (the fleet's, from the models topic): the
+        averaged ``weights`` used for ranking and, when given, the ``iterate``. Both are
+        masked and rescaled to this object's total; raises ``ValueError`` on a wrong
+        length or no positive enabled mass."""
+        for name, values in (("weights", weights), ("iterate", iterate)):
+            if values is not None and np.shape(values) != self.mask.shape:
+                raise ValueError(
+                    f"{name}: {np.shape(values)} values for {len(self.names)} features"
+                )
+        masked = np.maximum(np.asarray(weights, dtype=np.float64), 0.0) * self.mask
+        if masked.sum() <= 0.0:
+            raise ValueError("fusion weights need a positive enabled sum")
+        self.weights = masked * (self.total / masked.sum())
+        if iterate is not None:
+            start = np.maximum(np.asarray(iterate, dtype=np.float64), 0.0) * self.mask
+            if start.sum() > 0.0:
+                self.iterate = start * (self.total / start.sum())
+        self.updates = updates
 
     def as_dict(self) -> dict[str, float]:
         """Current weights by feature name (disabled features are 0)."""

@@ -9,7 +9,8 @@ re-ranks it for diversity, and the feature that contributed most explains each i
 
 The :class:`Ranker` remembers each user's last ranking (bounded LRU): when the user then
 acts on one of those candidates, :meth:`Ranker.learn` takes one listwise step of the
-fusion weights (softmax likelihood of that item among them).
+fusion weights (softmax likelihood of that item among them); the step's gradient is
+returned so an engine sharing its lessons with the fleet can send it on.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class Ranker:
             view.anchors = Anchors.of(view.state, self.catalog, [label for label, _ in top])
         return content_reason(view.anchors, self.catalog, row)
 
-    def learn(self, state: UserState, row: int) -> None:
+    def learn(self, state: UserState, row: int) -> np.ndarray | None:
         """Fusion step when the user acts on one of their last ranked candidates: the
         softmax likelihood of that item among all of them, with features from the state
         before this event (scaled as in that ranking). An item outside the candidates
@@ -157,13 +158,19 @@ class Ranker:
         (the first of its candidates acted on); the next ranking is a new lesson."""
         remembered = self._shown.get(state.user_id)
         if remembered is None:
-            return
+            return None
         ranked, scales = remembered
         position = np.flatnonzero(ranked == row)
         if position.size == 0:
-            return
+            return None
         del self._shown[state.user_id]
         candidates = ranked[self.catalog.alive[ranked]]
         view = self.candidates.view(state, self.candidates.blocked([]), 0)
         features = self.feature_matrix(view, candidates, self.candidates.trending.dense())
-        self.fusion.update_listwise(features / scales, int(np.flatnonzero(candidates == row)[0]))
+        step = self.fusion.listwise_gradient(
+            features / scales, int(np.flatnonzero(candidates == row)[0])
+        )
+        if step is None:
+            return None
+        self.fusion.apply_gradient(step[0])
+        return step[0]

@@ -109,6 +109,9 @@ class Event:
     #: Offset in its events partition when read from Kafka (None offline); a user's events
     #: live in one partition, so it orders them and detects replays after a crash.
     offset: int | None = None
+    #: Its events partition when read from Kafka (None offline): with ``offset``, the
+    #: event's identity in the item signals it gives rise to.
+    partition: int | None = None
 
     def __post_init__(self) -> None:
         if self.type == USER_DELETION and not isinstance(self, UserDeletion):
@@ -451,6 +454,7 @@ def parse_event(
     offset: int | None = None,
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    partition: int | None = None,
 ) -> Event | Rejected:
     """Validate one interaction event against the contract.
 
@@ -485,6 +489,7 @@ def parse_event(
         rating=rating,
         context=context,
         offset=offset,
+        partition=partition,
     )
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "ConsumerSettings",
     "EncoderSettings",
     "IndexSettings",
+    "ItemsSettings",
     "KafkaSettings",
     "LimitsSettings",
     "MetricsSettings",
@@ -287,6 +288,18 @@ class AdapterSettings:
 
 
 @dataclass(frozen=True)
+class ItemsSettings:
+    """The item-keyed stage: signals from the workers, the aggregation, the knowledge."""
+
+    shared: bool = True  # workers publish item signals and rank from interest.items
+    group_id: str = "interest-items"  # consumer group of the item aggregation
+    max_neighbours: int = 200  # neighbours kept per item (up to twice as many between prunes)
+    flush_interval_ms: int = 500  # milliseconds between publications of changed items
+    max_pending_items: int = 20000  # changed items that force an earlier publication
+    metrics_port: int = 9500  # the aggregation's /metrics port (0: pick a free one)
+
+
+@dataclass(frozen=True)
 class StateSettings:
     user_ttl_s: float = 7 * 86400.0  # wall-clock inactivity before a user is evicted from memory
     max_users: int = 1_000_000
@@ -331,6 +344,7 @@ class Settings:
     recommend: RecommendSettings = field(default_factory=RecommendSettings)
     adapter: AdapterSettings = field(default_factory=AdapterSettings)
     state: StateSettings = field(default_factory=StateSettings)
+    items: ItemsSettings = field(default_factory=ItemsSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 

@@ -47,6 +47,19 @@ class Trending:
             exponent = 0.0
         self._raw[row] += weight * math.exp2(exponent)
 
+    def set(self, row: int, value: float, ts: float) -> None:
+        """Set ``row``'s score to ``value`` as of event time ``ts`` (seconds), replacing
+        what it held (the fleet's shared knowledge of the item)."""
+        self._grow(row)
+        if self.reference_ts is None:
+            self.reference_ts = ts
+        exponent = self._exponent(ts)
+        if exponent > _REBASE_EXPONENT:
+            self._raw *= math.exp2(-exponent)
+            self.reference_ts = ts
+            exponent = 0.0
+        self._raw[row] = value * math.exp2(exponent)
+
     def remove(self, row: int) -> None:
         """Forget ``row`` (a deleted item)."""
         if row < len(self._raw):

@@ -25,6 +25,11 @@ Sections (each can be skipped with ``--skip``):
   to swap a new version into an engine holding ``--adapter-items`` (default 100,000)
   items: the catalog's projection (a worker runs it on a helper thread while batches go
   on) and the commit (the only pause between two micro-batches).
+- ``items``: the item-keyed stage without a broker
+  (:mod:`consumers.harness.bench_items`): signals/s of the aggregation's fold, memory per
+  item, neighbours per item, size of ``interest.items``, catch-up time of a new worker,
+  on a generated log of ``--item-events`` events over ``--item-items`` items and
+  ``--item-users`` users (1M / 100k / 50k; ``--quick``: 100k / 10k / 5k).
 - ``soak`` (only with ``--soak MINUTES``): :func:`consumers.harness.soak.run_soak` at
   ``--soak-rate`` events/s (default: half the text stream's measured worker rate, or
   half of ``--pipeline-rate``); RSS and lag over time and their slopes.
@@ -50,6 +55,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from consumers.harness.bench_items import bench_item_latency, bench_items
 from consumers.harness.bench_streams import DEFAULT_MOVIELENS_DIR, default_vector_cache_dir
 from consumers.harness.report import (
     command_line,
@@ -80,7 +86,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SECTIONS: tuple[str, ...] = ("pipeline", "encoder", "index", "memory", "adapter", "soak")
+SECTIONS: tuple[str, ...] = ("pipeline", "encoder", "index", "memory", "adapter", "items", "soak")
 STREAMS: tuple[str, ...] = ("interaction", "text")
 
 
@@ -984,6 +990,23 @@ def _table(report: dict[str, Any]) -> str:
             f"  swap on {adapter['items']:,} items: projection {adapter['project_s_median']:.2f} s "
             f"off the batch path, pause between batches {adapter['pause_s_median'] * 1000:.1f} ms"
         )
+    items = report.get("items")
+    if items and "error" not in items:
+        rows.append(
+            f"item stage ({items['events']:,} events, {items['items']:,} items, "
+            f"{items['users']:,} users): fold {items['fold_signals_per_s']:,.0f} signals/s "
+            f"({items['fold_events_per_s']:,.0f} events/s), "
+            f"{items['bytes_per_item'] or 0:,.0f} bytes/item held, neighbours mean "
+            f"{items['neighbours_mean']:.0f} max {items['neighbours_max']}, interest.items "
+            f"{items['items_topic_bytes'] / 2**20:,.1f} MiB, catch-up {items['catch_up_s']:.1f} s"
+        )
+        lat = items.get("latency") or {}
+        knowledge = lat.get("event_to_worker_knowledge_s") or {}
+        if knowledge:
+            rows.append(
+                f"  event -> item knowledge at a worker ({lat['rate_events_per_s']:.0f} events/s): "
+                + ", ".join(f"{k} {_fmt(v, '{:.3f}')} s" for k, v in knowledge.items())
+            )
     soak = report.get("soak")
     if soak and "error" not in soak:
         rows.append(
@@ -1052,6 +1075,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="catalog items for the adapter swap timing (0 = 100,000; 10,000 with --quick)",
     )
     parser.add_argument(
+        "--item-events", type=int, default=0, help="events in the items section (0 = default)"
+    )
+    parser.add_argument(
+        "--item-items", type=int, default=0, help="items in the items section (0 = default)"
+    )
+    parser.add_argument(
+        "--item-users", type=int, default=0, help="users in the items section (0 = default)"
+    )
+    parser.add_argument(
+        "--item-latency-events",
+        type=int,
+        default=0,
+        help="events sent at 200/s through a worker and an aggregator for the event -> item "
+        "knowledge latency (0 = default)",
+    )
+    parser.add_argument(
         "--soak", type=float, default=0.0, metavar="MINUTES", help="also run the soak this long"
     )
     parser.add_argument(
@@ -1077,6 +1116,8 @@ def _bad_arguments(args: argparse.Namespace, skip: set[str], streams: list[str])
         return f"--streams takes {', '.join(STREAMS)}"
     if args.events <= 0 or args.text_events <= 0:
         return "--events and --text-events must be > 0"
+    if min(args.item_events, args.item_items, args.item_users, args.item_latency_events) < 0:
+        return "--item-events, --item-items, --item-users, --item-latency-events must be >= 0"
     if args.soak < 0 or (args.soak_rate is not None and args.soak_rate <= 0):
         return "--soak and --soak-rate must be positive"
     if args.pipeline_rate is not None and args.pipeline_rate <= 0:
@@ -1190,6 +1231,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 items=args.adapter_items or (10_000 if quick else 100_000),
                 steps=5 if quick else 20,
             ),
+        ),
+        (
+            "items",
+            lambda: {
+                **bench_items(
+                    settings,
+                    events=args.item_events or (100_000 if quick else 1_000_000),
+                    items=args.item_items or (10_000 if quick else 100_000),
+                    users=args.item_users or (5_000 if quick else 50_000),
+                ),
+                "latency": bench_item_latency(
+                    settings, events=args.item_latency_events or (600 if quick else 3000)
+                ),
+            },
         ),
     ]
     if args.soak:

@@ -26,6 +26,7 @@ import orjson
 from tqdm import tqdm
 
 from consumers.harness.report import command_line, machine_info
+from consumers.state_store import partition_for_key
 from interest_core.encoder import CachedEncoder
 from interest_core.evaluation import (
     PrequentialResult,
@@ -45,13 +46,16 @@ from interest_core.records import (
     parse_event,
 )
 from interest_core.settings import Settings
+from interest_core.shared_fusion import SharedFusion
 from interest_core.strategies import STRATEGIES
+from interest_core.topology import FleetRecommender
 from producers.jsonl import read_lines
 
 #: Strategies that rank by content cosines, hence use the adaptation layer when it is on.
 ADAPTED_STRATEGIES = frozenset({"static", "dynamic", "hybrid"})
 
 __all__ = [
+    "DEFAULT_ITEM_LAG_EVENTS",
     "STRATEGIES",
     "Dataset",
     "EngineRecommender",
@@ -63,6 +67,18 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Default lag of shared item knowledge behind other workers' events, in events.
+#: Deployed, the lag is time: an event reaches the other workers' item knowledge after
+#: the worker's micro-batch, the aggregation's flush (items.flush_interval_ms, 500 ms)
+#: and a follower poll between batches: median 1.5 s measured on 2 loaded cores
+#: (`interest bench`'s items section, docs/RESULTS.md). In events it is that time x the
+#: event rate: 100 events is the median lag at about 70 events/s (6M events a day), far
+#: above what the evaluation logs' own rates give (MovieLens small: 100k events in 20
+#: years; the synthetic log: 15k in 30 days), so it is a margin, not a best case.
+#: docs/RESULTS.md also reports 1,000 events and no sharing.
+DEFAULT_ITEM_LAG_EVENTS = 100
+
 
 # --------------------------------------------------------------------------- inputs
 
@@ -178,33 +194,43 @@ def load_truth(path: str | Path) -> TruthTimeline:
 
 
 class EngineRecommender:
-    """Adapts an :class:`~interest_core.engine.Engine` to the protocol's recommender.
+    """Adapts an :class:`~interest_core.engine.Engine` (or, given ``fleet``, a
+    :class:`~interest_core.topology.FleetRecommender` whose first engine is ``engine``)
+    to the protocol's recommender.
 
-    With ``online`` (an :class:`~interest_core.adapter.OnlineAdapter`) the engine's
-    adaptation layer is trained on the events already applied, every
-    ``online.train_every_events`` events, and each new version is swapped in at once:
-    an ask never sees a layer trained on its own or a later event.
+    With ``online`` (an :class:`~interest_core.adapter.OnlineAdapter`) the adaptation
+    layer is trained on the events already applied, every ``online.train_every_events``
+    events, and each new version is swapped in at once: an ask never sees a layer
+    trained on its own or a later event. In a fleet every engine feeds the one layer
+    and every engine gets each version (the engines share the catalog's row layout).
     """
 
-    def __init__(self, engine: Any, online: Any | None = None) -> None:
+    def __init__(self, engine: Any, online: Any | None = None, *, fleet: Any = None) -> None:
         self.engine = engine
+        self.fleet = fleet
+        self.engines = [engine] if fleet is None else list(fleet.engines)
         self.online = online
         self.swap_s = 0.0
         if online is not None:
-            engine.on_example = online.observe
+            for each in self.engines:
+                each.on_example = online.observe
 
     def learn(self, events: Sequence[Event]) -> None:
-        self.engine.learn(events)
+        if self.fleet is None:
+            self.engine.learn(events)
+        else:
+            self.fleet.learn(events)
         if self.online is not None and self.online.tick(len(events)):
             catalog = self.engine.catalog
             width = catalog.rows_allocated
             weights = self.online.train_round(catalog.embeddings[:width], catalog.alive[:width])
             if weights is not None:
                 started = time.perf_counter()
-                reason = self.engine.set_adapter(weights)
+                for each in self.engines:
+                    reason = each.set_adapter(weights)
+                    if reason is not None:  # the trainer made it for this engine: a bug
+                        raise RuntimeError(f"adapter version rejected: {reason}")
                 self.swap_s += time.perf_counter() - started
-                if reason is not None:  # the trainer made it for this engine: a bug
-                    raise RuntimeError(f"adapter version rejected: {reason}")
 
     def adapter_summary(self) -> dict[str, Any]:
         """What the inline training did (JSON-ready)."""
@@ -228,11 +254,17 @@ class EngineRecommender:
     def recommend(
         self, user_ids: Sequence[str], k: int, exclude: Mapping[str, Collection[str]]
     ) -> dict[str, list[str]]:
+        if self.fleet is not None:
+            out: dict[str, list[str]] = self.fleet.recommend(user_ids, k, exclude)
+            return out
         answers = self.engine.recommend(list(user_ids), k, exclude=exclude)
         return {user: [item.item_id for item in listed] for user, listed in answers.items()}
 
     def top_label(self, user_id: str) -> str | None:
         """The label of the user's heaviest captured interest, if any."""
+        if self.fleet is not None:
+            label: str | None = self.fleet.top_label(user_id)
+            return label
         top = self.engine.interests(user_id, 1)
         return str(top[0][0]) if top else None
 
@@ -276,27 +308,39 @@ def evaluate_strategy(
     adapter: bool = False,
     train_every: int | None = None,
     score_from_ts: float | None = None,
+    workers: int = 1,
+    item_lag_events: int = DEFAULT_ITEM_LAG_EVENTS,
 ) -> tuple[dict[str, Any], PrequentialResult]:
     """Run one strategy through the protocol: its report entry (metrics, the cold-item
     slice, timings, taste tracking, inline adapter training) and the raw per-event
     result. ``adapter`` trains the adaptation layer inline (content strategies only)
     every ``train_every`` events (default: the settings'); ``score_from_ts`` scores
-    only the asks at or after that time (unix seconds)."""
+    only the asks at or after that time (unix seconds). ``workers`` > 1 runs the
+    deployed topology (:func:`fleet_recommender`) with item knowledge
+    ``item_lag_events`` events late, and one layer trained on every engine's examples
+    and put in use in all of them (as the trainer serves the fleet)."""
     from interest_core.adapter import online_adapter
     from interest_core.engine import Engine
 
     started = time.perf_counter()
-    engine = Engine(encoder, settings, strategy=strategy)
-    engine.upsert_items(dataset.items)
-    setup_s = time.perf_counter() - started
+    fleet: FleetRecommender | None = None
+    if workers > 1:
+        fleet = fleet_recommender(
+            strategy, dataset, encoder, settings, workers=workers, lag_events=item_lag_events
+        )
+        engines = fleet.engines
+    else:
+        engines = [Engine(encoder, settings, strategy=strategy)]
+        engines[0].upsert_items(dataset.items)
     online = (
         online_adapter(
-            engine.dim, engine.model_name, settings.adapter, train_every_events=train_every
+            engines[0].dim, engines[0].model_name, settings.adapter, train_every_events=train_every
         )
         if adapter and strategy in ADAPTED_STRATEGIES
         else None
     )
-    recommender = EngineRecommender(engine, online)
+    recommender = EngineRecommender(engines[0], online, fleet=fleet)
+    setup_s = time.perf_counter() - started
     snapshots: dict[float, dict[str, str | None]] = {}
     checkpoints = taste_checkpoints(truth, truth_checkpoints) if truth is not None else []
     truth_users = truth.users if truth is not None else []
@@ -340,7 +384,41 @@ def evaluate_strategy(
     }
     if truth is not None:
         out["taste"] = taste_tracking(truth, snapshots)
+    if fleet is not None:
+        out["topology"] = fleet.describe()
     return out, result
+
+
+def fleet_recommender(
+    strategy: str,
+    dataset: Dataset,
+    encoder: Any,
+    settings: Settings,
+    *,
+    workers: int,
+    lag_events: int,
+) -> FleetRecommender:
+    """``workers`` engines routed by the producer's partitioner (kafka-python's murmur2 of
+    the user id, modulo ``workers``), sharing item knowledge through the aggregation's
+    fold and fusion learner, ``lag_events`` late."""
+    from consumers.item_aggregator import fold_for
+    from interest_core.engine import FEATURES, INITIAL_FUSION, Engine
+
+    engines = []
+    for _ in range(workers):
+        engine = Engine(encoder, settings, strategy=strategy, emit_item_signals=True)
+        engine.upsert_items(dataset.items)
+        engines.append(engine)
+    fusion = SharedFusion(
+        FEATURES, learning_rate=settings.recommend.fusion_learning_rate, initial=INITIAL_FUSION
+    )
+    return FleetRecommender(
+        engines,
+        lambda user_id: partition_for_key(user_id.encode("utf-8"), workers),
+        fold_for(settings),
+        fusion=fusion,
+        lag_events=lag_events,
+    )
 
 
 def _prewarm_texts(memo: CachedEncoder, dataset: Dataset, settings: Settings) -> int:
@@ -377,6 +455,8 @@ def evaluate(
     adapter: bool = False,
     train_every: int | None = None,
     score_from_ts: float | None = None,
+    workers: int = 1,
+    item_lag_events: int = DEFAULT_ITEM_LAG_EVENTS,
 ) -> dict[str, Any]:
     """Every strategy, one after another, sharing one memoised encoder.
 
@@ -409,6 +489,8 @@ def evaluate(
             adapter=adapter,
             train_every=train_every,
             score_from_ts=score_from_ts,
+            workers=workers,
+            item_lag_events=item_lag_events,
         )
     return {
         "strategies": entries,
@@ -517,6 +599,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="events of other users an ask may miss, to batch asks (default 0: exact)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="evaluate as deployed: users routed over N engines by the producer's "
+        "partitioner, item knowledge shared through the aggregation (default 1)",
+    )
+    parser.add_argument(
+        "--item-lag-events",
+        type=int,
+        default=DEFAULT_ITEM_LAG_EVENTS,
+        help="with --workers > 1: events of other workers the shared item knowledge lags "
+        f"behind (default {DEFAULT_ITEM_LAG_EVENTS}: the median lag at ~70 events/s; see "
+        "docs/RESULTS.md)",
+    )
+    parser.add_argument(
         "--window", type=int, default=0, help="plot window (evaluated events; 0: automatic)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -559,6 +656,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         args.adapter = "on" if settings.adapter.enabled else "off"
     if args.train_every is not None and args.train_every <= 0:
         print("interest eval: --train-every must be > 0", file=sys.stderr)
+        return 2
+    if args.workers < 1 or args.item_lag_events < 0:
+        print("interest eval: --workers must be >= 1, --item-lag-events >= 0", file=sys.stderr)
         return 2
     if args.limit_users is not None and args.limit_users <= 0:
         print("interest eval: --limit-users must be > 0", file=sys.stderr)
@@ -615,10 +715,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         adapter=args.adapter == "on",
         train_every=args.train_every,
         score_from_ts=score_from_ts,
+        workers=args.workers,
+        item_lag_events=args.item_lag_events,
     )
     results = outcome["results"]
     report = {
         "command": command_line("eval", args),
+        "workers": args.workers,
+        "item_lag_events": args.item_lag_events if args.workers > 1 else 0,
         "config": {
             "strategies": strategies,
             "k": args.k,
@@ -627,6 +731,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "adapter": args.adapter,
             "train_every_events": args.train_every or settings.adapter.train_every_events,
             "score_from_ts": score_from_ts,
+            "workers": args.workers,
+            "item_lag_events": args.item_lag_events if args.workers > 1 else 0,
             "limit_users": args.limit_users,
             "events_file": str(args.events),
             "catalog_file": str(args.catalog),

@@ -48,7 +48,8 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running() -> None:
     assert result.watched_lines > 0 and "interests:" in text and "top:" in text
     assert result.ingest_p50_s is not None and result.ingest_p99_s is not None
     assert result.ingest_p50_s <= result.ingest_p99_s
-    assert len(result.metrics_urls) == 3  # two workers and the adaptation-layer trainer
+    # two workers, the item aggregation and the adaptation-layer trainer
+    assert len(result.metrics_urls) == 4
     assert "adaptation layer:" in text
     assert result.adapter_versions_in_use  # the workers report the version in use
     assert result.evaluation is not None

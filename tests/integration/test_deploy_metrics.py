@@ -1,8 +1,9 @@
-"""The Grafana dashboard queries only metrics a live worker exports.
+"""The Grafana dashboard queries only metrics a live worker and aggregator export.
 
-One worker runs in this process on the embedded broker with the hashing encoder; it
-gets a small catalog, good events and a malformed one, and its /metrics is scraped
-over HTTP like Prometheus does.
+One worker and one item aggregator run in this process on the embedded broker with the
+hashing encoder; the worker gets a small catalog, good events and a malformed one, its
+item signals go through the aggregator and come back as item knowledge, and both
+/metrics are scraped over HTTP like Prometheus does.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.fleet import scrape_samples
+from consumers.item_aggregator import ItemAggregator
 from consumers.worker import Worker
 from interest_core.settings import Settings
 from producers.kafka_client import make_producer
@@ -36,9 +38,16 @@ def test_every_dashboard_metric_is_exported_by_a_live_worker(kafka_settings: Set
     producer.flush()
 
     worker = Worker(settings, worker_id="deploy-metrics", registry=CollectorRegistry())
+    aggregator = ItemAggregator(
+        settings.replace(items={"metrics_port": 0, "flush_interval_ms": 100}),
+        aggregator_id="deploy-metrics-items",
+        registry=CollectorRegistry(),
+    )
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
+    items_thread = threading.Thread(target=aggregator.run, args=(stop,), daemon=True)
+    items_thread.start()
     try:
         deadline = time.monotonic() + 60
         while worker.metrics_port is None or not worker.ready:
@@ -64,15 +73,25 @@ def test_every_dashboard_metric_is_exported_by_a_live_worker(kafka_settings: Set
         while total("interest_recommendations_published_total") < 1:
             assert time.monotonic() < deadline + 60, "no recommendation published"
             time.sleep(0.2)
+        # The signals went through the aggregation and came back as item knowledge.
+        while total("interest_item_records_total") < 1:
+            assert time.monotonic() < deadline + 60, "no item knowledge came back"
+            time.sleep(0.2)
         with urllib.request.urlopen(url, timeout=5) as response:
             exposition = response.read().decode()
+        assert aggregator.metrics_port is not None
+        items_url = f"http://127.0.0.1:{aggregator.metrics_port}/metrics"
+        with urllib.request.urlopen(items_url, timeout=5) as response:
+            items_exposition = response.read().decode()
     finally:
         stop.set()
         thread.join(timeout=30)
+        items_thread.join(timeout=30)
         producer.close()
 
-    missing = sorted(dashboard_metric_names() - exported_sample_names(exposition))
-    assert not missing, f"the dashboard queries metrics the worker does not export: {missing}"
+    exported = exported_sample_names(exposition) | exported_sample_names(items_exposition)
+    missing = sorted(dashboard_metric_names() - exported)
+    assert not missing, f"the dashboard queries metrics no process exports: {missing}"
     # The panels that matter most show real data, not just declared families.
     present = {
         sample.name
@@ -88,5 +107,14 @@ def test_every_dashboard_metric_is_exported_by_a_live_worker(kafka_settings: Set
         "interest_encoder_seconds_bucket",
         "interest_ready",
         "interest_catalog_items",
+        "interest_item_knowledge_latency_seconds_bucket",
+        "interest_item_signals_published_total",
     ):
         assert name in present, name
+    items_present = {
+        sample.name
+        for family in text_string_to_metric_families(items_exposition)
+        for sample in family.samples
+    }
+    for name in ("interest_item_signals_total", "interest_item_records_published_total"):
+        assert name in items_present, name

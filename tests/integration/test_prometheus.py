@@ -103,9 +103,13 @@ def test_the_compose_prometheus_loads_the_alert_rules(tmp_path: Path) -> None:
 
 
 class Prometheus:
-    """A Prometheus server scraping ``targets`` every second, with the alert rules."""
+    """A Prometheus server scraping ``targets`` (workers) and ``items_targets`` (the item
+    aggregation, its own job as in deploy/prometheus.yml) every second, with the alert
+    rules."""
 
-    def __init__(self, binary: str, targets: list[str], workdir: Path) -> None:
+    def __init__(
+        self, binary: str, targets: list[str], workdir: Path, items_targets: list[str] = ()
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = {
@@ -115,7 +119,11 @@ class Prometheus:
                 {
                     "job_name": "interest-worker",
                     "static_configs": [{"targets": targets}],
-                }
+                },
+                {
+                    "job_name": "interest-items",
+                    "static_configs": [{"targets": list(items_targets)}],
+                },
             ],
         }
         workdir.mkdir(parents=True, exist_ok=True)
@@ -216,8 +224,9 @@ def test_prometheus_scrapes_a_fleet_and_answers_every_dashboard_and_alert_expres
 ) -> None:
     fleet = fleet_of_two
     settings = fleet.settings
-    targets = [url.split("//")[1].split("/")[0] for url in fleet.metrics_urls()]
-    prometheus = Prometheus(prometheus_binary, targets, tmp_path / "prometheus")
+    targets = [url.split("//")[1].split("/")[0] for url in fleet.metrics_urls("worker")]
+    items = [url.split("//")[1].split("/")[0] for url in fleet.metrics_urls("aggregate")]
+    prometheus = Prometheus(prometheus_binary, targets, tmp_path / "prometheus", items)
     try:
         wait_until(prometheus.ready, 60.0, "prometheus answered /-/ready")
         data = generate_dataset(users=40, items=120, events=1200, seed=31)
@@ -257,7 +266,8 @@ def test_prometheus_scrapes_a_fleet_and_answers_every_dashboard_and_alert_expres
         assert recommendations is not None and recommendations >= 40
         state_writes = prometheus.value("sum(interest_state_writes_total)")
         assert state_writes is not None and state_writes >= 40
-        assert prometheus.value("count(interest_ready == 1)") == 2
+        assert prometheus.value("count(interest_ready{job='interest-worker'} == 1)") == 2
+        assert prometheus.value("count(interest_ready{job='interest-items'} == 1)") == 1
         assert prometheus.value("sum(interest_catalog_items)") == 2 * len(data.catalog)
 
         # Every expression of the dashboard returns at least one series.
@@ -267,11 +277,17 @@ def test_prometheus_scrapes_a_fleet_and_answers_every_dashboard_and_alert_expres
         assert expressions
         empty: list[str] = []
 
+        # A malformed item-signals record: the aggregation refuses it (a series by reason).
+        publish_raw(settings, settings.topics.item_signals, [(b"i1", b"{not json")])
+
         def all_answer() -> bool:
             empty[:] = [e for e in expressions if not prometheus.query(e)]
             return not empty
 
-        wait_until(all_answer, 60.0, "every dashboard expression returned a series")
+        try:
+            wait_until(all_answer, 60.0, "every dashboard expression returned a series")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {empty}") from None
         assert not empty, empty
 
         # Every alert rule is loaded and evaluated without error.

@@ -1,4 +1,4 @@
-"""``interest bench`` end to end on its broker-free sections (index, memory): JSON shape."""
+"""``interest bench`` end to end on its lighter sections (index, memory, items): JSON shape."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_bench_quick_index_and_memory_report(tmp_path: Path) -> None:
             str(CONFIG),
             "--quick",
             "--skip",
-            "pipeline,encoder",
+            "pipeline,encoder,items",
             "--index-sizes",
             "1500",
             "--memory-users",
@@ -55,6 +55,27 @@ def test_bench_quick_index_and_memory_report(tmp_path: Path) -> None:
     assert cpu["steps"] == 5 and cpu["examples_per_s"] > 0
     assert len(adapter["pause_s"]) == 3 and adapter["project_s_median"] > 0
     assert set(report["section_seconds"]) == {"index", "memory", "adapter"}
+
+
+def test_bench_items_section_reports_the_item_stage(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--config", str(CONFIG), "--skip", "pipeline,encoder,index,memory"]
+    argv += ["--item-events", "3000", "--item-items", "300", "--item-users", "100"]
+    argv += ["--item-latency-events", "100"]
+    assert main([*argv, "--out", str(out)]) == 0
+    items = orjson.loads(out.read_bytes())["items"]
+    assert items["events"] == 3000 and items["signals"] >= 3000
+    assert items["fold_signals_per_s"] > 0 and items["catch_up_s"] > 0
+    assert 0 < items["items_held"] <= 300
+    # Bounded lists: never more than twice max_neighbours between prunes.
+    assert items["neighbours_max"] <= 2 * items["max_neighbours"]
+    assert items["items_topic_records"] == items["catch_up_records"] == items["items_held"]
+    assert items["items_topic_bytes"] > 0
+    assert [s["events"] for s in items["rss_samples"]][-1] == 3000
+    # Through a real broker: the knowledge came back to the worker.
+    latency = items["latency"]
+    assert latency["knowledge_records_applied"] > 0
+    assert latency["event_to_worker_knowledge_s"]["p50"] > 0
 
 
 def test_hnsw_over_the_limit_is_skipped_with_a_reason(tmp_path: Path) -> None:

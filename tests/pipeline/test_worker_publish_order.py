@@ -49,8 +49,11 @@ class RecordingConsumer:
         )
 
 
-def _worker(journal: Journal, published: list[BatchLatency]) -> Worker:
-    settings = Settings().replace(encoder={"backend": "hashing"})
+def _worker(
+    journal: Journal, published: list[BatchLatency], *, shared_items: bool = False
+) -> Worker:
+    # Item signals (items.shared) add their own send + flush; the last test checks them.
+    settings = Settings().replace(encoder={"backend": "hashing"}, items={"shared": shared_items})
     worker = Worker(
         settings,
         HashingEncoder(),
@@ -102,3 +105,20 @@ def test_commit_follows_the_acknowledgement_of_its_own_batch() -> None:
     assert latency.started <= latency.processed <= latency.acked
     worker._complete_in_flight()  # idempotent: nothing in flight
     assert len(journal.steps) == 8
+
+
+def test_item_signals_are_acknowledged_before_the_batch_is_sent() -> None:
+    """Once a user's new state is published its events are skipped on re-processing, so
+    the item signals they gave rise to are flushed before the state is even sent."""
+    journal = Journal()
+    worker = _worker(journal, [], shared_items=True)
+    settings = worker.settings
+    worker.batcher.add(_event(settings, "u1", 0))
+    worker._flush_and_commit()
+    sent = [key for step, key in journal.steps if step == "send"]
+    assert journal.steps[:2] == [("send", b"i1"), ("flush", None)]
+    assert sent == [b"i1", b"u1", b"u1"]  # signals of i1, then recommendation and state
+    signals = [r for r in worker._sink.records if r.topic == settings.topics.item_signals]
+    assert len(signals) == 1
+    assert orjson.loads(signals[0].value)["signals"][0]["p"] == 0
+    assert orjson.loads(signals[0].value)["signals"][0]["o"] == 0

@@ -50,3 +50,45 @@ def test_listwise_weights_move_toward_the_predictive_feature() -> None:
 def test_initial_weights() -> None:
     fusion = FusionWeights(["a", "b", "c"], initial=[1 / 3, 1 / 3, 1.0])
     np.testing.assert_allclose(fusion.weights, [0.6, 0.6, 1.8])
+
+
+def test_gradient_then_step_is_the_listwise_update() -> None:
+    rng = np.random.default_rng(3)
+    features = rng.random((12, 4))
+    local = FusionWeights(["a", "b", "c", "d"], learning_rate=0.2, averaging=0.3)
+    split = FusionWeights(["a", "b", "c", "d"], learning_rate=0.2, averaging=0.3)
+    for positive in (3, 7, 1):
+        local.update_listwise(features, positive)
+        step = split.listwise_gradient(features, positive)
+        assert step is not None
+        split.apply_gradient(step[0])
+    np.testing.assert_array_equal(local.weights, split.weights)
+    np.testing.assert_array_equal(local.iterate, split.iterate)
+
+
+def test_shared_fusion_applies_each_lesson_once_and_resumes_from_its_param() -> None:
+    from interest_core.item_signals import FusionFeedback
+    from interest_core.params import ParamRecord, parse_params
+    from interest_core.shared_fusion import SharedFusion
+
+    names = ["a", "b", "c"]
+    lessons = [
+        FusionFeedback(p, o, 0.0, (0.5, -0.2, -0.3 + 0.1 * o)) for o in range(5) for p in (0, 1)
+    ]
+    reference = SharedFusion(names, averaging=0.5)
+    for lesson in lessons:
+        assert reference.apply(lesson)
+    # A learner published after 7 lessons, crashed, and its input was replayed from 3.
+    first = SharedFusion(names, averaging=0.5)
+    for lesson in lessons[:7]:
+        first.apply(lesson)
+    published = parse_params(first.to_param(created_at=1.0).to_json())
+    assert isinstance(published, ParamRecord) and published.version == 1
+    resumed = SharedFusion(names, averaging=0.5)
+    assert resumed.restore(published)
+    applied = [resumed.apply(lesson) for lesson in lessons[3:]]
+    assert applied == [False] * 4 + [True] * 3
+    np.testing.assert_allclose(resumed.fusion.weights, reference.fusion.weights, rtol=1e-12)
+    np.testing.assert_allclose(resumed.fusion.iterate, reference.fusion.iterate, rtol=1e-12)
+    assert resumed.to_param(created_at=2.0).version == 2
+    assert not SharedFusion(["x", "y", "z"]).restore(published)  # other features

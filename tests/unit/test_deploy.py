@@ -321,7 +321,7 @@ def test_readme_commands_in_compose_header_parse() -> None:
 def test_dashboard_metrics_exist_in_the_worker_metrics_registry() -> None:
     """Against consumers/metrics.py after exercising its hooks (the live /metrics check
     of a running worker is tests/integration/test_deploy_metrics.py)."""
-    from consumers.metrics import WorkerMetrics
+    from consumers.metrics import AggregatorMetrics, WorkerMetrics
 
     metrics = WorkerMetrics()
     metrics.records_consumed(["click", "view", "invalid"])
@@ -339,9 +339,20 @@ def test_dashboard_metrics_exist_in_the_worker_metrics_registry() -> None:
     )
     metrics.lag({("interest.events", 0): 5})
     metrics.holding(users=2, catalog_items=10)
+    metrics.item_record("applied")
+    metrics.item_knowledge_applied([99.0], 100.0)
+    metrics.item_knowledge_held(items=3, newest_ingested_at=99.0, now=100.0)
+    metrics.param_in_use("fusion.weights", 2)
     metrics.set_ready(True)
     body, _ = metrics.exposition()
     exported = exported_sample_names(body.decode())
+    # The item aggregation's metrics (the `aggregator` service, same dashboard).
+    aggregator = AggregatorMetrics()
+    aggregator.signals_folded(applied=3, duplicates=1, deleted=1)
+    aggregator.signal_rejected("not_json")
+    aggregator.flushed(seconds=0.01, records=2, ingested_at=[99.0], now=100.0)
+    aggregator.holding(4)
+    exported |= exported_sample_names(aggregator.exposition()[0].decode())
     missing = sorted(dashboard_metric_names() - exported)
     assert not missing, missing
 
@@ -488,17 +499,21 @@ def test_compose_healthchecks_point_at_ports_the_services_serve() -> None:
             continue  # prometheus, grafana: their images declare no HEALTHCHECK
         probe = _image_healthcheck(service)
         assert probe and "consumers.healthcheck" in probe, name
-        # The image's probe asks /healthz on metrics.port: `worker` and `trainer` serve it.
-        assert service["command"][0] in ("worker", "trainer"), (
-            f"{name} inherits the worker's healthcheck"
-        )
+        # The image's probe asks /healthz on metrics.port: `worker` and `trainer` serve it
+        # there, and `aggregate` does when its items.metrics_port is set to the same port.
         settings = _service_settings(service)
+        if service["command"] == ["aggregate"]:
+            assert settings.items.metrics_port == settings.metrics.port, name
+        else:
+            assert service["command"][0] in ("worker", "trainer"), (
+                f"{name} inherits the worker's healthcheck"
+            )
         url = healthz_url(settings)
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         assert str(port) in [str(p) for p in service.get("expose", [])], (name, port)
         assert settings.metrics.host == "0.0.0.0", f"{name}: Prometheus scrapes it over the network"
         checked.add(name)
-    assert {"kafka", "worker", "worker-gpu", "trainer"} <= checked
+    assert {"kafka", "worker", "worker-gpu", "trainer", "aggregator"} <= checked
     assert services["topics"]["healthcheck"] == {"disable": True}
     assert services["replay"]["healthcheck"] == {"disable": True}
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Time the adaptation layer's training step on a GPU (and on the CPU for reference).
 
-Needs only numpy and torch, and the repository on ``sys.path`` (it imports
-``interest_core.adapter``, which imports nothing beyond numpy, torch and the pure
-``interest_core.settings``; no faiss, no Kafka, no transformers). Run from the
-repository root::
+Needs only numpy and torch (it imports ``interest_core.adapter``, which imports nothing
+beyond numpy, torch and the pure ``interest_core.settings``; the ``consumers`` and
+``consumers.harness`` packages import nothing on their own: no faiss, no Kafka, no
+transformers). Run from the repository root, as a module or by path::
 
-    python3 scripts/gpu_check.py                 # CUDA (if any) and CPU, defaults
-    python3 scripts/gpu_check.py --steps 30 --batch-sizes 256,1024,4096 --cpu-steps 5
+    python3 -m consumers.harness.gpu_check          # CUDA (if any) and CPU, defaults
+    python3 -m consumers.harness.gpu_check --steps 30 --batch-sizes 256,1024,4096 --cpu-steps 5
+    python3 consumers/harness/gpu_check.py          # the same, by path
 
 Prints one JSON object: the machine, then per device / precision / batch size the
 median and p90 seconds of one optimiser step, examples per second, the first and last
@@ -27,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
 import numpy as np
 import torch

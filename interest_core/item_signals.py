@@ -1,0 +1,368 @@
+"""Item signals: what one applied event teaches about items, keyed by item.
+
+Workers are keyed by user, so each sees only its users' events; what those events say
+about items must reach one item-keyed place to be learned from the whole fleet. A
+worker derives, from every event it applies, one :class:`ItemSignal` per item the event
+touches and publishes them to ``interest.item-signals`` keyed by item id:
+
+* for a positive event on item ``i`` after the user's positive history ``h_0, h_1, ...``
+  (newest first, as :meth:`~interest_core.cooccurrence.CoOccurrence.add` reads it):
+  the signal for ``i`` carries ``count`` 1 (one more positive event on ``i``), the
+  event's ``weight`` at its event time ``ts`` (trending and long-horizon popularity), and
+  the pairs ``(h_j, decay ** j)``; each ``h_j`` gets a signal with the pair
+  ``(i, decay ** j)``. These are exactly the increments the single-process co-occurrence
+  and trending make, split by the item they change.
+* a :class:`FusionFeedback` for the fusion weights: the listwise gradient the worker
+  computed when the user acted on a ranked candidate, keyed by :data:`FUSION_KEY`.
+
+Every signal names its source, the event's ``(partition, offset)`` in the events topic,
+so the aggregation applies each exactly once however often a worker re-processes the
+event (:mod:`interest_core.item_knowledge`). Signals are a function of the event and
+the user's state before it, so re-processing a batch from the same state gives the
+same signals.
+
+The wire format (``format`` 1), one record per item per micro-batch::
+
+    key: item id
+    {"format": 1, "item_id": "m1", "signals": [
+        {"p": 3, "o": 1207, "ts": 1700000000.5, "at": 1700000001.2,
+         "n": 1.0, "w": 1.5, "pairs": [["m7", 1.0], ["m9", 0.85]]}]}
+
+    key: "\\x00fusion"
+    {"format": 1, "fusion": [{"p": 3, "o": 1207, "at": 1700000001.2,
+                               "g": [0.0, 0.1, -0.1, 0.3, -0.2, -0.1]}]}
+
+``at`` is when the event entered Kafka (wall clock, unix seconds): the start of the
+event-to-item-knowledge latency. :func:`parse_signal_record` is strict and returns a
+:class:`~interest_core.records.Rejected` with a reason for anything malformed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from interest_core.records import Rejected
+
+__all__ = [
+    "FUSION_KEY",
+    "SIGNALS_FORMAT",
+    "FusionFeedback",
+    "ItemSignal",
+    "SignalBuffer",
+    "SignalRecord",
+    "derive_signals",
+    "encode_fusion_record",
+    "encode_item_record",
+    "group_by_item",
+    "parse_signal_record",
+]
+
+SIGNALS_FORMAT = 1
+#: Key of fusion feedback records: not printable, so never an item id.
+FUSION_KEY = "\x00fusion"
+_MAX_ID_CHARS = 256
+_MAX_PAIRS = 10_000
+DEFAULT_MAX_SIGNAL_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ItemSignal:
+    """One applied event's contribution to one item's knowledge.
+
+    ``partition`` and ``offset`` locate the event in the events topic (its identity for
+    exactly-once); ``ts`` is its event time (seconds); ``ingested_at`` when it entered
+    Kafka (unix seconds, 0 when unknown). ``count`` is 1 on the event's own item (a
+    positive event on it), else 0; ``weight`` the event's interest weight on its own
+    item (trending and popularity), else 0; ``pairs`` the co-occurrence increments
+    ``(other item, amount)``.
+    """
+
+    item_id: str
+    partition: int
+    offset: int
+    ts: float
+    ingested_at: float
+    count: float
+    weight: float
+    pairs: tuple[tuple[str, float], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The signal's wire object (without its item id, which the record holds)."""
+        return {
+            "p": self.partition,
+            "o": self.offset,
+            "ts": self.ts,
+            "at": self.ingested_at,
+            "n": self.count,
+            "w": self.weight,
+            "pairs": [[other, amount] for other, amount in self.pairs],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FusionFeedback:
+    """One listwise fusion gradient (per feature, unitless) from the event at
+    ``(partition, offset)`` of the events topic; ``ingested_at`` as for signals."""
+
+    partition: int
+    offset: int
+    ingested_at: float
+    gradient: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The feedback's wire object."""
+        return {
+            "p": self.partition,
+            "o": self.offset,
+            "at": self.ingested_at,
+            "g": list(self.gradient),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """One parsed record of the signals topic: an item's signals, or fusion feedback."""
+
+    item_id: str | None
+    signals: tuple[ItemSignal, ...] = ()
+    fusion: tuple[FusionFeedback, ...] = ()
+
+
+def derive_signals(
+    item_id: str,
+    history: Sequence[str],
+    *,
+    weight: float,
+    ts: float,
+    partition: int,
+    offset: int,
+    ingested_at: float = 0.0,
+    decay: float = 1.0,
+) -> list[ItemSignal]:
+    """The signals of one positive event on ``item_id`` after the user's positive
+    ``history`` (item ids, newest first): the event's own item first, then one per
+    distinct history item. Amounts follow :meth:`CoOccurrence.add` exactly: the ``j``-th
+    distinct other item pairs with ``decay ** j``; the item itself and repeats are
+    skipped without using up a power of ``decay``."""
+    pairs: list[tuple[str, float]] = []
+    done = {item_id}
+    amount = 1.0
+    for other in history:
+        if other in done:
+            continue
+        done.add(other)
+        pairs.append((other, amount))
+        amount *= decay
+    own = ItemSignal(item_id, partition, offset, ts, ingested_at, 1.0, weight, tuple(pairs))
+    return [own] + [
+        ItemSignal(other, partition, offset, ts, ingested_at, 0.0, 0.0, ((item_id, amount),))
+        for other, amount in pairs
+    ]
+
+
+class SignalBuffer:
+    """The engine's outbox of item signals and fusion lessons, until :meth:`take`.
+
+    ``decay`` is the per-position pair decay (as :meth:`CoOccurrence.add`). Events read
+    offline carry no partition or offset; they are numbered here (partition 0, a running
+    count), which is stable within one process only.
+    """
+
+    def __init__(self, decay: float = 1.0) -> None:
+        self.decay = decay
+        self.signals: list[ItemSignal] = []
+        self.lessons: list[FusionFeedback] = []
+        self._next_offline = 0
+
+    def source(self, partition: int | None, offset: int | None) -> tuple[int, int]:
+        """The ``(partition, offset)`` naming an event; call once per event (an event
+        without an offset is numbered here)."""
+        if offset is not None:
+            return (partition or 0), offset
+        self._next_offline += 1
+        return (partition or 0), self._next_offline - 1
+
+    def positive(
+        self,
+        item_id: str,
+        history: Sequence[str],
+        *,
+        weight: float,
+        ts: float,
+        source: tuple[int, int],
+    ) -> list[ItemSignal]:
+        """Record the signals of one positive event (see :func:`derive_signals`); returns
+        them."""
+        signals = derive_signals(
+            item_id,
+            history,
+            weight=weight,
+            ts=ts,
+            partition=source[0],
+            offset=source[1],
+            decay=self.decay,
+        )
+        self.signals += signals
+        return signals
+
+    def lesson(self, gradient: Iterable[float], source: tuple[int, int]) -> FusionFeedback:
+        """Record one fusion lesson (a listwise gradient, per feature); returns it."""
+        lesson = FusionFeedback(source[0], source[1], 0.0, tuple(float(g) for g in gradient))
+        self.lessons.append(lesson)
+        return lesson
+
+    def take(self) -> tuple[list[ItemSignal], list[FusionFeedback]]:
+        """Everything recorded since the last call, in order."""
+        signals, lessons = self.signals, self.lessons
+        self.signals, self.lessons = [], []
+        return signals, lessons
+
+
+def group_by_item(signals: Iterable[ItemSignal]) -> dict[str, list[ItemSignal]]:
+    """Signals grouped by item id, each group in the order given (one record per item)."""
+    groups: dict[str, list[ItemSignal]] = {}
+    for signal in signals:
+        groups.setdefault(signal.item_id, []).append(signal)
+    return groups
+
+
+def encode_item_record(item_id: str, signals: Sequence[ItemSignal]) -> bytes:
+    """The value of one item's signals record (key: the item id)."""
+    return orjson.dumps(
+        {"format": SIGNALS_FORMAT, "item_id": item_id, "signals": [s.to_dict() for s in signals]}
+    )
+
+
+def encode_fusion_record(feedback: Sequence[FusionFeedback]) -> bytes:
+    """The value of one fusion feedback record (key: :data:`FUSION_KEY`)."""
+    return orjson.dumps({"format": SIGNALS_FORMAT, "fusion": [f.to_dict() for f in feedback]})
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _index(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def _item_id(value: Any) -> str | None:
+    if not isinstance(value, str) or not value or len(value) > _MAX_ID_CHARS:
+        return None
+    return value if value.isprintable() else None
+
+
+def _parse_source(obj: Any) -> tuple[int, int, float] | str:
+    if not isinstance(obj, Mapping):
+        return "bad_type:signal"
+    partition, offset = _index(obj.get("p")), _index(obj.get("o"))
+    if partition is None or offset is None:
+        return "bad_source"
+    ingested_at = _number(obj.get("at", 0.0))
+    if ingested_at is None:
+        return "bad_type:at"
+    return partition, offset, ingested_at
+
+
+def parse_signal_record(
+    key: bytes | str | None,
+    value: bytes | None,
+    *,
+    max_bytes: int = DEFAULT_MAX_SIGNAL_BYTES,
+    fusion_width: int | None = None,
+) -> SignalRecord | Rejected:
+    """The :class:`SignalRecord` in one signals-topic record, or the reason it is refused
+    (``missing_key``, ``not_json``, ``bad_format``, ``key_mismatch``, ``bad_source``,
+    ``bad_pair``, ``bad_value:n``, ``wrong_width``...). Never raises."""
+    raw = bytes(value) if value is not None else b""
+    if key is None:
+        return Rejected("missing_key", "a signals record is keyed by item id", raw)
+    try:
+        key_str = key.decode("utf-8") if isinstance(key, bytes | bytearray) else str(key)
+    except UnicodeDecodeError:
+        return Rejected("bad_key", "key is not UTF-8", raw)
+    if value is None:
+        return Rejected("tombstone", "a signals record has a value", raw)
+    if len(raw) > max_bytes:
+        return Rejected("record_too_large", f"{len(raw)} bytes > {max_bytes}", raw)
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejected("not_json", str(exc)[:200], raw)
+    if not isinstance(obj, Mapping):
+        return Rejected("not_object", "a signals record is a JSON object", raw)
+    if obj.get("format") != SIGNALS_FORMAT:
+        return Rejected("bad_format", f"format {obj.get('format')!r}, expected 1", raw)
+
+    if key_str == FUSION_KEY:
+        entries = obj.get("fusion")
+        if not isinstance(entries, list):
+            return Rejected("missing_field:fusion", "fusion must be a list", raw)
+        feedback: list[FusionFeedback] = []
+        for entry in entries:
+            source = _parse_source(entry)
+            if isinstance(source, str):
+                return Rejected(source, "fusion feedback source", raw)
+            gradient = entry.get("g")
+            if not isinstance(gradient, list) or not gradient:
+                return Rejected("bad_type:g", "g must be a non-empty list of numbers", raw)
+            values = [_number(g) for g in gradient]
+            if any(v is None for v in values):
+                return Rejected("bad_value:g", "g holds a non-number or non-finite value", raw)
+            if fusion_width is not None and len(values) != fusion_width:
+                return Rejected(
+                    "wrong_width", f"{len(values)} features, expected {fusion_width}", raw
+                )
+            feedback.append(
+                FusionFeedback(
+                    source[0], source[1], source[2], tuple(float(v or 0.0) for v in values)
+                )
+            )
+        return SignalRecord(None, fusion=tuple(feedback))
+
+    item_id = _item_id(obj.get("item_id"))
+    if item_id is None:
+        return Rejected("bad_type:item_id", "item_id must be a printable string", raw)
+    if item_id != key_str:
+        return Rejected("key_mismatch", f"key {key_str!r} != item_id {item_id!r}", raw)
+    entries = obj.get("signals")
+    if not isinstance(entries, list):
+        return Rejected("missing_field:signals", "signals must be a list", raw)
+    signals: list[ItemSignal] = []
+    for entry in entries:
+        source = _parse_source(entry)
+        if isinstance(source, str):
+            return Rejected(source, "signal source", raw)
+        ts = _number(entry.get("ts"))
+        if ts is None:
+            return Rejected("bad_type:ts", "ts must be a finite number (seconds)", raw)
+        count, weight = _number(entry.get("n", 0.0)), _number(entry.get("w", 0.0))
+        if count is None or count < 0:
+            return Rejected("bad_value:n", "n must be a finite number >= 0", raw)
+        if weight is None or weight < 0:
+            return Rejected("bad_value:w", "w must be a finite number >= 0", raw)
+        raw_pairs = entry.get("pairs", [])
+        if not isinstance(raw_pairs, list) or len(raw_pairs) > _MAX_PAIRS:
+            return Rejected("bad_type:pairs", "pairs must be a list of [item_id, amount]", raw)
+        pairs: list[tuple[str, float]] = []
+        for pair in raw_pairs:
+            if not isinstance(pair, list) or len(pair) != 2:
+                return Rejected("bad_pair", "a pair is [item_id, amount]", raw)
+            other, amount = _item_id(pair[0]), _number(pair[1])
+            if other is None or other == item_id or amount is None or amount <= 0:
+                return Rejected("bad_pair", f"pair {pair!r:.80}", raw)
+            pairs.append((other, amount))
+        signals.append(
+            ItemSignal(item_id, source[0], source[1], ts, source[2], count, weight, tuple(pairs))
+        )
+    return SignalRecord(item_id, signals=tuple(signals))

@@ -1,0 +1,207 @@
+"""The fleet's item knowledge as one engine reads it: records by item id, laid on rows.
+
+A worker follows ``interest.items`` whole and hands each record to a
+:class:`KnowledgeView`, which keeps the newest version per item id and writes it into the
+row-keyed structures the ranking reads (:class:`~interest_core.cooccurrence.CoOccurrence`,
+two :class:`~interest_core.trending.Trending`), replacing what they held for that item.
+Neighbours the catalog does not (yet) hold are left out and put back by
+:meth:`KnowledgeView.remap` once the catalog changes; a deleted item (a tombstone, or a
+catalog deletion) disappears from every neighbour list at read time, whichever comes
+first. An older version than the one held is ignored (stale); a record learned with other
+decay half-lives than this engine's is refused.
+
+Read your own writes: the engine applies its own events to these structures at once (a
+preview of what the aggregation will publish) and journals their signals here
+(:meth:`KnowledgeView.own`). A record replaces an item's row with the fleet's knowledge
+as of its watermarks, then the journalled signals the record does not cover yet (offset
+above its watermark for their partition) are applied again on top, and the covered ones
+are forgotten. So a worker always sees the fleet's knowledge plus its own newer events:
+one worker alone sees exactly what a single process computes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
+
+import numpy as np
+
+from interest_core.cooccurrence import CoOccurrence
+from interest_core.item_knowledge import ItemRecord
+from interest_core.item_signals import ItemSignal
+from interest_core.trending import Trending
+
+__all__ = ["KnowledgeView", "Laid"]
+
+#: A record laid on catalog rows: (row, neighbour rows, pair counts).
+Laid = tuple[int, np.ndarray, np.ndarray]
+
+#: Own signals journalled at most (oldest forgotten first: the records bring them back).
+DEFAULT_MAX_JOURNAL = 500_000
+
+
+class KnowledgeView:
+    """Newest item knowledge per item id, materialised on catalog rows.
+
+    ``row_of`` maps every live item id to its row (the catalog's own mapping, read as it
+    changes);
+    ``cooccurrence``, ``trending`` and ``popularity`` are the structures the engine
+    ranks from; this view becomes their only writer.
+    """
+
+    def __init__(
+        self,
+        row_of: Mapping[str, int],
+        cooccurrence: CoOccurrence,
+        trending: Trending,
+        popularity: Trending,
+        *,
+        max_journal: int = DEFAULT_MAX_JOURNAL,
+    ) -> None:
+        self.row_of = row_of
+        self.cooccurrence = cooccurrence
+        self.trending = trending
+        self.popularity = popularity
+        self.records: dict[str, ItemRecord] = {}
+        #: Records ignored, by reason (``stale_version``, ``half_life_mismatch``).
+        self.refused: dict[str, int] = {}
+        #: Newest ``ingested_at`` of any record applied (unix seconds).
+        self.newest_ingested_at = 0.0
+        self.max_journal = max_journal
+        self._journal: dict[str, list[ItemSignal]] = {}
+        self._journal_order: deque[str] = deque()  # item ids, one per journalled signal
+        self._journalled = 0
+
+    def own(self, signals: Sequence[ItemSignal]) -> None:
+        """Journal signals of this engine's own events, already applied to the rows."""
+        for signal in signals:
+            self._journal.setdefault(signal.item_id, []).append(signal)
+            self._journal_order.append(signal.item_id)
+        self._journalled += len(signals)
+        if len(self._journal_order) > 2 * max(self._journalled, 10_000):
+            # Most entries were covered by records meanwhile: rebuild the age order from
+            # what is still journalled (oldest offsets first).
+            live = sorted(
+                (s.offset, s.item_id) for pending in self._journal.values() for s in pending
+            )
+            self._journal_order = deque(item_id for _, item_id in live)
+        while self._journalled > self.max_journal and self._journal_order:
+            oldest = self._journal_order.popleft()
+            pending = self._journal.get(oldest)
+            if pending:
+                pending.pop(0)
+                self._journalled -= 1
+                if not pending:
+                    del self._journal[oldest]
+
+    @property
+    def journalled(self) -> int:
+        """Own signals not yet covered by a record."""
+        return sum(len(v) for v in self._journal.values())
+
+    def _refuse(self, reason: str) -> bool:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        return False
+
+    def apply(self, record: ItemRecord, laid: Laid | None = None) -> bool:
+        """Take one record; False when it was ignored (stale or mismatched). ``laid`` is
+        :meth:`lay` of the record by a view with the same rows (saves the id lookups when
+        several engines share one catalog layout)."""
+        held = self.records.get(record.item_id)
+        if held is not None and record.version < held.version:
+            return self._refuse("stale_version")
+        if (
+            record.trending.half_life_s != self.trending.half_life_s
+            or record.popularity.half_life_s != self.popularity.half_life_s
+        ):
+            return self._refuse("half_life_mismatch")
+        self.records[record.item_id] = record
+        self.newest_ingested_at = max(self.newest_ingested_at, record.ingested_at)
+        pending = self._journal.get(record.item_id)
+        if pending:
+            marks = record.watermarks
+            newer = [s for s in pending if s.offset > marks.get(s.partition, -1)]
+            self._journalled -= len(pending) - len(newer)
+            if newer:
+                self._journal[record.item_id] = newer
+            else:
+                del self._journal[record.item_id]
+        self._materialise(record, laid)
+        return True
+
+    def lay(self, record: ItemRecord) -> Laid | None:
+        """``(row, neighbour rows, pair counts)`` of a record on this view's rows (None when
+        the catalog does not hold the item); neighbours it does not hold are left out."""
+        row = self.row_of.get(record.item_id)
+        if row is None:
+            return None
+        neighbours = record.neighbours
+        n = len(neighbours)
+        # C-level lookups: this runs for every record on every worker.
+        rows = np.fromiter(map(self.row_of.get, neighbours, repeat(-1)), np.int64, count=n)
+        counts = np.fromiter(neighbours.values(), np.float64, count=n)
+        keep = (rows >= 0) & (rows != row)
+        if not keep.all():
+            rows, counts = rows[keep], counts[keep]
+        return row, rows, counts
+
+    def _materialise(self, record: ItemRecord, laid: Laid | None = None) -> None:
+        if laid is None:
+            laid = self.lay(record)
+        if laid is None:
+            return
+        row, rows, counts = laid
+        self.cooccurrence.set_item(row, record.count, rows, counts)
+        for trend, decayed in (
+            (self.trending, record.trending),
+            (self.popularity, record.popularity),
+        ):
+            if decayed.ts is not None:
+                trend.set(row, decayed.value, decayed.ts)
+            else:
+                trend.remove(row)
+        for signal in self._journal.get(record.item_id, ()):
+            self._replay(row, signal)
+
+    def _replay(self, row: int, signal: ItemSignal) -> None:
+        """Apply one own signal on top of a record (as the engine first applied it)."""
+        others: list[int] = []
+        amounts: list[float] = []
+        for other, amount in signal.pairs:
+            other_row = self.row_of.get(other)
+            if other_row is not None and other_row != row:
+                others.append(other_row)
+                amounts.append(amount)
+        self.cooccurrence.add_one_side(row, signal.count, others, amounts)
+        if signal.weight:
+            self.trending.add(row, signal.weight, signal.ts)
+            self.popularity.add(row, signal.weight, signal.ts)
+
+    def remove(self, item_id: str, row: int | None = None) -> None:
+        """The item is deleted (tombstone on ``interest.items`` or a catalog deletion):
+        forget its record and everything held on its ``row`` (when given or known)."""
+        self.records.pop(item_id, None)
+        dropped = self._journal.pop(item_id, None)
+        if dropped:
+            self._journalled -= len(dropped)
+        row = self.row_of.get(item_id) if row is None else row
+        if row is not None:
+            self.cooccurrence.remove(row)
+            self.trending.remove(row)
+            self.popularity.remove(row)
+
+    def remap(self, item_ids: Iterable[str] | None = None) -> None:
+        """Write the held records again after the catalog changed (new rows appeared):
+        those of ``item_ids`` and every record naming one of them, or all (None)."""
+        if item_ids is None:
+            for record in self.records.values():
+                self._materialise(record)
+            return
+        wanted = set(item_ids)
+        for record in self.records.values():
+            if record.item_id in wanted or not wanted.isdisjoint(record.neighbours):
+                self._materialise(record)
+
+    def __len__(self) -> int:
+        return len(self.records)

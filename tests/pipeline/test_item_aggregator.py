@@ -1,0 +1,150 @@
+"""The item aggregation's broker-free step: signals records in, item records out, bad
+records refused and counted, deletions published as tombstones, fusion weights as a
+versioned parameter."""
+
+from __future__ import annotations
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from consumers.batching import InputRecord
+from consumers.item_aggregator import ItemAggregator
+from interest_core.item_knowledge import ItemRecord, parse_item_knowledge
+from interest_core.item_signals import (
+    FUSION_KEY,
+    FusionFeedback,
+    derive_signals,
+    encode_fusion_record,
+    encode_item_record,
+    group_by_item,
+)
+from interest_core.params import ParamRecord, parse_params
+from interest_core.settings import Settings
+
+FEATURES = ("a", "b", "c")
+TOPIC = "interest.item-signals"
+
+
+def _aggregator() -> ItemAggregator:
+    return ItemAggregator(
+        Settings(), registry=CollectorRegistry(), features=FEATURES, initial_fusion=(1.0, 1.0, 1.0)
+    )
+
+
+def _records(events: list[tuple[str, list[str], int]]) -> list[InputRecord]:
+    """One signals record per item per event (item, history, source offset)."""
+    out: list[InputRecord] = []
+    for item, history, offset in events:
+        signals = derive_signals(
+            item,
+            history,
+            weight=1.0,
+            ts=100.0 + offset,
+            partition=0,
+            offset=offset,
+            ingested_at=5.0,
+        )
+        for item_id, group in group_by_item(signals).items():
+            out.append(
+                InputRecord(
+                    TOPIC, 0, len(out), item_id.encode(), encode_item_record(item_id, group)
+                )
+            )
+    return out
+
+
+def _published(out) -> dict[str, ItemRecord | None]:  # type: ignore[no-untyped-def]
+    items: dict[str, ItemRecord | None] = {}
+    for record in out:
+        if record.topic != Settings().topics.items:
+            continue
+        key = record.key.decode()
+        if record.value is None:
+            items[key] = None
+            continue
+        parsed = parse_item_knowledge(record.key, record.value)
+        assert isinstance(parsed, ItemRecord)
+        items[key] = parsed
+    return items
+
+
+def test_signals_fold_into_published_items_and_bad_records_are_counted() -> None:
+    aggregator = _aggregator()
+    records = _records([("m1", [], 0), ("m2", ["m1"], 1), ("m3", ["m2", "m1"], 2)])
+    bad = [
+        InputRecord(TOPIC, 1, 0, b"m9", b"not json"),
+        InputRecord(TOPIC, 1, 1, None, b"{}"),
+        InputRecord(
+            TOPIC, 1, 2, b"m9", orjson.dumps({"format": 1, "item_id": "m8", "signals": []})
+        ),
+    ]
+    assert aggregator.apply_records(records + bad) == 6
+    out, ingested = aggregator.flush_plan(now=10.0)
+    items = _published(out)
+    assert sorted(items) == ["m1", "m2", "m3"]
+    m1 = items["m1"]
+    assert m1 is not None and m1.count == 1.0 and m1.neighbours == {"m2": 1.0, "m3": 1.0}
+    assert m1.version == 1 and m1.watermarks == {0: 2}
+    assert ingested == [5.0, 5.0, 5.0]
+    # Offsets to commit: past every record read, refused ones included.
+    assert aggregator.offsets == {(TOPIC, 0): len(records), (TOPIC, 1): 3}
+    value = aggregator.metrics.registry.get_sample_value
+    assert value("interest_item_signal_records_rejected_total", {"reason": "not_json"}) == 1
+    assert value("interest_item_signal_records_rejected_total", {"reason": "missing_key"}) == 1
+    assert value("interest_item_signal_records_rejected_total", {"reason": "key_mismatch"}) == 1
+    assert value("interest_item_signals_total", {"outcome": "applied"}) == 6
+    # Replaying the same records changes nothing and publishes nothing.
+    assert aggregator.apply_records(records) == 0
+    assert aggregator.flush_plan()[0] == []
+
+
+def test_catalog_deletion_publishes_a_tombstone_and_cleans_neighbour_lists() -> None:
+    aggregator = _aggregator()
+    aggregator.apply_records(_records([("m1", [], 0), ("m2", ["m1"], 1)]))
+    aggregator.flush_plan()
+    aggregator.apply_catalog_records([InputRecord("interest.catalog", 0, 0, b"m1", None)])
+    items = _published(aggregator.flush_plan()[0])
+    assert items["m1"] is None
+    m2 = items["m2"]
+    assert m2 is not None and m2.neighbours == {} and m2.version == 2
+
+
+def test_fusion_feedback_is_learned_once_and_published_as_a_parameter() -> None:
+    aggregator = _aggregator()
+    lesson = [FusionFeedback(0, 7, 1.0, (0.5, -0.25, -0.25))]
+    record = InputRecord(TOPIC, 2, 0, FUSION_KEY.encode(), encode_fusion_record(lesson))
+    aggregator.apply_records([record, record])
+    out, _ = aggregator.flush_plan(now=3.0)
+    (param,) = [r for r in out if r.topic == Settings().topics.models]
+    parsed = parse_params(param.value, key=param.key.decode())  # type: ignore[arg-type,union-attr]
+    assert isinstance(parsed, ParamRecord)
+    assert parsed.version == 1 and parsed.meta["updates"] == 1
+    assert parsed.values[0] > parsed.values[1]
+    assert aggregator.flush_plan()[0] == []  # unchanged: nothing new to publish
+
+
+def test_worker_signal_records_are_chunked_and_fold_the_same() -> None:
+    """A batch where one item is hit many times still makes small records; folding them
+    gives what folding the signals directly gives."""
+    from consumers.knowledge_follower import SIGNALS_PER_RECORD, signal_records
+
+    signals = []
+    for offset in range(300):
+        signals += derive_signals(
+            "hot", [f"m{offset % 7}"], weight=1.0, ts=float(offset), partition=1, offset=offset
+        )
+    lessons = [FusionFeedback(1, o, 0.0, (0.1, 0.0, -0.1)) for o in range(200)]
+    records = signal_records(signals, lessons, {(1, 5): 42.0})
+    hot = [value for key, value in records if key == b"hot"]
+    assert len(hot) == 3  # 300 signals, 128 per record
+    assert all(len(orjson.loads(v)["signals"]) <= SIGNALS_PER_RECORD for v in hot)
+    assert len([k for k, _ in records if k == FUSION_KEY.encode()]) == 2
+    via_records = _aggregator()
+    via_records.apply_records([InputRecord(TOPIC, 0, n, k, v) for n, (k, v) in enumerate(records)])
+    direct = _aggregator()
+    direct.fold.apply_all(signals)
+    assert via_records.fold.items["hot"].to_dict() | {"ingested_at": 0} == direct.fold.items[
+        "hot"
+    ].to_dict() | {"ingested_at": 0}
+    assert via_records.fold.items["hot"].ingested_at == 42.0  # the event's Kafka time
+    assert via_records.fusion is not None and via_records.fusion.fusion.updates == 200
