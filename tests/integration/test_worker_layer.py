@@ -31,9 +31,13 @@ pytestmark = pytest.mark.integration
 DIM = 256  # HashingEncoder's default width; its name is "hashing"
 
 
-@pytest.fixture
-def settings(kafka_settings: Settings) -> Settings:
-    chosen = kafka_settings.replace(encoder={"backend": "hashing"}, metrics={"enabled": False})
+# With shared item knowledge the layer's versions ride on the knowledge follower (one
+# follower of the models topic per worker); without it the worker follows them alone.
+@pytest.fixture(params=[True, False], ids=["via-knowledge-follower", "own-models-follower"])
+def settings(kafka_settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    chosen = kafka_settings.replace(
+        encoder={"backend": "hashing"}, metrics={"enabled": False}, items={"shared": request.param}
+    )
     create_topics(chosen)
     return chosen
 

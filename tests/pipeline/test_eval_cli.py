@@ -142,3 +142,41 @@ def test_eval_trains_the_layer_inline_and_reports_the_cold_item_slice(
     assert off["strategies"]["dynamic"]["metrics"]["evaluated"] == dynamic["metrics"]["evaluated"]
     assert _eval(small_log, tmp_path, "--train-every", "0")[0] == 2
     assert _eval(small_log, tmp_path, "--score-from", "yesterday")[0] == 2
+
+
+def test_eval_with_workers_trains_one_layer_for_every_engine(
+    small_log: Path, tmp_path: Path
+) -> None:
+    """``--workers 2 --adapter on``: one layer learns from both engines' examples and each
+    version is put in use in both (as the trainer serves the whole fleet)."""
+    from consumers.cli import load_settings
+    from consumers.harness.evaluate import (
+        EngineRecommender,
+        fleet_recommender,
+        load_dataset,
+        make_encoder,
+    )
+    from interest_core.adapter import online_adapter
+
+    status, report = _eval(
+        small_log, tmp_path, "--strategies", "dynamic", "--workers", "2", "--train-every", "200"
+    )
+    assert status == 0 and report["config"]["workers"] == 2
+    dynamic = report["strategies"]["dynamic"]
+    assert dynamic["topology"]["workers"] == 2
+    assert dynamic["adapter"]["enabled"] and dynamic["adapter"]["versions"] >= 2
+
+    settings = load_settings(CONFIG)
+    dataset = load_dataset(small_log / "events.jsonl", small_log / "catalog.jsonl", settings)
+    fleet = fleet_recommender(
+        "dynamic", dataset, make_encoder(settings), settings, workers=2, lag_events=50
+    )
+    first = fleet.engines[0]
+    online = online_adapter(first.dim, first.model_name, settings.adapter, train_every_events=200)
+    recommender = EngineRecommender(first, online, fleet=fleet)
+    events = [e for e in dataset.events if getattr(e, "item_id", None)]
+    for start in range(0, len(events), 100):
+        recommender.learn(events[start : start + 100])
+    assert all(fleet.routed)  # both engines saw events, and fed the one layer
+    assert online.version >= 2
+    assert [e.space.version for e in fleet.engines] == [online.version] * 2
