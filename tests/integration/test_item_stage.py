@@ -102,12 +102,18 @@ def _signal_log() -> tuple[list[tuple[bytes, bytes]], list]:  # type: ignore[typ
     return records, per_event
 
 
-def _publish(settings: Settings, records: list[tuple[bytes, bytes]]) -> None:
+def _publish(settings: Settings, records: list[tuple[bytes, bytes]], *, chunks: int = 1) -> None:
+    """Publish ``records``; in ``chunks`` flushed pieces 0.1 s apart (a stream still being
+    written while the aggregator folds it, whatever the machine's speed)."""
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=5)
+    size = max(1, -(-len(records) // chunks))
     try:
-        for key, value in records:
-            producer.send(settings.topics.item_signals, key=key, value=value)
-        producer.flush()
+        for start in range(0, len(records), size):
+            for key, value in records[start : start + size]:
+                producer.send(settings.topics.item_signals, key=key, value=value)
+            producer.flush()
+            if start + size < len(records):
+                time.sleep(0.1)
     finally:
         producer.close()
 
@@ -195,9 +201,14 @@ def test_killed_aggregator_ends_with_the_single_process_knowledge(
             time.sleep(0.1)
         # The rest, then all of it again (workers re-processing after crashes), written
         # while the aggregator folds: it is killed in the middle of the stream.
-        writer = threading.Thread(target=_publish, args=(settings, records[half:] + records))
+        # Written in 40 pieces 0.1 s apart, so the kill lands while the writer is still
+        # writing: whatever the aggregator's speed, part of the log is not yet committed.
+        writer = threading.Thread(
+            target=_publish, args=(settings, records[half:] + records), kwargs={"chunks": 40}
+        )
         writer.start()
         time.sleep(0.5)
+        assert writer.is_alive(), "the writer finished before the kill"
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         committed_at_kill = _committed(settings)
