@@ -140,6 +140,7 @@ class PublishPlan:
     started_at: float = 0.0  # unix seconds, the same instant
     sent: float = 0.0  # perf_counter when its records were handed to the sink
     sent_at: float = 0.0  # unix seconds, the same instant
+    send_s: float = 0.0  # seconds spent handing its records to the sink
     processed_at: float = 0.0  # unix seconds, end of processing
     encode_s: float = 0.0
 
@@ -447,17 +448,20 @@ class Worker:
     def publish(self, plan: PublishPlan, sink: Sink) -> None:
         """Send every planned record and flush; raises if the sink could not deliver."""
         self._send(plan, sink)
+        waited = time.perf_counter()
         sink.flush()
-        self._acknowledged(plan, sink)
+        self._acknowledged(plan, sink, time.perf_counter() - waited)
 
     def _send(self, plan: PublishPlan, sink: Sink) -> None:
         plan.sent = time.perf_counter()
         plan.sent_at = time.time()
         for record in plan.outgoing:
             sink.send(record)
+        plan.send_s = time.perf_counter() - plan.sent
 
-    def _acknowledged(self, plan: PublishPlan, sink: Sink) -> None:
-        """Book-keeping once ``plan``'s records are acknowledged: metrics and the hook."""
+    def _acknowledged(self, plan: PublishPlan, sink: Sink, flush_s: float) -> None:
+        """Book-keeping once ``plan``'s records are acknowledged (the final flush took
+        ``flush_s`` seconds of the worker's time): metrics and the hook."""
         done = time.perf_counter()
         acked_at = time.time()
         if isinstance(sink, KafkaSink) and plan.outgoing and sink.acked_at >= plan.sent_at:
@@ -475,7 +479,7 @@ class Worker:
             records=plan.records_in,
         )
         self.metrics.published(
-            publish_s=done - plan.sent,
+            publish_s=plan.send_s + flush_s,
             batch_s=done - plan.started,
             recommendations=sum(1 for r in plan.recommendations if r.value is not None),
             tombstones=plan.tombstones,
@@ -886,8 +890,9 @@ class Worker:
         plan, self._in_flight = self._in_flight, None
         if plan is None or self._sink is None:
             return
+        waited = time.perf_counter()
         self._sink.flush()  # raises PublishError: then nothing is committed
-        self._acknowledged(plan, self._sink)
+        self._acknowledged(plan, self._sink, time.perf_counter() - waited)
         if isinstance(self._sink, KafkaSink):
             self._broker_ok()  # the producer's records were acknowledged
         offsets = {

@@ -315,6 +315,12 @@ class InterestModel:
         state.slot_dirs = slot_dirs[:n_slots].astype(np.float16)
         state.slot_weights = slot_weights[:n_slots].tolist()
 
+    def warm_up(self) -> None:
+        """Load (or compile, the first time on a machine) the kernel behind
+        :meth:`apply_many`, so that the first batch does not pay for it."""
+        state = UserState("", 2)
+        self.apply_many(state, np.eye(2, dtype=np.float32), [1.0, -1.0], [0.0, 1.0])
+
     def _kernel_params(self) -> np.ndarray:
         s = self.settings
         return np.array(
