@@ -754,7 +754,7 @@ class Worker:
                     self.apply_catalog_records(follower.poll(0))
                     self._housekeeping()
             self._flush_and_commit()
-            self._complete_in_flight()
+            self._complete_in_flight(sync=True)
             log.info("%s: stopping", self.worker_id)
             return 0
         finally:
@@ -885,8 +885,12 @@ class Worker:
         if from_listener:
             self._complete_in_flight(from_listener=True)
 
-    def _complete_in_flight(self, *, from_listener: bool = False) -> None:
-        """Wait for the in-flight batch's acknowledgements, then commit its offsets."""
+    def _complete_in_flight(self, *, from_listener: bool = False, sync: bool = False) -> None:
+        """Wait for the in-flight batch's acknowledgements, then commit its offsets.
+
+        The commit is asynchronous (its answer is read by a later poll) unless ``sync``:
+        it no longer holds up the next poll by a round trip. Either way it is sent only
+        after the batch's records are acknowledged."""
         plan, self._in_flight = self._in_flight, None
         if plan is None or self._sink is None:
             return
@@ -902,10 +906,10 @@ class Worker:
         consumer = self._consumer
         if consumer is None:
             return
-        if from_listener:
+        if from_listener or not sync:
             # Blocking consumer calls are refused on the consumer's IO thread, where the
             # listener runs; the async commit is queued before the group re-join.
-            consumer.commit_async(offsets)
+            consumer.commit_async(offsets, callback=self._committed)
             return
         try:
             consumer.commit(offsets)
@@ -916,6 +920,17 @@ class Worker:
             log.warning(
                 "%s: offset commit failed (%s); events will be re-read", self.worker_id, exc
             )
+
+    def _committed(self, offsets: Any, response: Any) -> None:
+        """The answer to an asynchronous commit (read on the worker thread, in a poll)."""
+        if isinstance(response, Exception):
+            # The state is already published: the next owner re-reads these events and
+            # skips them by offset, so nothing is applied twice.
+            log.warning(
+                "%s: offset commit failed (%s); events will be re-read", self.worker_id, response
+            )
+        else:
+            self._broker_ok()
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
