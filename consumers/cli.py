@@ -40,9 +40,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fleet": ("consumers.fleet", "run and supervise N workers"),
     "subscribe": ("consumers.subscribe", "print recommendations as they arrive"),
     "inspect": ("consumers.inspect", "print what the system holds about a user"),
-    "eval": ("consumers.evaluate", "prequential evaluation of the recommenders on an event log"),
-    "bench": ("consumers.bench", "measure throughput and latency of the pipeline and its stages"),
-    "demo": ("consumers.demo", "the whole system on one machine, no setup"),
+    "eval": (
+        "consumers.harness.evaluate",
+        "prequential evaluation of the recommenders on an event log",
+    ),
+    "bench": (
+        "consumers.harness.bench",
+        "measure throughput and latency of the pipeline and its stages",
+    ),
+    "demo": ("consumers.harness.demo", "the whole system on one machine, no setup"),
 }
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

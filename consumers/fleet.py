@@ -6,7 +6,11 @@ and the supervisor decides how the children stop: SIGTERM to each group, a grace
 period, then SIGKILL. A worker that dies is started again after an exponential
 back-off (1 s, 2 s, 4 s ... capped), and the back-off resets once it has stayed up for
 a while. The supervisor scrapes each worker's ``/metrics`` for a one-line status:
-pid, state, restarts, metrics port, events consumed per second, ready.
+pid, state, restarts, metrics port, events consumed per second, ready, and, when a
+worker exited :data:`CRASH_LOOP_EXITS` times within :data:`CRASH_LOOP_WINDOW_S` seconds,
+``crash loop: N exits in T s, last at offset ...`` (offsets from the crash report the
+worker writes when its loop fails). A restarted worker is told its restart count
+(``interest_worker_restarts_total``) and the crash loop, which its ``/readyz`` names.
 
 The settings a supervisor is given reach the children exactly: ``--config`` is passed
 through and any setting that differs from what the children would load on their own
@@ -16,6 +20,7 @@ through and any setting that differs from what the children would load on their 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import ctypes
 import dataclasses
@@ -23,9 +28,11 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -38,6 +45,7 @@ from interest_core.settings import ENV_PREFIX, Settings
 
 __all__ = [
     "Backoff",
+    "ExitLog",
     "Fleet",
     "WorkerStatus",
     "format_status",
@@ -187,6 +195,49 @@ class Backoff:
         return delay
 
 
+#: Exits of one worker within :data:`CRASH_LOOP_WINDOW_S` seconds that make a crash loop.
+CRASH_LOOP_EXITS = 3
+CRASH_LOOP_WINDOW_S = 300.0
+
+
+@dataclass
+class ExitLog:
+    """Recent exits of one worker slot: when (monotonic seconds) and where it died (the
+    offsets of the batch in hand, from the worker's crash report)."""
+
+    window_s: float = CRASH_LOOP_WINDOW_S
+    threshold: int = CRASH_LOOP_EXITS
+    exits: collections.deque[tuple[float, str]] = field(default_factory=collections.deque)
+
+    def record(self, at: float, where: str) -> None:
+        """Note an exit at monotonic time ``at`` (seconds), ``where`` the worker was."""
+        self.exits.append((at, where))
+        while len(self.exits) > 64:
+            self.exits.popleft()
+
+    def crash_loop(self, now: float) -> str | None:
+        """``"crash loop: N exits in T s, last at offset ..."`` when at least ``threshold``
+        exits fell within the last ``window_s`` seconds, else None."""
+        recent = [(at, where) for at, where in self.exits if now - at <= self.window_s]
+        if len(recent) < self.threshold:
+            return None
+        span = recent[-1][0] - recent[0][0]
+        return f"crash loop: {len(recent)} exits in {span:.0f} s, last at offset {recent[-1][1]}"
+
+
+def _where_it_died(crash_file: Path, returncode: int | None) -> str:
+    """The offsets of the worker's crash report (and remove it), else how it ended."""
+    try:
+        report = json.loads(crash_file.read_text(encoding="utf-8"))
+        crash_file.unlink()
+    except (OSError, ValueError):
+        how = f"signal {-returncode}" if returncode is not None and returncode < 0 else returncode
+        return f"unknown (exit {how}, no crash report)"
+    offsets = report.get("offsets") or {}
+    where = ", ".join(f"{tp}@{offset}" for tp, offset in offsets.items()) or "none in hand"
+    return f"{where} ({report.get('error', '?')})"
+
+
 @dataclass
 class WorkerStatus:
     """What the supervisor knows about one worker, for the status line."""
@@ -201,6 +252,7 @@ class WorkerStatus:
     events_per_s: float | None = None
     events_total: float | None = None
     ready: bool | None = None
+    crash_loop: str | None = None  # "crash loop: N exits in T s, last at offset ..."
 
 
 @dataclass
@@ -210,6 +262,7 @@ class _Child:
     backoff: Backoff = field(default_factory=Backoff)
     restart_at: float = 0.0  # monotonic seconds
     last_scrape: tuple[float, float] | None = None  # (monotonic s, events total)
+    exit_log: ExitLog = field(default_factory=ExitLog)
 
 
 def _die_with_parent() -> None:
@@ -276,6 +329,7 @@ class Fleet:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._logs: list[IO[bytes]] = []
+        self._crash_dir: Path | None = None  # where workers write crash reports
 
     # -- lifecycle
 
@@ -297,7 +351,17 @@ class Fleet:
         if self.config_path:
             cmd += ["--config", str(self.config_path)]
         cmd += ["--worker-id", status.worker_id, "--metrics-port", str(status.metrics_port)]
+        cmd += ["--crash-file", str(self._crash_file(index))]
+        if status.restarts:
+            cmd += ["--restarts", str(status.restarts)]
+        if status.crash_loop:
+            cmd += ["--crash-loop", status.crash_loop]
         return cmd + self.worker_args
+
+    def _crash_file(self, index: int) -> Path:
+        if self._crash_dir is None or not self._crash_dir.is_dir():
+            self._crash_dir = Path(tempfile.mkdtemp(prefix="interest-fleet-"))
+        return self._crash_dir / f"{self._children[index].status.worker_id}.crash.json"
 
     def _spawn(self, index: int) -> None:
         child = self._children[index]
@@ -345,19 +409,27 @@ class Fleet:
                     uptime = now - child.status.started_at
                     delay = child.backoff.next_delay(uptime)
                     child.status.last_exit = process.returncode
+                    where = _where_it_died(self._crash_file(i), process.returncode)
+                    child.exit_log.record(now, where)
+                    child.status.crash_loop = child.exit_log.crash_loop(now)
                     child.status.state = "backoff"
                     child.status.ready = False
                     child.status.events_per_s = None
                     child.restart_at = now + delay
                     child.process = None
                     log.warning(
-                        "%s (pid %s) exited with status %s after %.1f s; restarting in %.1f s",
+                        "%s (pid %s) exited with status %s after %.1f s at %s; restarting in %.1f s",
                         child.status.worker_id,
                         child.status.pid,
                         process.returncode,
                         uptime,
+                        where,
                         delay,
                     )
+                    if child.status.crash_loop:
+                        log.error("%s: %s", child.status.worker_id, child.status.crash_loop)
+                elif child.status.crash_loop and not child.exit_log.crash_loop(now):
+                    child.status.crash_loop = None  # the window passed without more exits
                 if (
                     child.process is None
                     and child.status.state == "backoff"
@@ -493,6 +565,9 @@ class Fleet:
                 with contextlib.suppress(OSError):
                     handle.close()
             self._logs.clear()
+            if self._crash_dir is not None:
+                shutil.rmtree(self._crash_dir, ignore_errors=True)
+                self._crash_dir = None
 
     def __enter__(self) -> Fleet:
         return self.start()
@@ -511,9 +586,11 @@ def format_status(status: WorkerStatus) -> str:
     rate = "   - ev/s" if status.events_per_s is None else f"{status.events_per_s:7.1f} ev/s"
     ready = {None: "?", True: "ready", False: "not ready"}[status.ready]
     exit_note = "" if status.last_exit is None else f"  last exit {status.last_exit}"
+    loop_note = f"  {status.crash_loop}" if status.crash_loop else ""
     return (
         f"{status.worker_id:<8} pid {status.pid or '-':>7}  {status.state:<8}  "
         f"restarts {status.restarts:<2}  :{status.metrics_port}  {rate}  {ready}{exit_note}"
+        f"{loop_note}"
     )
 
 

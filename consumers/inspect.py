@@ -2,9 +2,9 @@
 
 Reads the compacted state topic with no consumer group, from the beginning to the end
 offsets seen at start (latest value per key wins; a null value means the user was
-deleted), and decodes each blob with the Engine's own deserialisation
-(``Engine.import_user`` then ``describe_user``). The decoding engine has no catalog, so
-slots are shown by weight; interest labels, event counts by type, last event time,
+deleted), and decodes each blob with the state's own deserialisation
+(``UserState.from_bytes``) and :func:`interest_core.describe.describe_state`, at the
+user's own last event time. There is no catalog here, so slots are shown by weight; interest labels, event counts by type, last event time,
 version, recent items and texts all come from the state itself.
 """
 
@@ -28,21 +28,16 @@ log = logging.getLogger(__name__)
 
 
 def describe_blob(user_id: str, blob: bytes, settings: Settings) -> dict[str, Any]:
-    """Decode one state blob into ``Engine.describe_user``'s dict.
+    """Decode one state blob into :func:`~interest_core.describe.describe_state`'s dict.
 
     Raises ``interest_core.interest.StateFormatError`` when the blob is not a user state.
     """
-    from interest_core.encoder import HashingEncoder
-    from interest_core.engine import Engine
+    from interest_core.describe import describe_state
     from interest_core.interest import UserState
 
-    width = UserState.from_bytes(blob).dim  # the encoder width the state was written with
-    # A fresh engine per user: its clock (newest event time) is then this user's own.
-    engine = Engine(HashingEncoder(dim=width), settings)
-    engine.import_user(user_id, blob)
-    described = engine.describe_user(user_id)
-    assert described is not None  # just imported
-    return described
+    state = UserState.from_bytes(blob)
+    state.user_id = user_id
+    return describe_state(state, settings.model)
 
 
 def describe_entry(entry: StateEntry, settings: Settings) -> dict[str, Any]:

@@ -160,6 +160,14 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self._add_event_counters(r)
+        self._add_stage_timers(r)
+        self._add_publication(r)
+        self._add_memory(r)
+        self._add_health(r)
+
+    def _add_event_counters(self, r: CollectorRegistry) -> None:
+        """Records consumed, dead-lettered, skipped as replays, applied."""
         self.events_consumed = Counter(
             "interest_events_consumed_total",
             "Event records consumed, by event type ('invalid' for records that did not parse)",
@@ -182,6 +190,9 @@ class WorkerMetrics:
             "Events applied to a user's state",
             registry=r,
         )
+
+    def _add_stage_timers(self, r: CollectorRegistry) -> None:
+        """Where a micro-batch spends its time, and the text cache."""
         self.batch_size = Histogram(
             "interest_batch_size",
             "Records per micro-batch (events)",
@@ -242,6 +253,9 @@ class WorkerMetrics:
             buckets=_STAGE_BUCKETS,
             registry=r,
         )
+
+    def _add_publication(self, r: CollectorRegistry) -> None:
+        """What is published, and the latency to publication."""
         self.recommendations_published = Counter(
             "interest_recommendations_published_total",
             "Recommendation records published",
@@ -274,6 +288,9 @@ class WorkerMetrics:
         )
         for stage in STAGES:
             self.latency_stage.touch(stage)
+
+    def _add_memory(self, r: CollectorRegistry) -> None:
+        """Partitions, users and catalog items held; state reads and writes."""
         self.consumer_lag = Gauge(
             "interest_consumer_lag_records",
             "Records between the consumer's position and the end of the partition",
@@ -320,9 +337,47 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+
+    def _add_health(self, r: CollectorRegistry) -> None:
+        """Learned parameters, readiness, bounded publication, restarts."""
+        self.model_records = Counter(
+            "interest_model_records_total",
+            "Records read from the models topic, by outcome (accepted, tombstone, or a "
+            "rejection reason)",
+            ["outcome"],
+            registry=r,
+        )
+        self.param_version = Gauge(
+            "interest_param_version",
+            "Version of each learned parameter in use (-1: none, the built-in default)",
+            ["name"],
+            registry=r,
+        )
         self.ready = Gauge(
             "interest_ready", "1 when the catalog is loaded and partitions are assigned", registry=r
         )
+        self.records_trimmed = Counter(
+            "interest_records_trimmed_total",
+            "Published records cut to fit limits.max_publish_bytes, by kind"
+            " (deadletter: truncated; state, recommendation: trimmed)",
+            ["kind"],
+            registry=r,
+        )
+        self.poison_records = Counter(
+            "interest_poison_records_total",
+            "Records skipped because not even a bounded dead letter (or state, or"
+            " recommendation) could be published, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.worker_restarts = Counter(
+            "interest_worker_restarts_total",
+            "Times this worker's slot was restarted after its process exited (set by the"
+            " supervisor, `interest fleet`, at start)",
+            registry=r,
+        )
+        # Series that exist from the start, so rate() and alerts see a zero, not nothing.
+        self.worker_restarts.inc(0)
 
     # ------------------------------------------------------------------ hooks
 
@@ -434,6 +489,27 @@ class WorkerMetrics:
     def released(self, count: int) -> None:
         """Count users dropped from memory because their partition was revoked or lost."""
         self.users_released.inc(count)
+
+    def trimmed(self, kind: str) -> None:
+        """Count a published record cut to fit the size limit (deadletter, state, recommendation)."""
+        self.records_trimmed.labels(kind=kind).inc()
+
+    def poisoned(self, reason: str) -> None:
+        """Count a record skipped because nothing of it could be published."""
+        self.poison_records.labels(reason=reason).inc()
+
+    def restarted(self, restarts: int) -> None:
+        """Record the restarts of this worker's slot before this process (from the supervisor)."""
+        if restarts > 0:
+            self.worker_restarts.inc(restarts)
+
+    def model_record(self, outcome: str) -> None:
+        """Count one models-topic record: accepted, tombstone, or a rejection reason."""
+        self.model_records.labels(outcome=outcome).inc()
+
+    def param_in_use(self, name: str, version: int | None) -> None:
+        """Set the version of learned parameter ``name`` in use (None: the default)."""
+        self.param_version.labels(name=name).set(-1 if version is None else version)
 
     def set_ready(self, ready: bool) -> None:
         """1 when the worker is ready (catalog caught up, partitions assigned), else 0."""

@@ -30,8 +30,9 @@ Readiness also follows the broker: ``/readyz`` turns 503 (``broker_unreachable``
 no Kafka round trip (a commit, a flushed publish, a lag refresh) has succeeded for
 ``max(consumer.session_timeout_ms, 5 s)``, and 200 again once one does.
 
-Idle users (no event for ``state.user_ttl_s`` seconds of wall clock) are evicted from
-memory; the worker remembers their ids (and partition) and, when one of them has events
+Idle users (no event for ``state.user_ttl_s`` seconds of wall clock), then the least
+recently active beyond ``state.max_users``, are evicted from memory (checked every
+``min(60, user_ttl_s / 4)`` seconds, at least 1); the worker remembers their ids (and partition) and, when one of them has events
 in a later batch, reloads its state from the state topic before processing the batch.
 
 ``process_records`` is the same step the Kafka loop runs, usable with no broker (the
@@ -53,12 +54,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import orjson
 from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.barrier import is_barrier
 from consumers.batching import InputRecord, MicroBatcher, next_offsets
+from consumers.bounded import BoundedPublisher, Delivery, PublishError, record_bytes
 from consumers.catalog_follower import CatalogFollower
 from consumers.health import HealthServer
 from consumers.latency import BatchLatency
@@ -84,6 +87,7 @@ __all__ = [
     "KafkaSink",
     "MemorySink",
     "OutgoingRecord",
+    "PublishError",
     "PublishPlan",
     "Sink",
     "StateSource",
@@ -105,6 +109,9 @@ RESTORE_RETRY_S = 1.0
 RESTORE_KEEP_ALIVE_S = 0.5
 #: The broker counts as unreachable after at least this many seconds without a round trip.
 BROKER_SILENCE_MIN_S = 5.0
+#: A worker started in a crash loop is not ready until it commits a batch or stays up this
+#: long (seconds; the fleet's back-off resets after as long).
+CRASH_LOOP_CLEARS_AFTER_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +135,6 @@ class PublishPlan:
 
     records_in: int = 0
     dead_letters: list[OutgoingRecord] = field(default_factory=list)
-    dead_letter_reasons: list[str] = field(default_factory=list)
     states: list[OutgoingRecord] = field(default_factory=list)
     recommendations: list[OutgoingRecord] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -143,11 +149,18 @@ class PublishPlan:
     send_s: float = 0.0  # seconds spent handing its records to the sink
     processed_at: float = 0.0  # unix seconds, end of processing
     encode_s: float = 0.0
+    delivery: Delivery[OutgoingRecord] | None = None  # handed to the sink, not yet acknowledged
 
     @property
     def outgoing(self) -> list[OutgoingRecord]:
-        """Every record to send, state before recommendations, dead letters first."""
-        return [*self.dead_letters, *self.states, *self.recommendations]
+        """Every record to send: dead letters, recommendations, then user states.
+
+        States go last: the producer sends in this order on one connection per broker,
+        so a state on the state topic means its batch's recommendations were sent before
+        it. A crash in between re-publishes a version (GUARANTEES 3); the other order
+        would lose one (state persisted, recommendation not).
+        """
+        return [*self.dead_letters, *self.recommendations, *self.states]
 
     @property
     def tombstones(self) -> int:
@@ -157,7 +170,8 @@ class PublishPlan:
 
 
 class Sink(Protocol):
-    """Where planned records go: ``send`` each, then ``flush`` (raises if any failed)."""
+    """Where planned records go: ``send`` each (raises for a record it refuses outright,
+    e.g. too large), then ``flush`` (raises :class:`PublishError` listing the failed)."""
 
     def send(self, record: OutgoingRecord) -> None: ...
 
@@ -176,19 +190,24 @@ class StateSource(Protocol):
     ) -> dict[str, StateEntry]: ...
 
 
-class PublishError(RuntimeError):
-    """The producer could not deliver a batch's records; offsets must not be committed."""
-
-
 class MemorySink:
-    """A sink that keeps what is flushed, in order: the pipeline harness's Kafka."""
+    """A sink that keeps what is flushed, in order: the pipeline harness's Kafka.
 
-    def __init__(self) -> None:
+    ``max_record_bytes`` (key + value + headers) makes it refuse bigger records in
+    ``send`` as a producer does (``MessageSizeTooLargeError``); None accepts any size.
+    """
+
+    def __init__(self, max_record_bytes: int | None = None) -> None:
         self.records: list[OutgoingRecord] = []
         self._pending: list[OutgoingRecord] = []
         self.flushes = 0
+        self.max_record_bytes = max_record_bytes
 
     def send(self, record: OutgoingRecord) -> None:
+        if self.max_record_bytes is not None and record_bytes(record) > self.max_record_bytes:
+            raise MessageSizeTooLargeError(
+                f"{record_bytes(record)} bytes > {self.max_record_bytes} (memory sink limit)"
+            )
         self._pending.append(record)
 
     def flush(self) -> None:
@@ -218,26 +237,27 @@ class KafkaSink:
 
     def __init__(self, producer: Any) -> None:
         self.producer = producer
-        self._futures: list[Any] = []
+        self._futures: list[tuple[OutgoingRecord, Any]] = []
         self.acked_at = 0.0
 
     def _acked(self, _metadata: Any) -> None:
         self.acked_at = time.time()
 
     def send(self, record: OutgoingRecord) -> None:
+        """Queue ``record``; raises ``MessageSizeTooLargeError`` when the producer refuses it."""
         future = self.producer.send(
             record.topic, key=record.key, value=record.value, headers=list(record.headers)
         )
         future.add_callback(self._acked)
-        self._futures.append(future)
+        self._futures.append((record, future))
 
     def flush(self) -> None:
         self.producer.flush()
         futures, self._futures = self._futures, []
-        failed = [f.exception for f in futures if f.failed()]
+        failed = [(record, f.exception) for record, f in futures if f.failed()]
         if failed:
             raise PublishError(
-                f"{len(failed)} of {len(futures)} records not delivered: {failed[0]}"
+                f"{len(failed)} of {len(futures)} records not delivered: {failed[0][1]}", failed
             )
 
 
@@ -287,6 +307,13 @@ class Worker:
             settings.batch.max_wait_ms / 1000.0,
             adaptive=settings.batch.adaptive,
         )
+        self.publisher = BoundedPublisher(
+            max_bytes=settings.limits.max_publish_bytes,
+            deadletter_topic=settings.topics.deadletter,
+            state_topic=settings.topics.state,
+            recommendations_topic=settings.topics.recommendations,
+            hooks=self.metrics,
+        )
         self.state_source = state_source
         self.metrics_port: int | None = None
         self._user_partition: dict[str, int] = {}  # user -> events partition, users in memory
@@ -308,6 +335,13 @@ class Worker:
         self._next_keep_alive = 0.0
         self._next_probe = 0.0
         self._last_broker_ok: float | None = None  # monotonic time of the last round trip
+        # Set by `interest fleet` after repeated exits (see :meth:`restarted`): a readiness
+        # reason until a batch is committed or the worker has stayed up a minute.
+        self._crash_loop: str | None = None
+        self._started = time.monotonic()
+        self._in_hand: dict[tuple[str, int], int] = {}  # first offset per partition, batch in hand
+        #: Where :meth:`run` writes a crash report (JSON) when it ends on an exception.
+        self.crash_file: str | None = None
         self.broker_silence_s = max(
             settings.consumer.session_timeout_ms / 1000.0, BROKER_SILENCE_MIN_S
         )
@@ -446,29 +480,38 @@ class Worker:
         return plan
 
     def publish(self, plan: PublishPlan, sink: Sink) -> None:
-        """Send every planned record and flush; raises if the sink could not deliver."""
+        """Send every planned record, bounded in size (``consumers.bounded``), and flush.
+
+        A dead letter that cannot be delivered even truncated is counted as poison and
+        skipped; raises :class:`PublishError` only when a state or recommendation could
+        not be delivered for a reason other than its size (then nothing is committed).
+        """
         self._send(plan, sink)
-        waited = time.perf_counter()
-        sink.flush()
-        self._acknowledged(plan, sink, time.perf_counter() - waited)
+        self._acknowledged(plan, sink)
 
     def _send(self, plan: PublishPlan, sink: Sink) -> None:
         plan.sent = time.perf_counter()
         plan.sent_at = time.time()
-        for record in plan.outgoing:
-            sink.send(record)
+        plan.delivery = self.publisher.send(plan.outgoing, sink)
         plan.send_s = time.perf_counter() - plan.sent
 
-    def _acknowledged(self, plan: PublishPlan, sink: Sink, flush_s: float) -> None:
-        """Book-keeping once ``plan``'s records are acknowledged (the final flush took
-        ``flush_s`` seconds of the worker's time): metrics and the hook."""
+    def _acknowledged(self, plan: PublishPlan, sink: Sink) -> None:
+        """Wait for ``plan``'s acknowledgements (retrying refusals), then metrics and the hook.
+
+        ``interest_publish_seconds`` counts the worker's own time: sending, and this wait
+        (not the next batch's processing that a pipelined wait overlapped)."""
+        assert plan.delivery is not None, "a plan is sent before it is acknowledged"
+        waited = time.perf_counter()
+        delivered = self.publisher.complete(plan.delivery, sink)
         done = time.perf_counter()
         acked_at = time.time()
         if isinstance(sink, KafkaSink) and plan.outgoing and sink.acked_at >= plan.sent_at:
             # Awaited late (pipelined): the broker's last answer is the publication time.
             acked_at = min(acked_at, sink.acked_at)
-        for reason in plan.dead_letter_reasons:
-            self.metrics.dead_lettered(reason)
+        deadletter = self.settings.topics.deadletter
+        for record in delivered:
+            if record.topic == deadletter:
+                self.metrics.dead_lettered(dict(record.headers)["reason"].decode())
         latency = BatchLatency(
             ingested=np.asarray(plan.ingest_times, dtype=np.float64),
             polled=np.asarray(plan.polled_times, dtype=np.float64),
@@ -479,7 +522,7 @@ class Worker:
             records=plan.records_in,
         )
         self.metrics.published(
-            publish_s=plan.send_s + flush_s,
+            publish_s=plan.send_s + (done - waited),
             batch_s=done - plan.started,
             recommendations=sum(1 for r in plan.recommendations if r.value is not None),
             tombstones=plan.tombstones,
@@ -500,13 +543,15 @@ class Worker:
         return plan
 
     def evict_idle(self, now: float | None = None) -> list[str]:
-        """Evict users idle for ``state.user_ttl_s`` seconds (wall clock); returns their ids.
+        """Evict users idle for ``state.user_ttl_s`` seconds (wall clock), then the least
+        recently active beyond ``state.max_users``; returns their ids.
 
         Their state is already on the state topic; their ids are remembered so that a
         later event reloads it first.
         """
         now = time.time() if now is None else now
         evicted = self.engine.evict_idle(now - self.settings.state.user_ttl_s)
+        evicted += self.engine.evict_least_active(self.settings.state.max_users)
         for user_id in evicted:
             partition = self._user_partition.pop(user_id, None)
             if partition is not None:
@@ -560,7 +605,6 @@ class Worker:
         plan.dead_letters.append(
             OutgoingRecord(self.settings.topics.deadletter, record.key, record.value, headers)
         )
-        plan.dead_letter_reasons.append(why.reason)
 
     def _process_events(self, events: list[Event]) -> Any:
         try:
@@ -614,6 +658,34 @@ class Worker:
     def _eviction_interval(self) -> float:
         return max(1.0, min(60.0, self.settings.state.user_ttl_s / 4))
 
+    # ------------------------------------------------------------ crash loops
+
+    def restarted(self, restarts: int, crash_loop: str | None = None) -> None:
+        """Told by the supervisor: this slot was restarted ``restarts`` times before, and
+        (when given) the crash loop it is in, which ``/readyz`` then names."""
+        self.metrics.restarted(restarts)
+        self._crash_loop = crash_loop
+        self._started = time.monotonic()
+        self.metrics.set_ready(self.ready)
+
+    def crash_report(self, error: BaseException) -> dict[str, Any]:
+        """What a supervisor needs to say where the worker died: the first offset of the
+        batch in hand per partition (``"topic[partition]": offset``) and the error."""
+        return {
+            "worker_id": self.worker_id,
+            "error": f"{type(error).__name__}: {error}"[:500],
+            "offsets": {f"{t}[{p}]": o for (t, p), o in sorted(self._in_hand.items())},
+        }
+
+    def _write_crash_report(self, error: BaseException) -> None:
+        if not self.crash_file:
+            return
+        try:
+            with open(self.crash_file, "wb") as handle:
+                handle.write(orjson.dumps(self.crash_report(error)))
+        except OSError:
+            log.exception("writing the crash report to %s failed", self.crash_file)
+
     # ------------------------------------------------------------ probes
 
     def not_ready_reasons(self) -> list[str]:
@@ -629,6 +701,11 @@ class Worker:
             reasons.append("restoring state")
         if self._broker_unreachable():
             reasons.append("broker_unreachable")
+        if self._crash_loop is not None:
+            if time.monotonic() - self._started > CRASH_LOOP_CLEARS_AFTER_S:
+                self._crash_loop = None
+            else:
+                reasons.append(f"crash_loop: {self._crash_loop}")
         return reasons
 
     def _broker_unreachable(self) -> bool:
@@ -712,7 +789,11 @@ class Worker:
             # linger 0: a batch's records are sent whole, and lingering would only delay
             # their acknowledgement (kafka-python still batches what queues up meanwhile).
             producer = make_producer(
-                settings, client_id=f"{settings.kafka.client_id}-{self.worker_id}", linger_ms=0
+                settings,
+                client_id=f"{settings.kafka.client_id}-{self.worker_id}",
+                linger_ms=0,
+                # room for a bounded record plus the batch's framing (consumers.bounded)
+                max_request_size=max(1_048_576, settings.limits.max_publish_bytes + 65_536),
             )
             self._sink = KafkaSink(producer)
             follower = CatalogFollower(settings).start()
@@ -757,6 +838,11 @@ class Worker:
             self._complete_in_flight(sync=True)
             log.info("%s: stopping", self.worker_id)
             return 0
+        except BaseException as exc:
+            if not isinstance(exc, KeyboardInterrupt | SystemExit):
+                log.exception("%s: the worker loop ended on an error", self.worker_id)
+                self._write_crash_report(exc)
+            raise
         finally:
             self._alive = False
             if self._consumer is not None:
@@ -876,6 +962,9 @@ class Worker:
         batch = self.batcher.flush()
         if self._sink is None:
             return
+        self._in_hand = {}
+        for record in batch.records:
+            self._in_hand.setdefault((record.topic, record.partition), record.offset)
         plan = self.process_records(batch.records) if batch.records else None
         self._complete_in_flight(from_listener=from_listener)
         if plan is None:
@@ -894,9 +983,7 @@ class Worker:
         plan, self._in_flight = self._in_flight, None
         if plan is None or self._sink is None:
             return
-        waited = time.perf_counter()
-        self._sink.flush()  # raises PublishError: then nothing is committed
-        self._acknowledged(plan, self._sink, time.perf_counter() - waited)
+        self._acknowledged(plan, self._sink)  # raises PublishError: then nothing is committed
         if isinstance(self._sink, KafkaSink):
             self._broker_ok()  # the producer's records were acknowledged
         offsets = {
@@ -914,6 +1001,10 @@ class Worker:
         try:
             consumer.commit(offsets)
             self._broker_ok()
+            self._in_hand = {}
+            if self._crash_loop is not None:
+                log.info("%s: committed past the crash loop (%s)", self.worker_id, self._crash_loop)
+                self._crash_loop = None
         except KafkaError as exc:
             # The state is already published: the next owner re-reads these events and
             # skips them by offset, so nothing is applied twice.
@@ -1105,6 +1196,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="name in logs and dead letters (default: host-pid)",
     )
+    # Set by `interest fleet` for the worker it restarts.
+    parser.add_argument(
+        "--restarts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="times this worker slot was restarted before (interest_worker_restarts_total)",
+    )
+    parser.add_argument(
+        "--crash-loop",
+        default=None,
+        metavar="TEXT",
+        help="the supervisor's crash-loop note; /readyz names it until a batch is committed",
+    )
+    parser.add_argument(
+        "--crash-file",
+        default=None,
+        metavar="PATH",
+        help="where to write a JSON crash report (offsets in hand, error) if the loop fails",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -1124,6 +1235,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except Exception as exc:
         print(f"interest worker: cannot start: {exc}", file=sys.stderr)
         return 1
+    worker.crash_file = getattr(args, "crash_file", None)
+    worker.restarted(getattr(args, "restarts", 0), getattr(args, "crash_loop", None))
     print(
         f"interest worker {worker.worker_id}: group {settings.consumer.group_id},"
         f" events {settings.topics.events}, Kafka {settings.kafka.bootstrap_servers}",

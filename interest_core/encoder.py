@@ -9,9 +9,11 @@ cheap, deterministic encoder (hashed words and character trigrams) for tests and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
+import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -114,35 +116,63 @@ class HashingEncoder:
 
 
 class CachedEncoder:
-    """Bounded LRU of embeddings by exact text in front of another encoder.
+    """Embeddings by exact text in front of another encoder: one cache for every use.
 
-    Each call encodes its distinct uncached texts in one inner call. ``hits``, ``misses``
-    (texts, counted per distinct text per call) and ``texts_encoded`` only grow.
+    ``capacity`` bounds it as an LRU (texts; the worker's default), or ``None`` keeps
+    every text (one evaluation run's or one benchmark's catalog). ``store``, a ``.npz``
+    file, preloads vectors saved by :meth:`save` (a missing or unreadable file starts
+    empty), so a benchmark encodes its catalog once across runs.
+
+    Each call encodes its distinct uncached texts in one inner call. ``hits``,
+    ``misses`` (texts, counted per distinct text per call), ``texts_encoded``, ``calls``
+    (inner calls) and ``encode_s`` (seconds inside the inner encoder) only grow until
+    :meth:`reset_counts`.
     """
 
-    def __init__(self, inner: Encoder, capacity: int = 200_000) -> None:
-        if capacity < 1:
+    def __init__(
+        self, inner: Encoder, capacity: int | None = 200_000, *, store: Path | None = None
+    ) -> None:
+        if capacity is not None and capacity < 1:
             raise EncoderError(f"cache_size must be at least 1, got {capacity}")
         self.inner = inner
         self.name = inner.name
         self.dim = inner.dim
         self.capacity = capacity
+        self.store = store
         self.hits = 0
         self.misses = 0
         self.texts_encoded = 0
+        self.calls = 0
+        self.encode_s = 0.0
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        #: Texts whose vectors came from ``store`` (empty without one).
+        self.loaded_texts: frozenset[str] = frozenset()
+        if store is not None:
+            self._load(store)
 
     def __len__(self) -> int:
         return len(self._cache)
+
+    def __contains__(self, text: object) -> bool:
+        return text in self._cache
+
+    @staticmethod
+    def store_for(directory: Path, encoder: Encoder) -> Path:
+        """The store file of ``encoder`` (its name and width) under ``directory``."""
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(encoder.name))[:80] or "encoder"
+        tag = hashlib.sha1(f"{encoder.name}|{encoder.dim}".encode()).hexdigest()[:8]
+        return directory / f"{safe}-{encoder.dim}-{tag}.npz"
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Rows for ``texts``; only texts not in the cache reach the inner encoder."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         missing: dict[str, list[int]] = {}
+        bounded = self.capacity is not None
         for row, text in enumerate(texts):
             cached = self._cache.get(text)
             if cached is not None:
-                self._cache.move_to_end(text)
+                if bounded:
+                    self._cache.move_to_end(text)
                 out[row] = cached
                 self.hits += 1
             elif text in missing:
@@ -153,14 +183,67 @@ class CachedEncoder:
                 self.misses += 1
         if missing:
             distinct = list(missing)
+            started = time.perf_counter()
             vectors = np.asarray(self.inner.encode(distinct), dtype=np.float32)
+            self.encode_s += time.perf_counter() - started
+            self.calls += 1
             self.texts_encoded += len(distinct)
             for text, vector in zip(distinct, vectors, strict=True):
                 out[missing[text]] = vector
                 self._cache[text] = vector
+            if self.capacity is not None:
+                while len(self._cache) > self.capacity:
+                    self._cache.popitem(last=False)
+        return out
+
+    def reset_counts(self) -> None:
+        """Start counting hits, misses, inner calls, texts and time afresh."""
+        self.hits = self.misses = self.texts_encoded = self.calls = 0
+        self.encode_s = 0.0
+
+    def _load(self, path: Path) -> None:
+        if not path.is_file():
+            return
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                texts, matrix = stored["texts"].tolist(), stored["vectors"]
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("vector store %s unreadable (%s); starting empty", path, exc)
+            return
+        if matrix.shape != (len(texts), self.dim):
+            log.warning(
+                "vector store %s: shape %s, not (n, %d); ignored", path, matrix.shape, self.dim
+            )
+            return
+        self._cache.update(zip(texts, matrix.astype(np.float32), strict=True))
+        self.loaded_texts = frozenset(texts)
+        if self.capacity is not None:
             while len(self._cache) > self.capacity:
                 self._cache.popitem(last=False)
-        return out
+
+    def save(self, texts: Sequence[str]) -> None:
+        """Write the vectors of ``texts`` (those cached) to :attr:`store`, merged with
+        what it held; atomic (a temporary file, then a rename). No store: nothing."""
+        if self.store is None:
+            return
+        keep = dict.fromkeys(texts)
+        if self.store.is_file():
+            try:
+                with np.load(self.store, allow_pickle=False) as stored:
+                    keep.update(dict.fromkeys(stored["texts"].tolist()))
+            except (OSError, ValueError, KeyError):
+                pass
+        names = [t for t in keep if t in self._cache]
+        self.store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.store.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            texts=np.asarray(names, dtype=str),
+            vectors=np.stack([self._cache[t] for t in names]).astype(np.float32)
+            if names
+            else np.zeros((0, self.dim), dtype=np.float32),
+        )
+        tmp.replace(self.store)
 
 
 # --------------------------------------------------------------------------- transformer

@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from interest_core.records import Event
+from interest_core.records import POSITIVE_RATING, Event, UserDeletion
 
 __all__ = [
     "POSITIVE_RATING",
@@ -42,9 +42,6 @@ __all__ = [
     "sliding_mean",
     "taste_tracking",
 ]
-
-#: A rating at or above this counts as a positive event (stars, 0..5).
-POSITIVE_RATING = 4.0
 
 
 class Recommender(Protocol):
@@ -166,6 +163,103 @@ class _Ask:
     exclude: frozenset[str]
 
 
+class _Run:
+    """One prequential pass: the events not yet learned, the asks not yet answered, and
+    per user the events seen and the items interacted with."""
+
+    def __init__(
+        self,
+        recommender: Recommender,
+        result: PrequentialResult,
+        catalog_ids: Collection[str],
+        *,
+        min_history: int,
+        max_lag_events: int,
+        max_chunk_events: int,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self.recommender = recommender
+        self.result = result
+        self.catalog_ids = catalog_ids
+        self.min_history = min_history
+        self.max_lag_events = max_lag_events
+        self.max_chunk_events = max_chunk_events
+        self.progress = progress
+        self.history: dict[str, int] = {}
+        self.seen: dict[str, set[str]] = {}
+        self.pending: list[Event] = []
+        self.pending_users: set[str] = set()
+        self.asks: list[_Ask] = []
+
+    def flush(self) -> None:
+        """Answer the waiting asks (one ``recommend`` call), then learn the pending events
+        (one ``learn`` call)."""
+        result, k = self.result, self.result.k
+        if self.asks:
+            asks = self.asks
+            answers = self.recommender.recommend(
+                [a.user_id for a in asks], k, {a.user_id: a.exclude for a in asks}
+            )
+            result.asks += len(asks)
+            for ask in asks:
+                listed = list(answers.get(ask.user_id, ()))[:k]
+                kept = [i for i in listed if i not in ask.exclude]
+                result.exclusion_violations += len(listed) - len(kept)
+                result.recommended.update(kept)
+                if ask.item_id in kept:
+                    result.ranks[ask.slot] = kept.index(ask.item_id) + 1
+            asks.clear()
+        if self.pending:
+            self.recommender.learn(list(self.pending))
+            result.learn_calls += 1
+            if self.progress is not None:
+                self.progress(len(self.pending))
+            self.pending.clear()
+            self.pending_users.clear()
+
+    def step(self, event: Event) -> None:
+        """Score ``event`` if it is a positive the protocol asks about, then queue it."""
+        result = self.result
+        result.events_total += 1
+        user = event.user_id
+        deletion = isinstance(event, UserDeletion)
+        if deletion:
+            # Everything about the user is gone: history starts again from nothing.
+            self.history.pop(user, None)
+            self.seen.pop(user, None)
+        elif event.is_positive and event.item_id is not None:
+            self._ask(user, event.item_id, event.ts)
+        if not deletion:
+            self.history[user] = self.history.get(user, 0) + 1
+            if event.item_id is not None:
+                self.seen.setdefault(user, set()).add(event.item_id)
+        self.pending.append(event)
+        self.pending_users.add(user)
+        if len(self.pending) >= self.max_chunk_events:
+            self.flush()
+
+    def _ask(self, user: str, item_id: str, ts: float) -> None:
+        """A positive event: skipped (cold user, unknown or repeated item) or an ask."""
+        result = self.result
+        result.positives += 1
+        user_seen = self.seen.get(user, set())
+        if self.history.get(user, 0) < self.min_history:
+            result.skipped_cold += 1
+        elif item_id not in self.catalog_ids:
+            result.skipped_unknown_item += 1
+        elif item_id in user_seen:
+            result.skipped_repeat += 1
+        else:
+            # The ask must see every earlier event of this user, and at most
+            # max_lag_events earlier events of others.
+            pending = self.pending
+            if pending and (len(pending) > self.max_lag_events or user in self.pending_users):
+                self.flush()
+            result.ranks.append(0)
+            result.event_ts.append(ts)
+            self.asks.append(_Ask(len(result.ranks) - 1, user, item_id, frozenset(user_seen)))
+
+
 def prequential(
     events: Iterable[Event],
     recommender: Recommender,
@@ -195,73 +289,24 @@ def prequential(
     ordered = order_events(events)
     catalog_ids = catalog if isinstance(catalog, set | frozenset) else set(catalog)
     result = PrequentialResult(k=k, catalog_size=len(catalog_ids))
-    history: dict[str, int] = {}
-    seen: dict[str, set[str]] = {}
-    pending: list[Event] = []
-    pending_users: set[str] = set()
-    asks: list[_Ask] = []
+    run = _Run(
+        recommender,
+        result,
+        catalog_ids,
+        min_history=min_history,
+        max_lag_events=max_lag_events,
+        max_chunk_events=max_chunk_events,
+        progress=progress,
+    )
     todo_checkpoints = sorted(checkpoints)
-
-    def flush() -> None:
-        if asks:
-            answers = recommender.recommend(
-                [a.user_id for a in asks], k, {a.user_id: a.exclude for a in asks}
-            )
-            result.asks += len(asks)
-            for ask in asks:
-                listed = list(answers.get(ask.user_id, ()))[:k]
-                kept = [i for i in listed if i not in ask.exclude]
-                result.exclusion_violations += len(listed) - len(kept)
-                result.recommended.update(kept)
-                if ask.item_id in kept:
-                    result.ranks[ask.slot] = kept.index(ask.item_id) + 1
-            asks.clear()
-        if pending:
-            recommender.learn(list(pending))
-            result.learn_calls += 1
-            if progress is not None:
-                progress(len(pending))
-            pending.clear()
-            pending_users.clear()
-
     for event in ordered:
         while todo_checkpoints and event.ts >= todo_checkpoints[0]:
-            flush()
+            run.flush()
             if on_checkpoint is not None:
                 on_checkpoint(todo_checkpoints[0])
             todo_checkpoints.pop(0)
-        result.events_total += 1
-        user = event.user_id
-        if event.type == "delete_user":
-            # Everything about the user is gone: history starts again from nothing.
-            history.pop(user, None)
-            seen.pop(user, None)
-        elif event.is_positive and event.item_id is not None:
-            result.positives += 1
-            user_seen = seen.get(user, set())
-            if history.get(user, 0) < min_history:
-                result.skipped_cold += 1
-            elif event.item_id not in catalog_ids:
-                result.skipped_unknown_item += 1
-            elif event.item_id in user_seen:
-                result.skipped_repeat += 1
-            else:
-                # The ask must see every earlier event of this user, and at most
-                # max_lag_events earlier events of others.
-                if pending and (len(pending) > max_lag_events or user in pending_users):
-                    flush()
-                result.ranks.append(0)
-                result.event_ts.append(event.ts)
-                asks.append(_Ask(len(result.ranks) - 1, user, event.item_id, frozenset(user_seen)))
-        if event.type != "delete_user":
-            history[user] = history.get(user, 0) + 1
-            if event.item_id is not None:
-                seen.setdefault(user, set()).add(event.item_id)
-        pending.append(event)
-        pending_users.add(user)
-        if len(pending) >= max_chunk_events:
-            flush()
-    flush()
+        run.step(event)
+    run.flush()
     for t in todo_checkpoints:
         if on_checkpoint is not None:
             on_checkpoint(t)

@@ -22,7 +22,9 @@ __all__ = [
     "ITEM_EVENT_TYPES",
     "NEGATIVE_EVENT_TYPES",
     "POSITIVE_EVENT_TYPES",
+    "POSITIVE_RATING",
     "TEXT_EVENT_TYPES",
+    "USER_DELETION",
     "CatalogDeletion",
     "CatalogItem",
     "Event",
@@ -31,11 +33,14 @@ __all__ = [
     "Recommendation",
     "RecommendedItem",
     "Rejected",
+    "UserDeletion",
     "parse_catalog",
     "parse_event",
     "parse_recommendation",
 ]
 
+#: The event type that asks to forget a user (parsed into a :class:`UserDeletion`).
+USER_DELETION = "delete_user"
 EVENT_TYPES: frozenset[str] = frozenset(
     {
         "view",
@@ -48,7 +53,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "chat",
         "skip",
         "dislike",
-        "delete_user",
+        USER_DELETION,
     }
 )
 #: Event types that must name the item acted on.
@@ -61,6 +66,8 @@ TEXT_EVENT_TYPES: frozenset[str] = frozenset({"search", "chat", "review"})
 NEGATIVE_EVENT_TYPES: frozenset[str] = frozenset({"skip", "dislike"})
 #: Event types that count as a positive interaction in evaluation (plus rate >= 4).
 POSITIVE_EVENT_TYPES: frozenset[str] = frozenset({"purchase", "add_to_cart", "click"})
+#: A rating at or above this (on the contract's 0-5 scale) is a positive interaction.
+POSITIVE_RATING = 4.0
 
 DEFAULT_MAX_TEXT_CHARS = 2000
 DEFAULT_MAX_RECORD_BYTES = 64 * 1024
@@ -103,12 +110,16 @@ class Event:
     #: live in one partition, so it orders them and detects replays after a crash.
     offset: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.type == USER_DELETION and not isinstance(self, UserDeletion):
+            raise TypeError("a user deletion is a UserDeletion (UserDeletion.of), not an Event")
+
     @property
     def is_positive(self) -> bool:
         """True for the interactions the evaluation protocol counts as hits."""
         if self.type in POSITIVE_EVENT_TYPES:
             return True
-        return self.type == "rate" and self.rating is not None and self.rating >= 4.0
+        return self.type == "rate" and self.rating is not None and self.rating >= POSITIVE_RATING
 
     def to_dict(self) -> dict[str, Any]:
         """The contract's JSON object for this event."""
@@ -125,6 +136,20 @@ class Event:
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class UserDeletion(Event):
+    """A request to forget everything held about ``user_id`` (on the wire, an event of
+    type ``delete_user``). It travels in the event stream, ordered with the user's other
+    events; code tells it apart by type (``isinstance``), never by the type string."""
+
+    @classmethod
+    def of(
+        cls, user_id: str, ts: float, event_id: str, *, offset: int | None = None
+    ) -> UserDeletion:
+        """A deletion of ``user_id`` at event time ``ts`` (unix seconds)."""
+        return cls(user_id=user_id, ts=ts, type=USER_DELETION, event_id=event_id, offset=offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +329,117 @@ def _has_lone_surrogate(text: str) -> bool:
     return False
 
 
+class _Invalid(Exception):
+    """A field broke the contract (internal to the parsers, which return it as a value)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def _event_head(obj: Mapping[str, Any]) -> tuple[str, float, str]:
+    """``user_id``, ``ts`` (unix seconds) and ``type``: present and well-formed."""
+    for name in ("user_id", "ts", "type"):
+        if obj.get(name) is None:
+            raise _Invalid(f"missing_field:{name}", f"'{name}' is required")
+    user_id = _clean_id(obj["user_id"])
+    if user_id is None:
+        raise _Invalid(
+            "bad_type:user_id", "user_id must be a non-empty printable string or an integer"
+        )
+    ts = _ts_from(obj["ts"])
+    if ts is None:
+        raise _Invalid("bad_type:ts", "ts must be unix seconds or an ISO-8601 string with a zone")
+    event_type = obj["type"]
+    if not isinstance(event_type, str):
+        raise _Invalid("bad_type:type", "type must be a string")
+    if event_type not in EVENT_TYPES:
+        raise _Invalid("unknown_event_type", f"unknown event type {event_type[:40]!r}")
+    return user_id, ts, event_type
+
+
+def _event_item(obj: Mapping[str, Any], event_type: str) -> str | None:
+    """``item_id``: well-formed when present, required by item events."""
+    item_id: str | None = None
+    if obj.get("item_id") is not None:
+        item_id = _clean_id(obj["item_id"])
+        if item_id is None:
+            raise _Invalid("bad_type:item_id", "item_id must be a non-empty string or an integer")
+    if event_type in ITEM_EVENT_TYPES and item_id is None:
+        raise _Invalid("missing_field:item_id", f"'{event_type}' events need an item_id")
+    return item_id
+
+
+def _event_text(obj: Mapping[str, Any], event_type: str, max_chars: int) -> str | None:
+    """``text``: stripped, valid Unicode, at most ``max_chars``; required by text events."""
+    text: str | None = None
+    if obj.get("text") is not None:
+        if not isinstance(obj["text"], str):
+            raise _Invalid("bad_type:text", "text must be a string")
+        if _has_lone_surrogate(obj["text"]):
+            raise _Invalid("bad_value:text", "text is not valid Unicode")
+        text = obj["text"].strip()
+        if len(text) > max_chars:
+            raise _Invalid("text_too_long", f"{len(text)} characters > {max_chars}")
+        if not text:
+            text = None
+    if event_type in TEXT_EVENT_TYPES and text is None:
+        raise _Invalid("missing_field:text", f"'{event_type}' events need a non-empty text")
+    return text
+
+
+def _event_rating(obj: Mapping[str, Any], event_type: str) -> float | None:
+    """``rating``: a number in [0, 5]; required by ``rate`` events."""
+    rating: float | None = None
+    if obj.get("rating") is not None:
+        value = obj["rating"]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid("bad_type:rating", "rating must be a number")
+        if isinstance(value, int) and abs(value) > _MAX_SAFE_INT:
+            raise _Invalid("bad_value:rating", "rating must be in [0, 5]")
+        rating = float(value)
+        if not (0.0 <= rating <= 5.0):
+            raise _Invalid("bad_value:rating", "rating must be in [0, 5]")
+    if event_type == "rate" and rating is None:
+        raise _Invalid("missing_field:rating", "'rate' events need a rating")
+    return rating
+
+
+def _event_id(obj: Mapping[str, Any], fallback_id: str | None) -> str:
+    """``event_id``, or ``fallback_id`` (``topic/partition/offset``) when absent."""
+    event_id = fallback_id
+    if obj.get("event_id") is not None:
+        event_id = _clean_id(obj["event_id"])
+        if event_id is None:
+            raise _Invalid("bad_type:event_id", "event_id must be a non-empty string or an integer")
+    if event_id is None:
+        raise _Invalid("missing_field:event_id", "no event_id and no topic/partition/offset")
+    return event_id
+
+
+def _event_context(obj: Mapping[str, Any], max_chars: int) -> dict[str, str | float | int]:
+    """``context``: at most 32 keys of strings (at most ``max_chars``) or finite numbers."""
+    context: dict[str, str | float | int] = {}
+    raw_context = obj.get("context")
+    if raw_context is None:
+        return context
+    if not isinstance(raw_context, dict) or len(raw_context) > _MAX_CONTEXT_KEYS:
+        raise _Invalid("bad_type:context", "context must be an object of at most 32 keys")
+    for key, value in raw_context.items():
+        name = f"context[{key[:40]!r}]"
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise _Invalid("bad_type:context", f"{name} must be a string or number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _Invalid("bad_type:context", f"{name} is not finite")
+        if isinstance(value, int) and abs(value) > _MAX_SAFE_INT:
+            raise _Invalid("bad_value:context", f"{name} is out of range")
+        if isinstance(value, str) and (len(value) > max_chars or _has_lone_surrogate(value)):
+            raise _Invalid("bad_value:context", f"{name} is too long or not Unicode")
+        context[key] = value
+    return context
+
+
 def parse_event(
     raw: bytes | str | Mapping[str, Any],
     *,
@@ -325,91 +461,17 @@ def parse_event(
     if rejected is not None:
         return rejected
     assert obj is not None
-
-    def fail(reason: str, detail: str) -> Rejected:
-        return Rejected(reason, detail, raw_bytes or _dump_raw(obj))
-
-    for name in ("user_id", "ts", "type"):
-        if obj.get(name) is None:
-            return fail(f"missing_field:{name}", f"'{name}' is required")
-    user_id = _clean_id(obj["user_id"])
-    if user_id is None:
-        return fail(
-            "bad_type:user_id", "user_id must be a non-empty printable string or an integer"
-        )
-    ts = _ts_from(obj["ts"])
-    if ts is None:
-        return fail("bad_type:ts", "ts must be unix seconds or an ISO-8601 string with a zone")
-    event_type = obj["type"]
-    if not isinstance(event_type, str):
-        return fail("bad_type:type", "type must be a string")
-    if event_type not in EVENT_TYPES:
-        return fail("unknown_event_type", f"unknown event type {event_type[:40]!r}")
-
-    item_id: str | None = None
-    if obj.get("item_id") is not None:
-        item_id = _clean_id(obj["item_id"])
-        if item_id is None:
-            return fail("bad_type:item_id", "item_id must be a non-empty string or an integer")
-    if event_type in ITEM_EVENT_TYPES and item_id is None:
-        return fail("missing_field:item_id", f"'{event_type}' events need an item_id")
-
-    text: str | None = None
-    if obj.get("text") is not None:
-        if not isinstance(obj["text"], str):
-            return fail("bad_type:text", "text must be a string")
-        if _has_lone_surrogate(obj["text"]):
-            return fail("bad_value:text", "text is not valid Unicode")
-        text = obj["text"].strip()
-        if len(text) > max_text_chars:
-            return fail("text_too_long", f"{len(text)} characters > {max_text_chars}")
-        if not text:
-            text = None
-    if event_type in TEXT_EVENT_TYPES and text is None:
-        return fail("missing_field:text", f"'{event_type}' events need a non-empty text")
-
-    rating: float | None = None
-    if obj.get("rating") is not None:
-        value = obj["rating"]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return fail("bad_type:rating", "rating must be a number")
-        if isinstance(value, int) and abs(value) > _MAX_SAFE_INT:
-            return fail("bad_value:rating", "rating must be in [0, 5]")
-        rating = float(value)
-        if not (0.0 <= rating <= 5.0):
-            return fail("bad_value:rating", "rating must be in [0, 5]")
-    if event_type == "rate" and rating is None:
-        return fail("missing_field:rating", "'rate' events need a rating")
-
-    event_id = fallback_id
-    if obj.get("event_id") is not None:
-        event_id = _clean_id(obj["event_id"])
-        if event_id is None:
-            return fail("bad_type:event_id", "event_id must be a non-empty string or an integer")
-    if event_id is None:
-        return fail("missing_field:event_id", "no event_id and no topic/partition/offset")
-
-    context: dict[str, str | float | int] = {}
-    raw_context = obj.get("context")
-    if raw_context is not None:
-        if not isinstance(raw_context, dict) or len(raw_context) > _MAX_CONTEXT_KEYS:
-            return fail("bad_type:context", "context must be an object of at most 32 keys")
-        for key, value in raw_context.items():
-            if isinstance(value, bool) or not isinstance(value, str | int | float):
-                return fail("bad_type:context", f"context[{key[:40]!r}] must be a string or number")
-            if isinstance(value, float) and not math.isfinite(value):
-                return fail("bad_type:context", f"context[{key[:40]!r}] is not finite")
-            if isinstance(value, int) and abs(value) > _MAX_SAFE_INT:
-                return fail("bad_value:context", f"context[{key[:40]!r}] is out of range")
-            if isinstance(value, str) and (
-                len(value) > max_text_chars or _has_lone_surrogate(value)
-            ):
-                return fail(
-                    "bad_value:context", f"context[{key[:40]!r}] is too long or not Unicode"
-                )
-            context[key] = value
-
-    return Event(
+    try:  # the checks run in this order: the first problem found is the reason
+        user_id, ts, event_type = _event_head(obj)
+        item_id = _event_item(obj, event_type)
+        text = _event_text(obj, event_type, max_text_chars)
+        rating = _event_rating(obj, event_type)
+        event_id = _event_id(obj, fallback_id)
+        context = _event_context(obj, max_text_chars)
+    except _Invalid as invalid:
+        return Rejected(invalid.reason, invalid.detail, raw_bytes or _dump_raw(obj))
+    record = UserDeletion if event_type == USER_DELETION else Event
+    return record(
         user_id=user_id,
         ts=ts,
         type=event_type,

@@ -67,11 +67,17 @@ class TopicSettings:
     recommendations: str = "interest.recommendations"
     deadletter: str = "interest.deadletter"
     state: str = "interest.state"
+    item_signals: str = "interest.item-signals"
+    items: str = "interest.items"
+    models: str = "interest.models"
     events_partitions: int = 8
     catalog_partitions: int = 1
     recommendations_partitions: int = 8
     deadletter_partitions: int = 1
     state_partitions: int = 8
+    item_signals_partitions: int = 8
+    items_partitions: int = 8
+    models_partitions: int = 1
     replication_factor: int = 1
 
 
@@ -163,6 +169,9 @@ class StateSettings:
 class LimitsSettings:
     max_text_chars: int = 2000
     max_record_bytes: int = 65536
+    # Bytes (key + value + headers) of one record a worker publishes; larger dead letters
+    # are truncated, larger states and recommendations trimmed (docs/GUARANTEES.md).
+    max_publish_bytes: int = 1_000_000
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 Every line is validated with the contract's parser; valid events are sorted by event
 time (stable, so equal times keep file order) and their *original bytes* are sent keyed
 by ``user_id``. Pacing: as fast as possible (default), ``--rate N`` events per second,
-or ``--speed X`` times real time. A malformed line is reported (line number and reason)
+or ``--speed X`` times real time. ``--retime`` stamps each valid event with the time it
+is sent (its ``ts`` rewritten, the rest of the record kept), so an old log looks live:
+the demo in docker-compose.yml uses it. A malformed line is reported (line number and reason)
 and skipped, or, with ``--send-invalid``, sent anyway so the dead-letter path can be
 exercised. Nothing valid is lost: acks=all, idempotent producer, every future checked.
 """
@@ -14,10 +16,11 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 
+import orjson
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from tqdm import tqdm
@@ -27,7 +30,7 @@ from interest_core.settings import Settings
 from producers.jsonl import best_effort_key, read_lines
 from producers.publish import Publisher, PublishSummary, bulk_producer
 
-__all__ = ["ReplayPlan", "configure", "plan_replay", "replay", "run"]
+__all__ = ["ReplayPlan", "configure", "plan_replay", "replay", "retimed", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +41,15 @@ _PROGRESS_EVERY = 1000
 
 @dataclass
 class ReplayPlan:
-    """The records to send, in send order: ``(event_ts, key, original_line)``."""
+    """The records to send, in send order: ``(event_ts, key, original_line)``.
+
+    ``invalid`` holds the positions in ``records`` of lines that failed validation (kept
+    only with ``send_invalid``).
+    """
 
     records: list[tuple[float, bytes | None, bytes]]
     summary: PublishSummary
+    invalid: frozenset[int] = field(default_factory=frozenset)
 
 
 def plan_replay(path: str | Path, settings: Settings, *, send_invalid: bool = False) -> ReplayPlan:
@@ -53,7 +61,7 @@ def plan_replay(path: str | Path, settings: Settings, *, send_invalid: bool = Fa
     """
     summary = PublishSummary(topic=settings.topics.events)
     name = Path(path).name
-    records: list[tuple[float, bytes | None, bytes]] = []
+    entries: list[tuple[float, bytes | None, bytes, bool]] = []
     last_ts = 0.0
     limits = settings.limits
     for line_no, line in read_lines(path):
@@ -67,12 +75,25 @@ def plan_replay(path: str | Path, settings: Settings, *, send_invalid: bool = Fa
         if isinstance(parsed, Rejected):
             summary.reject(line_no, parsed.reason, parsed.detail)
             if send_invalid:
-                records.append((last_ts, best_effort_key(line, "user_id"), line))
+                entries.append((last_ts, best_effort_key(line, "user_id"), line, False))
             continue
         last_ts = parsed.ts
-        records.append((parsed.ts, parsed.user_id.encode("utf-8"), line))
-    records.sort(key=itemgetter(0))  # list.sort is stable: ties keep file order
-    return ReplayPlan(records, summary)
+        entries.append((parsed.ts, parsed.user_id.encode("utf-8"), line, True))
+    entries.sort(key=itemgetter(0))  # list.sort is stable: ties keep file order
+    records = [(ts, key, line) for ts, key, line, _ in entries]
+    invalid = frozenset(i for i, entry in enumerate(entries) if not entry[3])
+    return ReplayPlan(records, summary, invalid)
+
+
+def retimed(line: bytes, ts: float) -> bytes:
+    """A valid event line with its ``ts`` replaced by ``ts`` (unix seconds, ms precision).
+
+    Only for lines that passed validation (a JSON object); other keys keep their order
+    and values.
+    """
+    event = orjson.loads(line)
+    event["ts"] = round(ts, 3)
+    return orjson.dumps(event)
 
 
 def replay(
@@ -82,13 +103,15 @@ def replay(
     rate: float | None = None,
     speed: float | None = None,
     send_invalid: bool = False,
+    retime: bool = False,
     progress: bool | None = None,
     producer: KafkaProducer | None = None,
 ) -> PublishSummary:
     """Publish the event log at ``path`` to ``settings.topics.events``; returns the summary.
 
     ``rate`` is events per second; ``speed`` multiplies real time (2.0: twice as fast as
-    the events happened); neither: as fast as possible. ``progress`` shows a bar on
+    the events happened); neither: as fast as possible. ``retime`` stamps each valid
+    event with the wall-clock time it is sent (invalid lines go as they are). ``progress`` shows a bar on
     stderr (None: only when stderr is a terminal). A ``producer`` may be passed in (it is
     flushed, not closed); otherwise one is made and closed. Ctrl-C stops sending, and
     what was sent is still flushed and checked (``summary.interrupted``).
@@ -121,6 +144,8 @@ def replay(
             if ahead > _MIN_SLEEP_S:
                 bar.update(index - bar.n)
                 time.sleep(ahead)
+            if retime and index not in plan.invalid:
+                line = retimed(line, time.time())
             publisher.send(key, line)
             valid_sent += 1
             if index % _PROGRESS_EVERY == 0:
@@ -151,6 +176,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also send lines that fail validation (to exercise the dead-letter path)",
     )
+    parser.add_argument(
+        "--retime",
+        action="store_true",
+        help="stamp each event with the time it is sent (an old log replayed as live traffic)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -162,6 +192,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             rate=args.rate,
             speed=args.speed,
             send_invalid=args.send_invalid,
+            retime=args.retime,
             progress=False if args.quiet else None,
         )
     except OSError as exc:

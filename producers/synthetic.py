@@ -20,6 +20,7 @@ import logging
 import random
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,88 @@ def _bad_line(rng: random.Random, kind: str, user_id: str, ts: float, item_id: s
     return b'["not", "an", "object"]'
 
 
+def _check_arguments(
+    users: int, items: int, events: int, tastes: int, bad_fraction: float, days: float
+) -> None:
+    """Raise ``ValueError`` on arguments no dataset can satisfy."""
+    if users < 1 or events < 1:
+        raise ValueError("users and events must be at least 1")
+    if items < len(CATEGORIES):
+        raise ValueError(f"items must be at least {len(CATEGORIES)} (one per category)")
+    if not 1 <= tastes < len(CATEGORIES):
+        raise ValueError(f"tastes must be between 1 and {len(CATEGORIES) - 1}")
+    if not 0.0 <= bad_fraction < 1.0:
+        raise ValueError("bad_fraction must be in [0, 1)")
+    if days <= 0:
+        raise ValueError("days must be positive")
+
+
+@dataclass(frozen=True)
+class _DriftPlan:
+    """A user's taste periods: ``boundaries`` (unix seconds) between ``periods`` (held
+    category indices), with the categories' ``weights`` per period."""
+
+    boundaries: list[float]
+    periods: list[list[int]]
+    weights: list[list[float]]
+
+
+def _truth_periods(
+    user_id: str, edges: list[float], periods: list[list[int]], weights: list[list[float]]
+) -> list[dict[str, Any]]:
+    """The truth rows of one user: per period, its span and tastes, strongest first."""
+    out = []
+    for k, held in enumerate(periods):
+        ordered = sorted(zip(weights[k], held, strict=True), key=lambda p: (-p[0], p[1]))
+        out.append(
+            {
+                "user_id": user_id,
+                "from_ts": edges[k],
+                "to_ts": edges[k + 1],
+                "tastes": [CATEGORIES[c].name for _, c in ordered],
+                "weights": [w for w, _ in ordered],
+            }
+        )
+    return out
+
+
+def _user_events(
+    rng: random.Random,
+    user_id: str,
+    times: list[float],
+    plan: _DriftPlan,
+    pick_item: Callable[[int], str],
+) -> Iterator[tuple[float, dict[str, Any]]]:
+    """One user's events at ``times``, drawn from the tastes held at each time: mostly
+    interactions in a held category, sometimes a skip or dislike outside them."""
+    mix_kinds = [kind for kind, _ in _MIX]
+    mix_cum = list(itertools.accumulate(w for _, w in _MIX))
+    context = {"device": rng.choice(_DEVICES), "locale": "en-US"}
+    period = 0
+    for ts in times:
+        while period < len(plan.boundaries) and ts >= plan.boundaries[period]:
+            period += 1
+        held = plan.periods[period]
+        event: dict[str, Any] = {"event_id": "", "user_id": user_id, "ts": ts}
+        if rng.random() < _NEGATIVE_SHARE:
+            outside = [c for c in range(len(CATEGORIES)) if c not in held]
+            event["type"] = "skip" if rng.random() < 0.7 else "dislike"
+            event["item_id"] = pick_item(rng.choice(outside))
+        else:
+            category = rng.choices(held, weights=plan.weights[period])[0]
+            vocab = CATEGORIES[category]
+            kind = mix_kinds[bisect.bisect_left(mix_cum, rng.random() * mix_cum[-1])]
+            event["type"] = kind
+            if kind not in ("search", "chat"):
+                event["item_id"] = pick_item(category)
+            if kind in ("search", "chat", "review"):
+                event["text"] = _text_for(rng, kind, vocab)
+            if kind == "rate":
+                event["rating"] = rng.choice((3.5, 4.0, 4.0, 4.5, 5.0, 5.0))
+        event["context"] = dict(context)
+        yield ts, event
+
+
 def generate_dataset(
     *,
     users: int = 1000,
@@ -263,16 +346,7 @@ def generate_dataset(
     ``round(events * bad_fraction)`` malformed lines (see :data:`BAD_LINE_KINDS`).
     Deterministic for given arguments. Raises ``ValueError`` on impossible arguments.
     """
-    if users < 1 or events < 1:
-        raise ValueError("users and events must be at least 1")
-    if items < len(CATEGORIES):
-        raise ValueError(f"items must be at least {len(CATEGORIES)} (one per category)")
-    if not 1 <= tastes < len(CATEGORIES):
-        raise ValueError(f"tastes must be between 1 and {len(CATEGORIES) - 1}")
-    if not 0.0 <= bad_fraction < 1.0:
-        raise ValueError("bad_fraction must be in [0, 1)")
-    if days <= 0:
-        raise ValueError("days must be positive")
+    _check_arguments(users, items, events, tastes, bad_fraction, days)
     rng = random.Random(seed)
     horizon_s = days * 86400.0
     end_ts = start_ts + horizon_s
@@ -285,9 +359,6 @@ def generate_dataset(
     activity = [rng.lognormvariate(0.0, 0.8) for _ in range(users)]
     owner_of_event = rng.choices(range(users), weights=activity, k=events)
     counts = Counter(owner_of_event)
-    mix_kinds = [kind for kind, _ in _MIX]
-    mix_cum = list(itertools.accumulate(w for _, w in _MIX))
-    n_categories = len(CATEGORIES)
 
     def pick_item(category: int) -> str:
         members = by_category[category]
@@ -303,41 +374,9 @@ def generate_dataset(
         user_id = f"u{user}"
         times = _user_times(rng, n, start_ts, horizon_s)
         boundaries, periods, weights = _drift_plan(rng, times, tastes)
-        edges = [start_ts, *boundaries, end_ts]
-        for k, held in enumerate(periods):
-            ordered = sorted(zip(weights[k], held, strict=True), key=lambda p: (-p[0], p[1]))
-            truth.append(
-                {
-                    "user_id": user_id,
-                    "from_ts": edges[k],
-                    "to_ts": edges[k + 1],
-                    "tastes": [CATEGORIES[c].name for _, c in ordered],
-                    "weights": [w for w, _ in ordered],
-                }
-            )
-        context = {"device": rng.choice(_DEVICES), "locale": "en-US"}
-        period = 0
-        for seq, ts in enumerate(times):
-            while period < len(boundaries) and ts >= boundaries[period]:
-                period += 1
-            held = periods[period]
-            event: dict[str, Any] = {"event_id": "", "user_id": user_id, "ts": ts}
-            if rng.random() < _NEGATIVE_SHARE:
-                outside = [c for c in range(n_categories) if c not in held]
-                event["type"] = "skip" if rng.random() < 0.7 else "dislike"
-                event["item_id"] = pick_item(rng.choice(outside))
-            else:
-                category = rng.choices(held, weights=weights[period])[0]
-                vocab = CATEGORIES[category]
-                kind = mix_kinds[bisect.bisect_left(mix_cum, rng.random() * mix_cum[-1])]
-                event["type"] = kind
-                if kind not in ("search", "chat"):
-                    event["item_id"] = pick_item(category)
-                if kind in ("search", "chat", "review"):
-                    event["text"] = _text_for(rng, kind, vocab)
-                if kind == "rate":
-                    event["rating"] = rng.choice((3.5, 4.0, 4.0, 4.5, 5.0, 5.0))
-            event["context"] = dict(context)
+        truth.extend(_truth_periods(user_id, [start_ts, *boundaries, end_ts], periods, weights))
+        plan = _DriftPlan(boundaries, periods, weights)
+        for seq, (ts, event) in enumerate(_user_events(rng, user_id, times, plan, pick_item)):
             rows.append((ts, user * 1_000_000 + seq, event))
     rows.sort(key=lambda row: (row[0], row[1]))
     ordered_events = [event for _, _, event in rows]

@@ -1,4 +1,4 @@
-"""``interest topics create``: the five topics of the contract, idempotently."""
+"""``interest topics create``: the topics of the contract, idempotently."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
-    """The contract's topics with the configured partitions; the state topic is compacted."""
+    """The contract's topics with the configured partitions; catalog, state, items and
+    models are compacted (the latest record per key is what matters)."""
     t = settings.topics
     rf = t.replication_factor
     return [
@@ -27,6 +28,9 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         NewTopic(t.recommendations, t.recommendations_partitions, rf),
         NewTopic(t.deadletter, t.deadletter_partitions, rf),
         NewTopic(t.state, t.state_partitions, rf, topic_configs={"cleanup.policy": "compact"}),
+        NewTopic(t.item_signals, t.item_signals_partitions, rf),
+        NewTopic(t.items, t.items_partitions, rf, topic_configs={"cleanup.policy": "compact"}),
+        NewTopic(t.models, t.models_partitions, rf, topic_configs={"cleanup.policy": "compact"}),
     ]
 
 

@@ -6,6 +6,12 @@ Most are rejected by the parser (``interest_core.records.parse_event``); two kin
 the worker or the engine can reject: ``null_value`` (a Kafka tombstone on the events
 topic, no bytes to parse) and ``unknown_item`` (well-formed, but naming an item the
 catalog does not hold). Deterministic for a given seed.
+
+:func:`kafka_layer_records` adds what only the Kafka layer carries: values over the
+producer's default ``max_request_size`` (1 MiB), keys of 100 KB and more, null keys,
+binary and duplicate headers (on hostile and on valid events), records of the other
+topics' schemas (a user state), numbers out of any sane range and deeply nested
+objects; the test sends them in batches compressed with each codec kafka-python has.
 """
 
 from __future__ import annotations
@@ -17,7 +23,18 @@ from typing import Any, TypeVar
 
 import orjson
 
-__all__ = ["KINDS", "HostileRecord", "hostile_records", "interleave"]
+from interest_core.interest import UserState
+
+__all__ = [
+    "KAFKA_KINDS",
+    "KINDS",
+    "HostileRecord",
+    "KafkaRecord",
+    "hostile_records",
+    "interleave",
+    "kafka_layer_records",
+    "odd_headers",
+]
 
 T = TypeVar("T")
 
@@ -319,4 +336,122 @@ def interleave(valid: Sequence[T], hostile: Sequence[T], *, seed: int = 0) -> li
             h += 1
         out.append(record)
     out.extend(hostile[h:])
+    return out
+
+
+# --------------------------------------------------------------------------- Kafka layer
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """A hostile record for the events topic with what only the Kafka layer carries."""
+
+    kind: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+#: Every kind :func:`kafka_layer_records` makes.
+KAFKA_KINDS: tuple[str, ...] = (
+    "over_request_size",
+    "key_100kb",
+    "giant_key_and_value",
+    "null_key",
+    "binary_duplicate_headers",
+    "wrong_topic_state",
+    "absurd_numbers",
+    "deep_object",
+)
+
+
+def _absurd_numbers(rng: random.Random, event: dict[str, Any]) -> bytes:
+    """An event whose numbers are out of any sane range (raw JSON: orjson would refuse
+    to write some of them)."""
+    body = orjson.dumps({k: v for k, v in event.items() if k not in {"ts", "rating"}})
+    field, number = rng.choice(
+        [
+            ("ts", b"1e308"),
+            ("ts", b"-1e308"),
+            ("ts", b"99999999999999999999999999999999"),
+            ("ts", b"-9223372036854775808"),
+            ("ts", b"NaN"),
+            ("ts", b"Infinity"),
+            ("ts", b"1e999"),
+            ("rating", b"1e308"),
+            ("rating", b"-1e-320"),
+            ("rating", b"5.000000000000001"),
+            ("rating", b"18446744073709551616"),
+        ]
+    )
+    if field == "rating":
+        body = body.replace(b'"type":"click"', b'"type":"rate"')
+        return body[:-1] + b',"ts":1700000000.0,"rating":' + number + b"}"
+    return body[:-1] + b',"ts":' + number + b"}"
+
+
+def odd_headers(rng: random.Random) -> tuple[tuple[str, bytes], ...]:
+    """Kafka headers no one expects: binary values, a repeated name, an empty name, a
+    bidi-override name, a 10 KB value. The worker must ignore them (valid events carrying
+    them are applied)."""
+    return (
+        ("trace", rng.randbytes(rng.randint(0, 64))),
+        ("trace", b"duplicate name"),
+        ("", b"\x00\xff"),
+        ("\u202eevil", rng.randbytes(8)),
+        ("big", rng.randbytes(10_000)),
+    )
+
+
+def kafka_layer_records(
+    n_each: int,
+    *,
+    seed: int = 0,
+    user_ids: Sequence[str] = (),
+    item_ids: Sequence[str] = (),
+    max_record_bytes: int = 65536,
+    max_text_chars: int = 2000,
+    oversized_bytes: int = 3_000_000,
+) -> list[KafkaRecord]:
+    """``n_each`` records of every kind in :data:`KAFKA_KINDS` (shuffled).
+
+    ``oversized_bytes`` is the size of the values meant to exceed the producer's
+    default request size (bytes). Deterministic for a given ``seed``.
+    """
+    rng = random.Random(seed)
+    maker = _Maker(rng, user_ids, item_ids, max_record_bytes, max_text_chars)
+    small_kinds = [k for k in KINDS if k not in {"null_value", "unknown_item", "oversized"}]
+
+    def bad_value() -> bytes:
+        value = getattr(maker, rng.choice(small_kinds))()[1]
+        assert value is not None
+        return value
+
+    out: list[KafkaRecord] = []
+    for _ in range(n_each):
+        user = rng.choice(maker.user_ids)
+        text = "x" * oversized_bytes
+        chat = maker.event(type="chat", item_id=None, text=text, user_id=user)
+        out.append(KafkaRecord("over_request_size", user.encode(), maker.dumps(chat)))
+        out.append(KafkaRecord("key_100kb", rng.randbytes(100_000), bad_value()))
+        out.append(
+            KafkaRecord(
+                "giant_key_and_value",
+                b"K" * (oversized_bytes // 2),
+                maker.dumps(maker.event(context={"pad": "p" * (oversized_bytes // 2)})),
+            )
+        )
+        out.append(KafkaRecord("null_key", None, bad_value()))
+        out.append(
+            KafkaRecord("binary_duplicate_headers", maker.key(), bad_value(), odd_headers(rng))
+        )
+        state = UserState(user, dim=8)
+        state.mark_applied("e1", 1, "click", _TS)
+        out.append(KafkaRecord("wrong_topic_state", user.encode(), state.to_bytes()))
+        out.append(KafkaRecord("absurd_numbers", maker.key(), _absurd_numbers(rng, maker.event())))
+        depth = rng.randint(100, 900)
+        nested = b'{"a":' * depth + b"1" + b"}" * depth
+        deep = maker.dumps(maker.event())[:-1] + b',"context":' + nested + b"}"
+        out.append(KafkaRecord("deep_object", maker.key(), deep))
+    rng.shuffle(out)
     return out

@@ -42,6 +42,8 @@ __all__ = [
 
 #: Per user, events applied by type.
 Counts = dict[str, dict[str, int]]
+#: A record with Kafka headers: ``(key, value, ((name, bytes), ...))``.
+Raw = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
 
 
 def wait_until(
@@ -69,35 +71,45 @@ def _partition_of(key: bytes | None, partitions: int, counter: list[int]) -> int
 
 
 def publish_raw(
-    settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+    settings: Settings,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes | None] | Raw],
+    *,
+    compression_type: str | None = None,
 ) -> int:
-    """Send ``(key, value)`` byte pairs untouched, in order per partition; every send is
-    checked. Returns how many.
+    """Send ``(key, value)`` byte pairs (or ``(key, value, headers)``) untouched, in
+    order per partition, in batches compressed with ``compression_type`` (gzip, lz4,
+    zstd; None: none); every send is checked. Returns how many. Values up to 4 MiB.
 
     Works around the embedded broker hiding the tail of the last multi-record batch of a
     partition (see docs/GUARANTEES.md): the last record of each partition is sent alone,
     after the rest is acknowledged, so every record is visible when this returns. Keyed
     records go where Kafka's default partitioner puts them.
     """
-    pending = list(records)
-    producer = make_producer(settings, linger_ms=20, max_request_size=4 * 1024 * 1024)
+    pending = [(r[0], r[1], list(r[2]) if len(r) > 2 else []) for r in records]  # type: ignore[misc]
+    producer = make_producer(
+        settings,
+        linger_ms=20,
+        max_request_size=5 * 1024 * 1024,
+        compression_type=compression_type,
+    )
     try:
         count = len(producer.partitions_for(topic))
         round_robin = [0]
-        placed = [(_partition_of(k, count, round_robin), k, v) for k, v in pending]
-        last = {partition: i for i, (partition, _, _) in enumerate(placed)}
+        placed = [(_partition_of(k, count, round_robin), k, v, h) for k, v, h in pending]
+        last = {partition: i for i, (partition, _, _, _) in enumerate(placed)}
         tail = set(last.values())
         futures = [
-            producer.send(topic, key=k, value=v, partition=p)
-            for i, (p, k, v) in enumerate(placed)
+            producer.send(topic, key=k, value=v, partition=p, headers=h)
+            for i, (p, k, v, h) in enumerate(placed)
             if i not in tail
         ]
         producer.flush()
         for future in futures:
             future.get(timeout=30)
         for i in sorted(tail):
-            p, k, v = placed[i]
-            producer.send(topic, key=k, value=v, partition=p).get(timeout=30)
+            p, k, v, h = placed[i]
+            producer.send(topic, key=k, value=v, partition=p, headers=h).get(timeout=30)
         return len(placed)
     finally:
         producer.close()

@@ -13,11 +13,13 @@ so that we notice when an upgrade changes it (docs/GUARANTEES.md relies on it).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import signal
 import threading
 from collections import defaultdict
+from pathlib import Path
 
 import orjson
 import pytest
@@ -31,6 +33,7 @@ from producers.broker import EmbeddedBroker
 from producers.kafka_client import make_admin
 from producers.synthetic import generate_dataset
 from producers.topics import create_topics
+from tests.hostile import interleave
 from tests.integration.survival import (
     committed_everything,
     end_offsets,
@@ -47,16 +50,14 @@ pytestmark = pytest.mark.integration
 KILLS = 3
 
 
-def test_sigkilled_workers_lose_nothing_and_apply_nothing_twice(
-    kafka_settings: Settings, tmp_path
-) -> None:
-    settings = kafka_settings.replace(encoder={"backend": "hashing"})
-    data = generate_dataset(users=60, items=200, events=4000, seed=21)
-    create_topics(settings)
-    publish_catalog(settings, data.catalog)
-    lines = [(str(e["user_id"]).encode(), orjson.dumps(e)) for e in data.events]
+def _replay_while_killing(
+    settings: Settings,
+    lines: list[tuple[bytes | None, bytes | None]],
+    tmp_path: Path,
+) -> tuple[list[int], int, dict[str, str]]:
+    """Replay ``lines`` in chunks at a fleet of two while SIGKILLing a worker
+    :data:`KILLS` times; returns the killed pids, the fleet's restarts and log tails."""
     chunks = [lines[i : i + 250] for i in range(0, len(lines), 250)]
-
     fleet = Fleet(
         settings,
         2,
@@ -105,13 +106,15 @@ def test_sigkilled_workers_lose_nothing_and_apply_nothing_twice(
     finally:
         fleet.stop()
         logs = {p.name: p.read_text(errors="replace")[-3000:] for p in tmp_path.glob("*.log")}
-    assert len(kills) == KILLS
-    assert restarts >= KILLS, logs
+    return kills, restarts, logs
 
+
+def _assert_applied_once(settings: Settings, events: list[dict], logs: dict[str, str]) -> None:
+    """Every user's applied counts equal the log's; recommendation versions run 1..N."""
     states = final_states(settings)
     assert all(state is not None for state in states.values())
     counts = {user: dict(state.counts) for user, state in states.items() if state is not None}
-    wanted = expected_counts(data.events)
+    wanted = expected_counts(events)
     wrong = {u: (counts.get(u), wanted.get(u)) for u in set(counts) | set(wanted)}
     wrong = {u: pair for u, pair in wrong.items() if pair[0] != pair[1]}
     assert not wrong, f"{len(wrong)} users counted wrong, e.g. {list(wrong.items())[:3]}; {logs}"
@@ -125,6 +128,76 @@ def test_sigkilled_workers_lose_nothing_and_apply_nothing_twice(
         state = states[user]
         assert state is not None
         assert seen == set(range(1, state.version + 1)), (user, sorted(seen), state.version)
+
+
+def test_sigkilled_workers_lose_nothing_and_apply_nothing_twice(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    settings = kafka_settings.replace(encoder={"backend": "hashing"})
+    data = generate_dataset(users=60, items=200, events=4000, seed=21)
+    create_topics(settings)
+    publish_catalog(settings, data.catalog)
+    lines = [(str(e["user_id"]).encode(), orjson.dumps(e)) for e in data.events]
+    kills, restarts, logs = _replay_while_killing(settings, lines, tmp_path)
+    assert len(kills) == KILLS
+    assert restarts >= KILLS, logs
+    _assert_applied_once(settings, data.events, logs)
+
+
+def test_records_over_the_producer_limit_never_make_a_worker_exit(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """The issue's run: hostile records, some larger than the producer's 1 MiB request
+    limit (a 2,000,000-character chat, on an events topic whose limit was raised), among
+    a replay at a fleet of two with SIGKILLs. No worker exits but the killed ones, every
+    hostile record is dead-lettered, every valid event is applied exactly once."""
+    settings = kafka_settings.replace(encoder={"backend": "hashing"})
+    topics = settings.topics
+    admin = make_admin(settings)
+    try:
+        admin.create_topics(
+            [
+                NewTopic(
+                    topics.events,
+                    topics.events_partitions,
+                    topics.replication_factor,
+                    topic_configs={"max.message.bytes": str(8 * 1024 * 1024)},
+                )
+            ]
+        )
+    finally:
+        admin.close()
+    create_topics(settings)
+    data = generate_dataset(users=60, items=200, events=3000, seed=22)
+    publish_catalog(settings, data.catalog)
+    users = sorted({str(e["user_id"]) for e in data.events})
+    rng = random.Random(5)
+    hostile: list[tuple[bytes | None, bytes | None]] = []
+    for i in range(10):
+        user = rng.choice(users)
+        text = "x" * 2_000_000 if i % 2 == 0 else "y" * 5000
+        chat = {"user_id": user, "ts": 1.7e9, "type": "chat", "text": text, "event_id": f"h{i}"}
+        hostile.append((user.encode(), orjson.dumps(chat)))
+        hostile.append((user.encode(), b"{not json " + str(i).encode()))
+    lines = interleave(
+        [(str(e["user_id"]).encode(), orjson.dumps(e)) for e in data.events], hostile, seed=6
+    )
+    kills, restarts, logs = _replay_while_killing(settings, lines, tmp_path)
+    assert len(kills) == KILLS
+    assert restarts == KILLS, f"a worker exited on its own: {restarts} restarts; {logs}"
+    _assert_applied_once(settings, data.events, logs)
+
+    # Every hostile record is on the dead-letter topic (re-read ones may appear twice
+    # after a kill), the ones over the limit cut to fit with their original's SHA-256.
+    letters = read_topic(settings, topics.deadletter)
+    found = set()
+    for letter in letters:
+        headers = dict(letter.headers)
+        assert len(letter.value or b"") <= settings.limits.max_publish_bytes
+        digest = headers.get("original_sha256") or hashlib.sha256(letter.value).hexdigest().encode()
+        found.add(digest.decode())
+    wanted = {hashlib.sha256(value or b"").hexdigest() for _, value in hostile}
+    assert found == wanted, f"{len(wanted - found)} hostile records not dead-lettered"
 
 
 # --------------------------------------------------------------------------- broker facts

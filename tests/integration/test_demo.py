@@ -11,7 +11,7 @@ import io
 import psutil
 import pytest
 
-from consumers.demo import DemoOptions, run_demo
+from consumers.harness.demo import DemoOptions, run_demo
 from interest_core.settings import Settings
 
 pytestmark = pytest.mark.integration

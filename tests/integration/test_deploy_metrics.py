@@ -14,6 +14,7 @@ import urllib.request
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.fleet import scrape_samples
 from consumers.worker import Worker
@@ -74,7 +75,9 @@ def test_every_dashboard_metric_is_exported_by_a_live_worker(kafka_settings: Set
     assert not missing, f"the dashboard queries metrics the worker does not export: {missing}"
     # The panels that matter most show real data, not just declared families.
     present = {
-        line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line[:1] != "#"
+        sample.name
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
     }
     for name in (
         "interest_events_consumed_total",

@@ -50,7 +50,7 @@ def test_bench_quick_index_and_memory_report(tmp_path: Path) -> None:
 
 
 def test_hnsw_over_the_limit_is_skipped_with_a_reason(tmp_path: Path) -> None:
-    from consumers.bench import bench_index
+    from consumers.harness.bench import bench_index
     from interest_core.settings import Settings
 
     rows = bench_index(Settings(), sizes=(800, 1200), hnsw_max_items=1000)

@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from consumers.cli import main
+from interest_core.strategies import STRATEGIES
 from producers.synthetic import generate
 
-STRATEGIES = ("popular", "itemknn", "static", "dynamic", "hybrid")
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "test.toml"
 
 
@@ -50,7 +50,9 @@ def test_eval_writes_a_complete_report(small_log: Path, tmp_path: Path, capsys) 
     )
     assert status == 0
     assert set(report) >= {"command", "config", "dataset", "machine", "timings", "strategies"}
-    assert report["command"].startswith("interest eval --events")
+    command = report["command"]
+    assert command.startswith("interest eval ") and f"--events {small_log}" in command
+    assert f"--truth {small_log / 'truth.jsonl'}" in command
     assert report["config"]["k"] == 10 and report["config"]["min_history"] == 5
     assert report["config"]["settings"]["encoder"]["backend"] == "hashing"
     assert report["dataset"]["events"] == 1200 and report["dataset"]["catalog_items"] == 120

@@ -8,6 +8,7 @@ records (``../shared/data/movielens-small``) and publishing to a :class:`MemoryS
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
@@ -17,6 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from consumers.batching import InputRecord
+from consumers.bounded import record_bytes
 from consumers.state_store import StateEntry, partition_for_key
 from consumers.worker import MemorySink, Worker
 from interest_core.encoder import HashingEncoder
@@ -395,6 +397,28 @@ def test_evicted_users_are_reloaded_from_state(log_data: tuple[list[dict], list[
         )
 
 
+def test_users_beyond_max_users_are_evicted_and_reloaded(
+    log_data: tuple[list[dict], list[dict]],
+) -> None:
+    catalog, events = log_data
+    settings = _settings().replace(state={"max_users": 5})
+    sink = MemorySink()
+    worker = make_worker(settings, catalog, sink)
+    feed = Feed(settings.topics.events)
+    split = len(events) * 2 // 3
+    worker.handle(feed.events(events[:split]), sink)
+    held = worker.engine.users_held
+    assert held > 5
+    evicted = worker.evict_idle()  # nobody is idle yet: only the cap applies
+    assert len(evicted) == held - 5 and worker.engine.users_held == 5
+    assert metric(worker, "interest_users_evicted_total") == held - 5
+    worker.handle(feed.events(events[split:]), sink)
+    for user in {e["user_id"] for e in events[split:]}:
+        assert worker.engine.describe_user(user)["events_by_type"] == dict(
+            counts_by_user(events)[user]
+        )
+
+
 def test_released_partitions_leave_memory(log_data: tuple[list[dict], list[dict]]) -> None:
     catalog, events = log_data
     settings = _settings()
@@ -407,3 +431,44 @@ def test_released_partitions_leave_memory(log_data: tuple[list[dict], list[dict]
     assert worker.release_partitions([0]) == len(in_zero)
     assert worker.engine.users_held == len({r.key for r in records}) - len(in_zero)
     assert all(worker.engine.describe_user(u) is None for u in in_zero)
+
+
+def test_a_record_bigger_than_the_producer_accepts_is_dead_lettered_truncated(
+    log_data: tuple[list[dict], list[dict]],
+) -> None:
+    # The record: a 2,000,000-character chat. The sink refuses records over
+    # 1 MiB as kafka-python's producer does by default.
+    catalog, events = log_data
+    settings = _settings()
+    sink = MemorySink(max_record_bytes=1_048_576)
+    worker = make_worker(settings, catalog)
+    feed = Feed(settings.topics.events)
+    huge = orjson.dumps({"user_id": "u1", "ts": 1.0, "type": "chat", "text": "x" * 2_000_000})
+    good = feed.events(events[:20])
+    plan = worker.handle([*good[:10], feed.record("u1", huge), *good[10:]], sink)
+
+    (letter,) = sink.on(settings.topics.deadletter)
+    headers = dict(letter.headers)
+    assert headers["reason"] == b"record_too_large"
+    assert headers["truncated"] == b"1"
+    assert int(headers["original_size"]) == len(huge)
+    assert headers["original_sha256"] == hashlib.sha256(huge).hexdigest().encode()
+    assert letter.value is not None and huge.startswith(letter.value)
+    assert record_bytes(letter) <= settings.limits.max_publish_bytes
+    assert metric(worker, "interest_events_deadlettered_total", reason="record_too_large") == 1
+    assert metric(worker, "interest_records_trimmed_total", kind="deadletter") == 1
+    assert metric(worker, "interest_poison_records_total", reason="record_too_large") == 0
+    assert {r.key.decode() for r in plan.recommendations} == {e["user_id"] for e in events[:20]}
+
+
+def test_a_worker_restarted_in_a_crash_loop_says_so_until_it_commits(
+    log_data: tuple[list[dict], list[dict]],
+) -> None:
+    catalog, _ = log_data
+    worker = make_worker(_settings(), catalog)
+    note = "crash loop: 3 exits in 6 s, last at offset interest.events[0]@7 (E: x)"
+    worker.restarted(3, note)
+    assert f"crash_loop: {note}" in worker.not_ready_reasons()
+    assert metric(worker, "interest_worker_restarts_total") == 3
+    report = worker.crash_report(RuntimeError("boom"))
+    assert report["error"] == "RuntimeError: boom" and report["offsets"] == {}

@@ -8,16 +8,15 @@ import numpy as np
 import orjson
 import pytest
 
-from consumers.bench import soak_rate
-from consumers.bench_streams import (
+from consumers.harness.bench import soak_rate
+from consumers.harness.bench_streams import (
     DEFAULT_MOVIELENS_DIR,
-    StoredVectors,
     catalog_texts_of,
     interaction_stream,
     text_stream,
 )
 from interest_core.catalog import item_text
-from interest_core.encoder import HashingEncoder
+from interest_core.encoder import CachedEncoder, HashingEncoder
 from interest_core.records import CatalogItem, parse_catalog
 from interest_core.settings import Settings
 
@@ -69,32 +68,32 @@ def test_text_stream_keeps_the_searches_and_chats() -> None:
     assert stream.info["distinct_texts"] > 0
 
 
-def test_stored_vectors_answer_known_texts_and_persist(tmp_path: Path) -> None:
+def test_cached_encoder_store_answers_known_texts_and_persists(tmp_path: Path) -> None:
     inner = HashingEncoder(dim=64)
-    path = StoredVectors.file_for(tmp_path, inner)
-    first = StoredVectors(inner, path)
+    path = CachedEncoder.store_for(tmp_path, inner)
+    first = CachedEncoder(inner, None, store=path)
     vectors = first.encode(["red shoes", "blue hat", "red shoes"])
-    assert first.model_texts == 2
+    assert first.texts_encoded == 2 and first.calls == 1
     np.testing.assert_allclose(vectors, inner.encode(["red shoes", "blue hat", "red shoes"]))
     first.save(["red shoes"])
-    second = StoredVectors(inner, path)
-    assert second.loaded == 1
+    second = CachedEncoder(inner, None, store=path)
+    assert second.loaded_texts == {"red shoes"}
     second.encode(["red shoes"])
-    assert second.model_texts == 0
+    assert second.texts_encoded == 0
     second.encode(["red shoes", "green scarf"])
-    assert second.model_texts == 1 and second.encoded == {"green scarf"}
+    assert second.texts_encoded == 1 and "green scarf" in second
     second.reset_counts()
-    assert second.model_texts == 0 and not second.encoded
+    assert second.texts_encoded == 0 and second.calls == 0 and second.encode_s == 0.0
 
 
-def test_unreadable_vector_cache_starts_empty(tmp_path: Path) -> None:
+def test_unreadable_vector_store_starts_empty(tmp_path: Path) -> None:
     inner = HashingEncoder(dim=32)
-    path = StoredVectors.file_for(tmp_path, inner)
+    path = CachedEncoder.store_for(tmp_path, inner)
     path.write_bytes(b"not an npz file")
-    stored = StoredVectors(inner, path)
-    assert stored.loaded == 0
+    stored = CachedEncoder(inner, None, store=path)
+    assert not stored.loaded_texts and len(stored) == 0
     stored.encode(["x"])
-    assert stored.model_texts == 1
+    assert stored.texts_encoded == 1
 
 
 def test_catalog_texts_cover_every_item_text_and_not_the_probe() -> None:

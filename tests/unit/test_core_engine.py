@@ -7,9 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from interest_core.describe import describe_state
 from interest_core.encoder import HashingEncoder
 from interest_core.engine import STRATEGIES, Engine
-from interest_core.records import CatalogItem, Event
+from interest_core.interest import UserState
+from interest_core.records import CatalogItem, Event, UserDeletion
 from interest_core.settings import Settings
 
 GENRES = ("Jazz", "Rock", "Sci-Fi", "Drama")
@@ -116,7 +118,7 @@ def test_process_outcome() -> None:
         Event("a", 5.0, "search", "s1", text="mail me at a@b.com about jazz"),
         Event("b", 6.0, "click", "x1", item_id="missing"),
         Event("c", 7.0, "click", "c1", item_id="i1"),
-        Event("c", 8.0, "delete_user", "c2"),
+        UserDeletion.of("c", 8.0, "c2"),
     ]
     outcome = engine.process(events, published_at=100.0)
     assert [r.user_id for r in outcome.recommendations] == ["a"]
@@ -169,6 +171,62 @@ def test_forget_and_evict() -> None:
     assert engine.users_held == 0
 
 
+def test_evict_least_active_keeps_the_most_recent_users() -> None:
+    engine = engine_with()
+    for n, user in enumerate(["a", "b", "c", "d"]):
+        engine.process(clicks(user, [n]), published_at=1000.0 + n)
+    assert engine.evict_least_active(4) == []
+    assert engine.evict_least_active(2) == ["a", "b"]
+    assert sorted(engine.users) == ["c", "d"]
+    assert engine.evict_least_active(0) == ["c", "d"] and engine.users_held == 0
+
+
 def test_unknown_strategy() -> None:
     with pytest.raises(ValueError, match="unknown strategy"):
         Engine(HashingEncoder(), Settings(), strategy="magic")
+
+
+def test_approximate_index_branch_matches_the_exact_one() -> None:
+    """Above ``index.exact_max_items`` the content source searches HNSW; on a small
+    catalog that search is near exact, so the lists agree with the exact engine's, and
+    exclusions (over-fetched past) and deletions still hold."""
+    small = Settings().replace(index={"exact_max_items": 10})
+    approximate = Engine(HashingEncoder(dim=64), small, strategy="dynamic")
+    exact = Engine(HashingEncoder(dim=64), Settings(), strategy="dynamic")
+    for engine in (approximate, exact):
+        engine.upsert_items(catalog(200))
+        engine.learn(clicks("a", [0, 4, 8, 12, 16]))
+        engine.delete_items(["i20", "i24"])
+    assert approximate.index.approximate and not exact.index.approximate
+    excluded = {"a": [f"i{i}" for i in range(28, 120, 4)]}  # 23 more Jazz items left out
+    got = {
+        name: [i.item_id for i in engine.recommend(["a"], 10, exclude=excluded)["a"]]
+        for name, engine in (("approximate", approximate), ("exact", exact))
+    }
+    assert len(got["approximate"]) == 10
+    banned = {"i0", "i4", "i8", "i12", "i16", "i20", "i24", *excluded["a"]}
+    assert not set(got["approximate"]) & banned
+    assert len(set(got["approximate"]) & set(got["exact"])) >= 8
+    assert all(int(i[1:]) % 4 == 0 for i in got["approximate"])  # all Jazz, like the clicks
+
+
+def test_describe_state_needs_no_engine() -> None:
+    engine = engine_with()
+    engine.process(
+        [*clicks("a", [0, 4, 8]), Event("a", 9.0, "search", "s1", text="jazz records")],
+        published_at=50.0,
+    )
+    blob = engine.export_user("a")
+    assert blob is not None
+    state = UserState.from_bytes(blob)
+    state.user_id = "a"
+    plain = describe_state(state, Settings().model)  # what `interest inspect` does
+    full = engine.describe_user("a")
+    assert full is not None
+    assert {k: v for k, v in plain.items() if k != "slots"} == {
+        k: v for k, v in full.items() if k != "slots"
+    }
+    # Without a catalog's label vocabulary the slots keep their weights, not their names.
+    assert [s["weight"] for s in plain["slots"]] == [s["weight"] for s in full["slots"]]
+    assert all(s["labels"] == [] for s in plain["slots"])
+    assert plain["events_by_type"] == {"click": 3, "search": 1}

@@ -8,9 +8,12 @@ against a live worker's /metrics in tests/integration/test_deploy_metrics.py.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,8 @@ import yaml
 from consumers.cli import COMMANDS, load_settings
 from tests.deploy_checks import (
     DASHBOARD,
+    TORCH_CUDA_BUILDS,
+    Dockerfile,
     base_metric_name,
     dashboard_expressions,
     dashboard_metric_names,
@@ -32,6 +37,19 @@ PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
 DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS = ROOT / "deploy" / "grafana" / "provisioning" / "dashboards" / "interest-stream.yml"
 DOCKERFILES = [ROOT / "Dockerfile", ROOT / "Dockerfile.cuda"]
+MAKEFILE = ROOT / "Makefile"
+
+
+def _freeze_constraints():
+    """deploy/freeze_constraints.py, the generator of deploy/constraints.txt."""
+    spec = importlib.util.spec_from_file_location(
+        "freeze_constraints", ROOT / "deploy" / "freeze_constraints.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 PROMQL_WORDS = {
     "sum",
@@ -199,8 +217,9 @@ def test_dockerfile_runtime_is_offline_non_root_and_configured(dockerfile: Path)
     assert config and (ROOT / config.group(1)).is_file()
     assert "COPY configs /app/configs" in runtime
     assert re.search(r"ARG TORCH_SPEC=torch==\d+\.\d+\.\d+", text), "torch must be pinned"
-    port = load_settings(ROOT / config.group(1), {}).metrics.port
-    assert f"127.0.0.1:{port}/healthz" in runtime
+    # The probe reads the port from the settings (tested in test_healthcheck_*), not 9400.
+    assert 'CMD ["python", "-m", "consumers.healthcheck"]' in runtime
+    assert not re.search(r"HEALTHCHECK.*:\d+/", runtime)
     entry = re.search(r"^ENTRYPOINT (.+)$", runtime, re.M)
     assert entry and json.loads(entry.group(1)) == ["interest"]
 
@@ -325,3 +344,266 @@ def test_dashboard_metrics_exist_in_the_worker_metrics_registry() -> None:
     exported = exported_sample_names(body.decode())
     missing = sorted(dashboard_metric_names() - exported)
     assert not missing, missing
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def _constraints() -> dict[str, str]:
+    return _freeze_constraints().read_constraints()
+
+
+def _make_default(name: str) -> str:
+    found = re.search(rf"^{name} \?= (.+)$", MAKEFILE.read_text(encoding="utf-8"), re.M)
+    assert found, f"Makefile sets no default {name}"
+    return found.group(1).strip()
+
+
+def test_constraints_are_the_tested_environment() -> None:
+    """deploy/constraints.txt pins exactly what this (tested) environment holds of what
+    the images install; `make constraints` regenerates it."""
+    freeze = _freeze_constraints()
+    diff = freeze.differences(freeze.read_constraints(), freeze.installed_pins())
+    assert not diff, "deploy/constraints.txt is not the tested environment:\n" + "\n".join(diff)
+
+
+def test_constraints_check_reports_a_version_that_differs() -> None:
+    freeze = _freeze_constraints()
+    installed = freeze.installed_pins()
+    pinned = dict(installed, numpy="1.0.0")
+    del pinned["orjson"]
+    diff = freeze.differences(pinned, installed)
+    assert any(line.startswith("numpy: pinned 1.0.0") for line in diff)
+    assert any(line.startswith("orjson==") and "not pinned" in line for line in diff)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_versions_agree_with_the_constraints(dockerfile: Path) -> None:
+    """Torch pin, Python image and wheel index agree with deploy/constraints.txt, the
+    Makefile and what PyTorch publishes; every other install is constrained."""
+    pins = _constraints()
+    docker = Dockerfile(dockerfile)
+    args = docker.args()
+    assert args["TORCH_SPEC"] == f"torch=={pins['torch']}" == _make_default("TORCH_SPEC")
+    # The image's Python is the tested one: the constraints were resolved for it.
+    image = args["PYTHON_IMAGE"]
+    assert re.fullmatch(r"python:\d+\.\d+-slim-\w+", image), image
+    assert image.split(":")[1].split("-")[0] == "{}.{}".format(*sys.version_info[:2])
+    froms = [rest for word, rest in docker.instructions if word == "FROM"]
+    assert froms and all(rest.startswith("${PYTHON_IMAGE} AS ") for rest in froms)
+    index = args["TORCH_INDEX"]
+    base, _, build = index.rpartition("/")
+    assert base == "https://download.pytorch.org/whl"
+    release = ".".join(pins["torch"].split(".")[:2])
+    if dockerfile.name == "Dockerfile":
+        assert build == "cpu" and index == _make_default("TORCH_INDEX")
+    else:
+        assert release in TORCH_CUDA_BUILDS, f"check PyTorch's CUDA builds of {release}"
+        assert build in TORCH_CUDA_BUILDS[release], f"torch {release} has no {build} wheels"
+        digits = build.removeprefix("cu")
+        assert args["CUDA_VERSION"] == f"{digits[:-1]}.{digits[-1]}"
+        assert 'NVIDIA_REQUIRE_CUDA="cuda>=${CUDA_VERSION}"' in " ".join(
+            rest for _, rest in docker.stage("runtime")
+        )
+    # Order and sources of the installs in the build stage.
+    pips = [cmd for cmd in docker.runs("build") if cmd.startswith("pip install")]
+    assert "--upgrade pip setuptools" in pips[0], "pip/setuptools must come before torch"
+    assert pips[1] == 'pip install --no-deps --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"'
+    for cmd in (pips[0], *pips[2:]):
+        assert "--constraint /tmp/constraints.txt" in cmd, cmd
+    copied = [rest for word, rest in docker.stage("build") if word == "COPY"]
+    assert "deploy/constraints.txt /tmp/constraints.txt" in copied
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_compiles_bytecode_for_the_read_only_runtime(dockerfile: Path) -> None:
+    """The runtime user cannot write /opt/venv: the build stage leaves compiled bytecode
+    that stays valid after COPY (hash-based), after any __pycache__ removal."""
+    runs = Dockerfile(dockerfile).runs("build")
+    compiled = [i for i, cmd in enumerate(runs) if "compileall" in cmd]
+    assert compiled, "no compileall in the build stage"
+    assert "--invalidation-mode unchecked-hash" in runs[compiled[-1]]
+    assert "/opt/venv" in runs[compiled[-1]]
+    removed = [i for i, cmd in enumerate(runs) if "__pycache__" in cmd and "rm " in cmd]
+    assert all(i < compiled[-1] for i in removed)
+    env = " ".join(rest for word, rest in Dockerfile(dockerfile).stage("build") if word == "ENV")
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+
+
+def test_compose_images_are_pinned() -> None:
+    for name, service in _compose()["services"].items():
+        image = service.get("image", "")
+        if service.get("build"):
+            assert image.startswith("interest-stream:"), name
+            continue
+        _, _, tag = image.partition(":")
+        assert tag and tag != "latest" and re.match(r"v?\d+\.\d+\.\d+$", tag), (name, image)
+
+
+# --------------------------------------------------------------------------- health checks
+
+
+def _service_settings(service: dict[str, Any]):
+    """The settings a container of this service reads: its INTEREST_CONFIG (a file of
+    configs/, which is mounted and baked in) with its INTEREST__ overrides."""
+    env = {k: str(v) for k, v in (service.get("environment") or {}).items()}
+    config = env["INTEREST_CONFIG"]
+    assert config.startswith("/app/configs/"), config
+    env["INTEREST_CONFIG"] = str(ROOT / "configs" / config.removeprefix("/app/configs/"))
+    return load_settings(None, env)
+
+
+def _image_healthcheck(service: dict[str, Any]) -> str | None:
+    build = service["build"]
+    docker = Dockerfile(ROOT / build["context"] / build.get("dockerfile", "Dockerfile"))
+    checks = [rest for word, rest in docker.stage("runtime") if word == "HEALTHCHECK"]
+    return checks[-1] if checks else None
+
+
+def _listener_ports(kafka: dict[str, Any]) -> set[int]:
+    listeners = kafka["environment"]["KAFKA_LISTENERS"].split(",")
+    return {int(listener.rsplit(":", 1)[1]) for listener in listeners}
+
+
+def test_compose_healthchecks_point_at_ports_the_services_serve() -> None:
+    """Every health check that runs probes a port its own container listens on; the
+    one-shot services, which listen on none, have theirs disabled."""
+    from consumers.healthcheck import healthz_url
+
+    services = _compose()["services"]
+    checked = set()
+    for name, service in services.items():
+        health = service.get("healthcheck") or {}
+        if health.get("disable"):
+            assert service.get("restart") == "no", f"{name}: only one-shot services go unchecked"
+            continue
+        if "test" in health:
+            test = " ".join(health["test"])
+            for host, port in re.findall(r"([\w.-]+):(\d+)", test):
+                assert host in (name, service.get("hostname"), "localhost", "127.0.0.1"), test
+                assert name == "kafka" and int(port) in _listener_ports(service), (name, port)
+            checked.add(name)
+            continue
+        if not service.get("build"):
+            continue  # prometheus, grafana: their images declare no HEALTHCHECK
+        probe = _image_healthcheck(service)
+        assert probe and "consumers.healthcheck" in probe, name
+        # The image's probe asks /healthz on metrics.port: only `worker` serves it.
+        assert service["command"] == ["worker"], f"{name} inherits the worker's healthcheck"
+        settings = _service_settings(service)
+        url = healthz_url(settings)
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        assert str(port) in [str(p) for p in service.get("expose", [])], (name, port)
+        assert settings.metrics.host == "0.0.0.0", f"{name}: Prometheus scrapes it over the network"
+        checked.add(name)
+    assert {"kafka", "worker", "worker-gpu"} <= checked
+    assert services["topics"]["healthcheck"] == {"disable": True}
+    assert services["replay"]["healthcheck"] == {"disable": True}
+
+
+def test_gpu_worker_is_a_profile_with_a_gpu_reservation() -> None:
+    services = _compose()["services"]
+    gpu = services["worker-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["build"]["dockerfile"] == "Dockerfile.cuda"
+    assert _service_settings(gpu).encoder.device == "cuda"
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert gpu["depends_on"] == services["worker"]["depends_on"]
+    assert _service_settings(gpu).kafka.bootstrap_servers == "kafka:29092"
+    sd = yaml.safe_load(PROMETHEUS.read_text(encoding="utf-8"))["scrape_configs"][0]
+    assert "worker-gpu" in sd["dns_sd_configs"][0]["names"]
+    assert sd["dns_sd_configs"][0]["port"] == _service_settings(gpu).metrics.port
+
+
+def test_healthcheck_probe_follows_the_configured_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe reads metrics.port from the settings (file + INTEREST__ overrides) and
+    passes only while the worker's /healthz says alive."""
+    from consumers.health import HealthServer
+    from consumers.healthcheck import main as probe
+
+    reasons: list[str] = []
+    server = HealthServer(
+        "127.0.0.1",
+        0,
+        render_metrics=lambda: (b"", "text/plain"),
+        liveness=lambda: reasons,
+        readiness=lambda: [],
+    )
+    monkeypatch.setenv("INTEREST_CONFIG", str(ROOT / "configs" / "docker.toml"))
+    with server:
+        monkeypatch.setenv("INTEREST__METRICS__PORT", str(server.port))
+        assert probe([]) == 0
+        reasons.append("loop stalled")
+        assert probe([]) == 1
+    assert probe([]) == 1  # nothing listens any more
+    monkeypatch.setenv("INTEREST__METRICS__ENABLED", "false")
+    assert probe([]) == 1
+
+
+# --------------------------------------------------------------------------- demo data
+
+
+class _RecordingProducer:
+    """Stands in for KafkaProducer at the broker boundary: keeps what is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes | None = None):
+        from kafka.future import Future
+
+        self.sent.append(value or b"")
+        future = Future()
+        future.success(None)
+        return future
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+
+def test_compose_demo_replay_sends_events_dated_now(tmp_path: Path) -> None:
+    """The compose `replay` service's own commands: the generated log is dated in the
+    past, and what its replay step sends is dated when it is sent (the dashboard's
+    event-to-publish latency then measures the pipeline). Pacing is dropped here."""
+    import argparse
+
+    import orjson
+
+    from consumers.cli import main as interest
+    from producers import replay as replay_command
+
+    script = _compose()["services"]["replay"]["command"][0].replace("/tmp/demo", str(tmp_path))
+    steps = [shlex.split(step) for step in script.split("&&")]
+    assert [step[:2] for step in steps] == [
+        ["interest", "generate"],
+        ["interest", "catalog"],
+        ["interest", "replay"],
+    ]
+    assert interest(steps[0][1:]) == 0
+    parser = argparse.ArgumentParser()
+    replay_command.configure(parser)
+    args = parser.parse_args(steps[2][2:])
+    generated = [orjson.loads(line)["ts"] for line in Path(args.file).read_bytes().splitlines()]
+    started = time.time()
+    assert min(generated) < started - 86400  # the log itself is old
+    producer = _RecordingProducer()
+    summary = replay_command.replay(
+        args.file,
+        _service_settings(_compose()["services"]["replay"]),
+        send_invalid=args.send_invalid,
+        retime=args.retime,
+        progress=False,
+        producer=producer,  # type: ignore[arg-type]
+    )
+    finished = time.time()
+    assert summary.ok and summary.sent == len(generated)
+    sent = [orjson.loads(value) for value in producer.sent]
+    assert all(started - 0.001 <= event["ts"] <= finished + 0.001 for event in sent)
+    original = {
+        e["event_id"]: e for e in map(orjson.loads, Path(args.file).read_bytes().splitlines())
+    }
+    for event in sent[:50]:
+        assert {k: v for k, v in event.items() if k != "ts"} == {
+            k: v for k, v in original[event["event_id"]].items() if k != "ts"
+        }

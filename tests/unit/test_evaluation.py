@@ -19,7 +19,7 @@ from interest_core.evaluation import (
     sliding_mean,
     taste_tracking,
 )
-from interest_core.records import Event
+from interest_core.records import Event, UserDeletion
 
 
 def ev(
@@ -172,7 +172,7 @@ def test_repeats_and_unknown_items_are_counted_not_scored() -> None:
 
 
 def test_delete_user_resets_history() -> None:
-    log = [ev(1, "u1", "view", "a"), ev(2, "u1", "delete_user"), ev(3, "u1", "click", "b")]
+    log = [ev(1, "u1", "view", "a"), UserDeletion.of("u1", 2.0, "e2"), ev(3, "u1", "click", "b")]
     rec = Scripted(answer=lambda user: ["b"])
     result = prequential(log, rec, catalog=CATALOG, k=1, min_history=1)
     assert result.skipped_cold == 1 and result.evaluated == 0

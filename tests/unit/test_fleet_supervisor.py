@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from consumers.cli import load_settings
 from consumers.fleet import (
     Backoff,
+    ExitLog,
+    Fleet,
     WorkerStatus,
+    _where_it_died,
     format_status,
     histogram_buckets,
     histogram_quantile,
@@ -74,3 +80,42 @@ def test_histogram_quantile_interpolates_like_prometheus() -> None:
     assert histogram_quantile(0.5, {0.1: 0.0, float("inf"): 0.0}) is None
     # everything beyond the last finite bound: report that bound
     assert histogram_quantile(0.9, {0.1: 1.0, float("inf"): 10.0}) == 0.1
+
+
+def test_three_quick_exits_make_a_crash_loop_that_names_the_offset(tmp_path) -> None:
+    exits = ExitLog(window_s=300.0, threshold=3)
+    exits.record(100.0, "interest.events[3]@1234 (PublishError: too big)")
+    exits.record(102.0, "interest.events[3]@1234 (PublishError: too big)")
+    assert exits.crash_loop(103.0) is None  # two exits are not a loop yet
+    exits.record(106.0, "interest.events[3]@1234 (PublishError: too big)")
+    note = exits.crash_loop(107.0)
+    assert note == (
+        "crash loop: 3 exits in 6 s, last at offset interest.events[3]@1234 (PublishError: too big)"
+    )
+    assert exits.crash_loop(500.0) is None  # the window passed without another exit
+    line = format_status(WorkerStatus("fleet-0", 9400, state="backoff", crash_loop=note))
+    assert note in line
+
+
+def test_the_crash_report_says_where_the_worker_died(tmp_path) -> None:
+    report = tmp_path / "fleet-0.crash.json"
+    report.write_text(
+        json.dumps({"offsets": {"interest.events[3]": 1234}, "error": "PublishError: x"})
+    )
+    assert _where_it_died(report, 1) == "interest.events[3]@1234 (PublishError: x)"
+    assert not report.exists()  # read once
+    assert _where_it_died(report, -9) == "unknown (exit signal 9, no crash report)"
+
+
+def test_a_restarted_worker_is_told_its_restarts_and_crash_loop() -> None:
+    fleet = Fleet(Settings(), 1, base_metrics_port=9400)
+    status = fleet._children[0].status
+    assert "--restarts" not in fleet.command(0)
+    assert "--crash-file" in fleet.command(0)
+    status.restarts = 4
+    status.crash_loop = "crash loop: 3 exits in 6 s, last at offset interest.events[0]@7 (E: x)"
+    cmd = fleet.command(0)
+    assert cmd[cmd.index("--restarts") + 1] == "4"
+    assert cmd[cmd.index("--crash-loop") + 1] == status.crash_loop
+    fleet.stop()  # removes the crash-report folder
+    assert not Path(cmd[cmd.index("--crash-file") + 1]).parent.exists()

@@ -34,6 +34,11 @@ ARCHITECTURE = {
     "interest_users_restored_total": "counter",
     "interest_users_evicted_total": "counter",
     "interest_ready": "gauge",
+    "interest_records_trimmed_total": "counter",
+    "interest_poison_records_total": "counter",
+    "interest_worker_restarts_total": "counter",
+    "interest_model_records_total": "counter",
+    "interest_param_version": "gauge",
 }
 
 
@@ -55,7 +60,9 @@ def test_every_architecture_metric_with_its_type() -> None:
         if name.endswith("_created"):  # prometheus_client's creation-time series
             continue
         assert name.startswith("interest_")
-        assert re.search(r"(_total|_seconds|_bytes|_records|_size|_held|_items|_ready)$", name)
+        assert re.search(
+            r"(_total|_seconds|_bytes|_records|_size|_held|_items|_ready|_version)$", name
+        )
 
 
 def test_hooks_move_the_numbers() -> None:
@@ -112,6 +119,22 @@ def test_hooks_move_the_numbers() -> None:
     assert value("interest_ready") == 1
     metrics.partitions_released([("ev", 0), ("ev", 9)])
     assert value("interest_consumer_lag_records", {"topic": "ev", "partition": "0"}) is None
+
+
+def test_bounding_and_restart_hooks_move_the_numbers() -> None:
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    value = registry.get_sample_value
+    assert value("interest_worker_restarts_total") == 0  # exported before any restart
+    metrics.restarted(3)
+    metrics.trimmed("deadletter")
+    metrics.trimmed("state")
+    metrics.trimmed("state")
+    metrics.poisoned("text_too_long")
+    assert value("interest_worker_restarts_total") == 3
+    assert value("interest_records_trimmed_total", {"kind": "state"}) == 2
+    assert value("interest_records_trimmed_total", {"kind": "deadletter"}) == 1
+    assert value("interest_poison_records_total", {"reason": "text_too_long"}) == 1
 
 
 def test_two_workers_two_registries() -> None:

@@ -22,6 +22,7 @@ from interest_core.records import (
     Recommendation,
     RecommendedItem,
     Rejected,
+    UserDeletion,
     parse_catalog,
     parse_event,
     parse_recommendation,
@@ -349,3 +350,16 @@ def test_mappings_with_out_of_range_numbers_are_rejected_not_raised() -> None:
         result = parse_event({**base, **fields}, fallback_id="x")
         assert isinstance(result, Rejected) and result.reason == reason
         assert result.raw  # a dead-letter copy exists even for unserialisable numbers
+
+
+def test_delete_user_parses_into_a_typed_user_deletion() -> None:
+    raw = {"event_id": "d1", "user_id": "u1", "ts": 5, "type": "delete_user"}
+    parsed = parse_event(orjson.dumps(raw), offset=12)
+    assert isinstance(parsed, UserDeletion) and isinstance(parsed, Event)
+    assert parsed == UserDeletion.of("u1", 5.0, "d1", offset=12)
+    assert orjson.loads(parsed.to_json())["type"] == "delete_user"  # the wire is unchanged
+    assert not isinstance(
+        parse_event(orjson.dumps({**raw, "type": "view", "item_id": "i"})), UserDeletion
+    )
+    with pytest.raises(TypeError, match="UserDeletion"):
+        Event("u1", 5.0, "delete_user", "d1")

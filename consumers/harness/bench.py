@@ -12,7 +12,7 @@ Sections (each can be skipped with ``--skip``):
   ceiling, the texts the model had to encode, per-stage seconds from the worker's
   metrics, and ingest-to-publish latency (p50/p95/p99 over every event, and its stages)
   under steady load at half and at a tenth of the measured rate
-  (``consumers.bench_latency``); the text stream also against the encoder alone.
+  (``consumers.harness.bench_latency``); the text stream also against the encoder alone.
 - ``encoder``: texts/s of our encoder at several token budgets per forward pass against
   sentence-transformers (same texts, model, device and batch size), and how close their
   vectors are.
@@ -21,7 +21,7 @@ Sections (each can be skipped with ``--skip``):
   within ``--hnsw-budget-s``).
 - ``memory``: serialised state bytes per user (``Engine.export_user``) and process RSS
   growth per 10k users.
-- ``soak`` (only with ``--soak MINUTES``): :func:`consumers.soak.run_soak` at
+- ``soak`` (only with ``--soak MINUTES``): :func:`consumers.harness.soak.run_soak` at
   ``--soak-rate`` events/s (default: half the text stream's measured worker rate, or
   half of ``--pipeline-rate``); RSS and lag over time and their slopes.
 
@@ -46,7 +46,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-from consumers.bench_streams import DEFAULT_MOVIELENS_DIR, default_vector_cache_dir
+from consumers.harness.bench_streams import DEFAULT_MOVIELENS_DIR, default_vector_cache_dir
+from consumers.harness.report import (
+    command_line,
+    git_state,
+    histogram_totals,
+    machine_info,
+    rss_bytes,
+)
 from interest_core.encoder import Encoder
 from interest_core.settings import Settings
 
@@ -61,8 +68,6 @@ __all__ = [
     "bench_pipeline",
     "bench_stream",
     "configure",
-    "percentiles",
-    "rss_bytes",
     "run",
     "soak_rate",
 ]
@@ -71,25 +76,6 @@ log = logging.getLogger(__name__)
 
 SECTIONS: tuple[str, ...] = ("pipeline", "encoder", "index", "memory", "soak")
 STREAMS: tuple[str, ...] = ("interaction", "text")
-
-
-def rss_bytes() -> int:
-    """Resident set size of this process (bytes), from /proc (0 where unavailable)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def percentiles(
-    values: Sequence[float], points: Sequence[float] = (50, 95, 99)
-) -> dict[str, float]:
-    """``{"p50": ..., ...}`` of ``values`` (same unit), or an empty dict for no values."""
-    if not len(values):
-        return {}
-    array = np.asarray(values, dtype=np.float64)
-    return {f"p{p:g}": float(np.percentile(array, p)) for p in points}
 
 
 def _timed(fn: Callable[[], Any], *, min_s: float = 1.0, max_reps: int = 50) -> tuple[float, int]:
@@ -380,7 +366,7 @@ def bench_memory(
     rng = random.Random(1)
     kinds = ("view", "view", "click", "rate", "add_to_cart")
     gc.collect()
-    before = rss_bytes()
+    before = rss_bytes() or 0
     ts = 1_700_000_000.0
     batch: list[Event] = []
     for user in range(users):
@@ -406,7 +392,7 @@ def bench_memory(
             batch.clear()
     engine.learn(batch)
     gc.collect()
-    after = rss_bytes()
+    after = rss_bytes() or 0
     sizes = [
         len(engine.export_user(f"m{u}") or b"") for u in range(0, users, max(1, users // 1000))
     ]
@@ -465,12 +451,6 @@ def _read_all(consumer: Any, count: int, timeout_s: float) -> tuple[int, float, 
     return parsed, first, last
 
 
-def _histogram(registry: Any, name: str) -> dict[str, float]:
-    total = registry.get_sample_value(f"{name}_sum") or 0.0
-    count = registry.get_sample_value(f"{name}_count") or 0.0
-    return {"total_s": total, "batches": count}
-
-
 def base_encoder(settings: Settings) -> Encoder:
     """The model the settings choose, without the embedding cache (loaded once per bench)."""
     from interest_core.encoder import CachedEncoder, encoder_from_settings
@@ -506,7 +486,7 @@ def bench_pipeline(
     """
     import uuid
 
-    from consumers.bench_streams import interaction_stream, text_stream
+    from consumers.harness.bench_streams import interaction_stream, text_stream
     from producers.broker import EmbeddedBroker, free_port
 
     unknown = set(streams) - set(STREAMS)
@@ -554,28 +534,28 @@ def _prewarm(
     cfg: Settings, stream: Any, model: Encoder, vector_cache_dir: str | os.PathLike[str] | None
 ) -> tuple[Any, dict[str, Any]]:
     """The cached catalog: an embedding cache holding every catalog-side text of ``stream``."""
-    from consumers.bench_streams import StoredVectors, catalog_texts_of
+    from consumers.harness.bench_streams import catalog_texts_of
     from interest_core.encoder import CachedEncoder
 
     path = (
-        StoredVectors.file_for(Path(vector_cache_dir), model)
+        CachedEncoder.store_for(Path(vector_cache_dir), model)
         if vector_cache_dir is not None
         else None
     )
-    stored = StoredVectors(model, path)
+    stored = CachedEncoder(model, None, store=path)
     started = time.perf_counter()
     texts = catalog_texts_of(stored, cfg, stream.catalog)
     prewarm_s = time.perf_counter() - started
-    encoded_now = sum(1 for t in texts if t in stored.encoded)
+    encoded_now = sum(1 for t in texts if t not in stored.loaded_texts)
     info = {
         "texts": len(texts),
         "from_vector_cache": len(texts) - encoded_now,
         "encoded_now": encoded_now,
-        "encode_s": stored.model_seconds,
+        "encode_s": stored.encode_s,
         "prewarm_s": prewarm_s,
         "vector_cache": str(path) if path else None,
     }
-    if path is not None and stored.model_texts:
+    if path is not None and stored.texts_encoded:
         try:
             stored.save(texts)
         except OSError as exc:
@@ -603,7 +583,7 @@ def bench_stream(
     start of its first micro-batch to the acknowledgement of its last, events/s; and the
     ratio). Then all the stream's lines are replayed, cycled with fresh ids, by a sender
     process at half and at a tenth of that rate for ``latency_seconds`` each
-    (:func:`consumers.bench_latency.steady_latency`): ingest -> publish of every event
+    (:func:`consumers.harness.bench_latency.steady_latency`): ingest -> publish of every event
     from the worker's publication hook, its stages, and ingest -> subscriber.
     The worker's encoder holds the catalog's vectors before it starts ("cached
     catalog"); ``model_texts_during_run`` counts texts the model still had to encode.
@@ -686,15 +666,15 @@ def bench_stream(
         out["worker_events_per_s"] = rate
         out["worker_batches"] = len(marks)
         out["ratio_to_raw"] = rate / out["raw_events_per_s"] if out["raw_events_per_s"] else None
-        out["model_texts_during_run"] = stored.model_texts
-        out["model_seconds_during_run"] = stored.model_seconds
-        if stored.model_texts and stored.model_seconds > 0:
+        out["model_texts_during_run"] = stored.texts_encoded
+        out["model_seconds_during_run"] = stored.encode_s
+        if stored.texts_encoded and stored.encode_s > 0:
             # The encoder alone on the same texts, in the same calls: the most this
             # stream could do if everything but the model were free.
-            out["encoder_alone_events_per_s"] = done / stored.model_seconds
+            out["encoder_alone_events_per_s"] = done / stored.encode_s
             out["ratio_to_encoder_alone"] = rate / out["encoder_alone_events_per_s"]
         out["stages"] = {
-            stage: _histogram(registry, metric)
+            stage: histogram_totals(registry, metric)
             for stage, metric in (
                 ("parse", "interest_parse_seconds"),
                 ("encode", "interest_encoder_seconds"),
@@ -706,7 +686,7 @@ def bench_stream(
             )
         }
         if latency_seconds > 0:
-            from consumers.bench_latency import steady_latency
+            from consumers.harness.bench_latency import steady_latency
 
             # "latency" is at half the worker's rate (the goal's load), then a tenth.
             for key, share, tag in (("latency", 0.5, "h"), ("latency_tenth", 0.1, "t")):
@@ -934,41 +914,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _git_commit() -> dict[str, Any]:
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit or None, "dirty": bool(dirty)}
-
-
-def _command_line(args: argparse.Namespace) -> str:
-    """The command as typed (from ``sys.argv``), or rebuilt from ``args`` when called in-process."""
-    import shlex
-
-    if "bench" in sys.argv[1:]:
-        return " ".join(shlex.quote(a) for a in ["interest", *sys.argv[1:]])
-    parts = ["interest", "bench"]
-    for key, value in vars(args).items():
-        if key.startswith("_") or key in ("command", "log_level") or value in (None, False, ""):
-            continue
-        flag = "--" + key.replace("_", "-")
-        parts.extend([flag] if value is True else [flag, str(value)])
-    return " ".join(shlex.quote(p) for p in parts)
-
-
 def _bad_arguments(args: argparse.Namespace, skip: set[str], streams: list[str]) -> str | None:
     if skip - set(SECTIONS):
         return f"--skip takes {', '.join(SECTIONS)}"
@@ -989,7 +934,6 @@ def _bad_arguments(args: argparse.Namespace, skip: set[str], streams: list[str])
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """``interest bench``: exit status 0, 1 when a section failed, 2 on bad arguments."""
-    from consumers.evaluate import machine_info
 
     skip = {s.strip() for s in str(args.skip).split(",") if s.strip()}
     streams = [s.strip() for s in str(args.streams).split(",") if s.strip()]
@@ -1013,10 +957,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         sizes = [10_000] if quick else [10_000, 100_000, 1_000_000]
     vector_cache = str(args.vector_cache) or None
     report: dict[str, Any] = {
-        "command": _command_line(args),
+        "command": command_line("bench", args),
         "argv": sys.argv,
         "options": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-        "git": _git_commit(),
+        "git": git_state(),
         "machine": machine_info(),
         "settings": {
             "encoder_backend": settings.encoder.backend,
@@ -1044,7 +988,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
 
     def soak() -> dict[str, Any]:
-        from consumers.soak import run_soak
+        from consumers.harness.soak import run_soak
 
         rate, why = soak_rate(args.soak_rate, args.pipeline_rate, report.get("pipeline"))
         if rate is None:

@@ -14,8 +14,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import platform
-import shlex
 import sys
 import time
 from collections import Counter
@@ -27,6 +25,8 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
+from consumers.harness.report import command_line, machine_info
+from interest_core.encoder import CachedEncoder
 from interest_core.evaluation import (
     PrequentialResult,
     TastePeriod,
@@ -40,29 +40,26 @@ from interest_core.records import (
     CatalogItem,
     Event,
     Rejected,
+    UserDeletion,
     parse_catalog,
     parse_event,
 )
 from interest_core.settings import Settings
+from interest_core.strategies import STRATEGIES
 from producers.jsonl import read_lines
 
 __all__ = [
     "STRATEGIES",
     "Dataset",
     "EngineRecommender",
-    "MemoEncoder",
     "configure",
     "evaluate",
     "load_dataset",
     "load_truth",
-    "machine_info",
     "run",
 ]
 
 log = logging.getLogger(__name__)
-
-STRATEGIES: tuple[str, ...] = ("popular", "itemknn", "static", "dynamic", "hybrid")
-
 
 # --------------------------------------------------------------------------- inputs
 
@@ -177,42 +174,6 @@ def load_truth(path: str | Path) -> TruthTimeline:
 # --------------------------------------------------------------------------- engine side
 
 
-class MemoEncoder:
-    """An encoder that remembers every text it encoded (no bound: one eval run's texts).
-
-    Shared by the strategies of a run so the catalog is encoded once, not once per
-    strategy. ``calls`` and ``texts_encoded`` count the real encoder's work.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.memo: dict[str, np.ndarray] = {}
-        self.calls = 0
-        self.texts_encoded = 0
-        self.seconds = 0.0
-        for name in ("dim", "dimension", "model_name", "name"):
-            if hasattr(inner, name):
-                setattr(self, name, getattr(inner, name))
-
-    def __getattr__(self, name: str) -> Any:  # anything else the Engine asks of an encoder
-        return getattr(self.inner, name)
-
-    def encode(self, texts: Sequence[str], *args: Any, **kwargs: Any) -> np.ndarray:
-        """Rows for ``texts`` (float32, as the inner encoder gives them), new texts batched."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self.memo))
-        if missing:
-            started = time.perf_counter()
-            vectors = np.asarray(self.inner.encode(missing, *args, **kwargs), dtype=np.float32)
-            self.seconds += time.perf_counter() - started
-            self.calls += 1
-            self.texts_encoded += len(missing)
-            for text, vector in zip(missing, vectors, strict=True):
-                self.memo[text] = vector
-        if not texts:
-            return np.asarray(self.inner.encode([], *args, **kwargs), dtype=np.float32)
-        return np.stack([self.memo[t] for t in texts])
-
-
 class EngineRecommender:
     """Adapts an :class:`~interest_core.engine.Engine` to the protocol's recommender."""
 
@@ -242,40 +203,6 @@ def make_encoder(settings: Settings) -> Any:
 
 
 # --------------------------------------------------------------------------- the run
-
-
-def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on: CPU, cores, memory, Python, torch, GPU."""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": "",
-        "memory_bytes": None,
-        "gpu": None,
-        "load_average_1m_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo", encoding="utf-8") as handle:
-            first = handle.readline().split()
-            info["memory_bytes"] = int(first[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return info
 
 
 def _describe_settings(settings: Settings) -> dict[str, Any]:
@@ -357,7 +284,7 @@ def evaluate_strategy(
     return out, result
 
 
-def _prewarm_texts(memo: MemoEncoder, dataset: Dataset, settings: Settings) -> int:
+def _prewarm_texts(memo: CachedEncoder, dataset: Dataset, settings: Settings) -> int:
     """Encode every distinct event text in one batched call, as the Engine will ask for it
     (redacted, with the query prefix), so replaying never waits on one-text encoder calls.
     A text the Engine asks for differently is simply encoded then; returns the count."""
@@ -366,7 +293,9 @@ def _prewarm_texts(memo: MemoEncoder, dataset: Dataset, settings: Settings) -> i
     prefix = settings.encoder.query_prefix
     texts = list(
         dict.fromkeys(
-            prefix + redact(e.text) for e in dataset.events if e.text and e.type != "delete_user"
+            prefix + redact(e.text)
+            for e in dataset.events
+            if e.text and not isinstance(e, UserDeletion)
         )
     )
     if texts:
@@ -393,7 +322,9 @@ def evaluate(
     PrequentialResult}}``; everything but ``results`` is JSON-ready.
     """
     started = time.perf_counter()
-    memo = MemoEncoder(encoder if encoder is not None else make_encoder(settings))
+    inner = encoder if encoder is not None else make_encoder(settings)
+    # One run's texts, unbounded: the catalog is encoded once for all strategies.
+    memo = CachedEncoder(inner.inner if isinstance(inner, CachedEncoder) else inner, None)
     load_model_s = time.perf_counter() - started
     started = time.perf_counter()
     prewarmed = _prewarm_texts(memo, dataset, settings)
@@ -423,7 +354,7 @@ def evaluate(
             "prewarm_s": prewarm_s,
             "calls": memo.calls,
             "texts_encoded": memo.texts_encoded,
-            "encode_s": memo.seconds,
+            "encode_s": memo.encode_s,
         },
     }
 
@@ -484,25 +415,6 @@ def _plot(path: str, results: Mapping[str, PrequentialResult], k: int, window: i
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def _command_line(args: argparse.Namespace) -> str:
-    """The command that reproduces this run (from the parsed arguments)."""
-    parts = ["interest", "eval", "--events", str(args.events), "--catalog", str(args.catalog)]
-    parts += ["--strategies", str(args.strategies), "--k", str(args.k)]
-    parts += ["--min-history", str(args.min_history)]
-    for flag, value in (
-        ("--config", getattr(args, "config", None)),
-        ("--limit-users", args.limit_users),
-        ("--truth", args.truth),
-        ("--out", args.out),
-        ("--plot", args.plot),
-    ):
-        if value is not None:
-            parts += [flag, str(value)]
-    if args.max_lag:
-        parts += ["--max-lag", str(args.max_lag)]
-    return shlex.join(parts)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -597,7 +509,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     results = outcome["results"]
     report = {
-        "command": _command_line(args),
+        "command": command_line("eval", args),
         "config": {
             "strategies": strategies,
             "k": args.k,

@@ -10,18 +10,16 @@
   reviews included; every distinct text goes through the encoder once, so it shows the
   encoder's cost honestly.
 
-:class:`StoredVectors` is the cached catalog: an encoder that answers texts it already
-holds (read from an ``.npz`` file written by an earlier run) and sends the rest to the
-real model, counting them. :func:`catalog_texts_of` finds which texts an Engine encodes
+The cached catalog is a :class:`~interest_core.encoder.CachedEncoder` with a file store
+(``.npz`` written by an earlier run), counting the texts the real model still had to
+encode. :func:`catalog_texts_of` finds which texts an Engine encodes
 for a catalog (item texts, label names) by running a throwaway Engine once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -37,7 +35,6 @@ from interest_core.settings import Settings
 
 __all__ = [
     "DEFAULT_MOVIELENS_DIR",
-    "StoredVectors",
     "Stream",
     "catalog_texts_of",
     "default_vector_cache_dir",
@@ -48,7 +45,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Where the shared MovieLens copy lives, relative to the repository root.
-DEFAULT_MOVIELENS_DIR = Path(__file__).resolve().parents[1].parent / "shared/data/movielens-small"
+DEFAULT_MOVIELENS_DIR = Path(__file__).resolve().parents[2].parent / "shared/data/movielens-small"
 
 _TEXT_TYPES = frozenset({"search", "chat", "review"})
 
@@ -169,87 +166,6 @@ def default_vector_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/interest-stream/bench`` (``~/.cache`` when unset)."""
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(root) / "interest-stream" / "bench"
-
-
-class StoredVectors:
-    """An encoder that answers from stored vectors and sends unknown texts to ``inner``.
-
-    ``model_texts`` counts the texts ``inner`` (the real model) had to encode since the
-    last :meth:`reset_counts` (``encoded`` holds them, ``model_seconds`` the time spent).
-    """
-
-    def __init__(self, inner: Encoder, path: Path | None = None) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.dim = inner.dim
-        self.path = path
-        self.model_texts = 0
-        self.model_seconds = 0.0
-        self.encoded: set[str] = set()  # texts the model encoded since the last reset
-        self._vectors: dict[str, np.ndarray] = {}
-        self.loaded = 0
-        if path is not None and path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as stored:
-                    texts, matrix = stored["texts"].tolist(), stored["vectors"]
-                if matrix.shape == (len(texts), self.dim):
-                    self._vectors = dict(zip(texts, matrix.astype(np.float32), strict=True))
-                    self.loaded = len(texts)
-            except (OSError, ValueError, KeyError) as exc:
-                log.warning("vector cache %s unreadable (%s); starting empty", path, exc)
-
-    @staticmethod
-    def file_for(directory: Path, encoder: Encoder) -> Path:
-        """The cache file of ``encoder`` (its name and width) under ``directory``."""
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(encoder.name))[:80] or "encoder"
-        tag = hashlib.sha1(f"{encoder.name}|{encoder.dim}".encode()).hexdigest()[:8]
-        return directory / f"{safe}-{encoder.dim}-{tag}.npz"
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Rows for ``texts`` (float32, unit norm); only unknown texts reach the model."""
-        import time
-
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        unknown = list(dict.fromkeys(t for t in texts if t not in self._vectors))
-        if unknown:
-            started = time.perf_counter()
-            matrix = np.asarray(self.inner.encode(unknown), dtype=np.float32)
-            self.model_seconds += time.perf_counter() - started
-            self.model_texts += len(unknown)
-            self.encoded.update(unknown)
-            self._vectors.update(zip(unknown, matrix, strict=True))
-        for row, text in enumerate(texts):
-            out[row] = self._vectors[text]
-        return out
-
-    def reset_counts(self) -> None:
-        """Start counting the model's texts and time afresh."""
-        self.model_texts = 0
-        self.model_seconds = 0.0
-        self.encoded.clear()
-
-    def save(self, texts: Sequence[str]) -> None:
-        """Write the vectors of ``texts`` (all known) to :attr:`path`, merged with what it held."""
-        if self.path is None:
-            return
-        keep = dict.fromkeys(texts)
-        if self.path.is_file():
-            try:
-                with np.load(self.path, allow_pickle=False) as stored:
-                    keep.update(dict.fromkeys(stored["texts"].tolist()))
-            except (OSError, ValueError, KeyError):
-                pass
-        names = [t for t in keep if t in self._vectors]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            texts=np.asarray(names, dtype=str),
-            vectors=np.stack([self._vectors[t] for t in names]).astype(np.float32)
-            if names
-            else np.zeros((0, self.dim), dtype=np.float32),
-        )
-        tmp.replace(self.path)
 
 
 def catalog_texts_of(

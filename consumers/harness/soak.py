@@ -12,7 +12,7 @@ run: a worker that leaks or falls behind shows a positive slope.
 Not a test: a bench. ``interest bench --soak MINUTES`` runs it after the pipeline
 section at half the text stream's measured worker rate (or ``--soak-rate N``, or half of
 ``--pipeline-rate N``) and adds this report to the bench JSON; on its own:
-``python -m consumers.soak --minutes 20 --rate 400``.
+``python -m consumers.harness.soak --minutes 20 --rate 400``.
 """
 
 from __future__ import annotations
@@ -33,22 +33,12 @@ from typing import Any
 import orjson
 from kafka import TopicPartition
 
+from consumers.harness.report import rss_mib
 from interest_core.settings import Settings
 
-__all__ = ["configure", "lag_records", "rss_mb", "run", "run_soak", "slope_per_min"]
+__all__ = ["configure", "lag_records", "run", "run_soak", "slope_per_min"]
 
 log = logging.getLogger(__name__)
-
-
-def rss_mb(pid: int) -> float | None:
-    """Resident memory of process ``pid`` in MiB (``VmRSS``), None when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError):
-        return None
-    return None
 
 
 def slope_per_min(points: Sequence[tuple[float, float]]) -> float | None:
@@ -207,7 +197,7 @@ def run_soak(
                 process = fleet.processes()[0]
                 sample = {
                     "t_s": round(time.monotonic() - started, 1),
-                    "rss_mb": None if process is None else rss_mb(process.pid),
+                    "rss_mb": None if process is None else rss_mib(process.pid),
                     "lag": lag_records(run_settings, offsets),
                     "sent": feeder.sent,
                 }
@@ -281,10 +271,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m consumers.soak``: the same, with ``--config`` like every command."""
+    """``python -m consumers.harness.soak``: the same, with ``--config`` like every command."""
     from consumers.cli import load_settings
 
-    parser = argparse.ArgumentParser(prog="python -m consumers.soak", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m consumers.harness.soak", description=__doc__)
     parser.add_argument("--config", metavar="PATH")
     configure(parser)
     args = parser.parse_args(argv)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from consumers.harness.report import percentiles
 from consumers.latency import STAGES, BatchLatency
 from interest_core.settings import Settings
 
@@ -32,13 +33,11 @@ log = logging.getLogger(__name__)
 
 #: Seconds at the start of a run left out of the percentiles (connections, first fetches).
 WARMUP_S = 1.0
-_POINTS = (50, 95, 99)
 
 
 def _percentiles_ms(seconds: np.ndarray) -> dict[str, float]:
-    if not seconds.size:
-        return {}
-    return {f"p{p}": float(np.percentile(seconds, p) * 1000.0) for p in _POINTS}
+    """p50/p95/p99 in milliseconds of ``seconds`` (empty for none)."""
+    return percentiles(seconds * 1000.0)
 
 
 def _send(

@@ -310,7 +310,7 @@ def _evaluate(
     events: Path, catalog: Path, truth: Path, settings: Settings, options: DemoOptions
 ) -> dict[str, Any] | None:
     try:
-        evaluate_module = importlib.import_module("consumers.evaluate")
+        evaluate_module = importlib.import_module("consumers.harness.evaluate")
     except ImportError as exc:
         log.warning("evaluation not available: %s", exc)
         return None
