@@ -11,6 +11,11 @@ waiting ``max_wait_s`` for company, while under load every poll fills the batch 
 grows to ``max_events`` (the records that arrived while the previous batch was being
 processed form the next one). Waiting to fill only pays where a batch has a large fixed
 cost (a GPU encoder pass), so ``adaptive=False`` keeps the fixed wait.
+
+With ``max_batch_s`` the batch is also kept to about that many seconds of processing at
+the per-record cost measured so far (:meth:`MicroBatcher.processed`): a large
+``max_events`` pays off on cheap records, while a batch of costly ones (new texts on a
+CPU encoder) stays short enough for the consumer to poll within its interval.
 """
 
 from __future__ import annotations
@@ -102,6 +107,8 @@ class MicroBatcher:
     """Collects records into micro-batches bounded by size (records) and wait (seconds).
 
     ``adaptive``: also due once the source is drained (see :meth:`drained`).
+    ``max_batch_s``: seconds of processing a batch should stay within (see
+    :meth:`processed`); None for no bound but ``max_events``.
     ``clock`` returns monotonic seconds (injected so tests can drive time).
     """
 
@@ -111,6 +118,7 @@ class MicroBatcher:
         max_wait_s: float,
         *,
         adaptive: bool = False,
+        max_batch_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_events < 1:
@@ -120,6 +128,8 @@ class MicroBatcher:
         self.max_events = max_events
         self.max_wait_s = max_wait_s
         self.adaptive = adaptive
+        self.max_batch_s = max_batch_s
+        self._record_s: float | None = None  # moving average of processing s per record
         self._clock = clock
         self._records: list[InputRecord] = []
         self._started_at: float | None = None
@@ -129,13 +139,30 @@ class MicroBatcher:
         return len(self._records)
 
     @property
+    def limit(self) -> int:
+        """Records per batch now: ``max_events``, or fewer when ``max_batch_s`` at the
+        measured cost per record allows fewer (at least one)."""
+        if self.max_batch_s is None or not self._record_s:
+            return self.max_events
+        return max(1, min(self.max_events, int(self.max_batch_s / self._record_s)))
+
+    @property
     def room(self) -> int:
         """Records that still fit before the batch is full."""
-        return max(0, self.max_events - len(self._records))
+        return max(0, self.limit - len(self._records))
 
     @property
     def full(self) -> bool:
-        return len(self._records) >= self.max_events
+        return len(self._records) >= self.limit
+
+    def processed(self, records: int, seconds: float) -> None:
+        """A batch of ``records`` took ``seconds`` to process: update the cost per record
+        (moving average, recent batches weigh 30%)."""
+        if records <= 0 or seconds < 0:
+            return
+        cost = seconds / records
+        held = self._record_s
+        self._record_s = cost if held is None else 0.7 * held + 0.3 * cost
 
     def add(self, record: InputRecord) -> bool:
         """Add one record; returns True when the batch is now due."""

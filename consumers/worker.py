@@ -306,6 +306,9 @@ class Worker:
             settings.batch.max_events,
             settings.batch.max_wait_ms / 1000.0,
             adaptive=settings.batch.adaptive,
+            # A batch of costly records (new texts on a CPU encoder) stays well within
+            # the poll interval, whatever max_events allows for cheap ones.
+            max_batch_s=settings.consumer.max_poll_interval_ms / 1000.0 / 5.0,
         )
         self.publisher = BoundedPublisher(
             max_bytes=settings.limits.max_publish_bytes,
@@ -966,6 +969,8 @@ class Worker:
         for record in batch.records:
             self._in_hand.setdefault((record.topic, record.partition), record.offset)
         plan = self.process_records(batch.records) if batch.records else None
+        if plan is not None:
+            self.batcher.processed(len(batch.records), time.perf_counter() - plan.started)
         self._complete_in_flight(from_listener=from_listener)
         if plan is None:
             return

@@ -135,3 +135,22 @@ def test_adaptive_batches_follow_the_polls(polls: list[int]) -> None:
             handed.extend(r.offset for r in batch.records)
     handed.extend(r.offset for r in batcher.flush().records)
     assert handed == list(range(sent))
+
+
+def test_costly_records_make_smaller_batches() -> None:
+    batcher = MicroBatcher(2048, 10.0, adaptive=True, max_batch_s=1.0, clock=Clock())
+    assert batcher.limit == 2048  # nothing measured yet
+    batcher.processed(100, 0.01)  # 0.1 ms a record: 10,000 would fit, max_events bounds
+    assert batcher.limit == 2048
+    for _ in range(20):
+        batcher.processed(50, 0.5)  # 10 ms a record (new texts on a CPU encoder)
+    assert 95 <= batcher.limit <= 105
+    for _ in range(3):
+        batcher.add(rec(0, 0))
+    assert batcher.room == batcher.limit - 3
+    batcher.processed(1, 60.0)  # however slow, a batch holds at least one record
+    batcher.processed(1, 60.0)
+    assert batcher.limit >= 1
+    fixed = MicroBatcher(64, 10.0, clock=Clock())
+    fixed.processed(10, 100.0)
+    assert fixed.limit == 64  # no max_batch_s: only max_events
