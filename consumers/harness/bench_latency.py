@@ -153,8 +153,9 @@ def steady_latency(
         time.sleep(0.05)
     time.sleep(0.5)  # the subscriber's last fetch
     stop_reading.set()
-    reader.join(5)
-    subscriber.close()
+    reader.join(60)  # a consumer must not be closed under a poll in progress
+    if not reader.is_alive():
+        subscriber.close()
 
     batches = [b for b in published[first_batch:] if b.events]
     send_start = min(sent_at.values(), default=started)
