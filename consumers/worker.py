@@ -98,6 +98,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Milliseconds a poll waits while a batch's acknowledgements are outstanding.
+IN_FLIGHT_POLL_MS = 2
 #: Seconds between consumer-lag refreshes.
 LAG_REFRESH_S = 5.0
 #: The loop counts as stalled (``/healthz`` 503) after this many seconds without a tick.
@@ -250,6 +252,10 @@ class KafkaSink:
         )
         future.add_callback(self._acked)
         self._futures.append((record, future))
+
+    def acknowledged(self) -> bool:
+        """True when every record sent since the last flush has its answer (or failed)."""
+        return all(future.is_done for _, future in self._futures)
 
     def flush(self) -> None:
         self.producer.flush()
@@ -822,7 +828,9 @@ class Worker:
                 self._tick()
                 left = self.batcher.time_left()
                 if self._in_flight is not None:
-                    timeout_ms = 0  # what has arrived is processed while the acks come
+                    # Records that arrive while the broker acknowledges the batch in flight
+                    # are taken at once, not after the acknowledgement.
+                    timeout_ms = 0 if self._sink_acknowledged() else IN_FLIGHT_POLL_MS
                 else:
                     timeout_ms = 100 if left is None else max(0, int(left * 1000))
                 room = max(1, self.batcher.room)
@@ -832,8 +840,8 @@ class Worker:
                     self.restore_pending()
                 if self.batcher.due():
                     self._flush_and_commit()
-                elif self._in_flight is not None:
-                    self._complete_in_flight()  # nothing to overlap with: acks, commit now
+                elif self._in_flight is not None and self._sink_acknowledged():
+                    self._complete_in_flight()  # acknowledged: commit now
                 if not len(self.batcher):  # between batches
                     self.apply_catalog_records(follower.poll(0))
                     self._housekeeping()
@@ -978,6 +986,12 @@ class Worker:
         self._in_flight = plan
         if from_listener:
             self._complete_in_flight(from_listener=True)
+
+    def _sink_acknowledged(self) -> bool:
+        """True when the sink has every answer for what it was sent (a sink that cannot
+        tell, like :class:`MemorySink`, counts as acknowledged)."""
+        acknowledged = getattr(self._sink, "acknowledged", None)
+        return True if acknowledged is None else bool(acknowledged())
 
     def _complete_in_flight(self, *, from_listener: bool = False, sync: bool = False) -> None:
         """Wait for the in-flight batch's acknowledgements, then commit its offsets.
