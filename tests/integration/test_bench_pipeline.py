@@ -49,6 +49,9 @@ def test_bench_pipeline_two_streams_and_soak(tmp_path: Path) -> None:
         assert stream["raw_events"] == stream["events"] == stream["worker_events"]
         assert stream["raw_events_per_s"] > 0 and stream["worker_events_per_s"] > 0
         assert stream["ratio_to_raw"] > 0
+        assert stream["raw_events_per_cpu_s"] > 0
+        if stream["worker_batches"] > 1:  # CPU is counted from the end of the first batch
+            assert stream["ratio_to_raw_cpu"] > 0
         assert stream["catalog_prewarm"]["texts"] >= stream["catalog_items"]
         assert set(stream["stages"]) >= {"parse", "encode", "update", "search", "publish"}
         for key in ("latency", "latency_tenth"):  # half and a tenth of the worker's rate
