@@ -12,10 +12,13 @@ grows to ``max_events`` (the records that arrived while the previous batch was b
 processed form the next one). Waiting to fill only pays where a batch has a large fixed
 cost (a GPU encoder pass), so ``adaptive=False`` keeps the fixed wait.
 
-With ``max_batch_s`` the batch is also kept to about that many seconds of processing at
-the per-record cost measured so far (:meth:`MicroBatcher.processed`): a large
-``max_events`` pays off on cheap records, while a batch of costly ones (new texts on a
-CPU encoder) stays short enough for the consumer to poll within its interval.
+With ``max_batch_s`` a batch that took longer than that to process shrinks the next
+ones in proportion, and full batches processed in under half of it let them grow back
+(doubling, up to ``max_events``; :meth:`MicroBatcher.processed`): a large ``max_events``
+pays off on cheap records, while a batch of costly ones (new texts on a CPU encoder)
+stays short enough for the consumer to poll within its interval. Only batches that
+actually ran long shrink the limit: small batches cost more per record (fixed costs per
+batch), and judging by them would keep batches small when the worker falls behind.
 """
 
 from __future__ import annotations
@@ -129,7 +132,7 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self.adaptive = adaptive
         self.max_batch_s = max_batch_s
-        self._record_s: float | None = None  # moving average of processing s per record
+        self._limit = max_events
         self._clock = clock
         self._records: list[InputRecord] = []
         self._started_at: float | None = None
@@ -140,11 +143,9 @@ class MicroBatcher:
 
     @property
     def limit(self) -> int:
-        """Records per batch now: ``max_events``, or fewer when ``max_batch_s`` at the
-        measured cost per record allows fewer (at least one)."""
-        if self.max_batch_s is None or not self._record_s:
-            return self.max_events
-        return max(1, min(self.max_events, int(self.max_batch_s / self._record_s)))
+        """Records per batch now: ``max_events``, or fewer after batches that took longer
+        than ``max_batch_s`` (at least one)."""
+        return self._limit
 
     @property
     def room(self) -> int:
@@ -156,13 +157,16 @@ class MicroBatcher:
         return len(self._records) >= self.limit
 
     def processed(self, records: int, seconds: float) -> None:
-        """A batch of ``records`` took ``seconds`` to process: update the cost per record
-        (moving average, recent batches weigh 30%)."""
-        if records <= 0 or seconds < 0:
+        """A batch of ``records`` took ``seconds`` to process: past ``max_batch_s`` the
+        limit becomes the records that would have fit; a full batch in under half of it
+        doubles the limit (up to ``max_events``)."""
+        budget = self.max_batch_s
+        if budget is None or records <= 0 or seconds < 0:
             return
-        cost = seconds / records
-        held = self._record_s
-        self._record_s = cost if held is None else 0.7 * held + 0.3 * cost
+        if seconds > budget:
+            self._limit = max(1, min(self._limit, int(records * budget / seconds)))
+        elif records >= self._limit and seconds < budget / 2:
+            self._limit = min(self.max_events, 2 * self._limit)
 
     def add(self, record: InputRecord) -> bool:
         """Add one record; returns True when the batch is now due."""
