@@ -11,6 +11,14 @@ waiting ``max_wait_s`` for company, while under load every poll fills the batch 
 grows to ``max_events`` (the records that arrived while the previous batch was being
 processed form the next one). Waiting to fill only pays where a batch has a large fixed
 cost (a GPU encoder pass), so ``adaptive=False`` keeps the fixed wait.
+
+With ``max_batch_s`` a batch that took longer than that to process shrinks the next
+ones in proportion, and full batches processed in under half of it let them grow back
+(doubling, up to ``max_events``; :meth:`MicroBatcher.processed`): a large ``max_events``
+pays off on cheap records, while a batch of costly ones (new texts on a CPU encoder)
+stays short enough for the consumer to poll within its interval. Only batches that
+actually ran long shrink the limit: small batches cost more per record (fixed costs per
+batch), and judging by them would keep batches small when the worker falls behind.
 """
 
 from __future__ import annotations
@@ -102,6 +110,8 @@ class MicroBatcher:
     """Collects records into micro-batches bounded by size (records) and wait (seconds).
 
     ``adaptive``: also due once the source is drained (see :meth:`drained`).
+    ``max_batch_s``: seconds of processing a batch should stay within (see
+    :meth:`processed`); None for no bound but ``max_events``.
     ``clock`` returns monotonic seconds (injected so tests can drive time).
     """
 
@@ -111,6 +121,7 @@ class MicroBatcher:
         max_wait_s: float,
         *,
         adaptive: bool = False,
+        max_batch_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_events < 1:
@@ -120,6 +131,8 @@ class MicroBatcher:
         self.max_events = max_events
         self.max_wait_s = max_wait_s
         self.adaptive = adaptive
+        self.max_batch_s = max_batch_s
+        self._limit = max_events
         self._clock = clock
         self._records: list[InputRecord] = []
         self._started_at: float | None = None
@@ -129,13 +142,31 @@ class MicroBatcher:
         return len(self._records)
 
     @property
+    def limit(self) -> int:
+        """Records per batch now: ``max_events``, or fewer after batches that took longer
+        than ``max_batch_s`` (at least one)."""
+        return self._limit
+
+    @property
     def room(self) -> int:
         """Records that still fit before the batch is full."""
-        return max(0, self.max_events - len(self._records))
+        return max(0, self.limit - len(self._records))
 
     @property
     def full(self) -> bool:
-        return len(self._records) >= self.max_events
+        return len(self._records) >= self.limit
+
+    def processed(self, records: int, seconds: float) -> None:
+        """A batch of ``records`` took ``seconds`` to process: past ``max_batch_s`` the
+        limit becomes the records that would have fit; a full batch in under half of it
+        doubles the limit (up to ``max_events``)."""
+        budget = self.max_batch_s
+        if budget is None or records <= 0 or seconds < 0:
+            return
+        if seconds > budget:
+            self._limit = max(1, min(self._limit, int(records * budget / seconds)))
+        elif records >= self._limit and seconds < budget / 2:
+            self._limit = min(self.max_events, 2 * self._limit)
 
     def add(self, record: InputRecord) -> bool:
         """Add one record; returns True when the batch is now due."""

@@ -248,7 +248,8 @@ class WorkerMetrics:
         )
         self.publish_seconds = Histogram(
             "interest_publish_seconds",
-            "Time to send a micro-batch's records and flush the producer",
+            "Worker time to send a micro-batch's records and wait for their acknowledgement"
+            " (the wait overlapped by the next batch's processing is not counted)",
             buckets=_STAGE_BUCKETS,
             registry=r,
         )

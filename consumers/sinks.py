@@ -52,6 +52,7 @@ class PublishPlan:
     started_at: float = 0.0  # unix seconds, the same instant
     sent: float = 0.0  # perf_counter when its records were handed to the sink
     sent_at: float = 0.0  # unix seconds, the same instant
+    send_s: float = 0.0  # seconds spent handing its records to the sink
     processed_at: float = 0.0  # unix seconds, end of processing
     encode_s: float = 0.0
     delivery: Delivery[OutgoingRecord] | None = None  # handed to the sink, not yet acknowledged
@@ -105,6 +106,10 @@ class KafkaSink:
         )
         future.add_callback(self._acked)
         self._futures.append((record, future))
+
+    def acknowledged(self) -> bool:
+        """True when every record sent since the last flush has its answer (or failed)."""
+        return all(future.is_done for _, future in self._futures)
 
     def flush(self) -> None:
         self.producer.flush()

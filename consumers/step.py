@@ -319,6 +319,7 @@ class BatchStep:
         plan.sent = time.perf_counter()
         plan.sent_at = time.time()
         plan.delivery = self.publisher.send(plan.outgoing, sink)
+        plan.send_s = time.perf_counter() - plan.sent
 
     def complete(self, plan: PublishPlan, sink: Sink) -> None:
         """Wait for ``plan``'s acknowledgements (retrying refusals), then metrics and the
@@ -327,6 +328,7 @@ class BatchStep:
         when a state or recommendation could not be delivered for a reason other than
         its size (then nothing may be committed)."""
         assert plan.delivery is not None, "a plan is sent before it is acknowledged"
+        waited = time.perf_counter()
         delivered = self.publisher.complete(plan.delivery, sink)
         done = time.perf_counter()
         acked_at = time.time()
@@ -347,7 +349,9 @@ class BatchStep:
             records=plan.records_in,
         )
         self.metrics.published(
-            publish_s=done - plan.sent,
+            # the worker's own time: sending, and this wait (not the next batch's
+            # processing that a pipelined wait overlapped)
+            publish_s=plan.send_s + (done - waited),
             batch_s=done - plan.started,
             recommendations=sum(1 for r in plan.recommendations if r.value is not None),
             tombstones=plan.tombstones,

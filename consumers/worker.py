@@ -98,6 +98,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Seconds between consumer-lag refreshes.
+#: Milliseconds a poll waits while a batch's acknowledgements are outstanding.
+IN_FLIGHT_POLL_MS = 2
 LAG_REFRESH_S = 5.0
 #: Seconds between the events consumer's polls while a restore runs (keeps the member
 #: within ``max_poll_interval_ms``).
@@ -138,6 +140,9 @@ class Worker:
             settings.batch.max_events,
             settings.batch.max_wait_ms / 1000.0,
             adaptive=settings.batch.adaptive,
+            # A batch of costly records (new texts on a CPU encoder) stays well within
+            # the poll interval, whatever max_events allows for cheap ones.
+            max_batch_s=settings.consumer.max_poll_interval_ms / 1000.0 / 5.0,
         )
         self.residency = Residency(
             settings,
@@ -327,7 +332,7 @@ class Worker:
             self._subscribe(clients)
             self._loop(clients, stop)
             self._flush_and_commit()
-            self._complete_in_flight()
+            self._complete_in_flight(sync=True)
             log.info("%s: stopping", self.worker_id)
             return 0
         except BaseException as exc:
@@ -441,7 +446,9 @@ class Worker:
             self._tick()
             left = self.batcher.time_left()
             if self._in_flight is not None:
-                timeout_ms = 0  # what has arrived is processed while the acks come
+                # Records that arrive while the broker acknowledges the batch in flight
+                # are taken at once, not after the acknowledgement.
+                timeout_ms = 0 if self._sink_acknowledged() else IN_FLIGHT_POLL_MS
             else:
                 timeout_ms = 100 if left is None else max(0, int(left * 1000))
             room = max(1, self.batcher.room)
@@ -451,8 +458,8 @@ class Worker:
                 self.restore_pending()
             if self.batcher.due():
                 self._flush_and_commit()
-            elif self._in_flight is not None:
-                self._complete_in_flight()  # nothing to overlap with: acks, commit now
+            elif self._in_flight is not None and self._sink_acknowledged():
+                self._complete_in_flight()  # acknowledged: commit now
             if not len(self.batcher):  # between batches
                 self.apply_catalog_records(follower.poll(0))
                 if clients.models is not None:
@@ -511,6 +518,8 @@ class Worker:
         for record in batch.records:
             self._in_hand.setdefault((record.topic, record.partition), record.offset)
         plan = self.process_records(batch.records) if batch.records else None
+        if plan is not None:
+            self.batcher.processed(len(batch.records), time.perf_counter() - plan.started)
         self._complete_in_flight(from_listener=from_listener)
         if plan is None:
             return
@@ -519,8 +528,18 @@ class Worker:
         if from_listener:
             self._complete_in_flight(from_listener=True)
 
-    def _complete_in_flight(self, *, from_listener: bool = False) -> None:
-        """Wait for the in-flight batch's acknowledgements, then commit its offsets."""
+    def _sink_acknowledged(self) -> bool:
+        """True when the sink has every answer for what it was sent (a sink that cannot
+        tell, like ``MemorySink``, counts as acknowledged)."""
+        acknowledged = getattr(self._sink, "acknowledged", None)
+        return True if acknowledged is None else bool(acknowledged())
+
+    def _complete_in_flight(self, *, from_listener: bool = False, sync: bool = False) -> None:
+        """Wait for the in-flight batch's acknowledgements, then commit its offsets.
+
+        The commit is asynchronous (its answer is read by a later poll) unless ``sync``:
+        it no longer holds up the next poll by a round trip. Either way it is sent only
+        after the batch's records are acknowledged."""
         plan, self._in_flight = self._in_flight, None
         if plan is None or self._sink is None:
             return
@@ -534,10 +553,10 @@ class Worker:
         consumer = self._consumer
         if consumer is None:
             return
-        if from_listener:
+        if from_listener or not sync:
             # Blocking consumer calls are refused on the consumer's IO thread, where the
             # listener runs; the async commit is queued before the group re-join.
-            consumer.commit_async(offsets)
+            consumer.commit_async(offsets, callback=self._committed)
             return
         try:
             consumer.commit(offsets)
@@ -552,6 +571,20 @@ class Worker:
             log.warning(
                 "%s: offset commit failed (%s); events will be re-read", self.worker_id, exc
             )
+
+    def _committed(self, _offsets: Any, response: Any) -> None:
+        """The answer to an asynchronous commit (read on the worker thread, in a poll)."""
+        if isinstance(response, Exception):
+            # The state is already published: the next owner re-reads these events and
+            # skips them by offset, so nothing is applied twice.
+            log.warning(
+                "%s: offset commit failed (%s); events will be re-read", self.worker_id, response
+            )
+            return
+        self._broker_ok()
+        past = self.probes.committed()
+        if past is not None:
+            log.info("%s: committed past the crash loop (%s)", self.worker_id, past)
 
     def _housekeeping(self) -> None:
         now = time.monotonic()

@@ -227,11 +227,16 @@ class Engine:
             use_short_term="short_term" in self.features,
             long_term_half_life_s=math.inf if strategy == "static" else None,
         )
+        self.interest.warm_up()
         self.label_model = LabelModel(settings.model.long_term_half_life_s)
         self.vocabulary = LabelVocabulary()
         self._labels_dirty = True
         self._intent: IntentModel | None = None
         self.users: dict[str, UserState] = {}
+        # Per user, interest updates not yet applied: (vectors, weights, event times). A
+        # user's run of events in a batch goes through one compiled call
+        # (InterestModel.apply_many) before anything reads the user's vectors.
+        self._pending: dict[str, tuple[list[np.ndarray], list[float], list[float]]] = {}
         self.clock = Clock()
         self.space = ItemSpace(self.catalog, self.model_name)  # the adaptation layer
         #: Gets (raw query vectors, row) before each positive item event: training examples.
@@ -377,19 +382,22 @@ class Engine:
     ) -> _Applied:
         """Apply validated events in order; deletions forget the user at once."""
         batch = _Applied()
-        for event in valid:
-            if isinstance(event, UserDeletion):
-                self.forget_user(event.user_id)
-                batch.touched.pop(event.user_id, None)
-                batch.deleted.append(event.user_id)
-                continue
-            if not self._apply(event, vectors, intents, published_at):
-                batch.duplicates += 1
-                continue
-            batch.applied += 1
-            batch.touched[event.user_id] = event
-            newest = max(batch.event_ts.get(event.user_id, event.ts), event.ts)
-            batch.event_ts[event.user_id] = newest
+        try:
+            for event in valid:
+                if isinstance(event, UserDeletion):
+                    self.forget_user(event.user_id)
+                    batch.touched.pop(event.user_id, None)
+                    batch.deleted.append(event.user_id)
+                    continue
+                if not self._apply(event, vectors, intents, published_at):
+                    batch.duplicates += 1
+                    continue
+                batch.applied += 1
+                batch.touched[event.user_id] = event
+                newest = max(batch.event_ts.get(event.user_id, event.ts), event.ts)
+                batch.event_ts[event.user_id] = newest
+        finally:  # what was applied is complete even when an event failed
+            self._apply_pending()
         return batch
 
     def _recommendation(
@@ -416,11 +424,14 @@ class Engine:
         unknown items are skipped; replays are ignored."""
         _, valid = split_unknown_items(events, self.catalog)
         vectors, intents = self._encode_texts(valid)
-        for event in valid:
-            if isinstance(event, UserDeletion):
-                self.forget_user(event.user_id)
-            else:
-                self._apply(event, vectors, intents, None)
+        try:
+            for event in valid:
+                if isinstance(event, UserDeletion):
+                    self.forget_user(event.user_id)
+                else:
+                    self._apply(event, vectors, intents, None)
+        finally:
+            self._apply_pending()
 
     def _cache_counters(self) -> tuple[int, int, int]:
         if isinstance(self.encoder, CachedEncoder):
@@ -478,7 +489,7 @@ class Engine:
         if text is not None and text in vectors:
             vector = vectors[text]
             text_weight = weight if event.type in ("search", "chat") else 0.5 * max(weight, 0.0)
-            self.interest.apply(state, vector, text_weight, ts)
+            self._defer(state.user_id, vector, text_weight, ts)
             self.label_model.add_text(state, self._vocabulary().nearest(vector), text_weight, ts)
             state.remember_text(text, vector, ts)
             if intent is not None:
@@ -495,12 +506,15 @@ class Engine:
         assert event.item_id is not None
         row = self.catalog.row(event.item_id)
         assert row is not None  # validated
-        if weight > 0.0 and self.fusion.mask.sum() > 1:
+        if weight > 0.0 and self.fusion.mask.sum() > 1 and self.ranker.teaches(state.user_id, row):
+            self._apply_pending(state.user_id)  # the lesson's features see every earlier event
             gradient = self.ranker.learn(state, row)
             if gradient is not None and self.outbox is not None:
                 self._own_lessons.append(self.outbox.lesson(gradient, source))
-        if weight > 0.0 and self.on_example and (queries := example_queries(state, self.dim)).any():
-            self.on_example(queries, row)
+        if weight > 0.0 and self.on_example:
+            self._apply_pending(state.user_id)  # the example is the state before this event
+            if (queries := example_queries(state, self.dim)).any():
+                self.on_example(queries, row)
         if weight > 0.0:
             history = self.candidates.history(state)[0] if "cooccurrence" in self.features else []
             self.knowledge.observe(row, weight, ts, history)
@@ -514,13 +528,35 @@ class Engine:
                     source=source,
                 )
                 self.item_view.own(own)
-        self.interest.apply(state, self.catalog.embeddings[row], weight, ts)
+        self._defer(state.user_id, self.catalog.embeddings[row], weight, ts)
         self.label_model.add_item(state, self.catalog.labels[row], weight, ts)
         state.remember_item(
             RecentItem(event.item_id, ts, weight, action_of(event)),
             self.settings.model.recent_items,
             _SEEN_LIMIT,
         )
+
+    def _defer(self, user_id: str, vector: np.ndarray, weight: float, ts: float) -> None:
+        """Queue an interest update for the user's run (see :meth:`_apply_pending`)."""
+        run = self._pending.get(user_id)
+        if run is None:
+            run = self._pending[user_id] = ([], [], [])
+        run[0].append(vector)
+        run[1].append(weight)
+        run[2].append(ts)
+
+    def _apply_pending(self, user_id: str | None = None) -> None:
+        """Apply the queued interest updates, in order: one user's, or everyone's."""
+        if user_id is None:
+            runs, self._pending = list(self._pending.items()), {}
+        elif user_id in self._pending:
+            runs = [(user_id, self._pending.pop(user_id))]
+        else:
+            return
+        for user, (vectors, weights, times) in runs:
+            state = self.users.get(user)
+            if state is not None:
+                self.interest.apply_many(state, np.stack(vectors), weights, times)
 
     # ------------------------------------------------------------------ recommending
 
@@ -601,6 +637,7 @@ class Engine:
     def forget_user(self, user_id: str) -> bool:
         """Drop everything held about the user; True when there was something."""
         self.ranker.forget(user_id)
+        self._pending.pop(user_id, None)
         return self.users.pop(user_id, None) is not None
 
     def evict_idle(self, older_than_ts: float) -> list[str]:

@@ -150,6 +150,11 @@ class Ranker:
             view.anchors = Anchors.of(view.state, self.catalog, [label for label, _ in top])
         return content_reason(view.anchors, self.catalog, row)
 
+    def teaches(self, user_id: str, row: int) -> bool:
+        """True when acting on ``row`` now would make :meth:`learn` take a step."""
+        remembered = self._shown.get(user_id)
+        return remembered is not None and bool((remembered[0] == row).any())
+
     def learn(self, state: UserState, row: int) -> np.ndarray | None:
         """Fusion step when the user acts on one of their last ranked candidates: the
         softmax likelihood of that item among all of them, with features from the state

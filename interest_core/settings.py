@@ -172,7 +172,7 @@ class ConsumerSettings:
 
 @dataclass(frozen=True)
 class BatchSettings:
-    max_events: int = 512
+    max_events: int = 2048
     max_wait_ms: int = 20
     # Flush as soon as the consumer has nothing more buffered (small batches when idle,
     # up to max_events under load); False: always wait max_wait_ms for the batch to fill.

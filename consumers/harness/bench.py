@@ -10,7 +10,9 @@ Sections (each can be skipped with ``--skip``):
   ``--vector-cache``). Per stream: the raw ceiling (a bare consumer reading and parsing
   the same events), the worker's events/s on the same backlog and its ratio to the
   ceiling, the texts the model had to encode, per-stage seconds from the worker's
-  metrics, and ingest-to-publish latency (p50/p95/p99) at half the measured rate.
+  metrics, and ingest-to-publish latency (p50/p95/p99 over every event, and its stages)
+  under steady load at half and at a tenth of the measured rate
+  (``consumers.harness.bench_latency``); the text stream also against the encoder alone.
 - ``encoder``: texts/s of our encoder at several token budgets per forward pass against
   sentence-transformers (same texts, model, device and batch size), and how close their
   vectors are.
@@ -62,7 +64,6 @@ from consumers.harness.report import (
     git_state,
     histogram_totals,
     machine_info,
-    percentiles,
     rss_bytes,
 )
 from interest_core.encoder import Encoder
@@ -581,6 +582,7 @@ def bench_pipeline(
     text_events: int = 5_000,
     latency_events: int = 3_000,
     text_latency_events: int = 1_000,
+    latency_seconds: float = 30.0,
     items: int = 2_000,
     users: int = 2_000,
     movielens_dir: str | os.PathLike[str] | None = None,
@@ -635,6 +637,7 @@ def bench_pipeline(
                     backlog=backlog,
                     vector_cache_dir=vector_cache_dir,
                     timeout_s=timeout_s,
+                    latency_seconds=latency_seconds,
                 )
             except Exception as exc:  # the other stream still runs
                 log.exception("bench stream %s failed", name)
@@ -686,15 +689,17 @@ def bench_stream(
     backlog: int,
     vector_cache_dir: str | os.PathLike[str] | None = None,
     timeout_s: float = 300.0,
+    latency_seconds: float = 30.0,
 ) -> dict[str, Any]:
     """One stream through one worker on the broker ``cfg`` points at (fresh topics).
 
     The first ``backlog`` event lines are preloaded and read first by a bare consumer that
     only parses them (the raw ceiling, events/s), then by the worker (throughput from the
-    start of its first micro-batch to the end of its last publish, events/s; and the
-    ratio). The remaining lines are then sent at half that rate, and their
-    ingest-to-publish latency is read off the recommendations (``published_at`` minus the
-    time the event was sent, ms; and, end to end, minus the time a subscriber got it).
+    start of its first micro-batch to the acknowledgement of its last, events/s; and the
+    ratio). Then all the stream's lines are replayed, cycled with fresh ids, by a sender
+    process at half and at a tenth of that rate for ``latency_seconds`` each
+    (:func:`consumers.harness.bench_latency.steady_latency`): ingest -> publish of every event
+    from the worker's publication hook, its stages, and ingest -> subscriber.
     The worker's encoder holds the catalog's vectors before it starts ("cached
     catalog"); ``model_texts_during_run`` counts texts the model still had to encode.
     """
@@ -708,7 +713,7 @@ def bench_stream(
     from producers.topics import create_topics
 
     lines = stream.lines
-    backlog_lines, paced = lines[:backlog], lines[backlog:]
+    backlog_lines = lines[:backlog]
     out: dict[str, Any] = {
         "source": stream.source,
         "events": len(backlog_lines),
@@ -735,17 +740,26 @@ def bench_stream(
     partitions = [TopicPartition(cfg.topics.events, p) for p in range(cfg.topics.events_partitions)]
     raw.assign(partitions)
     raw.seek_to_beginning(*partitions)
+    raw_cpu = time.thread_time()
     parsed, first, last = _read_all(raw, len(backlog_lines), timeout_s)
+    raw_cpu = time.thread_time() - raw_cpu
     raw.close()
     out["raw_events"] = parsed
     out["raw_events_per_s"] = parsed / (last - first) if last > first else None
+    # Per CPU-second of the reading thread: what a shared, busy machine distorts least.
+    out["raw_events_per_cpu_s"] = parsed / raw_cpu if raw_cpu > 0 else None
 
     # The worker on the same backlog, observed through its publication hook.
     registry = CollectorRegistry()
     marks: list[tuple[float, float, int]] = []  # (start, acknowledged, records) per batch, unix s
+    published: list[Any] = []  # every batch's BatchLatency
+
+    cpu_marks: list[float] = []  # the worker thread's CPU seconds at each publication
 
     def on_published(batch: Any) -> None:
+        cpu_marks.append(time.thread_time())  # called on the worker's thread
         marks.append((batch.started, batch.acked, batch.records))
+        published.append(batch)
 
     worker = Worker(
         cfg,
@@ -774,8 +788,20 @@ def bench_stream(
         out["worker_events_per_s"] = rate
         out["worker_batches"] = len(marks)
         out["ratio_to_raw"] = rate / out["raw_events_per_s"] if out["raw_events_per_s"] else None
+        # The same per CPU-second of the worker thread, after its first batch (the
+        # producer's network thread is not counted: a small bias in the worker's favour).
+        first_batch = len(marks) and marks[0][2]
+        cpu = cpu_marks[len(marks) - 1] - cpu_marks[0] if len(marks) > 1 else 0.0
+        if cpu > 0 and out["raw_events_per_cpu_s"]:
+            out["worker_events_per_cpu_s"] = (done - first_batch) / cpu
+            out["ratio_to_raw_cpu"] = out["worker_events_per_cpu_s"] / out["raw_events_per_cpu_s"]
         out["model_texts_during_run"] = stored.texts_encoded
         out["model_seconds_during_run"] = stored.encode_s
+        if stored.texts_encoded and stored.encode_s > 0:
+            # The encoder alone on the same texts, in the same calls: the most this
+            # stream could do if everything but the model were free.
+            out["encoder_alone_events_per_s"] = done / stored.encode_s
+            out["ratio_to_encoder_alone"] = rate / out["encoder_alone_events_per_s"]
         out["stages"] = {
             stage: histogram_totals(registry, metric)
             for stage, metric in (
@@ -788,81 +814,18 @@ def bench_stream(
                 ("batch", "interest_batch_seconds"),
             )
         }
-        if paced:
-            out["latency"] = _latency(cfg, paced, rate / 2.0)
+        if latency_seconds > 0:
+            from consumers.harness.bench_latency import steady_latency
+
+            # "latency" is at half the worker's rate (the goal's load), then a tenth.
+            for key, share, tag in (("latency", 0.5, "h"), ("latency_tenth", 0.1, "t")):
+                out[key] = steady_latency(
+                    cfg, lines, rate * share, latency_seconds, published, tag=tag
+                )
     finally:
         stop.set()
         thread.join(30)
     return out
-
-
-def _latency(cfg: Settings, paced: Sequence[bytes], rate: float) -> dict[str, Any]:
-    """Send ``paced`` at ``rate`` events/s to a running worker; ingest-to-publish ms."""
-    import threading
-
-    from kafka import TopicPartition
-
-    from producers.kafka_client import make_consumer, make_producer
-
-    subscriber = make_consumer(cfg, group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=10)
-    rec_parts = [
-        TopicPartition(cfg.topics.recommendations, p)
-        for p in range(cfg.topics.recommendations_partitions)
-    ]
-    subscriber.assign(rec_parts)
-    subscriber.seek_to_end(*rec_parts)
-    for tp in rec_parts:
-        subscriber.position(tp)
-    fast = make_producer(cfg, linger_ms=0)
-    sent_at: dict[str, float] = {}
-    received: list[tuple[bytes, float]] = []
-    stop_reading = threading.Event()
-
-    def read_recommendations() -> None:
-        while not stop_reading.is_set():
-            for records in subscriber.poll(timeout_ms=50).values():
-                now = time.time()
-                received.extend((r.value, now) for r in records if r.value is not None)
-
-    reader = threading.Thread(target=read_recommendations, name="bench-subscriber", daemon=True)
-    reader.start()
-    begin = time.perf_counter()
-    for i, line in enumerate(paced):
-        pause = begin + i / rate - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        obj = orjson.loads(line)
-        sent_at[str(obj["event_id"])] = time.time()
-        fast.send(cfg.topics.events, key=str(obj["user_id"]).encode(), value=line)
-    fast.flush()
-    send_span = time.perf_counter() - begin
-    # Wait for the last event's recommendation (its user's record names it), 30 s at most.
-    last_id = str(orjson.loads(paced[-1])["event_id"]).encode()
-    deadline = time.monotonic() + 30.0
-    while time.monotonic() < deadline:
-        if any(last_id in value for value, _ in received[-50:]):
-            break
-        time.sleep(0.1)
-    time.sleep(1.0)
-    stop_reading.set()
-    reader.join(5)
-    subscriber.close()
-    fast.close()
-    to_publish, to_subscriber = [], []
-    for value, at in received:
-        rec = orjson.loads(value)
-        sent = sent_at.get(rec.get("trigger_event_id", ""))
-        if sent is not None:
-            to_publish.append(1000.0 * (rec["published_at"] - sent))
-            to_subscriber.append(1000.0 * (at - sent))
-    return {
-        "rate_events_per_s": rate,
-        "achieved_send_rate_events_per_s": len(paced) / send_span if send_span else None,
-        "events_sent": len(paced),
-        "recommendations_matched": len(to_publish),
-        "ingest_to_publish_ms": percentiles(to_publish),
-        "ingest_to_subscriber_ms": percentiles(to_subscriber),
-    }
 
 
 # --------------------------------------------------------------------------- soak
@@ -910,20 +873,44 @@ def _stream_rows(name: str, pipe: dict[str, Any]) -> list[str]:
     rows.append(f"    raw consume+parse ceiling : {_fmt(pipe['raw_events_per_s'])} events/s")
     rows.append(f"    worker                    : {_fmt(pipe['worker_events_per_s'])} events/s")
     rows.append(f"    ratio                     : {_fmt(pipe['ratio_to_raw'], '{:.4f}')}")
+    if pipe.get("ratio_to_raw_cpu"):
+        rows.append(
+            f"    per CPU-second            : raw {_fmt(pipe['raw_events_per_cpu_s'])}, worker "
+            f"{_fmt(pipe['worker_events_per_cpu_s'])} events (ratio "
+            f"{_fmt(pipe['ratio_to_raw_cpu'], '{:.4f}')})"
+        )
     done = pipe["worker_events"]
     for stage, h in pipe["stages"].items():
         rows.append(
             f"    {stage:<8} {1e6 * h['total_s'] / done:>9.1f} us/event "
             f"({h['total_s']:.2f} s in {h['batches']:.0f} batches)"
         )
-    lat = pipe.get("latency", {})
-    p = lat.get("ingest_to_publish_ms", {})
-    q = lat.get("ingest_to_subscriber_ms", {})
-    rows.append(
-        f"    at {_fmt(lat.get('rate_events_per_s'))} events/s: ingest->publish ms "
-        f"p50 {_fmt(p.get('p50'), '{:.1f}')} p95 {_fmt(p.get('p95'), '{:.1f}')} "
-        f"p99 {_fmt(p.get('p99'), '{:.1f}')}; ->subscriber p99 {_fmt(q.get('p99'), '{:.1f}')}"
-    )
+    if pipe.get("encoder_alone_events_per_s"):
+        rows.append(
+            f"    encoder alone             : {_fmt(pipe['encoder_alone_events_per_s'])} events/s"
+            f" (the worker at {_fmt(pipe['ratio_to_encoder_alone'], '{:.2f}')} of it)"
+        )
+    for key, share in (("latency", "half"), ("latency_tenth", "a tenth")):
+        lat = pipe.get(key)
+        if not lat:
+            continue
+        p = lat.get("ingest_to_publish_ms", {})
+        q = lat.get("ingest_to_subscriber_ms", {})
+        rows.append(
+            f"    {share} rate, {_fmt(lat.get('rate_events_per_s'))} events/s for "
+            f"{lat.get('seconds', 0):g} s ({lat.get('events_measured', 0):,} events, batches of "
+            f"{_fmt(lat.get('mean_batch_records'), '{:.1f}')}): ingest->publish ms "
+            f"p50 {_fmt(p.get('p50'), '{:.1f}')} p95 {_fmt(p.get('p95'), '{:.1f}')} "
+            f"p99 {_fmt(p.get('p99'), '{:.1f}')}; ->subscriber p99 {_fmt(q.get('p99'), '{:.1f}')}"
+        )
+        stages = lat.get("stages_ms", {})
+        rows.append(
+            "      p50/p99 ms: "
+            + ", ".join(
+                f"{stage} {_fmt(v.get('p50'), '{:.1f}')}/{_fmt(v.get('p99'), '{:.1f}')}"
+                for stage, v in stages.items()
+            )
+        )
     return rows
 
 
@@ -1040,6 +1027,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="pipeline streams: interaction (item events, cached catalog), text (searches, chats)",
     )
     parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="steady load per latency measurement (half and a tenth of the worker's rate)",
+    )
+    parser.add_argument(
         "--movielens",
         default=str(DEFAULT_MOVIELENS_DIR),
         metavar="DIR",
@@ -1118,6 +1112,8 @@ def _bad_arguments(args: argparse.Namespace, skip: set[str], streams: list[str])
         return "--events and --text-events must be > 0"
     if min(args.item_events, args.item_items, args.item_users, args.item_latency_events) < 0:
         return "--item-events, --item-items, --item-users, --item-latency-events must be >= 0"
+    if args.latency_seconds < 0:
+        return "--latency-seconds must be >= 0 (0: no latency runs)"
     if args.soak < 0 or (args.soak_rate is not None and args.soak_rate <= 0):
         return "--soak and --soak-rate must be positive"
     if args.pipeline_rate is not None and args.pipeline_rate <= 0:
@@ -1175,6 +1171,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             text_events=min(args.text_events, 1000) if quick else args.text_events,
             latency_events=600 if quick else 3000,
             text_latency_events=200 if quick else 1000,
+            latency_seconds=min(args.latency_seconds, 5.0) if quick else args.latency_seconds,
             items=300 if quick else 2000,
             users=300 if quick else 2000,
             movielens_dir=args.movielens or None,

@@ -28,6 +28,8 @@ def test_bench_pipeline_two_streams_and_soak(tmp_path: Path) -> None:
             "encoder,index,memory",
             "--events",
             "300",
+            "--latency-seconds",
+            "3",
             "--text-events",
             "200",
             "--vector-cache",
@@ -47,15 +49,28 @@ def test_bench_pipeline_two_streams_and_soak(tmp_path: Path) -> None:
         assert stream["raw_events"] == stream["events"] == stream["worker_events"]
         assert stream["raw_events_per_s"] > 0 and stream["worker_events_per_s"] > 0
         assert stream["ratio_to_raw"] > 0
+        assert stream["raw_events_per_cpu_s"] > 0
+        if stream["worker_batches"] > 1:  # CPU is counted from the end of the first batch
+            assert stream["ratio_to_raw_cpu"] > 0
         assert stream["catalog_prewarm"]["texts"] >= stream["catalog_items"]
         assert set(stream["stages"]) >= {"parse", "encode", "update", "search", "publish"}
-        latency = stream["latency"]
-        assert latency["events_sent"] > 0 and latency["recommendations_matched"] > 0
-        assert set(latency["ingest_to_publish_ms"]) == {"p50", "p95", "p99"}
+        for key in ("latency", "latency_tenth"):  # half and a tenth of the worker's rate
+            latency = stream[key]
+            assert latency["events_sent"] > 0 and latency["recommendations_matched"] > 0
+            # every event sent is published and timed through the worker's hook
+            assert latency["events_published"] == latency["events_sent"]
+            assert 0 < latency["events_measured"] <= latency["events_sent"]
+            assert set(latency["ingest_to_publish_ms"]) == {"p50", "p95", "p99"}
+            assert set(latency["stages_ms"]) == {"kafka", "batch_wait", "process", "publish"}
+        assert stream["latency_tenth"]["rate_events_per_s"] == pytest.approx(
+            stream["latency"]["rate_events_per_s"] / 5.0
+        )
     # The cached catalog: item events need no model call, free text does.
     assert streams["interaction"]["model_texts_during_run"] == 0
     assert streams["interaction"]["stream"]["distinct_texts"] == 0
     assert streams["text"]["model_texts_during_run"] > 0
+    assert streams["text"]["encoder_alone_events_per_s"] > 0
+    assert "encoder_alone_events_per_s" not in streams["interaction"]
     soak = report["soak"]
     assert soak["rate_events_per_s"] == pytest.approx(streams["text"]["worker_events_per_s"] / 2.0)
     assert "text stream" in soak["rate_source"]

@@ -135,3 +135,28 @@ def test_adaptive_batches_follow_the_polls(polls: list[int]) -> None:
             handed.extend(r.offset for r in batch.records)
     handed.extend(r.offset for r in batcher.flush().records)
     assert handed == list(range(sent))
+
+
+def test_costly_records_make_smaller_batches() -> None:
+    batcher = MicroBatcher(2048, 10.0, adaptive=True, max_batch_s=1.0, clock=Clock())
+    assert batcher.limit == 2048
+    batcher.processed(2048, 0.2)  # cheap records: the limit stays at max_events
+    batcher.processed(10, 0.5)  # a small batch, however slow per record, changes nothing
+    assert batcher.limit == 2048
+    batcher.processed(2048, 20.0)  # 10 ms a record (new texts on a CPU encoder)
+    assert batcher.limit == 102  # what fits in a second at that cost
+    for _ in range(3):
+        batcher.add(rec(0, 0))
+    assert batcher.room == 99
+    batcher.processed(102, 0.3)  # full and well within the budget: room to grow
+    assert batcher.limit == 204
+    batcher.processed(50, 0.1)  # not full: no evidence that more would fit
+    assert batcher.limit == 204
+    batcher.processed(1, 60.0)  # however slow, a batch holds at least one record
+    assert batcher.limit == 1
+    for _ in range(20):
+        batcher.processed(batcher.limit, 0.01)
+    assert batcher.limit == 2048  # back to max_events, never above
+    fixed = MicroBatcher(64, 10.0, clock=Clock())
+    fixed.processed(10, 100.0)
+    assert fixed.limit == 64  # no max_batch_s: only max_events

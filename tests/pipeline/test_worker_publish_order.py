@@ -48,6 +48,11 @@ class RecordingConsumer:
             ("commit", {(tp.topic, tp.partition): m.offset for tp, m in offsets.items()})
         )
 
+    def commit_async(self, offsets: dict[Any, Any], callback: Any = None) -> None:
+        self.commit(offsets)
+        if callback is not None:
+            callback(offsets, None)
+
 
 def _worker(
     journal: Journal, published: list[BatchLatency], *, shared_items: bool = False

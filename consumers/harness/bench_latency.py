@@ -1,0 +1,192 @@
+"""Steady-load latency for ``interest bench``: a paced sender in its own process, every
+event's ingest -> publish time from the worker's publication hook.
+
+The sender runs in a separate process (a producer in the worker's process would take
+the interpreter lock from the worker it measures) and replays the stream's event lines
+at a fixed rate for a fixed time, cycling through them with fresh event ids. Each record
+carries its send time as its Kafka timestamp, so the worker's
+:class:`~consumers.latency.BatchLatency` of every published batch times every event:
+ingest -> publish (the broker's acknowledgement of the batch's records) and its stages
+(``kafka``, ``batch_wait``, ``process``, ``publish``). A subscriber on the
+recommendations topic adds ingest -> subscriber for the events that triggered a record.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from consumers.harness.report import percentiles
+from consumers.latency import STAGES, BatchLatency
+from interest_core.settings import Settings
+
+__all__ = ["WARMUP_S", "steady_latency"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds at the start of a run left out of the percentiles (connections, first fetches).
+WARMUP_S = 1.0
+
+
+def _percentiles_ms(seconds: np.ndarray) -> dict[str, float]:
+    """p50/p95/p99 in milliseconds of ``seconds`` (empty for none)."""
+    return percentiles(seconds * 1000.0)
+
+
+def _send(
+    settings: Settings,
+    lines: Sequence[bytes],
+    rate: float,
+    seconds: float,
+    tag: str,
+    connection: Any,
+) -> None:
+    """Child process: send ``rate`` events/s for ``seconds``, then hand back
+    ``{event_id: send time}`` and the send span through ``connection``. Event ids get
+    ``~{tag}{cycle}`` appended, so no event repeats one the worker has already seen."""
+    from producers.kafka_client import make_producer
+
+    base = [orjson.loads(line) for line in lines]
+    total = max(1, int(rate * seconds))
+    records: list[tuple[str, bytes, bytes]] = []
+    for i in range(total):
+        event = dict(base[i % len(base)])
+        event["event_id"] = f"{event['event_id']}~{tag}{i // len(base)}"
+        records.append(
+            (str(event["event_id"]), str(event["user_id"]).encode(), orjson.dumps(event))
+        )
+    # The project's default producer (5 ms linger): one request per record would cost the
+    # broker and this process more CPU than the worker being measured. A record's
+    # timestamp is taken at send, so the linger is counted in the "kafka" stage.
+    producer = make_producer(settings)
+    topic = settings.topics.events
+    sent_at: dict[str, float] = {}
+    begin = time.perf_counter()
+    i = 0
+    while i < total:
+        due = min(total, int((time.perf_counter() - begin) * rate) + 1)
+        while i < due:
+            event_id, key, value = records[i]
+            sent_at[event_id] = time.time()
+            producer.send(topic, key=key, value=value)
+            i += 1
+        pause = begin + i / rate - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+    producer.flush()
+    span = time.perf_counter() - begin
+    producer.close()
+    connection.send((sent_at, span))
+    connection.close()
+
+
+def steady_latency(
+    settings: Settings,
+    lines: Sequence[bytes],
+    rate: float,
+    seconds: float,
+    published: list[BatchLatency],
+    *,
+    tag: str = "",
+    drain_timeout_s: float = 30.0,
+) -> dict[str, Any]:
+    """Send ``lines`` (cycled) at ``rate`` events/s for ``seconds`` to a worker already
+    running on ``settings``' topics, whose publication hook appends to ``published``.
+    ``tag`` keeps the event ids of separate runs apart.
+
+    Returns the achieved send rate, events measured, ingest -> publish percentiles (ms)
+    over every event sent after the first :data:`WARMUP_S` seconds, the same per stage,
+    the micro-batches' mean size, and ingest -> subscriber percentiles for the events
+    that triggered a recommendation record.
+    """
+    from kafka import TopicPartition
+
+    from producers.kafka_client import make_consumer
+
+    if rate <= 0 or seconds <= 0 or not lines:
+        raise ValueError("rate, seconds and lines must be positive")
+    subscriber = make_consumer(settings, group_id=None, auto_offset_reset="latest")
+    partitions = [
+        TopicPartition(settings.topics.recommendations, p)
+        for p in range(settings.topics.recommendations_partitions)
+    ]
+    subscriber.assign(partitions)
+    subscriber.seek_to_end(*partitions)
+    for tp in partitions:
+        subscriber.position(tp)
+    received: list[tuple[str, float]] = []
+    stop_reading = threading.Event()
+
+    def read_recommendations() -> None:
+        while not stop_reading.is_set():
+            for records in subscriber.poll(timeout_ms=50).values():
+                now = time.time()
+                for record in records:
+                    if record.value is not None:
+                        trigger = orjson.loads(record.value).get("trigger_event_id")
+                        received.append((str(trigger), now))
+
+    reader = threading.Thread(target=read_recommendations, name="bench-subscriber", daemon=True)
+    reader.start()
+    first_batch = len(published)
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe(duplex=False)
+    sender = context.Process(
+        target=_send, args=(settings, list(lines), rate, seconds, tag, child), name="bench-sender"
+    )
+    started = time.time()
+    sender.start()
+    child.close()
+    try:
+        sent_at, span = parent.recv()
+    finally:
+        sender.join(60)
+    expected = len(sent_at)
+    deadline = time.monotonic() + drain_timeout_s
+    while time.monotonic() < deadline:
+        if sum(b.events for b in published[first_batch:]) >= expected:
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)  # the subscriber's last fetch
+    stop_reading.set()
+    reader.join(60)  # a consumer must not be closed under a poll in progress
+    if not reader.is_alive():
+        subscriber.close()
+
+    batches = [b for b in published[first_batch:] if b.events]
+    send_start = min(sent_at.values(), default=started)
+    measured = np.concatenate([b.ingested for b in batches]) if batches else np.empty(0)
+    keep = measured >= send_start + WARMUP_S
+    total = np.concatenate([b.ingest_to_publish() for b in batches])[keep] if batches else measured
+    stages = {
+        stage: _percentiles_ms(np.concatenate([b.stages()[stage] for b in batches])[keep])
+        if batches
+        else {}
+        for stage in STAGES
+    }
+    to_subscriber = np.array(
+        [at - sent_at[trigger] for trigger, at in received if trigger in sent_at], dtype=float
+    )
+    return {
+        "rate_events_per_s": rate,
+        "seconds": seconds,
+        "achieved_send_rate_events_per_s": expected / span if span > 0 else None,
+        "events_sent": expected,
+        "events_published": int(sum(b.events for b in batches)),
+        "events_measured": int(total.size),
+        "warmup_s": WARMUP_S,
+        "ingest_to_publish_ms": _percentiles_ms(total),
+        "ingest_to_publish_max_ms": float(total.max() * 1000.0) if total.size else None,
+        "stages_ms": stages,
+        "batches": len(batches),
+        "mean_batch_records": float(np.mean([b.records for b in batches])) if batches else None,
+        "recommendations_matched": int(to_subscriber.size),
+        "ingest_to_subscriber_ms": _percentiles_ms(to_subscriber),
+    }
