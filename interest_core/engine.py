@@ -12,7 +12,11 @@ candidates come from), :mod:`~interest_core.ranking` (features, fusion, diversit
 reasons), :mod:`~interest_core.knowledge` (what is learned about items from everyone),
 :mod:`~interest_core.interest` (what is learned about one user),
 :mod:`~interest_core.describe` (a user for people) and
-:mod:`~interest_core.strategies` (which sources and features each strategy uses).
+:mod:`~interest_core.strategies` (which sources and features each strategy uses). The
+engine's own plumbing is split the same way: :mod:`~interest_core.query_texts` (a batch's
+texts, one encoder call), :mod:`~interest_core.pending` (queued interest updates),
+:mod:`~interest_core.batch_search` (recommendations for many users at once) and
+:mod:`~interest_core.fleet_link` (the item-keyed stage's signals and knowledge).
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import heapq
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,20 +33,23 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from interest_core.adapter import AdapterWeights, ItemSpace, example_queries
+from interest_core.batch_search import BatchSearch
 from interest_core.candidates import Candidates, Clock
 from interest_core.catalog import Catalog
 from interest_core.describe import INTERESTS_SHOWN, describe_state, intent_of
-from interest_core.encoder import CachedEncoder, Encoder
+from interest_core.encoder import Encoder
+from interest_core.fleet_link import FleetLink
 from interest_core.fusion import FusionWeights
 from interest_core.index import ItemIndex
-from interest_core.intent import IntentModel
 from interest_core.interest import InterestModel, RecentItem, UserState
 from interest_core.item_knowledge import ItemRecord
-from interest_core.item_signals import FusionFeedback, ItemSignal, SignalBuffer
-from interest_core.item_view import KnowledgeView, Laid
-from interest_core.knowledge import PAIR_DECAY_PER_ITEM, ItemKnowledge
+from interest_core.item_signals import FusionFeedback, ItemSignal
+from interest_core.item_view import Laid
+from interest_core.knowledge import ItemKnowledge
 from interest_core.labels import LabelModel, LabelVocabulary
 from interest_core.params import ParamRecord
+from interest_core.pending import PendingUpdates
+from interest_core.query_texts import QueryTexts
 from interest_core.ranking import Ranker
 from interest_core.records import (
     CatalogItem,
@@ -65,7 +71,6 @@ __all__ = ["FEATURES", "INITIAL_FUSION", "STRATEGIES", "BatchOutcome", "BatchSta
 log = logging.getLogger(__name__)
 
 _SEEN_LIMIT = 1000  # items remembered per user for "already consumed" filtering
-_OWN_LESSONS_KEPT = 50_000  # own fusion lessons re-applied over the fleet's weights
 # Neutral start per source: the three content cosines share one source's weight.
 INITIAL_FUSION = (1 / 3, 1 / 3, 1 / 3, 1.0, 1.0, 1.0)
 _blas_limited = False
@@ -186,6 +191,7 @@ class Engine:
         self.features = features_of(strategy)
         _one_blas_thread()
         self.encoder = encoder
+        self.texts = QueryTexts(encoder, settings.encoder)  # the events' own texts
         self.settings = settings
         self.strategy = strategy
         self.model_name = model_name or encoder.name
@@ -206,21 +212,13 @@ class Engine:
             learn_pairs="cooccurrence" in self.features,
             learn_popularity="popularity" in self.features,
         )
-        # The fleet's item knowledge (interest.items) replaces rows of these counts as it
-        # arrives; the engine's own newer events are journalled and applied on top.
-        self.item_view = KnowledgeView(
-            self.catalog.row_of,  # live items only; the dict is never replaced
-            self.knowledge.cooccurrence,
-            self.knowledge.trending,
-            self.knowledge.popularity,
-        )
-        #: With ``emit_item_signals``: the item signals and fusion lessons of applied
-        #: events (see :mod:`interest_core.item_signals`), drained by the worker.
-        self.outbox = SignalBuffer(PAIR_DECAY_PER_ITEM) if emit_item_signals else None
-        self._own_lessons: deque[FusionFeedback] = deque(maxlen=_OWN_LESSONS_KEPT)
         self.fusion = FusionWeights(
             FEATURES, self.features, learning_rate=rec.fusion_learning_rate, initial=INITIAL_FUSION
         )
+        #: The item-keyed stage: signals out (:attr:`outbox`), the fleet's knowledge in.
+        self.fleet = FleetLink(self.catalog, self.knowledge, self.fusion, emit=emit_item_signals)
+        self.item_view = self.fleet.view
+        self.outbox = self.fleet.outbox
         self.interest = InterestModel(
             settings.model,
             use_slots="slot" in self.features,
@@ -231,12 +229,10 @@ class Engine:
         self.label_model = LabelModel(settings.model.long_term_half_life_s)
         self.vocabulary = LabelVocabulary()
         self._labels_dirty = True
-        self._intent: IntentModel | None = None
         self.users: dict[str, UserState] = {}
-        # Per user, interest updates not yet applied: (vectors, weights, event times). A
-        # user's run of events in a batch goes through one compiled call
+        # A user's run of interest updates in a batch goes through one compiled call
         # (InterestModel.apply_many) before anything reads the user's vectors.
-        self._pending: dict[str, tuple[list[np.ndarray], list[float], list[float]]] = {}
+        self._pending = PendingUpdates(self.interest, self.users)
         self.clock = Clock()
         self.space = ItemSpace(self.catalog, self.model_name)  # the adaptation layer
         #: Gets (raw query vectors, row) before each positive item event: training examples.
@@ -256,6 +252,7 @@ class Engine:
             self.catalog, self.candidates, self.fusion, self.label_model, rec.mmr_lambda
         )
         self.space.on_switch = self.ranker.forget_all
+        self.search = BatchSearch(self.users, self.candidates, self.ranker)
 
     @property
     def now_ts(self) -> float:
@@ -323,11 +320,6 @@ class Engine:
             self._labels_dirty = False
         return self.vocabulary
 
-    def _intent_model(self) -> IntentModel:
-        if self._intent is None:
-            self._intent = IntentModel(self.encoder)
-        return self._intent
-
     # ------------------------------------------------------------------ events
 
     def process(
@@ -338,22 +330,22 @@ class Engine:
         ``published_at`` (wall-clock seconds) is stamped on the records and used as the
         users' last activity; it defaults to the newest event time.
         """
-        hits0, misses0, encoded0 = self._cache_counters()
+        hits0, misses0, encoded0 = self.texts.cache_counters()
         rejected, valid = split_unknown_items(events, self.catalog)
         t0 = time.perf_counter()
-        vectors, intents = self._encode_texts(valid)
+        vectors, intents = self.texts.encode(valid)
         t1 = time.perf_counter()
         batch = self._apply_batch(valid, vectors, intents, published_at)
         t2 = time.perf_counter()
         user_ids = list(batch.touched)
         timings: dict[str, float] = {}
-        ranked = self._recommend(user_ids, self.settings.recommend.k, True, None, timings)
+        ranked = self.search.recommend(user_ids, self.settings.recommend.k, True, None, timings)
         stamp = published_at if published_at is not None else self.now_ts
         recommendations = [
             self._recommendation(user_id, batch, ranked.get(user_id, []), stamp)
             for user_id in user_ids
         ]
-        hits1, misses1, encoded1 = self._cache_counters()
+        hits1, misses1, encoded1 = self.texts.cache_counters()
         stats = BatchStats(
             encode_s=t1 - t0,
             update_s=t2 - t1,
@@ -397,7 +389,7 @@ class Engine:
                 newest = max(batch.event_ts.get(event.user_id, event.ts), event.ts)
                 batch.event_ts[event.user_id] = newest
         finally:  # what was applied is complete even when an event failed
-            self._apply_pending()
+            self._pending.apply()
         return batch
 
     def _recommendation(
@@ -423,7 +415,7 @@ class Engine:
         """Apply events without recommending (the evaluation's update step). Events naming
         unknown items are skipped; replays are ignored."""
         _, valid = split_unknown_items(events, self.catalog)
-        vectors, intents = self._encode_texts(valid)
+        vectors, intents = self.texts.encode(valid)
         try:
             for event in valid:
                 if isinstance(event, UserDeletion):
@@ -431,28 +423,7 @@ class Engine:
                 else:
                     self._apply(event, vectors, intents, None)
         finally:
-            self._apply_pending()
-
-    def _cache_counters(self) -> tuple[int, int, int]:
-        if isinstance(self.encoder, CachedEncoder):
-            return self.encoder.hits, self.encoder.misses, self.encoder.texts_encoded
-        return 0, 0, 0
-
-    def _encode_texts(
-        self, events: Sequence[Event]
-    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, float]]]:
-        """Redacted texts of the batch -> unit vectors and intents, in one encoder call."""
-        texts = list(
-            dict.fromkeys(
-                redact(e.text) for e in events if e.text and not isinstance(e, UserDeletion)
-            )
-        )
-        if not texts:
-            return {}, {}
-        prefix = self.settings.encoder.query_prefix
-        matrix = np.asarray(self.encoder.encode([prefix + t for t in texts]), dtype=np.float32)
-        intents = self._intent_model().classify(matrix)
-        return dict(zip(texts, matrix, strict=True)), dict(zip(texts, intents, strict=True))
+            self._pending.apply()
 
     def _apply(
         self,
@@ -482,14 +453,11 @@ class Engine:
         ):
             weight = -abs(weight)  # a complaint about the item is not "more like this"
         if event.item_id is not None:
-            source = (0, 0)
-            if self.outbox is not None:
-                source = self.outbox.source(event.partition, event.offset)
-            self._apply_item(state, event, weight, ts, source)
+            self._apply_item(state, event, weight, ts, self.fleet.source(event))
         if text is not None and text in vectors:
             vector = vectors[text]
             text_weight = weight if event.type in ("search", "chat") else 0.5 * max(weight, 0.0)
-            self._defer(state.user_id, vector, text_weight, ts)
+            self._pending.defer(state.user_id, vector, text_weight, ts)
             self.label_model.add_text(state, self._vocabulary().nearest(vector), text_weight, ts)
             state.remember_text(text, vector, ts)
             if intent is not None:
@@ -507,56 +475,23 @@ class Engine:
         row = self.catalog.row(event.item_id)
         assert row is not None  # validated
         if weight > 0.0 and self.fusion.mask.sum() > 1 and self.ranker.teaches(state.user_id, row):
-            self._apply_pending(state.user_id)  # the lesson's features see every earlier event
-            gradient = self.ranker.learn(state, row)
-            if gradient is not None and self.outbox is not None:
-                self._own_lessons.append(self.outbox.lesson(gradient, source))
+            self._pending.apply(state.user_id)  # the lesson's features see every earlier event
+            self.fleet.lesson(self.ranker.learn(state, row), source)
         if weight > 0.0 and self.on_example:
-            self._apply_pending(state.user_id)  # the example is the state before this event
+            self._pending.apply(state.user_id)  # the example is the state before this event
             if (queries := example_queries(state, self.dim)).any():
                 self.on_example(queries, row)
         if weight > 0.0:
             history = self.candidates.history(state)[0] if "cooccurrence" in self.features else []
             self.knowledge.observe(row, weight, ts, history)
-            if self.outbox is not None:
-                item_ids = self.catalog.item_ids
-                own = self.outbox.positive(
-                    event.item_id,
-                    [item_ids[r] for r in history],
-                    weight=weight,
-                    ts=ts,
-                    source=source,
-                )
-                self.item_view.own(own)
-        self._defer(state.user_id, self.catalog.embeddings[row], weight, ts)
+            self.fleet.positive(event.item_id, history, weight=weight, ts=ts, source=source)
+        self._pending.defer(state.user_id, self.catalog.embeddings[row], weight, ts)
         self.label_model.add_item(state, self.catalog.labels[row], weight, ts)
         state.remember_item(
             RecentItem(event.item_id, ts, weight, action_of(event)),
             self.settings.model.recent_items,
             _SEEN_LIMIT,
         )
-
-    def _defer(self, user_id: str, vector: np.ndarray, weight: float, ts: float) -> None:
-        """Queue an interest update for the user's run (see :meth:`_apply_pending`)."""
-        run = self._pending.get(user_id)
-        if run is None:
-            run = self._pending[user_id] = ([], [], [])
-        run[0].append(vector)
-        run[1].append(weight)
-        run[2].append(ts)
-
-    def _apply_pending(self, user_id: str | None = None) -> None:
-        """Apply the queued interest updates, in order: one user's, or everyone's."""
-        if user_id is None:
-            runs, self._pending = list(self._pending.items()), {}
-        elif user_id in self._pending:
-            runs = [(user_id, self._pending.pop(user_id))]
-        else:
-            return
-        for user, (vectors, weights, times) in runs:
-            state = self.users.get(user)
-            if state is not None:
-                self.interest.apply_many(state, np.stack(vectors), weights, times)
 
     # ------------------------------------------------------------------ recommending
 
@@ -574,40 +509,7 @@ class Engine:
         ``exclude`` maps a user to more item ids to leave out (the evaluation passes every
         item the user interacted with). Unknown users get the cold-start list (trending).
         """
-        return self._recommend(list(dict.fromkeys(user_ids)), k, exclude_seen, exclude, {})
-
-    def _recommend(
-        self,
-        user_ids: list[str],
-        k: int,
-        exclude_seen: bool,
-        exclude: Mapping[str, Collection[str]] | None,
-        timings: dict[str, float],
-    ) -> dict[str, list[RecommendedItem]]:
-        """Views, one batched content search, the other sources, then rank per user;
-        ``timings`` receives ``search_s`` and ``rank_s`` (seconds)."""
-        if not user_ids or k <= 0:
-            return {u: [] for u in user_ids}
-        t0 = time.perf_counter()
-        views = []
-        for user_id in user_ids:
-            state = self.users.get(user_id)
-            ids: list[str] = []
-            if state is not None and exclude_seen:
-                ids.extend(state.seen)
-            if exclude is not None and user_id in exclude:
-                ids.extend(exclude[user_id])
-            views.append(self.candidates.view(state, self.candidates.blocked(ids), len(ids)))
-        content = self.candidates.content.candidates(views)
-        t1 = time.perf_counter()
-        united, fills, trend = self.candidates.gather(views, k, content)
-        out = {
-            user_id: self.ranker.rank(user_id, view, rows, k, fill, trend)
-            for user_id, view, rows, fill in zip(user_ids, views, united, fills, strict=True)
-        }
-        timings["search_s"] = t1 - t0
-        timings["rank_s"] = time.perf_counter() - t1
-        return out
+        return self.search.recommend(list(dict.fromkeys(user_ids)), k, exclude_seen, exclude, {})
 
     # ------------------------------------------------------------------ users
 
@@ -637,7 +539,7 @@ class Engine:
     def forget_user(self, user_id: str) -> bool:
         """Drop everything held about the user; True when there was something."""
         self.ranker.forget(user_id)
-        self._pending.pop(user_id, None)
+        self._pending.drop(user_id)
         return self.users.pop(user_id, None) is not None
 
     def evict_idle(self, older_than_ts: float) -> list[str]:
@@ -681,7 +583,7 @@ class Engine:
     def take_item_signals(self) -> tuple[list[ItemSignal], list[FusionFeedback]]:
         """The item signals and fusion lessons of the events applied since the last call
         (empty unless built with ``emit_item_signals``)."""
-        return ([], []) if self.outbox is None else self.outbox.take()
+        return self.fleet.take()
 
     def apply_item_knowledge(
         self, records: Sequence[ItemRecord], laid: Sequence[Laid | None] | None = None
@@ -691,44 +593,18 @@ class Engine:
         events on top. ``laid`` (optional) are the records laid on this catalog's rows by
         an engine with the same rows. Returns how many were applied (stale or mismatched
         records are ignored, see :class:`KnowledgeView`)."""
-        view = self.item_view
-        if laid is None:
-            applied = sum(1 for record in records if view.apply(record))
-        else:
-            applied = sum(
-                1 for record, lay in zip(records, laid, strict=True) if view.apply(record, lay)
-            )
+        applied = self.fleet.apply(records, laid)
         if applied:
             self.candidates.popularity.invalidate()
         return applied
 
     def drop_item_knowledge(self, item_ids: Iterable[str]) -> None:
         """The aggregation deleted these items' knowledge (tombstones on ``interest.items``)."""
-        for item_id in item_ids:
-            self.item_view.remove(item_id)
+        self.fleet.drop(item_ids)
         self.candidates.popularity.invalidate()
 
     def load_fusion(self, record: ParamRecord) -> bool:
         """Rank with the fleet's fusion weights (a :data:`~interest_core.shared_fusion.
         FUSION_PARAM` record), then re-apply this engine's own lessons the record does not
         cover yet (by its watermarks), as for item knowledge. False when it does not fit."""
-        values = np.asarray(record.values, dtype=np.float64)
-        meta = record.meta
-        try:
-            iterate = np.asarray(meta.get("iterate", values), dtype=np.float64)
-            updates = int(meta.get("updates", 0))
-            marks = {int(p): int(o) for p, o in dict(meta.get("watermarks", {})).items()}
-            if not np.isfinite(iterate).all():
-                raise ValueError("non-finite iterate")
-            self.fusion.load(values, iterate, updates)
-        except (TypeError, ValueError):
-            return False
-        pending = [
-            lesson
-            for lesson in self._own_lessons
-            if lesson.offset > marks.get(lesson.partition, -1)
-        ]
-        self._own_lessons = deque(pending, maxlen=self._own_lessons.maxlen)
-        for lesson in pending:
-            self.fusion.apply_gradient(np.asarray(lesson.gradient, dtype=np.float64))
-        return True
+        return self.fleet.load_fusion(record)
