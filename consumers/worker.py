@@ -39,8 +39,9 @@ from the state topic before the batch is processed.
 The worker is the Kafka side only: the loop, the rebalance listener, health and the
 command entry. The batch step is :mod:`consumers.step` (usable with no broker: the
 pipeline tests drive it with :class:`consumers.testing.MemorySink`), the records and
-the Kafka sink are :mod:`consumers.sinks`, and which users are in memory for which
-partition is :mod:`consumers.residency`.
+the Kafka sink are :mod:`consumers.sinks`, the publish/commit pipeline (one batch in
+flight, committed once acknowledged) is :mod:`consumers.pipeline`, and which users are
+in memory for which partition is :mod:`consumers.residency`.
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ from typing import TYPE_CHECKING, Any
 
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from consumers.batching import InputRecord, MicroBatcher
 from consumers.catalog_follower import CatalogFollower
@@ -69,6 +69,7 @@ from consumers.latency import BatchLatency
 from consumers.layer_swap import LayerSwap
 from consumers.metrics import WorkerMetrics
 from consumers.params_follower import ParamsFollower
+from consumers.pipeline import PublishPipeline
 from consumers.probes import WorkerProbes, crash_report, write_crash_report
 from consumers.residency import Residency, StateSource
 from consumers.sinks import KafkaSink, OutgoingRecord, PublishError, PublishPlan, Sink
@@ -172,14 +173,16 @@ class Worker:
             max(settings.consumer.session_timeout_ms / 1000.0, BROKER_SILENCE_MIN_S)
         )
         self._sink: Sink | None = None
-        self._in_flight: PublishPlan | None = None  # sent, not yet acknowledged nor committed
         self._consumer: Any = None
         self._stop = threading.Event()
         self._next_eviction = time.monotonic() + self.residency.eviction_interval()
         self._next_lag = 0.0
         self._next_keep_alive = 0.0
         self._next_probe = 0.0
-        self._in_hand: dict[tuple[str, int], int] = {}  # first offset per partition, batch in hand
+        # Sends each batch, commits it once acknowledged; keeps the batch in hand's offsets.
+        self.pipeline = PublishPipeline(
+            self.step, self.probes, broker_ok=self._broker_ok, name=self.worker_id
+        )
         #: Where :meth:`run` writes a crash report (JSON) when it ends on an exception.
         self.crash_file: str | None = None
 
@@ -252,7 +255,7 @@ class Worker:
 
     def crash_report(self, error: BaseException) -> dict[str, Any]:
         """What a supervisor needs to say where the worker died (see :func:`crash_report`)."""
-        return crash_report(self.worker_id, self._in_hand, error)
+        return crash_report(self.worker_id, self.pipeline.in_hand, error)
 
     # ------------------------------------------------------------ probes
 
@@ -445,10 +448,10 @@ class Worker:
         while not stop.is_set():
             self._tick()
             left = self.batcher.time_left()
-            if self._in_flight is not None:
+            if self.pipeline.in_flight is not None:
                 # Records that arrive while the broker acknowledges the batch in flight
                 # are taken at once, not after the acknowledgement.
-                timeout_ms = 0 if self._sink_acknowledged() else IN_FLIGHT_POLL_MS
+                timeout_ms = 0 if self.pipeline.acknowledged(self._sink) else IN_FLIGHT_POLL_MS
             else:
                 timeout_ms = 100 if left is None else max(0, int(left * 1000))
             room = max(1, self.batcher.room)
@@ -458,7 +461,7 @@ class Worker:
                 self.restore_pending()
             if self.batcher.due():
                 self._flush_and_commit()
-            elif self._in_flight is not None and self._sink_acknowledged():
+            elif self.pipeline.in_flight is not None and self.pipeline.acknowledged(self._sink):
                 self._complete_in_flight()  # acknowledged: commit now
             if not len(self.batcher):  # between batches
                 self.apply_catalog_records(follower.poll(0))
@@ -514,77 +517,15 @@ class Worker:
         batch = self.batcher.flush()
         if self._sink is None:
             return
-        self._in_hand = {}
-        for record in batch.records:
-            self._in_hand.setdefault((record.topic, record.partition), record.offset)
+        self.pipeline.hold(batch.records)
         plan = self.process_records(batch.records) if batch.records else None
         if plan is not None:
             self.batcher.processed(len(batch.records), time.perf_counter() - plan.started)
-        self._complete_in_flight(from_listener=from_listener)
-        if plan is None:
-            return
-        self.step.send(plan, self._sink)
-        self._in_flight = plan
-        if from_listener:
-            self._complete_in_flight(from_listener=True)
-
-    def _sink_acknowledged(self) -> bool:
-        """True when the sink has every answer for what it was sent (a sink that cannot
-        tell, like ``MemorySink``, counts as acknowledged)."""
-        acknowledged = getattr(self._sink, "acknowledged", None)
-        return True if acknowledged is None else bool(acknowledged())
+        self.pipeline.send(plan, self._sink, self._consumer, from_listener=from_listener)
 
     def _complete_in_flight(self, *, from_listener: bool = False, sync: bool = False) -> None:
-        """Wait for the in-flight batch's acknowledgements, then commit its offsets.
-
-        The commit is asynchronous (its answer is read by a later poll) unless ``sync``:
-        it no longer holds up the next poll by a round trip. Either way it is sent only
-        after the batch's records are acknowledged."""
-        plan, self._in_flight = self._in_flight, None
-        if plan is None or self._sink is None:
-            return
-        self.step.complete(plan, self._sink)  # raises PublishError: then nothing is committed
-        if isinstance(self._sink, KafkaSink):
-            self._broker_ok()  # the producer's records were acknowledged
-        offsets = {
-            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-            for (topic, partition), offset in plan.offsets.items()
-        }
-        consumer = self._consumer
-        if consumer is None:
-            return
-        if from_listener or not sync:
-            # Blocking consumer calls are refused on the consumer's IO thread, where the
-            # listener runs; the async commit is queued before the group re-join.
-            consumer.commit_async(offsets, callback=self._committed)
-            return
-        try:
-            consumer.commit(offsets)
-            self._broker_ok()
-            self._in_hand = {}
-            past = self.probes.committed()
-            if past is not None:
-                log.info("%s: committed past the crash loop (%s)", self.worker_id, past)
-        except KafkaError as exc:
-            # The state is already published: the next owner re-reads these events and
-            # skips them by offset, so nothing is applied twice.
-            log.warning(
-                "%s: offset commit failed (%s); events will be re-read", self.worker_id, exc
-            )
-
-    def _committed(self, _offsets: Any, response: Any) -> None:
-        """The answer to an asynchronous commit (read on the worker thread, in a poll)."""
-        if isinstance(response, Exception):
-            # The state is already published: the next owner re-reads these events and
-            # skips them by offset, so nothing is applied twice.
-            log.warning(
-                "%s: offset commit failed (%s); events will be re-read", self.worker_id, response
-            )
-            return
-        self._broker_ok()
-        past = self.probes.committed()
-        if past is not None:
-            log.info("%s: committed past the crash loop (%s)", self.worker_id, past)
+        """Finish the batch in flight (see :meth:`PublishPipeline.complete`)."""
+        self.pipeline.complete(self._sink, self._consumer, from_listener=from_listener, sync=sync)
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
