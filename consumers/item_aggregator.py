@@ -349,24 +349,31 @@ class ItemAggregator:
             self._flush_and_commit()
             return 0
         finally:
-            self._alive = False
-            if self._consumer is not None:
+            self._shut_down(follower, reader, health)
+
+    def _shut_down(
+        self, follower: CatalogFollower | None, reader: Any, health: HealthServer | None
+    ) -> None:
+        """Mark the loop dead and close every client :meth:`run` opened (each that exists),
+        logging a close that fails rather than raising."""
+        self._alive = False
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception:
+                log.exception("closing the signals consumer failed")
+            self._consumer = None
+        for closing in (follower, reader):
+            if closing is not None:
                 try:
-                    self._consumer.close(autocommit=False)
+                    closing.close()
                 except Exception:
-                    log.exception("closing the signals consumer failed")
-                self._consumer = None
-            for closing in (follower, reader):
-                if closing is not None:
-                    try:
-                        closing.close()
-                    except Exception:
-                        log.exception("closing %s failed", type(closing).__name__)
-            if self._producer is not None:
-                self._producer.close(timeout=10)
-            if health is not None:
-                health.stop()
-            self.metrics.set_ready(False)
+                    log.exception("closing %s failed", type(closing).__name__)
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+        if health is not None:
+            health.stop()
+        self.metrics.set_ready(False)
 
     def _flush_and_commit(self, *, from_listener: bool = False) -> None:
         self._last_flush = time.monotonic()

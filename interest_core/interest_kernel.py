@@ -99,6 +99,98 @@ def _accumulate(
 
 
 @njit(cache=True, nogil=True)
+def _is_zero(vector: np.ndarray) -> bool:  # pragma: no cover - compiled
+    """Whether every component of ``vector`` is 0 (such an event changes nothing)."""
+    nonzero = False
+    for i in range(vector.shape[0]):
+        if vector[i] != 0.0:
+            nonzero = True
+            break
+    return not nonzero
+
+
+@njit(cache=True, nogil=True)
+def _nearest_slot(
+    slot_dirs: np.ndarray, n_slots: int, vector: np.ndarray
+) -> tuple[int, float]:  # pragma: no cover - compiled
+    """(index, cosine) of the first of the ``n_slots`` slots most similar to ``vector``;
+    (-1, -inf) when there are none. The cosine is summed in float64, rounded to float32."""
+    nearest = -1
+    best = -math.inf
+    for s in range(n_slots):
+        total = 0.0
+        for i in range(vector.shape[0]):
+            total += np.float64(slot_dirs[s, i]) * np.float64(vector[i])
+        cosine = np.float64(np.float32(total))
+        if cosine > best:
+            best = cosine
+            nearest = s
+    return nearest, best
+
+
+@njit(cache=True, nogil=True)
+def _merge_into_slot(
+    slot_dirs: np.ndarray,
+    slot_weights: np.ndarray,
+    slot: int,
+    vector: np.ndarray,
+    weight: float,
+    scratch: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Fold a positive event into ``slot`` in place: its direction becomes the unit
+    float32 sum of the weighted old direction and ``vector`` (zero if that vanishes),
+    its weight grows by ``weight``. Rounding to float16 is left to the caller."""
+    held = np.float32(slot_weights[slot])
+    weight32 = np.float32(weight)
+    for i in range(vector.shape[0]):
+        scratch[i] = slot_dirs[slot, i] * held + weight32 * vector[i]
+    norm = _norm(scratch)
+    if norm <= 1e-9:
+        slot_dirs[slot, :] = 0.0
+    else:
+        norm32 = np.float32(norm)
+        for i in range(vector.shape[0]):
+            slot_dirs[slot, i] = scratch[i] / norm32
+    slot_weights[slot] += weight
+
+
+@njit(cache=True, nogil=True)
+def _replace_weakest_slot(
+    slot_dirs: np.ndarray,
+    slot_weights: np.ndarray,
+    n_slots: int,
+    vector: np.ndarray,
+    weight: float,
+) -> None:  # pragma: no cover - compiled
+    """Put ``vector`` at ``weight`` in place of the first of the ``n_slots`` slots with
+    the smallest weight."""
+    weakest = 0
+    for s in range(1, n_slots):
+        if slot_weights[s] < slot_weights[weakest]:
+            weakest = s
+    slot_dirs[weakest, :] = vector
+    slot_weights[weakest] = weight
+
+
+@njit(cache=True, nogil=True)
+def _compact_slots(
+    slot_dirs: np.ndarray, slot_weights: np.ndarray, n_slots: int
+) -> int:  # pragma: no cover - compiled
+    """Drop slots at weight <= ``_DROP_BELOW`` in place (order kept), round the kept
+    directions to float16; returns the number of slots kept."""
+    kept = 0
+    for s in range(n_slots):
+        if slot_weights[s] > _DROP_BELOW:
+            if kept != s:
+                slot_dirs[kept, :] = slot_dirs[s, :]
+                slot_weights[kept] = slot_weights[s]
+            kept += 1
+    for s in range(kept):
+        _round_to_f16(slot_dirs[s])
+    return kept
+
+
+@njit(cache=True, nogil=True)
 def apply_run(
     short_dir: np.ndarray,
     long_dir: np.ndarray,
@@ -137,12 +229,7 @@ def apply_run(
         ts = times[k]
         if weight == 0.0:
             continue
-        nonzero = False
-        for i in range(dim):
-            if vector[i] != 0.0:
-                nonzero = True
-                break
-        if not nonzero:
+        if _is_zero(vector):
             continue
         if use_short:
             short_mass, short_ts = _accumulate(
@@ -164,54 +251,20 @@ def apply_run(
         for s in range(n_slots):
             slot_weights[s] *= factor
         slots_ts = max(slots_ts, ts)
-        nearest = -1
-        best = -math.inf
-        for s in range(n_slots):
-            total = 0.0
-            for i in range(dim):
-                total += np.float64(slot_dirs[s, i]) * np.float64(vector[i])
-            cosine = np.float64(np.float32(total))
-            if cosine > best:
-                best = cosine
-                nearest = s
+        nearest, best = _nearest_slot(slot_dirs, n_slots, vector)
         similar = nearest >= 0 and best >= similarity
         if weight < 0.0:
             if similar:
                 slot_weights[nearest] = max(0.0, slot_weights[nearest] + weight * best)
         elif similar:
-            held = np.float32(slot_weights[nearest])
-            weight32 = np.float32(weight)
-            for i in range(dim):
-                scratch[i] = slot_dirs[nearest, i] * held + weight32 * vector[i]
-            norm = _norm(scratch)
-            if norm <= 1e-9:
-                slot_dirs[nearest, :] = 0.0
-            else:
-                norm32 = np.float32(norm)
-                for i in range(dim):
-                    slot_dirs[nearest, i] = scratch[i] / norm32
-            slot_weights[nearest] += weight
+            _merge_into_slot(slot_dirs, slot_weights, nearest, vector, weight, scratch)
         elif n_slots < max_slots:
             slot_dirs[n_slots, :] = vector
             slot_weights[n_slots] = weight
             n_slots += 1
         else:
-            weakest = 0
-            for s in range(1, n_slots):
-                if slot_weights[s] < slot_weights[weakest]:
-                    weakest = s
-            slot_dirs[weakest, :] = vector
-            slot_weights[weakest] = weight
-        kept = 0
-        for s in range(n_slots):
-            if slot_weights[s] > _DROP_BELOW:
-                if kept != s:
-                    slot_dirs[kept, :] = slot_dirs[s, :]
-                    slot_weights[kept] = slot_weights[s]
-                kept += 1
-        n_slots = kept
-        for s in range(n_slots):
-            _round_to_f16(slot_dirs[s])
+            _replace_weakest_slot(slot_dirs, slot_weights, n_slots, vector, weight)
+        n_slots = _compact_slots(slot_dirs, slot_weights, n_slots)
     scalars[0], scalars[1] = short_mass, short_ts
     scalars[2], scalars[3] = long_mass, long_ts
     scalars[4] = slots_ts

@@ -314,6 +314,21 @@ def _neighbours(pairs: list[Any], item_id: str) -> dict[str, float] | str:
     return dict(zip(map(sys.intern, ids), map(float, counts), strict=True))
 
 
+def _watermarks(raw_marks: Any) -> dict[int, int] | str:
+    """``{"partition": offset, ...}`` (offsets >= -1) as ``{partition: offset}``, or what
+    is wrong with it."""
+    if not isinstance(raw_marks, Mapping):
+        return "watermarks must map partition to offset"
+    watermarks: dict[int, int] = {}
+    for partition, offset in raw_marks.items():
+        if not (isinstance(partition, str) and partition.isdigit()):
+            return f"partition {partition!r:.40}"
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < -1:
+            return f"offset {offset!r:.40}"
+        watermarks[int(partition)] = offset
+    return watermarks
+
+
 def parse_item_knowledge(
     key: bytes | str | None,
     value: bytes | Mapping[str, Any],
@@ -370,16 +385,9 @@ def parse_item_knowledge(
     popularity = _decayed(obj.get("popularity"))
     if popularity is None:
         return fail("bad_decay:popularity", "popularity must be [value >= 0, ts, half_life_s > 0]")
-    raw_marks = obj.get("watermarks", {})
-    if not isinstance(raw_marks, Mapping):
-        return fail("bad_watermarks", "watermarks must map partition to offset")
-    watermarks: dict[int, int] = {}
-    for partition, offset in raw_marks.items():
-        if not (isinstance(partition, str) and partition.isdigit()):
-            return fail("bad_watermarks", f"partition {partition!r:.40}")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < -1:
-            return fail("bad_watermarks", f"offset {offset!r:.40}")
-        watermarks[int(partition)] = offset
+    watermarks = _watermarks(obj.get("watermarks", {}))
+    if isinstance(watermarks, str):
+        return fail("bad_watermarks", watermarks)
     event_ts = _number(obj.get("event_ts", 0.0))
     ingested_at = _number(obj.get("ingested_at", 0.0))
     if event_ts is None or ingested_at is None:

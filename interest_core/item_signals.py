@@ -274,62 +274,41 @@ def _parse_source(obj: Any) -> tuple[int, int, float] | str:
     return partition, offset, ingested_at
 
 
-def parse_signal_record(
-    key: bytes | str | None,
-    value: bytes | None,
-    *,
-    max_bytes: int = DEFAULT_MAX_SIGNAL_BYTES,
-    fusion_width: int | None = None,
+def _parse_fusion_record(
+    obj: Mapping[str, Any], raw: bytes, fusion_width: int | None
 ) -> SignalRecord | Rejected:
-    """The :class:`SignalRecord` in one signals-topic record, or the reason it is refused
-    (``missing_key``, ``not_json``, ``bad_format``, ``key_mismatch``, ``bad_source``,
-    ``bad_pair``, ``bad_value:n``, ``wrong_width``...). Never raises."""
-    raw = bytes(value) if value is not None else b""
-    if key is None:
-        return Rejected("missing_key", "a signals record is keyed by item id", raw)
-    try:
-        key_str = key.decode("utf-8") if isinstance(key, bytes | bytearray) else str(key)
-    except UnicodeDecodeError:
-        return Rejected("bad_key", "key is not UTF-8", raw)
-    if value is None:
-        return Rejected("tombstone", "a signals record has a value", raw)
-    if len(raw) > max_bytes:
-        return Rejected("record_too_large", f"{len(raw)} bytes > {max_bytes}", raw)
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return Rejected("not_json", str(exc)[:200], raw)
-    if not isinstance(obj, Mapping):
-        return Rejected("not_object", "a signals record is a JSON object", raw)
-    if obj.get("format") != SIGNALS_FORMAT:
-        return Rejected("bad_format", f"format {obj.get('format')!r}, expected 1", raw)
+    """The fusion-feedback :class:`SignalRecord` in a record keyed ``FUSION_KEY``, or the
+    reason it is refused (``missing_field:fusion``, ``bad_type:g``, ``bad_value:g``,
+    ``wrong_width``, or a source reason)."""
+    entries = obj.get("fusion")
+    if not isinstance(entries, list):
+        return Rejected("missing_field:fusion", "fusion must be a list", raw)
+    feedback: list[FusionFeedback] = []
+    for entry in entries:
+        source = _parse_source(entry)
+        if isinstance(source, str):
+            return Rejected(source, "fusion feedback source", raw)
+        gradient = entry.get("g")
+        if not isinstance(gradient, list) or not gradient:
+            return Rejected("bad_type:g", "g must be a non-empty list of numbers", raw)
+        values = [_number(g) for g in gradient]
+        if any(v is None for v in values):
+            return Rejected("bad_value:g", "g holds a non-number or non-finite value", raw)
+        if fusion_width is not None and len(values) != fusion_width:
+            return Rejected("wrong_width", f"{len(values)} features, expected {fusion_width}", raw)
+        feedback.append(
+            FusionFeedback(source[0], source[1], source[2], tuple(float(v or 0.0) for v in values))
+        )
+    return SignalRecord(None, fusion=tuple(feedback))
 
-    if key_str == FUSION_KEY:
-        entries = obj.get("fusion")
-        if not isinstance(entries, list):
-            return Rejected("missing_field:fusion", "fusion must be a list", raw)
-        feedback: list[FusionFeedback] = []
-        for entry in entries:
-            source = _parse_source(entry)
-            if isinstance(source, str):
-                return Rejected(source, "fusion feedback source", raw)
-            gradient = entry.get("g")
-            if not isinstance(gradient, list) or not gradient:
-                return Rejected("bad_type:g", "g must be a non-empty list of numbers", raw)
-            values = [_number(g) for g in gradient]
-            if any(v is None for v in values):
-                return Rejected("bad_value:g", "g holds a non-number or non-finite value", raw)
-            if fusion_width is not None and len(values) != fusion_width:
-                return Rejected(
-                    "wrong_width", f"{len(values)} features, expected {fusion_width}", raw
-                )
-            feedback.append(
-                FusionFeedback(
-                    source[0], source[1], source[2], tuple(float(v or 0.0) for v in values)
-                )
-            )
-        return SignalRecord(None, fusion=tuple(feedback))
 
+def _parse_item_signals(
+    obj: Mapping[str, Any], key_str: str, raw: bytes
+) -> SignalRecord | Rejected:
+    """The item's :class:`SignalRecord` in a record keyed by item id, or the reason it is
+    refused (``bad_type:item_id``, ``key_mismatch``, ``missing_field:signals``,
+    ``bad_type:ts``, ``bad_value:n``, ``bad_value:w``, ``bad_type:pairs``, ``bad_pair``,
+    or a source reason)."""
     item_id = _item_id(obj.get("item_id"))
     if item_id is None:
         return Rejected("bad_type:item_id", "item_id must be a printable string", raw)
@@ -366,3 +345,38 @@ def parse_signal_record(
             ItemSignal(item_id, source[0], source[1], ts, source[2], count, weight, tuple(pairs))
         )
     return SignalRecord(item_id, signals=tuple(signals))
+
+
+def parse_signal_record(
+    key: bytes | str | None,
+    value: bytes | None,
+    *,
+    max_bytes: int = DEFAULT_MAX_SIGNAL_BYTES,
+    fusion_width: int | None = None,
+) -> SignalRecord | Rejected:
+    """The :class:`SignalRecord` in one signals-topic record, or the reason it is refused
+    (``missing_key``, ``not_json``, ``bad_format``, ``key_mismatch``, ``bad_source``,
+    ``bad_pair``, ``bad_value:n``, ``wrong_width``...). Never raises."""
+    raw = bytes(value) if value is not None else b""
+    if key is None:
+        return Rejected("missing_key", "a signals record is keyed by item id", raw)
+    try:
+        key_str = key.decode("utf-8") if isinstance(key, bytes | bytearray) else str(key)
+    except UnicodeDecodeError:
+        return Rejected("bad_key", "key is not UTF-8", raw)
+    if value is None:
+        return Rejected("tombstone", "a signals record has a value", raw)
+    if len(raw) > max_bytes:
+        return Rejected("record_too_large", f"{len(raw)} bytes > {max_bytes}", raw)
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejected("not_json", str(exc)[:200], raw)
+    if not isinstance(obj, Mapping):
+        return Rejected("not_object", "a signals record is a JSON object", raw)
+    if obj.get("format") != SIGNALS_FORMAT:
+        return Rejected("bad_format", f"format {obj.get('format')!r}, expected 1", raw)
+
+    if key_str == FUSION_KEY:
+        return _parse_fusion_record(obj, raw, fusion_width)
+    return _parse_item_signals(obj, key_str, raw)
