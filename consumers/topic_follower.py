@@ -1,8 +1,8 @@
 """Follows one shared topic: every partition, from the beginning, for as long as it runs.
 
-The generic form of :mod:`consumers.catalog_follower` for the topics every worker reads
-whole (``interest.models``, ``interest.items``): no consumer group, every partition
-assigned and read from the start, then live. "Caught up" means read past one barrier
+For the topics every worker reads whole (``interest.catalog`` through
+:mod:`consumers.catalog_follower`, ``interest.models``, ``interest.items``): no consumer
+group, every partition assigned and read from the start, then live. "Caught up" means read past one barrier
 marker written to every partition at start (see :mod:`consumers.barrier`), or, when the
 topic cannot be written, past the end offsets seen at start. Markers are never handed
 back. The follower only reads and returns raw records; what they mean is the caller's.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from kafka import TopicPartition
 from kafka.errors import KafkaError
@@ -58,7 +58,7 @@ class TopicFollower:
         self._caught_up = False
         self.records_read = 0
 
-    def start(self, timeout_s: float = 30.0) -> TopicFollower:
+    def start(self, timeout_s: float = 30.0) -> Self:
         """Assign every partition from the beginning; place the barrier markers.
 
         Waits up to ``timeout_s`` seconds for the topic to exist (and as long again for
