@@ -418,9 +418,12 @@ class AdapterTrainer:
     ``batch_size`` (examples per step), ``negatives`` (catalog rows sampled per step,
     shared by the batch; the batch's own positives are negatives too),
     ``identity_decay`` (weight of ``||W - I||^2``, keeps the layer near the encoder),
-    ``popularity_correction`` (0 to 1: how much of each candidate's log expected count
-    among a step's candidates is subtracted from its logit; 0 lets the loss reward
-    popular items, which the batch's positives over-sample),
+    ``popularity_correction`` (-1 to 1: how much of each candidate's log expected count
+    among a step's candidates is subtracted from its logit. 1 is the logQ correction:
+    the batch's positives make popular items negatives far more often than the full
+    softmax would, and the correction removes that bias, so the layer rates popular
+    items higher; a negative value adds it instead and pushes the layer the other way,
+    toward items specific to the user rather than to everybody; 0: the plain loss),
     ``device`` (``auto``: CUDA when available, else CPU) and ``precision`` (``auto``:
     bf16 autocast on CUDA when supported, else fp16; fp32 on the CPU; or force one of
     ``fp32``, ``bf16``, ``fp16``). ``cpu_threads`` bounds torch's CPU threads while
@@ -450,8 +453,8 @@ class AdapterTrainer:
             raise ValueError("temperature and learning_rate must be positive")
         if self.batch_size <= 0 or self.negatives < 0 or self.identity_decay < 0:
             raise ValueError("batch_size must be positive, negatives and identity_decay >= 0")
-        if not 0.0 <= self.popularity_correction <= 1.0:
-            raise ValueError("popularity_correction must be within [0, 1]")
+        if not -1.0 <= self.popularity_correction <= 1.0:
+            raise ValueError("popularity_correction must be within [-1, 1]")
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.precision == "auto":
@@ -523,7 +526,7 @@ class AdapterTrainer:
         users = functional.normalize(flat[present] @ weight.T, dim=1)
         items = functional.normalize(candidates @ weight.T, dim=1)
         logits = (users @ items.T).float() / self.temperature  # (q, m)
-        if log_expected is not None and self.popularity_correction > 0.0:
+        if log_expected is not None and self.popularity_correction != 0.0:
             logits = logits - self.popularity_correction * log_expected[None, :]
         same = candidate_rows[None, :] == rows[owner][:, None]
         target = owner  # the positive of example i is candidate i
@@ -581,7 +584,7 @@ class AdapterTrainer:
                 self.log_expected_counts(candidate_rows, counts, len(rows), len(alive_rows)),
                 device=device,
             )
-            if counts is not None and self.popularity_correction > 0.0
+            if counts is not None and self.popularity_correction != 0.0
             else None
         )
         optimizer = self._state["optimizer"]

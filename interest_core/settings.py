@@ -281,7 +281,7 @@ class AdapterSettings:
     batch_size: int = 256  # examples per optimiser step
     negatives: int = 1024  # catalog items sampled per step (the batch's positives add to them)
     identity_decay: float = 0.001  # weight of ||W - I||^2
-    popularity_correction: float = 0.0  # 0..1: share of the logQ correction (see adapter.py)
+    popularity_correction: float = 0.0  # -1..1: share of the logQ correction (adapter.py)
     passes: float = 4.0  # steps per round = new examples x passes / batch_size
     buffer_examples: int = 50000  # most recent training examples kept
     train_every_events: int = 2000  # `interest eval`: events between training rounds
@@ -293,9 +293,9 @@ class AdapterSettings:
 
     def __post_init__(self) -> None:
         _check(
-            0.0 <= self.popularity_correction <= 1.0,
+            -1.0 <= self.popularity_correction <= 1.0,
             "popularity_correction",
-            f"must be within [0, 1], got {self.popularity_correction!r}",
+            f"must be within [-1, 1], got {self.popularity_correction!r}",
         )
 
 
