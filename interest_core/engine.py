@@ -485,7 +485,8 @@ class Engine:
             self.fleet.lesson(self.ranker.learn(state, row), source)
         if weight > 0.0 and self.on_example:
             self._pending.apply(state.user_id)  # the example is the state before this event
-            if (queries := example_queries(state, self.dim)).any():
+            item = self.catalog.embeddings[row]
+            if (queries := example_queries(state, self.dim, item)).any():
                 self.on_example(queries, row)
         if weight > 0.0:
             history = self.candidates.history(state)[0] if "cooccurrence" in self.features else []

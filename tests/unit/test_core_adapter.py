@@ -12,6 +12,7 @@ from interest_core.adapter import (
     AdapterWeights,
     ExampleBuffer,
     check_weights,
+    example_queries,
 )
 
 DIM = 32
@@ -272,7 +273,7 @@ def test_the_correction_stops_the_batch_under_rating_a_popular_item() -> None:
     for _ in range(3000):
         query = user()
         row = 0 if rng.random() < 0.6 else int(np.argmax(catalog[1:] @ query)) + 1
-        buffer.add(np.stack([query, query]), row)
+        buffer.add(np.stack([query] * len(QUERY_KINDS)), row)
     held_out = np.stack([user() for _ in range(200)])
     share = {}
     for strength in (0.0, 1.0):
@@ -290,3 +291,22 @@ def test_the_correction_stops_the_batch_under_rating_a_popular_item() -> None:
             Adapter(trainer.weights(encoder="e", version=1)), catalog, 0, held_out
         )
     assert share[1.0] > share[0.0] + 0.1
+
+
+def test_an_example_names_the_users_slot_closest_to_the_item() -> None:
+    """``dynamic`` ranks by the best of the user's interest slots, so an example carries
+    the slot nearest (raw cosine) the item acted on; none without slots or an item."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(13)
+    slots = _unit(rng.normal(size=(3, DIM)))
+    state = SimpleNamespace(
+        short_dir=slots[0], short_mass=1.0, long_dir=slots[1], long_mass=1.0, slot_dirs=slots
+    )
+    item = _unit(slots[2:3] + 0.3 * rng.normal(size=(1, DIM)))[0]
+    queries = example_queries(state, DIM, item)
+    assert QUERY_KINDS[2] == "slot"
+    assert np.array_equal(queries[2], slots[2])
+    assert not example_queries(state, DIM)[2].any()
+    state.slot_dirs = np.zeros((0, DIM), dtype=np.float32)
+    assert not example_queries(state, DIM, item)[2].any()
