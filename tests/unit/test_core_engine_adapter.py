@@ -286,7 +286,7 @@ def test_the_hybrid_keeps_raw_content_cosines_and_adds_the_layers_own() -> None:
     )
 
 
-def _warm_and_new(cold_slots: int) -> tuple[Engine, set[str]]:
+def _warm_and_new(cold_slots: int, strategy: str = "hybrid") -> tuple[Engine, set[str]]:
     """30 users who all take from ten 'Jazz' items (warm: about 18 events each), and
     ten new 'Jazz' items nobody has taken yet."""
     items = [CatalogItem(f"w{i}", f"Jazz standards volume {i}", category="Jazz") for i in range(10)]
@@ -294,7 +294,7 @@ def _warm_and_new(cold_slots: int) -> tuple[Engine, set[str]]:
         CatalogItem(f"n{i}", f"Jazz standards new volume {i}", category="Jazz") for i in range(10)
     ]
     settings = Settings().replace(recommend={"cold_slots": cold_slots})
-    engine = Engine(HashingEncoder(dim=DIM), settings, strategy="hybrid")
+    engine = Engine(HashingEncoder(dim=DIM), settings, strategy=strategy)
     engine.upsert_items(items + new)
     rng = np.random.default_rng(9)
     events = [
@@ -322,3 +322,16 @@ def test_new_items_get_the_cold_places_of_a_hybrid_list() -> None:
     for user, listed in lists[2].items():
         assert listed[0] == lists[0][user][0]  # the best warm item keeps first place
         assert all(i in new for i in listed[1:])  # new items take the lowest places
+
+
+def test_cold_places_are_the_hybrids_alone() -> None:
+    """Content-only and co-occurrence-only lists rank every item by one kind of evidence
+    already: they get no reserved places."""
+    users = [f"u{u}" for u in range(30)]
+    for strategy in ("dynamic", "itemknn"):
+        lists = [
+            {u: [i.item_id for i in listed] for u, listed in engine.recommend(users, 3).items()}
+            for engine, _ in (_warm_and_new(0, strategy), _warm_and_new(2, strategy))
+        ]
+        assert lists[0] == lists[1]
+        assert _warm_and_new(2, strategy)[0].ranker.cold_slots == 0
