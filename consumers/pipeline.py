@@ -1,11 +1,7 @@
 """The worker's publish/commit pipeline, one batch deep.
 
 Batch N's records are sent (not awaited); before batch N+1 is sent, N's acknowledgements
-are awaited and only then are N's offsets committed. A batch with item signals goes out
-in two steps: its signals first, then, once the broker has acknowledged them
-(:meth:`PublishPipeline.advance`, called from the worker's loop while it keeps polling),
-its dead letters, recommendations and states: no state may reach its topic before the
-signals of its events. The commit is asynchronous (its
+are awaited and only then are N's offsets committed. The commit is asynchronous (its
 answer is read by a later poll) except at stop; from the rebalance listener (on the
 consumer's IO thread, where blocking consumer calls are refused) it is always
 asynchronous. The pipeline also keeps the first offset per partition of the batch in
@@ -79,23 +75,10 @@ class PublishPipeline:
         self.complete(sink, consumer, from_listener=from_listener)
         if plan is None:
             return
-        if from_listener or not self.step.send_signals(plan, sink):
-            self.step.send(plan, sink)  # no item signals to wait for: all of it now
-        # else only its item signals are out: :meth:`advance` sends the rest once they
-        # are acknowledged, without holding up the worker's polls and next batch.
+        self.step.send(plan, sink)
         self.in_flight = plan
         if from_listener:
             self.complete(sink, consumer, from_listener=True)
-
-    def advance(self, sink: Sink | None) -> bool:
-        """The batch in flight has had only its item signals sent and they are
-        acknowledged (call when :meth:`acknowledged`): send the rest of it. False when
-        there was nothing to advance (its records are all out)."""
-        plan = self.in_flight
-        if plan is None or sink is None or plan.delivery is not None:
-            return False
-        self.step.send(plan, sink)  # the signals' answers are in: no wait before the rest
-        return True
 
     def complete(
         self, sink: Sink | None, consumer: Any, *, from_listener: bool = False, sync: bool = False
@@ -108,8 +91,6 @@ class PublishPipeline:
         plan, self.in_flight = self.in_flight, None
         if plan is None or sink is None:
             return
-        if plan.delivery is None:  # only its item signals are out: they first, then the rest
-            self.step.send(plan, sink)
         self.step.complete(plan, sink)  # raises PublishError: then nothing is committed
         if isinstance(sink, KafkaSink):
             self._broker_ok()  # the producer's records were acknowledged

@@ -56,9 +56,6 @@ class PublishPlan:
     processed_at: float = 0.0  # unix seconds, end of processing
     encode_s: float = 0.0
     delivery: Delivery[OutgoingRecord] | None = None  # handed to the sink, not yet acknowledged
-    #: The item signals handed to the sink, not yet acknowledged (the rest waits for them).
-    signal_delivery: Delivery[OutgoingRecord] | None = None
-    signals_acknowledged: bool = False
 
     @property
     def outgoing(self) -> list[OutgoingRecord]:

@@ -307,35 +307,15 @@ class BatchStep:
 
     # ------------------------------------------------------------ publication
 
-    def send_signals(self, plan: PublishPlan, sink: Sink) -> bool:
-        """Hand ``plan``'s item signals to ``sink`` (not yet awaited); False when it has
-        none. The rest of the plan is sent by :meth:`send` once they are acknowledged
-        (:meth:`complete_signals`)."""
-        if not plan.signals or plan.signal_delivery is not None or plan.signals_acknowledged:
-            return False
-        plan.signal_delivery = self.publisher.send(plan.signals, sink)
-        return True
-
-    def complete_signals(self, plan: PublishPlan, sink: Sink) -> None:
-        """Wait for the item signals' acknowledgements (retrying refusals); raises
-        :class:`~consumers.sinks.PublishError` as :meth:`complete` does."""
-        delivery = plan.signal_delivery
-        if delivery is None:
-            return
-        self.publisher.complete(delivery, sink)
-        plan.signal_delivery = None
-        plan.signals_acknowledged = True
-        self.metrics.item_signals(len(plan.signals))
-
     def send(self, plan: PublishPlan, sink: Sink) -> None:
         """Hand ``plan``'s records to ``sink``, bounded in size (not yet awaited).
 
-        The item signals go first and are awaited (here, unless :meth:`send_signals`
-        and :meth:`complete_signals` did it): once a user's new state is on the state
-        topic its events are skipped on re-processing, so their signals must be
+        The item signals go first and are awaited: once a user's new state is on the
+        state topic its events are skipped on re-processing, so their signals must be
         acknowledged before (re-sent ones are deduplicated by the aggregation)."""
-        self.send_signals(plan, sink)
-        self.complete_signals(plan, sink)
+        if plan.signals:
+            self.publisher.deliver(plan.signals, sink)
+            self.metrics.item_signals(len(plan.signals))
         plan.sent = time.perf_counter()
         plan.sent_at = time.time()
         plan.delivery = self.publisher.send(plan.outgoing, sink)

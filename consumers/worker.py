@@ -461,12 +461,8 @@ class Worker:
                 self.restore_pending()
             if self.batcher.due():
                 self._flush_and_commit()
-            elif (
-                self.pipeline.in_flight is not None
-                and self.pipeline.acknowledged(self._sink)
-                and not self.pipeline.advance(self._sink)  # its rest, after its signals
-            ):
-                self._complete_in_flight()  # all acknowledged: commit now
+            elif self.pipeline.in_flight is not None and self.pipeline.acknowledged(self._sink):
+                self._complete_in_flight()  # acknowledged: commit now
             if not len(self.batcher):  # between batches
                 self.apply_catalog_records(follower.poll(0))
                 if clients.models is not None:
