@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from consumers.layer_swap import LayerSwap
 from consumers.metrics import WorkerMetrics
@@ -32,8 +32,8 @@ from interest_core.item_signals import (
     FusionFeedback,
     ItemSignal,
     encode_fusion_record,
-    encode_item_record,
-    group_by_item,
+    encoded_by_item,
+    join_item_record,
 )
 from interest_core.records import Rejected
 from interest_core.settings import Settings
@@ -44,13 +44,15 @@ __all__ = ["SIGNALS_PER_RECORD", "SharedKnowledge", "signal_records"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 #: Signals per record at most: an item popular within one batch still makes records far
 #: below the producer's and the topic's size limits (a signal is 50-500 bytes of JSON).
 SIGNALS_PER_RECORD = 128
 
 
-def _chunks(items: Sequence[ItemSignal], size: int) -> list[Sequence[ItemSignal]]:
+def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
@@ -60,16 +62,14 @@ def signal_records(
     ingested_at: Mapping[tuple[int, int], float],
 ) -> list[tuple[bytes, bytes]]:
     """``(key, value)`` records for ``interest.item-signals``: one per item (its signals
-    in order) and one for the fusion lessons. ``ingested_at`` maps an event's
+    in order, at most :data:`SIGNALS_PER_RECORD` each) and one for the fusion lessons.
+    ``signals`` are own-item signals, one per positive event, as the engine's outbox
+    keeps them (their partners' are written here too, see
+    :func:`~interest_core.item_signals.encoded_by_item`); ``ingested_at`` maps an event's
     ``(partition, offset)`` to when it entered Kafka (unix seconds)."""
-
-    def stamped(signal: ItemSignal) -> ItemSignal:
-        at = ingested_at.get((signal.partition, signal.offset), 0.0)
-        return replace(signal, ingested_at=at) if at else signal
-
     out = [
-        (item_id.encode("utf-8"), encode_item_record(item_id, [stamped(s) for s in chunk]))
-        for item_id, group in group_by_item(signals).items()
+        (item_id.encode("utf-8"), join_item_record(item_id, chunk))
+        for item_id, group in encoded_by_item(signals, ingested_at).items()
         for chunk in _chunks(group, SIGNALS_PER_RECORD)
     ]
     stamped_lessons = [

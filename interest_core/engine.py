@@ -589,7 +589,9 @@ class Engine:
 
     def take_item_signals(self) -> tuple[list[ItemSignal], list[FusionFeedback]]:
         """The item signals and fusion lessons of the events applied since the last call
-        (empty unless built with ``emit_item_signals``)."""
+        (empty unless built with ``emit_item_signals``): one own-item signal per positive
+        event, which stands for its partners' too
+        (:func:`~interest_core.item_signals.expand_signals`)."""
         return self.fleet.take()
 
     def apply_item_knowledge(

@@ -88,7 +88,9 @@ class FleetLink:
         self.view.own(own)
 
     def take(self) -> tuple[list[ItemSignal], list[FusionFeedback]]:
-        """The item signals and fusion lessons recorded since the last call."""
+        """The own-item signals (one per positive event: see
+        :class:`~interest_core.item_signals.SignalBuffer`) and fusion lessons recorded
+        since the last call."""
         return ([], []) if self.outbox is None else self.outbox.take()
 
     def apply(self, records: Sequence[ItemRecord], laid: Sequence[Laid | None] | None) -> int:

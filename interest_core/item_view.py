@@ -22,7 +22,7 @@ one worker alone sees exactly what a single process computes.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from itertools import repeat
 
 import numpy as np
@@ -73,17 +73,23 @@ class KnowledgeView:
         self._journal_order: deque[str] = deque()  # item ids, one per journalled signal
         self._journalled = 0
 
-    def own(self, signals: Sequence[ItemSignal]) -> None:
-        """Journal signals of this engine's own events, already applied to the rows."""
-        for signal in signals:
-            self._journal.setdefault(signal.item_id, []).append(signal)
-            self._journal_order.append(signal.item_id)
-        self._journalled += len(signals)
-        if len(self._journal_order) > 2 * max(self._journalled, 10_000):
+    def own(self, signal: ItemSignal) -> None:
+        """Journal the own-item signal of one of this engine's positive events (already
+        applied to the rows), under its item and under each of its pairs' partners (the
+        partner's signal is read from it on replay, see
+        :func:`~interest_core.item_signals.partner_signals`)."""
+        journal, order = self._journal, self._journal_order
+        journal.setdefault(signal.item_id, []).append(signal)
+        order.append(signal.item_id)
+        for other, _ in signal.pairs:
+            journal.setdefault(other, []).append(signal)
+            order.append(other)
+        self._journalled += 1 + len(signal.pairs)
+        if len(order) > 2 * max(self._journalled, 10_000):
             # Most entries were covered by records meanwhile: rebuild the age order from
             # what is still journalled (oldest offsets first).
             live = sorted(
-                (s.offset, s.item_id) for pending in self._journal.values() for s in pending
+                (s.offset, item_id) for item_id, pending in journal.items() for s in pending
             )
             self._journal_order = deque(item_id for _, item_id in live)
         while self._journalled > self.max_journal and self._journal_order:
@@ -162,10 +168,18 @@ class KnowledgeView:
             else:
                 trend.remove(row)
         for signal in self._journal.get(record.item_id, ()):
-            self._replay(row, signal)
+            self._replay(row, record.item_id, signal)
 
-    def _replay(self, row: int, signal: ItemSignal) -> None:
-        """Apply one own signal on top of a record (as the engine first applied it)."""
+    def _replay(self, row: int, item_id: str, signal: ItemSignal) -> None:
+        """Apply one journalled own-event signal to ``item_id``'s ``row`` on top of a
+        record (as the engine first applied it): all of it on its own item, the pair
+        with ``item_id`` on a partner."""
+        if signal.item_id != item_id:  # item_id is a partner: one pair, no count
+            other_row = self.row_of.get(signal.item_id)
+            amount = next((a for other, a in signal.pairs if other == item_id), 0.0)
+            if other_row is not None and other_row != row and amount > 0.0:
+                self.cooccurrence.add_one_side(row, 0.0, [other_row], [amount])
+            return
         others: list[int] = []
         amounts: list[float] = []
         for other, amount in signal.pairs:

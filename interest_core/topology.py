@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 from interest_core.item_knowledge import KnowledgeFold
-from interest_core.item_signals import FusionFeedback, ItemSignal
+from interest_core.item_signals import FusionFeedback, ItemSignal, expand_signals
 from interest_core.records import Event
 from interest_core.shared_fusion import SharedFusion
 
@@ -90,7 +90,7 @@ class FleetRecommender:
             engine = self.engines[index]
             engine.learn(mine)
             signals, lessons = engine.take_item_signals()
-            emitted += signals
+            emitted += expand_signals(signals)
             emitted += lessons
         # Into the aggregation's input in log order (per partition, offsets only grow).
         emitted.sort(key=lambda s: s.offset)

@@ -16,6 +16,8 @@ from interest_core.item_signals import (
     derive_signals,
     encode_fusion_record,
     encode_item_record,
+    event_signal,
+    expand_signals,
     group_by_item,
 )
 from interest_core.params import ParamRecord, parse_params
@@ -128,11 +130,14 @@ def test_worker_signal_records_are_chunked_and_fold_the_same() -> None:
     gives what folding the signals directly gives."""
     from consumers.knowledge_follower import SIGNALS_PER_RECORD, signal_records
 
-    signals = []
-    for offset in range(300):
-        signals += derive_signals(
+    # The engine's outbox keeps one own-item signal per event; its partners' are written
+    # by signal_records.
+    signals = [
+        event_signal(
             "hot", [f"m{offset % 7}"], weight=1.0, ts=float(offset), partition=1, offset=offset
         )
+        for offset in range(300)
+    ]
     lessons = [FusionFeedback(1, o, 0.0, (0.1, 0.0, -0.1)) for o in range(200)]
     records = signal_records(signals, lessons, {(1, 5): 42.0})
     hot = [value for key, value in records if key == b"hot"]
@@ -142,7 +147,11 @@ def test_worker_signal_records_are_chunked_and_fold_the_same() -> None:
     via_records = _aggregator()
     via_records.apply_records([InputRecord(TOPIC, 0, n, k, v) for n, (k, v) in enumerate(records)])
     direct = _aggregator()
-    direct.fold.apply_all(signals)
+    direct.fold.apply_all(expand_signals(signals))
+    for item_id in ["hot", *(f"m{i}" for i in range(7))]:  # the partners' records too
+        assert via_records.fold.items[item_id].to_dict() | {"ingested_at": 0} == direct.fold.items[
+            item_id
+        ].to_dict() | {"ingested_at": 0}
     assert via_records.fold.items["hot"].to_dict() | {"ingested_at": 0} == direct.fold.items[
         "hot"
     ].to_dict() | {"ingested_at": 0}

@@ -1,8 +1,12 @@
-"""Co-occurrence counts: sparse = dense scores, position decay, pruning, removal."""
+"""Co-occurrence counts: sparse = dense scores, position decay, pruning, removal, and every
+update path against a plain reference."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from interest_core.cooccurrence import CoOccurrence
 
@@ -47,3 +51,67 @@ def test_neighbours_stay_bounded_and_removal_forgets_pairs() -> None:
     for row in range(40):
         assert 5 not in co.neighbours(row)[0].tolist()
         assert co.similarity(row, 5) == 0.0
+
+
+_rows = st.integers(0, 12)
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), _rows, st.lists(_rows, max_size=8), st.sampled_from([1.0, 0.85])),
+        st.tuples(st.just("one_side"), _rows, st.lists(_rows, max_size=5, unique=True)),
+        st.tuples(st.just("set"), _rows, st.lists(_rows, max_size=5, unique=True)),
+        st.tuples(st.just("remove"), _rows),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_ops)
+def test_counts_match_a_plain_reference(ops) -> None:  # type: ignore[no-untyped-def]
+    """Every update path against dicts of pair counts (no pruning: room for all)."""
+    co = CoOccurrence(max_neighbours=100)
+    pairs: dict[int, dict[int, float]] = {}
+    n: dict[int, float] = {}
+    for op in ops:
+        if op[0] == "add":
+            _, row, history, decay = op
+            co.add(row, history, decay=decay)
+            n[row] = n.get(row, 0.0) + 1.0
+            amount, done = 1.0, {row}
+            for other in history:
+                if other in done:
+                    continue
+                done.add(other)
+                for a, b in ((row, other), (other, row)):
+                    pairs.setdefault(a, {})[b] = pairs.setdefault(a, {}).get(b, 0.0) + amount
+                amount *= decay
+        elif op[0] == "one_side":
+            _, row, others = op
+            others = [o for o in others if o != row]
+            co.add_one_side(row, 0.5, others, [0.25] * len(others))
+            n[row] = n.get(row, 0.0) + 0.5
+            for other in others:
+                pairs.setdefault(row, {})[other] = pairs.setdefault(row, {}).get(other, 0.0) + 0.25
+        elif op[0] == "set":
+            _, row, others = op
+            others = [o for o in others if o != row]
+            counts = [float(i + 1) for i in range(len(others))]
+            co.set_item(row, 3.0, np.array(others, dtype=np.int64), np.array(counts))
+            n[row] = 3.0
+            pairs[row] = dict(zip(others, counts, strict=True))
+        else:
+            _, row = op
+            co.remove(row)
+            n[row] = 0.0
+            pairs.pop(row, None)
+            for theirs in pairs.values():
+                theirs.pop(row, None)
+    for row in range(13):
+        expected = dict(pairs.get(row, {}))
+        assert co.pairs(row) == pytest.approx(expected)
+        rows, sims = co.neighbours(row)
+        assert sorted(rows.tolist()) == sorted(expected)
+        for other, sim in zip(rows.tolist(), sims.tolist(), strict=True):
+            norm = max(n.get(row, 0.0) * n.get(other, 0.0), 1.0) ** 0.5
+            assert sim == pytest.approx(expected[other] / norm)
+            assert co.similarity(row, other) == pytest.approx(expected[other] / norm)

@@ -1,0 +1,88 @@
+"""The worker's fast writer of item-signal records is byte for byte the reference
+encoder, and one own-item signal per event stands for all of the event's signals."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from interest_core.item_signals import (
+    SignalBuffer,
+    derive_signals,
+    encode_item_record,
+    encoded_by_item,
+    event_signal,
+    expand_signals,
+    group_by_item,
+    join_item_record,
+    parse_signal_record,
+)
+
+_ids = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=6
+).filter(str.isprintable)
+_numbers = st.floats(min_value=1e-9, max_value=1e12, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def _events(draw: st.DrawFn) -> tuple[list, dict]:  # type: ignore[type-arg]
+    pool = draw(st.lists(_ids, min_size=2, max_size=12, unique=True))
+    events = []
+    stamps = {}
+    for offset in range(draw(st.integers(1, 15))):
+        item = draw(st.sampled_from(pool))
+        history = draw(st.lists(st.sampled_from(pool), max_size=10))
+        partition = draw(st.integers(0, 3))
+        events.append(
+            event_signal(
+                item,
+                history,
+                weight=draw(_numbers),
+                ts=draw(_numbers),
+                partition=partition,
+                offset=offset,
+                ingested_at=draw(st.sampled_from([0.0, 1.5])),
+                decay=draw(st.sampled_from([1.0, 0.85, 0.3, 1e-7])),
+            )
+        )
+        if draw(st.booleans()):
+            stamps[(partition, offset)] = draw(_numbers)
+    return events, stamps
+
+
+@settings(max_examples=150, deadline=None)
+@given(_events(), st.integers(1, 5))
+def test_fast_records_are_the_reference_encoding(case, chunk) -> None:  # type: ignore[no-untyped-def]
+    events, stamps = case
+    reference = {
+        item_id: [
+            s._replace(ingested_at=stamps.get((s.partition, s.offset)) or s.ingested_at)
+            for s in group
+        ]
+        for item_id, group in group_by_item(expand_signals(events)).items()
+    }
+    fast = encoded_by_item(events, stamps)
+    assert list(fast) == list(reference)
+    for item_id, encoded in fast.items():
+        signals = reference[item_id]
+        for start in range(0, len(signals), chunk):
+            value = join_item_record(item_id, encoded[start : start + chunk])
+            assert value == encode_item_record(item_id, signals[start : start + chunk])
+            parsed = parse_signal_record(item_id.encode(), value)
+            assert tuple(parsed.signals) == tuple(signals[start : start + chunk])  # type: ignore[union-attr]
+
+
+def test_the_outbox_keeps_one_signal_per_event_and_expands_to_the_derived_ones() -> None:
+    buffer = SignalBuffer(decay=0.5)
+    buffer.positive("a", ["b", "c", "b", "a", "d"], weight=2.0, ts=10.0, source=(1, 7))
+    buffer.positive("b", [], weight=1.0, ts=11.0, source=(1, 8))
+    own, _ = buffer.take()
+    assert [s.item_id for s in own] == ["a", "b"]
+    assert expand_signals(own) == derive_signals(
+        "a", ["b", "c", "b", "a", "d"], weight=2.0, ts=10.0, partition=1, offset=7, decay=0.5
+    ) + derive_signals("b", [], weight=1.0, ts=11.0, partition=1, offset=8, decay=0.5)
+    assert [(s.item_id, s.pairs) for s in expand_signals(own)[1:4]] == [
+        ("b", (("a", 1.0),)),
+        ("c", (("a", 0.5),)),
+        ("d", (("a", 0.25),)),
+    ]
