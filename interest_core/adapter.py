@@ -54,8 +54,11 @@ __all__ = [
 ]
 
 #: The user vectors an example keeps, in this order: the short-term and long-term
-#: interest directions (raw encoder space) just before the event.
-QUERY_KINDS = ("short_term", "long_term")
+#: interest directions and the interest slot nearest the item acted on (raw cosine), all
+#: in the raw encoder space, just before the event. ``dynamic`` ranks by the best slot,
+#: so the layer learns from the slot that would have found the item (measured on the
+#: first half of MovieLens small and synthetic seed 7: dynamic NDCG@10 +5% and +3%).
+QUERY_KINDS = ("short_term", "long_term", "slot")
 #: Largest absolute entry accepted in a published matrix: a trained layer stays near
 #: the identity (entries well under 10); anything larger is a broken trainer.
 _MAX_ENTRY = 1e3
@@ -339,16 +342,24 @@ class _InterestVectors(Protocol):
     short_mass: float
     long_dir: np.ndarray
     long_mass: float
+    slot_dirs: np.ndarray
 
 
-def example_queries(state: _InterestVectors, dim: int) -> np.ndarray:
+def example_queries(
+    state: _InterestVectors, dim: int, item: np.ndarray | None = None
+) -> np.ndarray:
     """A user's raw query vectors, ``QUERY_KINDS`` rows (float32; zero where the user has
-    none yet): the query side of a training example, taken before the event."""
+    none yet): the query side of a training example, taken before the event. The slot
+    row is the slot whose direction is nearest ``item`` (the raw vector acted on); zero
+    without slots or without ``item``."""
     queries = np.zeros((len(QUERY_KINDS), dim), dtype=np.float32)
     if state.short_mass > 0.0:
         queries[0] = state.short_dir
     if state.long_mass > 0.0:
         queries[1] = state.long_dir
+    slots = state.slot_dirs
+    if item is not None and len(slots):
+        queries[2] = slots[int(np.argmax(slots.astype(np.float32) @ item))]
     return queries
 
 
@@ -365,6 +376,9 @@ class ExampleBuffer:
         self.queries = np.zeros((capacity, len(QUERY_KINDS), dim), dtype=np.float16)
         self.rows = np.zeros(capacity, dtype=np.int64)
         self.added = 0  # examples ever added
+        #: Per catalog row, examples ever added with that row as the positive (grows):
+        #: the positives' sampling frequency behind the popularity correction.
+        self.counts = np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return min(self.added, self.capacity)
@@ -378,6 +392,11 @@ class ExampleBuffer:
         self.queries[at] = queries
         self.rows[at] = row
         self.added += 1
+        if row >= len(self.counts):
+            grown = np.zeros(max(row + 1, 2 * len(self.counts)), dtype=np.int64)
+            grown[: len(self.counts)] = self.counts
+            self.counts = grown
+        self.counts[row] += 1
         return True
 
     def sample(self, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -410,6 +429,12 @@ class AdapterTrainer:
     ``batch_size`` (examples per step), ``negatives`` (catalog rows sampled per step,
     shared by the batch; the batch's own positives are negatives too),
     ``identity_decay`` (weight of ``||W - I||^2``, keeps the layer near the encoder),
+    ``popularity_correction`` (-1 to 1: how much of each candidate's log expected count
+    among a step's candidates is subtracted from its logit. 1 is the logQ correction:
+    the batch's positives make popular items negatives far more often than the full
+    softmax would, and the correction removes that bias, so the layer rates popular
+    items higher; a negative value adds it instead and pushes the layer the other way,
+    toward items specific to the user rather than to everybody; 0: the plain loss),
     ``device`` (``auto``: CUDA when available, else CPU) and ``precision`` (``auto``:
     bf16 autocast on CUDA when supported, else fp16; fp32 on the CPU; or force one of
     ``fp32``, ``bf16``, ``fp16``). ``cpu_threads`` bounds torch's CPU threads while
@@ -424,6 +449,7 @@ class AdapterTrainer:
     batch_size: int = 256
     negatives: int = 1024
     identity_decay: float = 1e-3
+    popularity_correction: float = 0.0
     device: str = "auto"
     precision: str = "auto"
     cpu_threads: int = 1
@@ -438,6 +464,8 @@ class AdapterTrainer:
             raise ValueError("temperature and learning_rate must be positive")
         if self.batch_size <= 0 or self.negatives < 0 or self.identity_decay < 0:
             raise ValueError("batch_size must be positive, negatives and identity_decay >= 0")
+        if not -1.0 <= self.popularity_correction <= 1.0:
+            raise ValueError("popularity_correction must be within [-1, 1]")
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.precision == "auto":
@@ -481,14 +509,24 @@ class AdapterTrainer:
 
     # ------------------------------------------------------------------ training
 
-    def loss(self, queries: Any, rows: Any, candidates: Any, candidate_rows: Any) -> Any:
+    def loss(
+        self,
+        queries: Any,
+        rows: Any,
+        candidates: Any,
+        candidate_rows: Any,
+        log_expected: Any | None = None,
+    ) -> Any:
         """Mean InfoNCE loss (nats) of a batch, as a torch scalar with gradient.
 
         ``queries`` ``(n, kinds, dim)`` raw user vectors (zero rows are ignored), ``rows``
         ``(n,)`` the catalog row each example acted on, ``candidates`` ``(m, dim)`` raw
         item vectors whose first ``n`` rows are the examples' positives (in order),
         ``candidate_rows`` ``(m,)`` their catalog rows. A candidate that is the
-        example's own item elsewhere in the batch is masked, not a negative."""
+        example's own item elsewhere in the batch is masked, not a negative.
+        ``log_expected`` ``(m,)``, when given, is subtracted from every candidate's
+        logit, scaled by ``popularity_correction`` (the logQ correction: see
+        :meth:`log_expected_counts`)."""
         torch = self._torch()
         functional = torch.nn.functional
         weight = self._state["weight"]
@@ -499,6 +537,8 @@ class AdapterTrainer:
         users = functional.normalize(flat[present] @ weight.T, dim=1)
         items = functional.normalize(candidates @ weight.T, dim=1)
         logits = (users @ items.T).float() / self.temperature  # (q, m)
+        if log_expected is not None and self.popularity_correction != 0.0:
+            logits = logits - self.popularity_correction * log_expected[None, :]
         same = candidate_rows[None, :] == rows[owner][:, None]
         target = owner  # the positive of example i is candidate i
         same[torch.arange(len(owner), device=flat.device), target] = False
@@ -507,13 +547,36 @@ class AdapterTrainer:
         drift = ((weight - self._state["identity"]) ** 2).sum()
         return nce + self.identity_decay * drift
 
+    def log_expected_counts(
+        self, candidate_rows: np.ndarray, counts: np.ndarray, batch: int, alive: int
+    ) -> np.ndarray:
+        """Log of how often each candidate is expected among one step's candidates:
+        ``log(batch * p_j + negatives / alive)``, where ``p_j = (c_j + 1) / (sum c +
+        alive)`` is item ``j``'s smoothed share of the positives seen (``counts`` per
+        row) and ``negatives / alive`` its chance of being drawn uniformly. A popular
+        item is a candidate (a negative for others) far more often than a rare one;
+        subtracting this from its logit makes the loss estimate the full softmax instead
+        of rewarding popularity (Yi et al. 2019, sampling-bias-corrected softmax)."""
+        c = np.zeros(len(candidate_rows), dtype=np.float64)
+        inside = candidate_rows < len(counts)
+        c[inside] = counts[candidate_rows[inside]]
+        total = float(counts.sum()) + max(alive, 1)
+        expected = batch * (c + 1.0) / total + min(self.negatives, alive) / max(alive, 1)
+        return np.log(expected).astype(np.float32)
+
     def step(
-        self, queries: np.ndarray, rows: np.ndarray, catalog: np.ndarray, alive_rows: np.ndarray
+        self,
+        queries: np.ndarray,
+        rows: np.ndarray,
+        catalog: np.ndarray,
+        alive_rows: np.ndarray,
+        counts: np.ndarray | None = None,
     ) -> float:
         """One optimiser step on a batch; returns its InfoNCE loss (nats).
 
         ``catalog`` is the raw item matrix (rows x dim, float32) indexed by catalog row;
-        ``alive_rows`` the rows negatives may be drawn from."""
+        ``alive_rows`` the rows negatives may be drawn from; ``counts`` the positives
+        seen per row (for the popularity correction; none: no correction)."""
         torch = self._torch()
         rng: np.random.Generator = self._state["rng"]
         sampled = (
@@ -527,15 +590,23 @@ class AdapterTrainer:
         c = torch.as_tensor(catalog[candidate_rows], dtype=torch.float32, device=device)
         r = torch.as_tensor(rows, device=device)
         cr = torch.as_tensor(candidate_rows, device=device)
+        log_expected = (
+            torch.as_tensor(
+                self.log_expected_counts(candidate_rows, counts, len(rows), len(alive_rows)),
+                device=device,
+            )
+            if counts is not None and self.popularity_correction != 0.0
+            else None
+        )
         optimizer = self._state["optimizer"]
         scaler = self._state["scaler"]
         optimizer.zero_grad(set_to_none=True)
         if device.startswith("cuda") and self.precision != "fp32":
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
             with torch.autocast("cuda", dtype=dtype):
-                loss = self.loss(q, r, c, cr)
+                loss = self.loss(q, r, c, cr, log_expected)
         else:
-            loss = self.loss(q, r, c, cr)
+            loss = self.loss(q, r, c, cr, log_expected)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -569,7 +640,9 @@ class AdapterTrainer:
                     keep = alive[rows]  # an item deleted since the example was taken
                     if not keep.any():
                         continue
-                    losses.append(self.step(queries[keep], rows[keep], catalog, alive_rows))
+                    losses.append(
+                        self.step(queries[keep], rows[keep], catalog, alive_rows, buffer.counts)
+                    )
                     used += int(keep.sum())
         finally:
             torch.set_num_threads(threads)
@@ -671,6 +744,7 @@ def online_adapter(
         batch_size=settings.batch_size,
         negatives=settings.negatives,
         identity_decay=settings.identity_decay,
+        popularity_correction=settings.popularity_correction,
         device=settings.device,
         precision=settings.precision,
         cpu_threads=settings.cpu_threads,

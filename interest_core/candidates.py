@@ -82,6 +82,9 @@ class UserView:
     cooc_scores: np.ndarray | None = None
     cooc_scale: float = 1.0
     anchors: Anchors | None = None
+    #: The content directions in the layer's space (slots, short, long) when they are
+    #: a feature of their own (the hybrid) and a layer is in use; else None.
+    adapted: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
 
 
 def recent_history(
@@ -363,12 +366,18 @@ class Candidates:
     ) -> None:
         self.catalog = catalog
         self.space = space or ItemSpace(catalog, "")
+        #: True when the layer's cosine is a feature of its own (``adapted``): content
+        #: candidates and cosines then stay in the raw space (:attr:`content_space`).
+        self.separate_adapted = "adapted" in features
+        self.content_space = (
+            ItemSpace(catalog, self.space.encoder) if self.separate_adapted else self.space
+        )
         self.interest = interest
         self.clock = clock
         self.features = tuple(features)
         self.settings = settings
         self.content = ContentSource(
-            catalog, index, features, fusion, settings.candidates_per_source, self.space
+            catalog, index, features, fusion, settings.candidates_per_source, self.content_space
         )
         self.cooccurrence = CooccurrenceSource(knowledge, catalog)
         self.trending = TrendingSource(knowledge, catalog, clock, "trending")
@@ -402,12 +411,20 @@ class Candidates:
             short = state.short_dir.astype(np.float32) * freshness
         long_dir = state.long_dir.astype(np.float32) if state.long_mass > 0.0 else None
         adapter = self.space.adapter
+        adapted = None
         if not adapter.is_identity:  # W u: the state's raw vectors into the adapted space
-            slots = adapter.project_queries(slots) if len(slots) else slots
-            short = None if short is None else adapter.project_queries(short[None, :])[0]
-            long_dir = None if long_dir is None else adapter.project_queries(long_dir[None, :])[0]
+            adapted = (
+                adapter.project_queries(slots) if len(slots) else slots,
+                None if short is None else adapter.project_queries(short[None, :])[0],
+                None if long_dir is None else adapter.project_queries(long_dir[None, :])[0],
+            )
+            if not self.separate_adapted:
+                slots, short, long_dir = adapted
+                adapted = None
         rows, weights = self.history(state) if "cooccurrence" in self.features else ([], [])
-        return UserView(state, slots, short, long_dir, rows, weights, blocked, n_excluded)
+        view = UserView(state, slots, short, long_dir, rows, weights, blocked, n_excluded)
+        view.adapted = adapted
+        return view
 
     def gather(
         self, views: Sequence[UserView], k: int, content: Sequence[np.ndarray]

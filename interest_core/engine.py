@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 
 _SEEN_LIMIT = 1000  # items remembered per user for "already consumed" filtering
 # Neutral start per source: the three content cosines share one source's weight.
-INITIAL_FUSION = (1 / 3, 1 / 3, 1 / 3, 1.0, 1.0, 1.0)
+INITIAL_FUSION = (1 / 3, 1 / 3, 1 / 3, 1.0, 1.0, 1.0, 0.0)
 _blas_limited = False
 _ACTIONS = {
     "view": "viewed",
@@ -249,7 +249,13 @@ class Engine:
             self.space,
         )
         self.ranker = Ranker(
-            self.catalog, self.candidates, self.fusion, self.label_model, rec.mmr_lambda
+            self.catalog,
+            self.candidates,
+            self.fusion,
+            self.label_model,
+            rec.mmr_lambda,
+            cold_slots=rec.cold_slots,
+            cold_interactions=rec.cold_item_interactions,
         )
         self.space.on_switch = self.ranker.forget_all
         self.search = BatchSearch(self.users, self.candidates, self.ranker)
@@ -479,7 +485,8 @@ class Engine:
             self.fleet.lesson(self.ranker.learn(state, row), source)
         if weight > 0.0 and self.on_example:
             self._pending.apply(state.user_id)  # the example is the state before this event
-            if (queries := example_queries(state, self.dim)).any():
+            item = self.catalog.embeddings[row]
+            if (queries := example_queries(state, self.dim, item)).any():
                 self.on_example(queries, row)
         if weight > 0.0:
             history = self.candidates.history(state)[0] if "cooccurrence" in self.features else []

@@ -37,7 +37,9 @@ class FusionWeights:
         on = set(self.names if enabled is None else enabled)
         self.mask = np.array([name in on for name in self.names], dtype=np.float64)
         start = self.mask.copy() if initial is None else np.asarray(initial, float) * self.mask
-        self.total = float(self.mask.sum())
+        # Features that start at 0 (e.g. ``adapted`` before any layer exists) do not
+        # count in the total: the others then learn exactly as without them.
+        self.total = float((start > 0.0).sum())
         if start.sum() <= 0.0:
             raise ValueError("initial fusion weights must have a positive enabled sum")
         self.iterate = start * (self.total / start.sum())

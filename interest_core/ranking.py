@@ -2,7 +2,8 @@
 
 Each candidate gets one value per feature (:data:`~interest_core.strategies.FEATURES`):
 cosine to the best interest slot, to the short-term vector (times its freshness), to the
-long-term vector, the co-occurrence score, trending and popularity. Each feature is
+long-term vector, the co-occurrence score, trending, popularity and (the hybrid,
+with a layer in use) the best cosine in the adaptation layer's space. Each feature is
 divided by its largest magnitude among the user's candidates, so the learned fusion
 weights compare sources, not the sources' units. The fused score orders the list, MMR
 re-ranks it for diversity, and the feature that contributed most explains each item.
@@ -33,6 +34,7 @@ POPULAR_REASON = "popular now"
 _RANKED_KEPT = 100  # best-ranked candidates remembered per user for the fusion update
 _RANKINGS_KEPT = 20_000  # users whose last ranking is remembered: <= 8.5 MB (LRU)
 _ANCHOR_LABELS = 3  # top interest labels a content reason may name
+_CONTENT = ("slot", "short_term", "long_term")
 
 
 class Ranker:
@@ -51,6 +53,9 @@ class Ranker:
         fusion: FusionWeights,
         labels: LabelModel,
         mmr_lambda: float,
+        *,
+        cold_slots: int = 0,
+        cold_interactions: int = 5,
     ) -> None:
         self.catalog = catalog
         self.candidates = candidates
@@ -58,6 +63,12 @@ class Ranker:
         self.labels = labels
         self.mmr_lambda = mmr_lambda
         self.features = candidates.features
+        # New items can only rise on content: lists keep up to ``cold_slots`` places for
+        # the best content candidates with fewer than ``cold_interactions`` positive
+        # events so far (only where content and co-occurrence are both fused).
+        both = "cooccurrence" in self.features and any(f in self.features for f in _CONTENT)
+        self.cold_slots = cold_slots if both else 0
+        self.cold_interactions = cold_interactions
         # Per user, from the last ranking: best candidates and the feature scales used.
         self._shown: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -75,7 +86,7 @@ class Ranker:
         """``(len(rows), len(FEATURES))``: cosine to the best slot, to the short-term
         vector (times its freshness), to the long-term vector; co-occurrence score over
         the user's summed history weight; trending over the top trending score."""
-        embeddings = self.candidates.space.vectors[rows]
+        embeddings = self.candidates.content_space.vectors[rows]
         features = np.zeros((len(rows), len(FEATURES)), dtype=np.float64)
         enabled = self.features
         if "slot" in enabled and len(view.slot_dirs):
@@ -93,7 +104,25 @@ class Ranker:
             features[:, 5] = self.candidates.popularity.feature(
                 self.candidates.popularity.dense(), rows
             )
+        if "adapted" in enabled and view.adapted is not None:
+            features[:, 6] = self.adapted_cosine(view.adapted, rows)
         return features
+
+    def adapted_cosine(
+        self,
+        adapted: tuple[np.ndarray, np.ndarray | None, np.ndarray | None],
+        rows: np.ndarray,
+    ) -> np.ndarray:
+        """The best cosine (short-term times its freshness) of the user's adapted
+        directions (slots, short-term, long-term) with the rows' adapted vectors."""
+        items = self.candidates.space.vectors[rows]
+        slots, short, long_dir = adapted
+        parts = [] if not len(slots) else [(items @ slots.T).max(axis=1)]
+        parts += [items @ vector for vector in (short, long_dir) if vector is not None]
+        if not parts:
+            return np.zeros(len(rows), dtype=np.float64)
+        best: np.ndarray = np.max(parts, axis=0)
+        return best
 
     def rank(
         self,
@@ -114,8 +143,11 @@ class Ranker:
             contributions = features * self.fusion.weights
             fused = contributions.sum(axis=1)
             self._remember(user_id, rows[np.argsort(-fused, kind="stable")], scales)
-            vectors = self.candidates.space.vectors[rows]
-            for i in mmr(fused, vectors, k, self.mmr_lambda):
+            vectors = self.candidates.content_space.vectors[rows]
+            chosen = mmr(fused, vectors, k, self.mmr_lambda)
+            if self.cold_slots:
+                chosen = self.with_cold(chosen, rows, contributions[:, :3].sum(axis=1), k)
+            for i in chosen:
                 row = int(rows[i])
                 picked.append(row)
                 reason = self.reason(view, row, contributions[i])
@@ -128,6 +160,42 @@ class Ranker:
                     if len(items) == k:
                         break
         return items
+
+    def cold_rows(self, rows: np.ndarray) -> np.ndarray:
+        """True per row whose item has had fewer than ``cold_interactions`` positive
+        events so far (the co-occurrence counts, which the fleet's knowledge keeps)."""
+        counts = self.candidates.cooccurrence.knowledge.cooccurrence.counts
+        n = np.zeros(len(rows), dtype=np.float64)
+        inside = rows < len(counts)
+        n[inside] = counts[rows[inside]]
+        out: np.ndarray = n < self.cold_interactions
+        return out
+
+    def with_cold(
+        self, chosen: list[int], rows: np.ndarray, content: np.ndarray, k: int
+    ) -> list[int]:
+        """``chosen`` (indices into ``rows``, best first) with its last places given to
+        the cold candidates of best ``content`` score (> 0) until ``cold_slots`` of the
+        ``k`` are cold; the warm items they displace are the list's lowest."""
+        cold = self.cold_rows(rows)
+        have = int(cold[chosen].sum()) if chosen else 0
+        need = min(self.cold_slots, k) - have
+        if need <= 0:
+            return chosen
+        taken = np.zeros(len(rows), dtype=bool)
+        taken[chosen] = True
+        eligible = np.flatnonzero(cold & ~taken & (content > 0.0))
+        if not eligible.size:
+            return chosen
+        best = eligible[np.argsort(-content[eligible], kind="stable")[:need]].tolist()
+        keep = list(chosen)
+        room = k - len(keep)
+        drop = max(0, len(best) - room)
+        if drop:
+            warm_at = [p for p, i in enumerate(keep) if not cold[i]]
+            for p in sorted(warm_at[-drop:], reverse=True):
+                del keep[p]
+        return keep + best[: k - len(keep)]
 
     def _remember(self, user_id: str, ordered: np.ndarray, scales: np.ndarray) -> None:
         """Keep the user's best-ranked rows and feature scales for the next fusion step."""

@@ -259,12 +259,16 @@ class RecommendSettings:
     trending_half_life_s: float = 86400.0
     cooccurrence_window: int = 20  # last items of a user paired with a new one
     fusion_learning_rate: float = 0.05
+    cold_slots: int = 2  # places of a hybrid list kept for new items' best content matches
+    cold_item_interactions: int = 5  # an item is new below this many positive events
 
     def __post_init__(self) -> None:
         _check_positive(self, "k", "candidates_per_source", "trending_half_life_s")
         _check(0.0 <= self.mmr_lambda <= 1.0, "mmr_lambda", f"in [0, 1]; got {self.mmr_lambda}")
         _check(self.cooccurrence_window >= 0, "cooccurrence_window", "must be >= 0")
         _check(self.fusion_learning_rate >= 0, "fusion_learning_rate", "must be >= 0")
+        _check(self.cold_slots >= 0, "cold_slots", f"must be >= 0, got {self.cold_slots}")
+        _check_positive(self, "cold_item_interactions")
 
 
 @dataclass(frozen=True)
@@ -277,6 +281,7 @@ class AdapterSettings:
     batch_size: int = 256  # examples per optimiser step
     negatives: int = 1024  # catalog items sampled per step (the batch's positives add to them)
     identity_decay: float = 0.001  # weight of ||W - I||^2
+    popularity_correction: float = 0.0  # -1..1: share of the logQ correction (adapter.py)
     passes: float = 4.0  # steps per round = new examples x passes / batch_size
     buffer_examples: int = 50000  # most recent training examples kept
     train_every_events: int = 2000  # `interest eval`: events between training rounds
@@ -285,6 +290,13 @@ class AdapterSettings:
     device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:1...
     precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16
     cpu_threads: int = 1  # torch threads while training on the CPU (0: leave torch's)
+
+    def __post_init__(self) -> None:
+        _check(
+            -1.0 <= self.popularity_correction <= 1.0,
+            "popularity_correction",
+            f"must be within [-1, 1], got {self.popularity_correction!r}",
+        )
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,16 @@ popular   trending                                    trending
 itemknn   co-occurrence                               co-occurrence
 static    one long-term content vector (no decay)     long-term cosine
 dynamic   slots + short-term + decayed long-term      slot, short-term, long-term cosine
-hybrid    all of the above                            all six, weights learned online
+hybrid    all of the above                            all seven, weights learned online
 ========  ==========================================  =================================
 
-Every list is topped up from trending when its sources give fewer than ``k`` items, so a
+The content strategies score in the adaptation layer's space when one is in use
+(:mod:`interest_core.adapter`). The hybrid keeps its three content cosines in the
+encoder's raw space and adds ``adapted``, the best cosine in the layer's space (0 while
+the layer is the identity; initial weight 0, so an untrained hybrid ranks exactly as
+without the layer): the fusion learns how much the layer adds to the raw content,
+co-occurrence and popularity evidence instead of losing the raw content (which new
+items need) to it. Every list is topped up from trending when its sources give fewer than ``k`` items, so a
 new user (no history) gets the popular items.
 """
 
@@ -28,6 +34,7 @@ FEATURES: tuple[str, ...] = (
     "cooccurrence",
     "trending",
     "popularity",
+    "adapted",
 )
 #: The features scored from the user's content vectors (the item index's part).
 CONTENT_FEATURES: tuple[str, ...] = ("slot", "short_term", "long_term")

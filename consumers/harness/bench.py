@@ -448,7 +448,7 @@ def bench_adapter(
     import torch
 
     from consumers.trainer import adapter_record
-    from interest_core.adapter import AdapterTrainer, AdapterWeights, ExampleBuffer
+    from interest_core.adapter import QUERY_KINDS, AdapterTrainer, AdapterWeights, ExampleBuffer
     from interest_core.engine import Engine
     from interest_core.records import CatalogItem
 
@@ -456,8 +456,8 @@ def bench_adapter(
     catalog = _unit_rows(rng, items, dim)
     buffer = ExampleBuffer(dim, 20_000)
     for _ in range(20_000):
-        rows = rng.integers(items, size=3)
-        buffer.add(catalog[rows[:2]], int(rows[2]))
+        rows = rng.integers(items, size=len(QUERY_KINDS) + 1)  # queries, then the positive
+        buffer.add(catalog[rows[:-1]], int(rows[-1]))
     alive = np.ones(items, dtype=bool)
     cfg = settings.adapter
     out: dict[str, Any] = {

@@ -12,6 +12,7 @@ from interest_core.adapter import (
     AdapterWeights,
     ExampleBuffer,
     check_weights,
+    example_queries,
 )
 
 DIM = 32
@@ -197,3 +198,115 @@ def test_pull_back_turns_adapted_inner_products_into_raw_ones() -> None:
     direct = (items @ matrix.T) @ adapted_query[0]
     via_raw = items @ adapter.pull_back(adapted_query)[0]
     assert np.allclose(direct, via_raw, atol=1e-4)
+
+
+def test_the_buffer_counts_each_rows_positives() -> None:
+    buffer = ExampleBuffer(DIM, capacity=2)
+    query = np.ones((len(QUERY_KINDS), DIM), dtype=np.float32)
+    for row in (3, 3, 0, 7):
+        buffer.add(query, row)
+    assert not buffer.add(np.zeros_like(query), 5)  # nothing kept, nothing counted
+    assert len(buffer) == 2  # the ring forgets examples, the counts do not
+    assert buffer.counts[[0, 3, 5, 7]].tolist() == [1, 2, 0, 1]
+
+
+def test_a_popular_item_is_expected_among_the_candidates_more_often() -> None:
+    trainer = AdapterTrainer(DIM, negatives=10, popularity_correction=1.0, device="cpu")
+    counts = np.array([90, 9, 0, 1])
+    got = trainer.log_expected_counts(np.array([0, 1, 2, 3, 9]), counts, batch=4, alive=100)
+    p = (np.array([90, 9, 0, 1, 0]) + 1.0) / (100 + 100)  # row 9: never seen, past counts
+    assert np.allclose(got, np.log(4 * p + 10 / 100), atol=1e-6)
+    assert got[0] > got[1] > got[3] > got[2]
+
+
+def test_the_correction_shifts_each_logit_by_its_log_expected_count() -> None:
+    import torch
+
+    rng = np.random.default_rng(11)
+    queries = torch.as_tensor(rng.normal(size=(3, len(QUERY_KINDS), DIM)), dtype=torch.float32)
+    candidates = torch.as_tensor(_unit(rng.normal(size=(6, DIM))))
+    rows, candidate_rows = torch.arange(3), torch.arange(6)
+    shift = torch.as_tensor([2.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+
+    def loss(strength: float, log_expected: torch.Tensor | None) -> float:
+        trainer = AdapterTrainer(
+            DIM, device="cpu", identity_decay=0.0, popularity_correction=strength
+        )
+        return float(trainer.loss(queries, rows, candidates, candidate_rows, log_expected).detach())
+
+    base = loss(0.0, None)
+    assert loss(0.0, shift) == pytest.approx(base)  # no correction: the shift is ignored
+    assert loss(1.0, torch.zeros(6)) == pytest.approx(base)
+    # Candidate 0 is the first example's positive and a negative of the other two: its
+    # logit moves by 2 nats (1 at half strength, the other way below 0), so the loss does.
+    full, partial, negative = loss(1.0, shift), loss(0.5, shift), loss(-1.0, shift)
+    assert full != pytest.approx(base) and partial != pytest.approx(base)
+    assert abs(partial - base) < abs(full - base)
+    assert negative != pytest.approx(full)
+    with pytest.raises(ValueError, match="popularity_correction"):
+        AdapterTrainer(DIM, device="cpu", popularity_correction=1.5)
+
+
+def _share_of(adapter: Adapter, catalog: np.ndarray, row: int, queries: np.ndarray) -> float:
+    """Mean full-softmax probability (temperature 0.1) of ``row`` over the users."""
+    scores = adapter.project_queries(queries) @ adapter.project_items(catalog).T / 0.1
+    scores -= scores.max(axis=1, keepdims=True)
+    probs = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    return float(probs[:, row].mean())
+
+
+def test_the_correction_stops_the_batch_under_rating_a_popular_item() -> None:
+    """Users (who share a common direction, as real interest vectors do) take the item
+    closest to them, or (60% of the time) one blockbuster, row 0. Row 0 is in nearly
+    every batch, so the uncorrected loss meets it as a negative far more often than the
+    full softmax would; the logQ correction removes that sampling bias, and the layer
+    then gives row 0 a clearly larger full-softmax share over the users."""
+    rng = np.random.default_rng(12)
+    catalog = _unit(rng.normal(size=(60, DIM)))
+    alive = np.ones(len(catalog), dtype=bool)
+    common = _unit(rng.normal(size=(1, DIM)))[0]
+    buffer = ExampleBuffer(DIM, capacity=3000)
+
+    def user() -> np.ndarray:
+        return _unit(common + 0.5 * _unit(rng.normal(size=(1, DIM)))[0])
+
+    for _ in range(3000):
+        query = user()
+        row = 0 if rng.random() < 0.6 else int(np.argmax(catalog[1:] @ query)) + 1
+        buffer.add(np.stack([query] * len(QUERY_KINDS)), row)
+    held_out = np.stack([user() for _ in range(200)])
+    share = {}
+    for strength in (0.0, 1.0):
+        trainer = AdapterTrainer(
+            DIM,
+            temperature=0.1,
+            learning_rate=0.01,
+            batch_size=64,
+            negatives=16,
+            popularity_correction=strength,
+            device="cpu",
+        )
+        trainer.train(buffer, catalog, alive, steps=200)
+        share[strength] = _share_of(
+            Adapter(trainer.weights(encoder="e", version=1)), catalog, 0, held_out
+        )
+    assert share[1.0] > share[0.0] + 0.1
+
+
+def test_an_example_names_the_users_slot_closest_to_the_item() -> None:
+    """``dynamic`` ranks by the best of the user's interest slots, so an example carries
+    the slot nearest (raw cosine) the item acted on; none without slots or an item."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(13)
+    slots = _unit(rng.normal(size=(3, DIM)))
+    state = SimpleNamespace(
+        short_dir=slots[0], short_mass=1.0, long_dir=slots[1], long_mass=1.0, slot_dirs=slots
+    )
+    item = _unit(slots[2:3] + 0.3 * rng.normal(size=(1, DIM)))[0]
+    queries = example_queries(state, DIM, item)
+    assert QUERY_KINDS[2] == "slot"
+    assert np.array_equal(queries[2], slots[2])
+    assert not example_queries(state, DIM)[2].any()
+    state.slot_dirs = np.zeros((0, DIM), dtype=np.float32)
+    assert not example_queries(state, DIM, item)[2].any()

@@ -240,3 +240,98 @@ def test_a_swap_projects_off_the_batch_path_and_catches_up_at_commit() -> None:
         pending = engine.space.begin(AdapterWeights(matrix, engine.model_name, 7))
         assert not isinstance(pending, str)
         engine.space.commit(pending)  # not run yet
+
+
+def _features(engine: Engine, user: str, rows: np.ndarray) -> np.ndarray:
+    engine._pending.apply(user)
+    view = engine.candidates.view(engine.users[user], engine.candidates.blocked([]), 0)
+    return engine.ranker.feature_matrix(view, rows, engine.candidates.trending.dense())
+
+
+def test_the_hybrid_keeps_raw_content_cosines_and_adds_the_layers_own() -> None:
+    """With a layer in use, the hybrid's three content cosines are still the raw ones
+    (what new items need) and ``adapted`` is the best cosine in the layer's space; an
+    untrained hybrid has no ``adapted`` evidence and gives it no weight; the content
+    strategies score in the layer's space."""
+    rows = np.arange(40)
+    matrix = np.eye(DIM, dtype=np.float32) + 0.6 * np.random.default_rng(4).normal(
+        size=(DIM, DIM)
+    ).astype(np.float32)
+    raw, adapted, dynamic, raw_dynamic = (
+        engine_with(),
+        engine_with(),
+        engine_with("dynamic"),
+        engine_with("dynamic"),
+    )
+    for engine in (raw, adapted, dynamic, raw_dynamic):
+        engine.learn(history())
+    untrained = _features(raw, "u1", rows)
+    assert not untrained[:, 6].any()
+    assert raw.fusion_weights()["adapted"] == 0.0
+    for engine in (adapted, dynamic):
+        assert engine.set_adapter(AdapterWeights(matrix, engine.model_name, 2)) is None
+    layered = _features(adapted, "u1", rows)
+    assert np.allclose(layered[:, :6], untrained[:, :6])  # raw cosines and the rest
+    state = adapted.users["u1"]
+    items = adapted.space.vectors[rows]
+    queries = adapted.space.adapter.project_queries(
+        np.vstack([state.slot_dirs.astype(np.float32), state.long_dir[None, :]])
+    )
+    best_slot_or_long = (items @ queries.T).max(axis=1)
+    assert np.all(layered[:, 6] >= best_slot_or_long - 1e-5)
+    assert np.abs(layered[:, 6] - untrained[:, :3].max(axis=1)).max() > 0.05
+    # dynamic: its content cosines are the layer's (no separate feature)
+    assert not np.allclose(
+        _features(dynamic, "u1", rows)[:, :3], _features(raw_dynamic, "u1", rows)[:, :3]
+    )
+
+
+def _warm_and_new(cold_slots: int, strategy: str = "hybrid") -> tuple[Engine, set[str]]:
+    """30 users who all take from ten 'Jazz' items (warm: about 18 events each), and
+    ten new 'Jazz' items nobody has taken yet."""
+    items = [CatalogItem(f"w{i}", f"Jazz standards volume {i}", category="Jazz") for i in range(10)]
+    new = [
+        CatalogItem(f"n{i}", f"Jazz standards new volume {i}", category="Jazz") for i in range(10)
+    ]
+    settings = Settings().replace(recommend={"cold_slots": cold_slots})
+    engine = Engine(HashingEncoder(dim=DIM), settings, strategy=strategy)
+    engine.upsert_items(items + new)
+    rng = np.random.default_rng(9)
+    events = [
+        Event(f"u{u}", float(j * 40 + u), "click", f"e{u}-{j}", item_id=f"w{i}")
+        for u in range(30)
+        for j, i in enumerate(rng.choice(10, size=6, replace=False))
+    ]
+    engine.learn(events)
+    return engine, {item.item_id for item in new}
+
+
+def test_new_items_get_the_cold_places_of_a_hybrid_list() -> None:
+    users = [f"u{u}" for u in range(30)]
+    lists = {}
+    for slots in (0, 2):
+        engine, new = _warm_and_new(slots)
+        lists[slots] = {
+            user: [item.item_id for item in listed]
+            for user, listed in engine.recommend(users, 3).items()
+        }
+    plain = [sum(i in new for i in listed) for listed in lists[0].values()]
+    kept = [sum(i in new for i in listed) for listed in lists[2].values()]
+    assert sum(plain) < 30  # warm items win the plain ranking
+    assert kept == [2] * 30  # two of three places for the best new matches
+    for user, listed in lists[2].items():
+        assert listed[0] == lists[0][user][0]  # the best warm item keeps first place
+        assert all(i in new for i in listed[1:])  # new items take the lowest places
+
+
+def test_cold_places_are_the_hybrids_alone() -> None:
+    """Content-only and co-occurrence-only lists rank every item by one kind of evidence
+    already: they get no reserved places."""
+    users = [f"u{u}" for u in range(30)]
+    for strategy in ("dynamic", "itemknn"):
+        lists = [
+            {u: [i.item_id for i in listed] for u, listed in engine.recommend(users, 3).items()}
+            for engine, _ in (_warm_and_new(0, strategy), _warm_and_new(2, strategy))
+        ]
+        assert lists[0] == lists[1]
+        assert _warm_and_new(2, strategy)[0].ranker.cold_slots == 0

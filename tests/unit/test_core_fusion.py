@@ -92,3 +92,24 @@ def test_shared_fusion_applies_each_lesson_once_and_resumes_from_its_param() -> 
     np.testing.assert_allclose(resumed.fusion.iterate, reference.fusion.iterate, rtol=1e-12)
     assert resumed.to_param(created_at=2.0).version == 2
     assert not SharedFusion(["x", "y", "z"]).restore(published)  # other features
+
+
+def test_a_feature_that_starts_at_zero_leaves_the_others_learning_as_without_it() -> None:
+    """The hybrid's ``adapted`` feature starts at 0 and reads 0 while no layer is in
+    use: the other weights must then learn exactly as if it did not exist."""
+    rng = np.random.default_rng(3)
+    without = FusionWeights(["a", "b"], learning_rate=0.2, initial=[1.0, 0.5])
+    with_it = FusionWeights(["a", "b", "new"], learning_rate=0.2, initial=[1.0, 0.5, 0.0])
+    for _ in range(50):
+        features = rng.random((8, 2))
+        positive = int(rng.integers(8))
+        without.update_listwise(features, positive)
+        with_it.update_listwise(np.hstack([features, np.zeros((8, 1))]), positive)
+    assert np.allclose(with_it.weights[:2], without.weights, atol=1e-12)
+    assert with_it.weights[2] == 0.0
+    # Once the feature carries signal, it earns weight.
+    for _ in range(200):
+        features = rng.random((8, 3))
+        features[0, 2] += 1.0
+        with_it.update_listwise(features, 0)
+    assert with_it.weights[2] > 0.1

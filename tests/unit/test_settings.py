@@ -79,3 +79,19 @@ def test_every_setting_has_an_environment_name() -> None:
     assert "INTEREST__KAFKA__BOOTSTRAP_SERVERS" in names
     assert "INTEREST__ENCODER__DEVICE" in names
     assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("recommend", "cold_slots", -1),
+        ("recommend", "cold_item_interactions", 0),
+        ("adapter", "popularity_correction", 1.5),
+        ("adapter", "popularity_correction", -2.0),
+    ],
+)
+def test_cold_places_and_the_popularity_correction_are_checked(
+    section: str, key: str, value: float
+) -> None:
+    with pytest.raises(SettingsError, match=key):
+        Settings().replace(**{section: {key: value}})
