@@ -248,14 +248,9 @@ class Engine:
             rec,
             self.space,
         )
+        cold = {"cold_slots": rec.cold_slots, "cold_interactions": rec.cold_item_interactions}
         self.ranker = Ranker(
-            self.catalog,
-            self.candidates,
-            self.fusion,
-            self.label_model,
-            rec.mmr_lambda,
-            cold_slots=rec.cold_slots,
-            cold_interactions=rec.cold_item_interactions,
+            self.catalog, self.candidates, self.fusion, self.label_model, rec.mmr_lambda, **cold
         )
         self.space.on_switch = self.ranker.forget_all
         self.search = BatchSearch(self.users, self.candidates, self.ranker)
