@@ -48,6 +48,8 @@ def test_bench_pipeline_two_streams_and_soak(tmp_path: Path) -> None:
         assert "error" not in stream, (name, stream)
         assert stream["raw_events"] == stream["events"] == stream["worker_events"]
         assert stream["raw_events_per_s"] > 0 and stream["worker_events_per_s"] > 0
+        passes = stream["raw_events_per_s_passes"]
+        assert len(passes) == 3 and min(passes) <= stream["raw_events_per_s"] <= max(passes)
         assert stream["ratio_to_raw"] > 0
         assert stream["raw_events_per_cpu_s"] > 0
         if stream["worker_batches"] > 1:  # CPU is counted from the end of the first batch
