@@ -112,6 +112,7 @@ class MicroBatcher:
     ``adaptive``: also due once the source is drained (see :meth:`drained`).
     ``max_batch_s``: seconds of processing a batch should stay within (see
     :meth:`processed`); None for no bound but ``max_events``.
+    ``fresh_wait_ms``: adaptive only, see :meth:`second_look`.
     ``clock`` returns monotonic seconds (injected so tests can drive time).
     """
 
@@ -122,6 +123,7 @@ class MicroBatcher:
         *,
         adaptive: bool = False,
         max_batch_s: float | None = None,
+        fresh_wait_ms: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_events < 1:
@@ -137,6 +139,8 @@ class MicroBatcher:
         self._records: list[InputRecord] = []
         self._started_at: float | None = None
         self._drained = False
+        self.fresh_wait_ms = fresh_wait_ms if adaptive else 0
+        self._looked = False
 
     def __len__(self) -> int:
         return len(self._records)
@@ -196,10 +200,24 @@ class MicroBatcher:
         left = self.time_left()
         return left is not None and left <= 0.0
 
+    def second_look(self) -> int | None:
+        """Milliseconds to wait, once per batch, for a fetch sent after the previous batch
+        before a drained batch is processed; None when not to look again (not adaptive,
+        ``fresh_wait_ms`` 0, already looked, full, or not yet drained).
+
+        kafka-python hands out the records of the fetch answered before the previous
+        batch was processed, and sends the next fetch only then: the records that arrived
+        while that batch was processed would otherwise wait a whole further batch."""
+        if self._looked or not self.fresh_wait_ms or self.full or not self.due():
+            return None
+        self._looked = True
+        return self.fresh_wait_ms
+
     def flush(self) -> Batch:
         """Hand over every record held (possibly none) with the offsets to commit."""
         records, self._records, self._started_at = self._records, [], None
         self._drained = False
+        self._looked = False
         return Batch(records, next_offsets(records))
 
     def drop_partitions(self, partitions: Collection[tuple[str, int]]) -> int:

@@ -72,6 +72,7 @@ from consumers.params_follower import ParamsFollower
 from consumers.pipeline import PublishPipeline
 from consumers.probes import WorkerProbes, crash_report, write_crash_report
 from consumers.residency import Residency, StateSource
+from consumers.runtime import tune_interpreter
 from consumers.sinks import KafkaSink, OutgoingRecord, PublishError, PublishPlan, Sink
 from consumers.state_store import StateReader
 from consumers.step import BatchStep
@@ -98,10 +99,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Seconds between consumer-lag refreshes.
 #: Milliseconds a poll waits while a batch's acknowledgements are outstanding.
 IN_FLIGHT_POLL_MS = 2
+#: Seconds between consumer-lag refreshes.
 LAG_REFRESH_S = 5.0
+#: Seconds between the loop's chores (the catalog, item-knowledge and model followers,
+#: housekeeping), which run between batches: each follower poll costs milliseconds (a
+#: fetch round, the interpreter lock handed to a client thread and back), and the events
+#: that arrive meanwhile wait for them.
+CHORES_INTERVAL_S = 0.05
 #: Seconds between the events consumer's polls while a restore runs (keeps the member
 #: within ``max_poll_interval_ms``).
 RESTORE_KEEP_ALIVE_S = 0.5
@@ -144,6 +150,7 @@ class Worker:
             # A batch of costly records (new texts on a CPU encoder) stays well within
             # the poll interval, whatever max_events allows for cheap ones.
             max_batch_s=settings.consumer.max_poll_interval_ms / 1000.0 / 5.0,
+            fresh_wait_ms=settings.batch.fresh_wait_ms,
         )
         self.residency = Residency(
             settings,
@@ -179,6 +186,7 @@ class Worker:
         self._next_lag = 0.0
         self._next_keep_alive = 0.0
         self._next_probe = 0.0
+        self._next_chores = 0.0
         # Sends each batch, commits it once acknowledged; keeps the batch in hand's offsets.
         self.pipeline = PublishPipeline(
             self.step, self.probes, broker_ok=self._broker_ok, name=self.worker_id
@@ -322,12 +330,12 @@ class Worker:
         stop = self._stop
         clients = _Clients()
         self.probes.alive = True
-        self._tick()
+        self.probes.tick()
         try:
             self._start(clients)
             self._load_catalog(clients.follower, stop)
             if clients.models is not None:  # no item knowledge to follow: models alone
-                self.layer.load(clients.models, stop, self._tick)
+                self.layer.load(clients.models, stop, self.probes.tick)
             if not self._knowledge_caught_up and not stop.is_set():
                 clients.knowledge = self._load_knowledge(stop)
             if stop.is_set():
@@ -401,7 +409,7 @@ class Worker:
         """Apply the catalog topic up to its end before consuming any event."""
         while not follower.caught_up and not stop.is_set():
             self.apply_catalog_records(follower.poll(0.2))
-            self._tick()
+            self.probes.tick()
         self._catalog_caught_up = follower.caught_up
         self._update_gauges()
         if follower.caught_up:
@@ -418,9 +426,9 @@ class Worker:
         ).start()
         while not knowledge.caught_up and not stop.is_set():
             knowledge.poll(0.2)
-            self._tick()
+            self.probes.tick()
         if not stop.is_set():  # the fleet's layer in use before the first event
-            self.layer.load(knowledge.models, stop, self._tick)
+            self.layer.load(knowledge.models, stop, self.probes.tick)
         self._knowledge_caught_up = knowledge.caught_up
         self._update_gauges()
         log.info("%s: item knowledge loaded (%d items)", self.worker_id, len(self.engine.item_view))
@@ -446,7 +454,7 @@ class Worker:
         """Poll, restore, process, publish and commit until ``stop`` is set."""
         consumer, follower = self._consumer, clients.follower
         while not stop.is_set():
-            self._tick()
+            self.probes.tick()
             left = self.batcher.time_left()
             if self.pipeline.in_flight is not None:
                 # Records that arrive while the broker acknowledges the batch in flight
@@ -456,6 +464,10 @@ class Worker:
                 timeout_ms = 100 if left is None else max(0, int(left * 1000))
             room = max(1, self.batcher.room)
             self._take(consumer.poll(timeout_ms=timeout_ms, max_records=room), room)
+            wait_ms = self.batcher.second_look()
+            if wait_ms is not None:
+                room = self.batcher.room
+                self._take(consumer.poll(timeout_ms=wait_ms, max_records=room), room)
             if self.residency.restoring:
                 # Paused partitions: none of their events is in hand yet.
                 self.restore_pending()
@@ -463,16 +475,15 @@ class Worker:
                 self._flush_and_commit()
             elif self.pipeline.in_flight is not None and self.pipeline.acknowledged(self._sink):
                 self._complete_in_flight()  # acknowledged: commit now
-            if not len(self.batcher):  # between batches
+            now = time.monotonic()
+            if not len(self.batcher) and now >= self._next_chores:  # between batches
+                self._next_chores = now + CHORES_INTERVAL_S
                 self.apply_catalog_records(follower.poll(0))
                 if clients.models is not None:
                     self.layer.follow(clients.models)
                 if clients.knowledge is not None:  # the layer's versions ride on it
                     clients.knowledge.poll(0)
                 self._housekeeping()
-
-    def _tick(self) -> None:
-        self.probes.tick()
 
     def _take(self, polled: dict[Any, list[Any]], asked: int | None = None) -> None:
         """Add polled consumer records to the micro-batch; fewer than ``asked`` means the
@@ -506,7 +517,7 @@ class Worker:
         if consumer is None or now < self._next_keep_alive:
             return
         self._next_keep_alive = now + RESTORE_KEEP_ALIVE_S
-        self._tick()
+        self.probes.tick()
         room = self.batcher.room
         if room > 0:
             self._take(consumer.poll(timeout_ms=0, max_records=room), room)
@@ -782,6 +793,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f" events {settings.topics.events}, Kafka {settings.kafka.bootstrap_servers}",
             file=sys.stderr,
         )
+        tune_interpreter(settings.runtime)  # this process is the worker's alone
         return worker.run(stop)
     except _StoppedWhileStarting as stopped:
         print(

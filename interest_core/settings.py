@@ -34,6 +34,7 @@ __all__ = [
     "MetricsSettings",
     "ModelSettings",
     "RecommendSettings",
+    "RuntimeSettings",
     "Settings",
     "SettingsError",
     "StateSettings",
@@ -177,10 +178,16 @@ class BatchSettings:
     # Flush as soon as the consumer has nothing more buffered (small batches when idle,
     # up to max_events under load); False: always wait max_wait_ms for the batch to fill.
     adaptive: bool = True
+    # Adaptive only: before a batch is declared drained, wait up to this long once for a
+    # fetch sent after the previous batch (the consumer's buffer holds records fetched
+    # before that batch was processed; the ones that arrived meanwhile come in the next
+    # fetch). 0: take the buffer alone.
+    fresh_wait_ms: int = 5
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_events")
         _check(self.max_wait_ms >= 0, "max_wait_ms", f"must be >= 0, got {self.max_wait_ms}")
+        _check(self.fresh_wait_ms >= 0, "fresh_wait_ms", f"must be >= 0, got {self.fresh_wait_ms}")
 
 
 @dataclass(frozen=True)
@@ -344,6 +351,31 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class RuntimeSettings:
+    """The worker process's interpreter (``consumers.runtime``)."""
+
+    # Seconds a thread may hold the interpreter lock while another waits for it (CPython's
+    # default is 5 ms: each Kafka client call that hands the lock to a client thread
+    # could wait that long to get it back).
+    switch_interval_ms: float = 0.5
+    # Objects that survived a full garbage collection are not scanned again until the
+    # next complete pass, every full_gc_every_s (0: CPython's default collector).
+    full_gc_every_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        _check(
+            0.0 < self.switch_interval_ms <= 100.0,
+            "switch_interval_ms",
+            f"must be in (0, 100], got {self.switch_interval_ms}",
+        )
+        _check(
+            self.full_gc_every_s >= 0.0,
+            "full_gc_every_s",
+            f"must be >= 0, got {self.full_gc_every_s}",
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
@@ -359,6 +391,7 @@ class Settings:
     items: ItemsSettings = field(default_factory=ItemsSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
 
     def replace(self, **sections: Any) -> Settings:
         """A copy with some keys replaced: ``replace(kafka={"bootstrap_servers": ...})``."""

@@ -66,6 +66,7 @@ from consumers.harness.report import (
     machine_info,
     rss_bytes,
 )
+from consumers.runtime import tune_interpreter
 from interest_core.encoder import Encoder
 from interest_core.settings import Settings
 
@@ -783,6 +784,13 @@ def bench_stream(
     )
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), name="bench-worker", daemon=True)
+    # As `interest worker` sets its process (the bench's threads share it with the worker).
+    switch_interval = sys.getswitchinterval()
+    collector = tune_interpreter(cfg.runtime)
+    out["runtime"] = {
+        "switch_interval_ms": cfg.runtime.switch_interval_ms,
+        "full_gc_every_s": cfg.runtime.full_gc_every_s,
+    }
     started = time.time()
     thread.start()
     try:
@@ -838,6 +846,11 @@ def bench_stream(
     finally:
         stop.set()
         thread.join(30)
+        sys.setswitchinterval(switch_interval)
+        if collector is not None:
+            out["runtime"]["full_collections"] = collector.full_collections
+            out["runtime"]["complete_passes"] = collector.complete_passes
+            collector.uninstall()
     return out
 
 

@@ -260,7 +260,7 @@ def test_prometheus_scrapes_a_fleet_and_answers_every_dashboard_and_alert_expres
             # and the last batch's dead letters not yet counted).
             committed_at = time.time()
             wait_until(
-                lambda: (prometheus.value(SCRAPED_AT) or 0.0) > committed_at,
+                lambda at=committed_at: (prometheus.value(SCRAPED_AT) or 0.0) > at,
                 60.0,
                 "prometheus scraped both workers after the commit",
             )

@@ -1,0 +1,108 @@
+"""The worker process's interpreter settings: the collector policy keeps old objects out
+of full collections, yet a periodic complete pass still reclaims cycles among them."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from consumers.runtime import CollectorPolicy, tune_interpreter
+from interest_core.settings import RuntimeSettings, Settings, SettingsError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Node:
+    """A reference cycle (``self.me = self``): only the cycle collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    yield Clock()
+    gc.unfreeze()
+
+
+def test_survivors_of_a_full_collection_are_left_out_of_the_next(clock: Clock) -> None:
+    policy = CollectorPolicy(600.0, clock=clock).install()
+    try:
+        gc.collect()
+        assert gc.get_freeze_count() > 0
+        assert policy.full_collections == 1
+        assert policy.complete_passes == 1
+        # A cycle frozen while alive is not reclaimed by the next full collections...
+        node = Node()
+        gc.collect()
+        watch = weakref.ref(node)
+        del node
+        gc.collect()
+        assert watch() is not None
+        assert policy.complete_passes == 1
+        # ...until the period is over: that collection thaws, the next one scans it all.
+        clock.now += 600.0
+        gc.collect()
+        assert gc.get_freeze_count() == 0
+        gc.collect()
+        assert watch() is None
+        assert policy.complete_passes == 2
+        assert gc.get_freeze_count() > 0  # and the survivors are frozen again
+    finally:
+        policy.uninstall()
+    assert policy not in gc.callbacks
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_new_cycle_is_still_collected_while_old_objects_are_frozen(clock: Clock) -> None:
+    policy = CollectorPolicy(600.0, clock=clock).install()
+    try:
+        gc.collect()
+        node = Node()
+        watch = weakref.ref(node)
+        del node
+        gc.collect()  # the young cycle was never frozen
+        assert watch() is None
+    finally:
+        policy.uninstall()
+
+
+def test_tune_interpreter_sets_the_switch_interval_and_the_collector() -> None:
+    before = sys.getswitchinterval()
+    policy = tune_interpreter(RuntimeSettings(switch_interval_ms=0.5, full_gc_every_s=60.0))
+    try:
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        assert policy is not None and policy in gc.callbacks
+    finally:
+        sys.setswitchinterval(before)
+        if policy is not None:
+            policy.uninstall()
+    # 0: CPython's default collector, nothing installed.
+    try:
+        assert tune_interpreter(RuntimeSettings(full_gc_every_s=0.0)) is None
+    finally:
+        sys.setswitchinterval(before)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("switch_interval_ms", 0), ("switch_interval_ms", -1), ("full_gc_every_s", -5)],
+)
+def test_runtime_settings_are_checked(key: str, value: float) -> None:
+    with pytest.raises(SettingsError, match=key):
+        Settings().replace(runtime={key: value})
+
+
+def test_a_policy_needs_a_positive_period() -> None:
+    with pytest.raises(ValueError, match="full_every_s"):
+        CollectorPolicy(0.0)
