@@ -937,6 +937,12 @@ def _stream_rows(name: str, pipe: dict[str, Any]) -> list[str]:
                 for stage, v in stages.items()
             )
         )
+        ack = lat.get("send_to_broker_ack_ms") or {}
+        if ack:
+            rows.append(
+                f"      of 'kafka', the sender's send -> broker ack p50/p99 ms: "
+                f"{_fmt(ack.get('p50'), '{:.1f}')}/{_fmt(ack.get('p99'), '{:.1f}')}"
+            )
     return rows
 
 

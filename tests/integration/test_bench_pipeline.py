@@ -64,6 +64,11 @@ def test_bench_pipeline_two_streams_and_soak(tmp_path: Path) -> None:
             assert 0 < latency["events_measured"] <= latency["events_sent"]
             assert set(latency["ingest_to_publish_ms"]) == {"p50", "p95", "p99"}
             assert set(latency["stages_ms"]) == {"kafka", "batch_wait", "process", "publish"}
+            # the sender's own share of "kafka": every record it sent was acknowledged
+            assert set(latency["send_to_broker_ack_ms"]) == {"p50", "p95", "p99"}
+        # the worker ran in a process set as `interest worker` sets its own
+        assert stream["runtime"]["switch_interval_ms"] == 0.5
+        assert stream["runtime"]["full_collections"] >= stream["runtime"]["complete_passes"] >= 0
         assert stream["latency_tenth"]["rate_events_per_s"] == pytest.approx(
             stream["latency"]["rate_events_per_s"] / 5.0
         )
