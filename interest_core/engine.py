@@ -248,8 +248,7 @@ class Engine:
             rec,
             self.space,
         )
-        cold: dict[str, Any] = {"cold_trending_first": rec.cold_trending_first}
-        cold |= {"cold_slots": rec.cold_slots, "cold_interactions": rec.cold_item_interactions}
+        cold = {"cold_slots": rec.cold_slots, "cold_interactions": rec.cold_item_interactions}
         self.ranker = Ranker(
             self.catalog, self.candidates, self.fusion, self.label_model, rec.mmr_lambda, **cold
         )

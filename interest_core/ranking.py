@@ -56,7 +56,6 @@ class Ranker:
         *,
         cold_slots: int = 0,
         cold_interactions: int = 5,
-        cold_trending_first: bool = False,
     ) -> None:
         self.catalog = catalog
         self.candidates = candidates
@@ -70,9 +69,6 @@ class Ranker:
         both = "cooccurrence" in self.features and any(f in self.features for f in _CONTENT)
         self.cold_slots = cold_slots if both else 0
         self.cold_interactions = cold_interactions
-        # With it, cold candidates that anyone took lately (trending > 0) fill those
-        # places before the ones nobody did; content orders each group.
-        self.cold_trending_first = cold_trending_first
         # Per user, from the last ranking: best candidates and the feature scales used.
         self._shown: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -150,8 +146,7 @@ class Ranker:
             vectors = self.candidates.content_space.vectors[rows]
             chosen = mmr(fused, vectors, k, self.mmr_lambda)
             if self.cold_slots:
-                content = contributions[:, :3].sum(axis=1)
-                chosen = self.with_cold(chosen, rows, content, k, trending=features[:, 4])
+                chosen = self.with_cold(chosen, rows, contributions[:, :3].sum(axis=1), k)
             for i in chosen:
                 row = int(rows[i])
                 picked.append(row)
@@ -177,18 +172,11 @@ class Ranker:
         return out
 
     def with_cold(
-        self,
-        chosen: list[int],
-        rows: np.ndarray,
-        content: np.ndarray,
-        k: int,
-        trending: np.ndarray | None = None,
+        self, chosen: list[int], rows: np.ndarray, content: np.ndarray, k: int
     ) -> list[int]:
         """``chosen`` (indices into ``rows``, best first) with its last places given to
         the cold candidates of best ``content`` score (> 0) until ``cold_slots`` of the
-        ``k`` are cold; the warm items they displace are the list's lowest. With
-        ``cold_trending_first``, the cold candidates whose ``trending`` feature (>= 0)
-        is above 0 come first, each group in content order."""
+        ``k`` are cold; the warm items they displace are the list's lowest."""
         cold = self.cold_rows(rows)
         have = int(cold[chosen].sum()) if chosen else 0
         need = min(self.cold_slots, k) - have
@@ -199,11 +187,7 @@ class Ranker:
         eligible = np.flatnonzero(cold & ~taken & (content > 0.0))
         if not eligible.size:
             return chosen
-        order = np.argsort(-content[eligible], kind="stable")
-        if self.cold_trending_first and trending is not None:
-            idle = trending[eligible[order]] <= 0.0
-            order = order[np.argsort(idle, kind="stable")]
-        best = eligible[order[:need]].tolist()
+        best = eligible[np.argsort(-content[eligible], kind="stable")[:need]].tolist()
         keep = list(chosen)
         room = k - len(keep)
         drop = max(0, len(best) - room)

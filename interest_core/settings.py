@@ -269,7 +269,6 @@ class RecommendSettings:
     fusion_learning_rate: float = 0.05
     cold_slots: int = 2  # places of a hybrid list kept for new items' best content matches
     cold_item_interactions: int = 5  # an item is new below this many positive events
-    cold_trending_first: bool = False  # cold places: items taken lately before the rest
 
     def __post_init__(self) -> None:
         _check_positive(self, "k", "candidates_per_source", "trending_half_life_s")

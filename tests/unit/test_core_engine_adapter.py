@@ -286,17 +286,14 @@ def test_the_hybrid_keeps_raw_content_cosines_and_adds_the_layers_own() -> None:
     )
 
 
-def _warm_and_new(
-    cold_slots: int, strategy: str = "hybrid", trending_first: bool = False
-) -> tuple[Engine, set[str]]:
+def _warm_and_new(cold_slots: int, strategy: str = "hybrid") -> tuple[Engine, set[str]]:
     """30 users who all take from ten 'Jazz' items (warm: about 18 events each), and
     ten new 'Jazz' items nobody has taken yet."""
     items = [CatalogItem(f"w{i}", f"Jazz standards volume {i}", category="Jazz") for i in range(10)]
     new = [
         CatalogItem(f"n{i}", f"Jazz standards new volume {i}", category="Jazz") for i in range(10)
     ]
-    recommend = {"cold_slots": cold_slots, "cold_trending_first": trending_first}
-    settings = Settings().replace(recommend=recommend)
+    settings = Settings().replace(recommend={"cold_slots": cold_slots})
     engine = Engine(HashingEncoder(dim=DIM), settings, strategy=strategy)
     engine.upsert_items(items + new)
     rng = np.random.default_rng(9)
@@ -325,39 +322,6 @@ def test_new_items_get_the_cold_places_of_a_hybrid_list() -> None:
     for user, listed in lists[2].items():
         assert listed[0] == lists[0][user][0]  # the best warm item keeps first place
         assert all(i in new for i in listed[1:])  # new items take the lowest places
-
-
-def test_cold_places_can_go_first_to_new_items_taken_lately() -> None:
-    """Of new items close in content, one someone took lately (trending > 0) gets a
-    cold place first when the setting is on; off, content alone orders them."""
-    rows_of = _warm_and_new(1)[0].catalog.row_of
-    rows = np.array([rows_of[i] for i in ("w0", "n0", "n1", "n2")])
-    content = np.array([0.9, 0.5, 0.4, 0.1])  # n0 best of the new, n2 far behind
-    trending = np.array([1.0, 0.0, 0.0, 0.05])  # only n2 taken lately among the new
-    for first, expected in ((False, [0, 1]), (True, [0, 3])):
-        ranker = _warm_and_new(1, trending_first=first)[0].ranker
-        assert ranker.with_cold([0], rows, content, 3, trending=trending) == expected
-        assert ranker.with_cold([0], rows, content, 3) == [0, 1]  # no trending: content
-    # two cold places: the trending one, then the rest in content order
-    ranker = _warm_and_new(2, trending_first=True)[0].ranker
-    assert ranker.with_cold([0], rows, content, 3, trending=trending) == [0, 3, 1]
-    none_moving = np.zeros(4)
-    assert ranker.with_cold([0], rows, content, 3, trending=none_moving) == [0, 1, 2]
-
-
-def test_new_items_taken_lately_take_the_cold_places_of_a_hybrid_list() -> None:
-    """Through the engine: one new item a user took just now is recommended to the
-    others in a cold place, ahead of new items as close in content."""
-    users = [f"u{u}" for u in range(30)]
-    counts = {}
-    for first in (False, True):
-        engine, new = _warm_and_new(1, trending_first=first)
-        plain = engine.recommend(users, 3)
-        least = min(new, key=lambda i: sum(i in [x.item_id for x in v] for v in plain.values()))
-        engine.learn([Event("fan", 10_000.0, "click", "e-fan", item_id=least)])
-        listed = engine.recommend(users, 3)
-        counts[first] = sum(least in [x.item_id for x in v] for v in listed.values())
-    assert counts == {False: 0, True: 30}
 
 
 def test_cold_places_are_the_hybrids_alone() -> None:
