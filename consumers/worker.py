@@ -101,6 +101,11 @@ log = logging.getLogger(__name__)
 
 #: Milliseconds a poll waits while a batch's acknowledgements are outstanding.
 IN_FLIGHT_POLL_MS = 2
+#: Milliseconds a poll waits with no batch in hand. kafka-python's group consumer can
+#: spend a poll's whole timeout in its coordinator step while fetched records wait (a
+#: bare group consumer at 500 events/s: records up to 113 ms old with 100 ms polls, at
+#: most 50 ms with 10 ms; docs/RESULTS.md).
+IDLE_POLL_MS = 10
 #: Seconds between consumer-lag refreshes.
 LAG_REFRESH_S = 5.0
 #: Seconds between the loop's chores (the catalog, item-knowledge and model followers,
@@ -461,7 +466,7 @@ class Worker:
                 # are taken at once, not after the acknowledgement.
                 timeout_ms = 0 if self.pipeline.acknowledged(self._sink) else IN_FLIGHT_POLL_MS
             else:
-                timeout_ms = 100 if left is None else max(0, int(left * 1000))
+                timeout_ms = IDLE_POLL_MS if left is None else max(0, int(left * 1000))
             room = max(1, self.batcher.room)
             self._take(consumer.poll(timeout_ms=timeout_ms, max_records=room), room)
             wait_ms = self.batcher.second_look()

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from consumers.batching import InputRecord, MicroBatcher
 from consumers.testing import MemorySink
-from consumers.worker import Worker
+from consumers.worker import IDLE_POLL_MS, Worker
 from interest_core.encoder import HashingEncoder
 from interest_core.settings import Settings
 
@@ -115,7 +115,7 @@ def test_a_drained_batch_takes_the_records_of_a_fresh_fetch_once() -> None:
     # The stale buffer and what the second look brought make one batch; the second
     # look waited up to fresh_wait_ms; the next batch looked again.
     assert published == [5, 1]
-    assert [timeout for timeout, _ in consumer.polls[:2]] == [100, 7]
+    assert [timeout for timeout, _ in consumer.polls[:2]] == [IDLE_POLL_MS, 7]
     assert consumer.polls[3][0] == 7
 
 
