@@ -8,7 +8,7 @@ Two CPython defaults cost a worker tens to hundreds of milliseconds at the tail
   lock over, and getting it back can take a whole interval. A worker makes several such
   calls per micro-batch.
 - **Full garbage collections**. A worker's heap (catalog, item knowledge, user states)
-  holds millions of references; a full pass over it took 300-400 ms here, once every few
+  holds millions of references; a full pass over it took up to 425 ms here, once every few
   seconds while the heap grows. :class:`CollectorPolicy` moves the objects that survived
   a full collection out of the collector's reach (``gc.freeze``), so the next full
   collections scan only what is newer, and puts everything back every
