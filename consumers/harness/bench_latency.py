@@ -8,14 +8,15 @@ carries its send time as its Kafka timestamp, so the worker's
 :class:`~consumers.latency.BatchLatency` of every published batch times every event:
 ingest -> publish (the broker's acknowledgement of the batch's records) and its stages
 (``kafka``, ``batch_wait``, ``process``, ``publish``). A subscriber on the
-recommendations topic adds ingest -> subscriber for the events that triggered a record.
+recommendations topic, in a process of its own too (as a product reading the topic
+would be; in the worker's process its client took about a tenth of the interpreter lock
+at a tenth of the rate), adds ingest -> subscriber for the events that triggered a record.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -92,6 +93,37 @@ def _send(
     connection.close()
 
 
+def _subscribe(settings: Settings, stop: Any, connection: Any) -> None:
+    """Child process: read the recommendations topic from its end until ``stop`` is set,
+    then hand back ``[(trigger_event_id, unix time received)]`` through ``connection``
+    (after ``"ready"`` once positioned at the end)."""
+    from kafka import TopicPartition
+
+    from producers.kafka_client import make_consumer
+
+    subscriber = make_consumer(settings, group_id=None, auto_offset_reset="latest")
+    partitions = [
+        TopicPartition(settings.topics.recommendations, p)
+        for p in range(settings.topics.recommendations_partitions)
+    ]
+    subscriber.assign(partitions)
+    subscriber.seek_to_end(*partitions)
+    for tp in partitions:
+        subscriber.position(tp)
+    connection.send("ready")
+    received: list[tuple[str, float]] = []
+    while not stop.is_set():
+        for records in subscriber.poll(timeout_ms=50).values():
+            now = time.time()
+            for record in records:
+                if record.value is not None:
+                    trigger = orjson.loads(record.value).get("trigger_event_id")
+                    received.append((str(trigger), now))
+    subscriber.close()
+    connection.send(received)
+    connection.close()
+
+
 def steady_latency(
     settings: Settings,
     lines: Sequence[bytes],
@@ -111,37 +143,22 @@ def steady_latency(
     the micro-batches' mean size, and ingest -> subscriber percentiles for the events
     that triggered a recommendation record.
     """
-    from kafka import TopicPartition
-
-    from producers.kafka_client import make_consumer
-
     if rate <= 0 or seconds <= 0 or not lines:
         raise ValueError("rate, seconds and lines must be positive")
-    subscriber = make_consumer(settings, group_id=None, auto_offset_reset="latest")
-    partitions = [
-        TopicPartition(settings.topics.recommendations, p)
-        for p in range(settings.topics.recommendations_partitions)
-    ]
-    subscriber.assign(partitions)
-    subscriber.seek_to_end(*partitions)
-    for tp in partitions:
-        subscriber.position(tp)
-    received: list[tuple[str, float]] = []
-    stop_reading = threading.Event()
-
-    def read_recommendations() -> None:
-        while not stop_reading.is_set():
-            for records in subscriber.poll(timeout_ms=50).values():
-                now = time.time()
-                for record in records:
-                    if record.value is not None:
-                        trigger = orjson.loads(record.value).get("trigger_event_id")
-                        received.append((str(trigger), now))
-
-    reader = threading.Thread(target=read_recommendations, name="bench-subscriber", daemon=True)
-    reader.start()
-    first_batch = len(published)
     context = multiprocessing.get_context("spawn")
+    stop_reading = context.Event()
+    from_reader, to_parent = context.Pipe(duplex=False)
+    reader = context.Process(
+        target=_subscribe,
+        args=(settings, stop_reading, to_parent),
+        name="bench-subscriber",
+        daemon=True,
+    )
+    reader.start()
+    to_parent.close()
+    if not from_reader.poll(60.0) or from_reader.recv() != "ready":
+        raise RuntimeError("the bench's subscriber did not reach the end of the topic")
+    first_batch = len(published)
     parent, child = context.Pipe(duplex=False)
     sender = context.Process(
         target=_send, args=(settings, list(lines), rate, seconds, tag, child), name="bench-sender"
@@ -161,9 +178,10 @@ def steady_latency(
         time.sleep(0.05)
     time.sleep(0.5)  # the subscriber's last fetch
     stop_reading.set()
-    reader.join(60)  # a consumer must not be closed under a poll in progress
-    if not reader.is_alive():
-        subscriber.close()
+    received: list[tuple[str, float]] = (
+        from_reader.recv() if from_reader.poll(drain_timeout_s) else []
+    )
+    reader.join(60)
 
     batches = [b for b in published[first_batch:] if b.events]
     send_start = min(sent_at.values(), default=started)
