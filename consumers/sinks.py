@@ -41,7 +41,7 @@ class PublishPlan:
     states: list[OutgoingRecord] = field(default_factory=list)
     recommendations: list[OutgoingRecord] = field(default_factory=list)
     #: Item signals of the applied events (interest.item-signals): acknowledged before
-    #: the rest of the batch is sent (see :meth:`consumers.step.BatchStep.send`).
+    #: the states are sent (see :meth:`consumers.step.BatchStep.send`).
     signals: list[OutgoingRecord] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     event_times: list[float] = field(default_factory=list)
@@ -56,6 +56,10 @@ class PublishPlan:
     processed_at: float = 0.0  # unix seconds, end of processing
     encode_s: float = 0.0
     delivery: Delivery[OutgoingRecord] | None = None  # handed to the sink, not yet acknowledged
+    #: With item signals: the dead letters and recommendations delivered with them (before
+    #: the states were sent), and when they were acknowledged (unix seconds; 0.0 if not).
+    delivered_early: list[OutgoingRecord] = field(default_factory=list)
+    published_at: float = 0.0
 
     @property
     def outgoing(self) -> list[OutgoingRecord]:

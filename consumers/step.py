@@ -308,17 +308,29 @@ class BatchStep:
     # ------------------------------------------------------------ publication
 
     def send(self, plan: PublishPlan, sink: Sink) -> None:
-        """Hand ``plan``'s records to ``sink``, bounded in size (not yet awaited).
+        """Hand ``plan``'s records to ``sink``, bounded in size; the states are not yet
+        awaited (:meth:`complete` does, before the commit).
 
-        The item signals go first and are awaited: once a user's new state is on the
-        state topic its events are skipped on re-processing, so their signals must be
-        acknowledged before (re-sent ones are deduplicated by the aggregation)."""
-        if plan.signals:
-            self.publisher.deliver(plan.signals, sink)
-            self.metrics.item_signals(len(plan.signals))
+        With item signals, the signals, dead letters and recommendations go first and are
+        awaited together: once a user's new state is on the state topic its events are
+        skipped on re-processing, so their signals must be acknowledged before it is even
+        sent (re-sent ones are deduplicated by the aggregation); the recommendations,
+        which users wait for, are published in that same round trip rather than one
+        after it. Without signals everything goes at once, recommendations before states
+        (see :attr:`PublishPlan.outgoing`)."""
         plan.sent = time.perf_counter()
         plan.sent_at = time.time()
-        plan.delivery = self.publisher.send(plan.outgoing, sink)
+        if plan.signals:
+            early = [*plan.signals, *plan.dead_letters, *plan.recommendations]
+            signals_topic = self.settings.topics.item_signals
+            plan.delivered_early = [
+                r for r in self.publisher.deliver(early, sink) if r.topic != signals_topic
+            ]
+            plan.published_at = _acknowledged_at(sink, plan.sent_at)
+            self.metrics.item_signals(len(plan.signals))
+            plan.delivery = self.publisher.send(plan.states, sink)
+        else:
+            plan.delivery = self.publisher.send(plan.outgoing, sink)
         plan.send_s = time.perf_counter() - plan.sent
 
     def complete(self, plan: PublishPlan, sink: Sink) -> None:
@@ -331,12 +343,11 @@ class BatchStep:
         waited = time.perf_counter()
         delivered = self.publisher.complete(plan.delivery, sink)
         done = time.perf_counter()
-        acked_at = time.time()
-        if isinstance(sink, KafkaSink) and plan.outgoing and sink.acked_at >= plan.sent_at:
-            # Awaited late (pipelined): the broker's last answer is the publication time.
-            acked_at = min(acked_at, sink.acked_at)
+        # Published: when the recommendations were acknowledged (sent with the signals,
+        # see send), else when the batch's records were.
+        acked_at = plan.published_at or _acknowledged_at(sink, plan.sent_at)
         deadletter = self.settings.topics.deadletter
-        for record in delivered:
+        for record in [*plan.delivered_early, *delivered]:
             if record.topic == deadletter:
                 self.metrics.dead_lettered(dict(record.headers)["reason"].decode())
         latency = BatchLatency(
@@ -364,3 +375,12 @@ class BatchStep:
         self.on_change()
         if self.on_published is not None:
             self.on_published(latency)
+
+
+def _acknowledged_at(sink: Sink, sent_at: float) -> float:
+    """Unix time at which what ``sink`` was last sent was acknowledged: now, or the
+    broker's last answer when the wait came late (pipelined) and a Kafka sink knows it."""
+    now = time.time()
+    if isinstance(sink, KafkaSink) and sink.acked_at >= sent_at:
+        return min(now, sink.acked_at)
+    return now

@@ -112,18 +112,34 @@ def test_commit_follows_the_acknowledgement_of_its_own_batch() -> None:
     assert len(journal.steps) == 8
 
 
-def test_item_signals_are_acknowledged_before_the_batch_is_sent() -> None:
+def test_item_signals_are_acknowledged_before_the_state_is_sent() -> None:
     """Once a user's new state is published its events are skipped on re-processing, so
-    the item signals they gave rise to are flushed before the state is even sent."""
+    the item signals they gave rise to are flushed before the state is even sent; the
+    recommendation goes out with the signals (users wait for it, and it must precede the
+    state) and the batch counts as published when they are acknowledged."""
     journal = Journal()
-    worker = _worker(journal, [], shared_items=True)
+    published: list[BatchLatency] = []
+    worker = _worker(journal, published, shared_items=True)
     settings = worker.settings
     worker.batcher.add(_event(settings, "u1", 0))
     worker._flush_and_commit()
-    sent = [key for step, key in journal.steps if step == "send"]
-    assert journal.steps[:2] == [("send", b"i1"), ("flush", None)]
-    assert sent == [b"i1", b"u1", b"u1"]  # signals of i1, then recommendation and state
+    assert journal.steps == [("send", b"i1"), ("send", b"u1"), ("flush", None), ("send", b"u1")]
     signals = [r for r in worker._sink.records if r.topic == settings.topics.item_signals]
     assert len(signals) == 1
     assert orjson.loads(signals[0].value)["signals"][0]["p"] == 0
     assert orjson.loads(signals[0].value)["signals"][0]["o"] == 0
+
+    acknowledged = journal.steps.index(("flush", None))
+    worker._complete_in_flight()  # the state acknowledged, then the commit
+    assert journal.steps[acknowledged + 2 :] == [
+        ("flush", None),
+        ("commit", {(settings.topics.events, 0): 1}),
+    ]
+    topics = [r.topic for r in worker._sink.records]
+    assert topics == [
+        settings.topics.item_signals,
+        settings.topics.recommendations,
+        settings.topics.state,
+    ]
+    (latency,) = published
+    assert latency.processed <= latency.acked
