@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from consumers.bounded import Delivery, PublishError
+from consumers.bounded import PublishError
 
 __all__ = ["KafkaSink", "OutgoingRecord", "PublishError", "PublishPlan", "Sink"]
 
@@ -41,7 +41,7 @@ class PublishPlan:
     states: list[OutgoingRecord] = field(default_factory=list)
     recommendations: list[OutgoingRecord] = field(default_factory=list)
     #: Item signals of the applied events (interest.item-signals): acknowledged before
-    #: the states are sent (see :meth:`consumers.step.BatchStep.send`).
+    #: the states are sent (see :meth:`consumers.step.BatchStep.held_records`).
     signals: list[OutgoingRecord] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     event_times: list[float] = field(default_factory=list)
@@ -50,16 +50,8 @@ class PublishPlan:
     duplicates: int = 0
     started: float = 0.0  # perf_counter at the start of processing
     started_at: float = 0.0  # unix seconds, the same instant
-    sent: float = 0.0  # perf_counter when its records were handed to the sink
-    sent_at: float = 0.0  # unix seconds, the same instant
-    send_s: float = 0.0  # seconds spent handing its records to the sink
     processed_at: float = 0.0  # unix seconds, end of processing
     encode_s: float = 0.0
-    delivery: Delivery[OutgoingRecord] | None = None  # handed to the sink, not yet acknowledged
-    #: With item signals: the dead letters and recommendations delivered with them (before
-    #: the states were sent), and when they were acknowledged (unix seconds; 0.0 if not).
-    delivered_early: list[OutgoingRecord] = field(default_factory=list)
-    published_at: float = 0.0
 
     @property
     def outgoing(self) -> list[OutgoingRecord]:

@@ -27,7 +27,7 @@ import numpy as np
 
 from consumers.barrier import is_barrier
 from consumers.batching import InputRecord, next_offsets
-from consumers.bounded import BoundedPublisher
+from consumers.bounded import BoundedPublisher, Delivery
 from consumers.latency import BatchLatency
 from consumers.residency import Residency
 from consumers.sinks import KafkaSink, OutgoingRecord, PublishPlan, Sink
@@ -307,49 +307,50 @@ class BatchStep:
 
     # ------------------------------------------------------------ publication
 
-    def send(self, plan: PublishPlan, sink: Sink) -> None:
-        """Hand ``plan``'s records to ``sink``, bounded in size; the states are not yet
-        awaited (:meth:`complete` does, before the commit).
-
-        With item signals, the signals, dead letters and recommendations go first and are
-        awaited together: once a user's new state is on the state topic its events are
-        skipped on re-processing, so their signals must be acknowledged before it is even
-        sent (re-sent ones are deduplicated by the aggregation); the recommendations,
-        which users wait for, are published in that same round trip rather than one
-        after it. Without signals everything goes at once, recommendations before states
-        (see :attr:`PublishPlan.outgoing`)."""
-        plan.sent = time.perf_counter()
-        plan.sent_at = time.time()
+    def first_records(self, plan: PublishPlan) -> list[OutgoingRecord]:
+        """What goes out as soon as ``plan`` is processed: with item signals, the signals,
+        dead letters and recommendations (its states wait, see :meth:`held_records`);
+        without, everything, recommendations before states (:attr:`PublishPlan.outgoing`)."""
         if plan.signals:
-            early = [*plan.signals, *plan.dead_letters, *plan.recommendations]
-            signals_topic = self.settings.topics.item_signals
-            plan.delivered_early = [
-                r for r in self.publisher.deliver(early, sink) if r.topic != signals_topic
-            ]
-            plan.published_at = _acknowledged_at(sink, plan.sent_at)
-            self.metrics.item_signals(len(plan.signals))
-            plan.delivery = self.publisher.send(plan.states, sink)
-        else:
-            plan.delivery = self.publisher.send(plan.outgoing, sink)
-        plan.send_s = time.perf_counter() - plan.sent
+            return [*plan.signals, *plan.dead_letters, *plan.recommendations]
+        return plan.outgoing
 
-    def complete(self, plan: PublishPlan, sink: Sink) -> None:
-        """Wait for ``plan``'s acknowledgements (retrying refusals), then metrics and the
-        ``on_published`` hook. A dead letter that cannot be delivered even truncated is
-        counted as poison and skipped; raises :class:`~consumers.sinks.PublishError` only
-        when a state or recommendation could not be delivered for a reason other than
-        its size (then nothing may be committed)."""
-        assert plan.delivery is not None, "a plan is sent before it is acknowledged"
-        waited = time.perf_counter()
-        delivered = self.publisher.complete(plan.delivery, sink)
-        done = time.perf_counter()
-        # Published: when the recommendations were acknowledged (sent with the signals,
-        # see send), else when the batch's records were.
-        acked_at = plan.published_at or _acknowledged_at(sink, plan.sent_at)
+    def held_records(self, plan: PublishPlan) -> list[OutgoingRecord]:
+        """What may be sent only once :meth:`first_records` are acknowledged: the states of
+        a plan with item signals. Once a user's new state is on the state topic its events
+        are skipped on re-processing, so their signals must be acknowledged before the
+        state is even sent (re-sent ones are deduplicated by the aggregation)."""
+        return plan.states if plan.signals else []
+
+    def send(self, records: Sequence[OutgoingRecord], sink: Sink) -> Delivery[OutgoingRecord]:
+        """Hand ``records`` to ``sink``, bounded in size, without waiting."""
+        return self.publisher.send(records, sink)
+
+    def settle(self, delivery: Delivery[OutgoingRecord], sink: Sink) -> list[OutgoingRecord]:
+        """Wait for ``delivery``'s acknowledgements (retrying refusals); those delivered. A
+        dead letter that cannot be delivered even truncated is counted as poison and
+        skipped; raises :class:`~consumers.sinks.PublishError` only when a state or
+        recommendation could not be delivered for a reason other than its size (then
+        nothing may be committed)."""
+        return self.publisher.complete(delivery, sink)
+
+    def published(
+        self,
+        plan: PublishPlan,
+        delivered: Sequence[OutgoingRecord],
+        *,
+        acked_at: float,
+        publish_s: float,
+    ) -> None:
+        """``plan``'s first records were acknowledged at ``acked_at`` (unix seconds; its
+        dead letters are among ``delivered``): metrics and the ``on_published`` hook.
+        ``publish_s`` is the worker's own time sending and waiting for them."""
         deadletter = self.settings.topics.deadletter
-        for record in [*plan.delivered_early, *delivered]:
+        for record in delivered:
             if record.topic == deadletter:
                 self.metrics.dead_lettered(dict(record.headers)["reason"].decode())
+        if plan.signals:
+            self.metrics.item_signals(len(plan.signals))
         latency = BatchLatency(
             ingested=np.asarray(plan.ingest_times, dtype=np.float64),
             polled=np.asarray(plan.polled_times, dtype=np.float64),
@@ -360,10 +361,8 @@ class BatchStep:
             records=plan.records_in,
         )
         self.metrics.published(
-            # the worker's own time: sending, and this wait (not the next batch's
-            # processing that a pipelined wait overlapped)
-            publish_s=plan.send_s + (done - waited),
-            batch_s=done - plan.started,
+            publish_s=publish_s,
+            batch_s=time.perf_counter() - plan.started,
             recommendations=sum(1 for r in plan.recommendations if r.value is not None),
             tombstones=plan.tombstones,
             state_writes=len(plan.states),
@@ -377,7 +376,7 @@ class BatchStep:
             self.on_published(latency)
 
 
-def _acknowledged_at(sink: Sink, sent_at: float) -> float:
+def acknowledged_at(sink: Sink, sent_at: float) -> float:
     """Unix time at which what ``sink`` was last sent was acknowledged: now, or the
     broker's last answer when the wait came late (pipelined) and a Kafka sink knows it."""
     now = time.time()

@@ -219,9 +219,10 @@ class Worker:
         return self.step.process(records)
 
     def publish(self, plan: PublishPlan, sink: Sink) -> None:
-        """Send ``plan``'s records and wait for them (see :meth:`BatchStep.complete`)."""
-        self.step.send(plan, sink)
-        self.step.complete(plan, sink)
+        """Send ``plan``'s records and wait for them, in flights as the running worker
+        does (see :mod:`consumers.pipeline`), with nothing to commit."""
+        self.pipeline.send(plan, sink, None)
+        self.pipeline.complete(sink, None)
 
     def handle(self, records: Sequence[InputRecord], sink: Sink) -> PublishPlan:
         """``process_records`` then ``publish``: one micro-batch end to end, minus the commit."""
@@ -479,7 +480,7 @@ class Worker:
             if self.batcher.due():
                 self._flush_and_commit()
             elif self.pipeline.in_flight is not None and self.pipeline.acknowledged(self._sink):
-                self._complete_in_flight()  # acknowledged: commit now
+                self.pipeline.advance(self._sink, self._consumer)  # land it: publish, commit
             now = time.monotonic()
             if not len(self.batcher) and now >= self._next_chores:  # between batches
                 self._next_chores = now + CHORES_INTERVAL_S

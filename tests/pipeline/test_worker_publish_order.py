@@ -112,34 +112,71 @@ def test_commit_follows_the_acknowledgement_of_its_own_batch() -> None:
     assert len(journal.steps) == 8
 
 
-def test_item_signals_are_acknowledged_before_the_state_is_sent() -> None:
+class JournalledLatencies(list[BatchLatency]):
+    """The latency hook's list, also journalled (publication as a step among the others)."""
+
+    def __init__(self, journal: Journal) -> None:
+        super().__init__()
+        self.journal = journal
+
+    def append(self, latency: BatchLatency) -> None:
+        super().append(latency)
+        self.journal.steps.append(("published", latency.records))
+
+
+def test_states_wait_for_the_signals_and_recommendations_for_nothing() -> None:
     """Once a user's new state is published its events are skipped on re-processing, so
-    the item signals they gave rise to are flushed before the state is even sent; the
-    recommendation goes out with the signals (users wait for it, and it must precede the
-    state) and the batch counts as published when they are acknowledged."""
+    the item signals they gave rise to are acknowledged before the state is even sent.
+    The recommendation goes out with the signals (users wait for it, and it must precede
+    the state): the batch is published when they are acknowledged, and committed once its
+    state is too. The worker never waits for an acknowledgement while it has a batch to
+    send: a batch's held-back states fly with the next batch's first records."""
     journal = Journal()
-    published: list[BatchLatency] = []
+    published = JournalledLatencies(journal)
     worker = _worker(journal, published, shared_items=True)
     settings = worker.settings
-    worker.batcher.add(_event(settings, "u1", 0))
-    worker._flush_and_commit()
-    assert journal.steps == [("send", b"i1"), ("send", b"u1"), ("flush", None), ("send", b"u1")]
-    signals = [r for r in worker._sink.records if r.topic == settings.topics.item_signals]
-    assert len(signals) == 1
-    assert orjson.loads(signals[0].value)["signals"][0]["p"] == 0
-    assert orjson.loads(signals[0].value)["signals"][0]["o"] == 0
+    events = settings.topics.events
+    sink, consumer = worker._sink, worker._consumer
 
-    acknowledged = journal.steps.index(("flush", None))
-    worker._complete_in_flight()  # the state acknowledged, then the commit
-    assert journal.steps[acknowledged + 2 :] == [
-        ("flush", None),
-        ("commit", {(settings.topics.events, 0): 1}),
-    ]
-    topics = [r.topic for r in worker._sink.records]
-    assert topics == [
+    worker.batcher.add(_event(settings, "u1", 0))
+    worker._flush_and_commit()  # signals of i1 and u1's recommendation, not awaited
+    assert journal.steps == [("send", b"i1"), ("send", b"u1")]
+    worker.pipeline.advance(sink, consumer)  # idle, acknowledged: published; u1's state sent
+    assert journal.steps[2:] == [("flush", None), ("published", 1), ("send", b"u1")]
+    worker.pipeline.advance(sink, consumer)  # the state acknowledged: committed
+    assert journal.steps[5:] == [("flush", None), ("commit", {(events, 0): 1})]
+    assert [r.topic for r in sink.records] == [
         settings.topics.item_signals,
         settings.topics.recommendations,
         settings.topics.state,
     ]
-    (latency,) = published
-    assert latency.processed <= latency.acked
+    signal = orjson.loads(sink.records[0].value)["signals"][0]
+    assert (signal["p"], signal["o"]) == (0, 0)
+
+    # Busy: batch 3 is processed while batch 2's first records are in the air; then
+    # batch 2 is published and its state flies with batch 3's first records.
+    del journal.steps[:]
+    worker.batcher.add(_event(settings, "u2", 1))
+    worker._flush_and_commit()
+    worker.batcher.add(_event(settings, "u3", 2))
+    worker._flush_and_commit()
+    assert journal.steps == [
+        ("send", b"i1"),  # batch 2: signals, recommendation
+        ("send", b"u2"),
+        ("flush", None),  # landed: batch 2 published
+        ("published", 1),
+        ("send", b"u2"),  # batch 2's state, batch 3's signals and recommendation
+        ("send", b"i1"),
+        ("send", b"u3"),
+    ]
+    worker._complete_in_flight()  # stop: everything landed and committed in order
+    assert journal.steps[7:] == [
+        ("flush", None),
+        ("published", 1),  # batch 3
+        ("commit", {(events, 0): 2}),  # batch 2: its state is acknowledged
+        ("send", b"u3"),  # batch 3's state
+        ("flush", None),
+        ("commit", {(events, 0): 3}),
+    ]
+    assert not worker.pipeline.in_flight
+    assert all(lat.processed <= lat.acked for lat in published)
