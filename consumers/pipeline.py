@@ -39,7 +39,7 @@ from consumers.batching import InputRecord
 from consumers.bounded import Delivery
 from consumers.probes import WorkerProbes
 from consumers.sinks import KafkaSink, OutgoingRecord, PublishPlan, Sink
-from consumers.step import BatchStep, acknowledged_at
+from consumers.step import BatchStep
 
 __all__ = ["PublishPipeline"]
 
@@ -51,8 +51,7 @@ class Flight:
     """Records handed to the sink together and not yet acknowledged."""
 
     delivery: Delivery[OutgoingRecord]
-    sent: float  # perf_counter when handed over
-    sent_at: float  # unix seconds, the same instant
+    sent_at: float  # unix seconds when handed over
     send_s: float  # seconds spent handing the records over
     #: The batch whose first records are aboard (published when the flight lands).
     publishes: PublishPlan | None = None
@@ -143,7 +142,7 @@ class PublishPipeline:
         sent, sent_at = time.perf_counter(), time.time()
         delivery = self.step.send(records, sink)
         self.in_flight = Flight(
-            delivery, sent, sent_at, time.perf_counter() - sent, publishes=plan, commits=commits
+            delivery, sent_at, time.perf_counter() - sent, publishes=plan, commits=commits
         )
 
     def _land(
@@ -164,7 +163,7 @@ class PublishPipeline:
             self.step.published(
                 plan,
                 delivered,
-                acked_at=acknowledged_at(sink, flight.sent_at),
+                acked_at=_acknowledged_at(sink, flight.sent_at),
                 # the worker's own time: handing over, and this wait (not the next
                 # batch's processing that the flight overlapped)
                 publish_s=flight.send_s + (time.perf_counter() - waited),
@@ -222,3 +221,12 @@ class PublishPipeline:
         past = self.probes.committed()
         if past is not None:
             log.info("%s: committed past the crash loop (%s)", self.name, past)
+
+
+def _acknowledged_at(sink: Sink, sent_at: float) -> float:
+    """Unix time at which what ``sink`` was last sent was acknowledged: now, or the
+    broker's last answer when the flight landed late and a Kafka sink knows it."""
+    now = time.time()
+    if isinstance(sink, KafkaSink) and sink.acked_at >= sent_at:
+        return min(now, sink.acked_at)
+    return now

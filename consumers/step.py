@@ -30,7 +30,7 @@ from consumers.batching import InputRecord, next_offsets
 from consumers.bounded import BoundedPublisher, Delivery
 from consumers.latency import BatchLatency
 from consumers.residency import Residency
-from consumers.sinks import KafkaSink, OutgoingRecord, PublishPlan, Sink
+from consumers.sinks import OutgoingRecord, PublishPlan, Sink
 from interest_core.engine import BatchOutcome, BatchStats
 from interest_core.records import (
     CatalogDeletion,
@@ -374,12 +374,3 @@ class BatchStep:
         self.on_change()
         if self.on_published is not None:
             self.on_published(latency)
-
-
-def acknowledged_at(sink: Sink, sent_at: float) -> float:
-    """Unix time at which what ``sink`` was last sent was acknowledged: now, or the
-    broker's last answer when the wait came late (pipelined) and a Kafka sink knows it."""
-    now = time.time()
-    if isinstance(sink, KafkaSink) and sink.acked_at >= sent_at:
-        return min(now, sink.acked_at)
-    return now

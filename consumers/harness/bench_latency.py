@@ -156,8 +156,15 @@ def steady_latency(
     )
     reader.start()
     to_parent.close()
-    if not from_reader.poll(60.0) or from_reader.recv() != "ready":
-        raise RuntimeError("the bench's subscriber did not reach the end of the topic")
+    try:
+        ready = from_reader.recv() if from_reader.poll(60.0) else None
+    except EOFError:  # it exited before saying so (its error is on stderr)
+        ready = None
+    if ready != "ready":
+        reader.terminate()
+        raise RuntimeError(
+            "the bench's subscriber did not reach the end of the recommendations topic"
+        )
     first_batch = len(published)
     parent, child = context.Pipe(duplex=False)
     sender = context.Process(
