@@ -4,146 +4,440 @@ When a user acts positively on item ``i``, ``i`` is paired with the user's last
 ``window`` positive items: ``c_ij`` grows (both ways) by ``decay ** position`` of ``j``
 in the history, newest first (one when ``decay`` is 1), and ``n_i`` by one. The
 similarity is ``c_ij / sqrt(n_i n_j)`` (cosine of the co-occurrence vectors). Each item
-keeps at most ``max_neighbours`` neighbours (the weakest are pruned), so memory is
-bounded by items x neighbours.
+keeps at most ``max_neighbours`` neighbours (when it holds twice that many, the weakest
+are pruned), so memory is bounded by items x neighbours.
 
-Each item's neighbours live in growable numpy arrays updated in place (a dict maps a
-neighbour to its slot), so reading them is a slice, not a rebuild.
+Storage: every item's neighbours are a block of one pool of (row, count) pairs, in
+insertion order (a dropped entry is replaced by the block's last one; a pruning keeps the
+strongest, strongest first, ties by row). A block that is full moves to the pool's end
+at twice its size; the pool is compacted when it runs out. Each update is one compiled
+call (numba): about 40 dictionary and numpy-scalar operations per event in Python before,
+a few linear scans of short arrays now. ``tests/unit/cooccurrence_reference.py`` keeps the
+plain Python table it replaced, and a property test holds the two to the same pairs, in
+the same order, with the same values.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
+from numba import njit
 
 __all__ = ["CoOccurrence"]
 
 _EMPTY_ROWS = np.empty(0, dtype=np.int64)
 _EMPTY_SIMS = np.empty(0, dtype=np.float64)
+_FIRST_BLOCK = 8  # entries a new item's block holds
+_POOL_START = 1 << 14  # entries of the pool at first
+# meta[]: the pool's first free entry, the entries held by live blocks (capacity)
+_TOP, _HELD = 0, 1
 
 
-class _Neighbours:
-    """One item's neighbour rows and pair counts (first ``size`` entries are live)."""
+@njit(cache=True, nogil=True)
+def _find(prow: np.ndarray, start: int, size: int, other: int) -> int:  # pragma: no cover
+    for k in range(start, start + size):
+        if prow[k] == other:
+            return k
+    return -1
 
-    __slots__ = ("_slot", "counts", "rows", "size")
 
-    def __init__(self, capacity: int = 8) -> None:
-        self._slot: dict[int, int] | None = {}
-        self.rows = np.empty(capacity, dtype=np.int64)
-        self.counts = np.empty(capacity, dtype=np.float64)
-        self.size = 0
+@njit(cache=True, nogil=True)
+def _need(row: int, appended: int, others: np.ndarray, cap: np.ndarray) -> int:  # pragma: no cover
+    """Pool entries an update may take at most: ``row``'s block taking ``appended`` new
+    entries (each move doubles it: at most ``4 (capacity + appended) + 16`` in all) and
+    each of ``others`` one new entry (one move, to twice its capacity)."""
+    need = 4 * (cap[row] + appended) + 2 * _FIRST_BLOCK
+    for other in others:
+        need += max(_FIRST_BLOCK, 2 * cap[other])
+    return need
 
-    @classmethod
-    def of(cls, rows: np.ndarray, counts: np.ndarray) -> _Neighbours:
-        """Entries set wholesale; the slot map is built on the first write."""
-        entry = cls.__new__(cls)
-        entry.rows = np.array(rows, dtype=np.int64)
-        entry.counts = np.array(counts, dtype=np.float64)
-        entry.size = len(entry.rows)
-        entry._slot = None
-        return entry
 
-    @property
-    def slot(self) -> dict[int, int]:
-        """Neighbour row -> its index in ``rows`` (built lazily for wholesale entries)."""
-        if self._slot is None:
-            self._slot = dict(zip(self.rows[: self.size].tolist(), range(self.size), strict=True))
-        return self._slot
+@njit(cache=True, nogil=True)
+def _append(
+    item: int,
+    other: int,
+    amount: float,
+    start: np.ndarray,
+    cap: np.ndarray,
+    size: np.ndarray,
+    prow: np.ndarray,
+    pcnt: np.ndarray,
+    meta: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """A new entry at the end of ``item``'s block, moving the block when it is full."""
+    n = size[item]
+    if n == cap[item]:
+        grown = max(_FIRST_BLOCK, 2 * n)
+        top = meta[_TOP]
+        old = start[item]
+        for k in range(n):
+            prow[top + k] = prow[old + k]
+            pcnt[top + k] = pcnt[old + k]
+        start[item] = top
+        meta[_TOP] = top + grown
+        meta[_HELD] += grown - cap[item]
+        cap[item] = grown
+    k = start[item] + n
+    prow[k] = other
+    pcnt[k] = amount
+    size[item] = n + 1
 
-    @slot.setter
-    def slot(self, value: dict[int, int]) -> None:
-        self._slot = value
 
-    def bump(self, other: int, amount: float = 1.0) -> None:
-        i = self.slot.get(other)
-        if i is None:
-            i = self.size
-            if i == len(self.rows):
-                self.rows = np.concatenate([self.rows, np.empty(i, dtype=np.int64)])
-                self.counts = np.concatenate([self.counts, np.empty(i, dtype=np.float64)])
-            self.slot[other] = i
-            self.rows[i] = other
-            self.counts[i] = amount
-            self.size = i + 1
-        else:
-            self.counts[i] += amount
+@njit(cache=True, nogil=True)
+def _keep_strongest(
+    item: int, keep: int, start: np.ndarray, size: np.ndarray, prow: np.ndarray, pcnt: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Keep ``item``'s ``keep`` strongest entries, strongest first, ties by row."""
+    s, n = start[item], size[item]
+    rows = prow[s : s + n].copy()
+    counts = pcnt[s : s + n].copy()
+    by_row = np.argsort(rows, kind="mergesort")
+    order = by_row[np.argsort(-counts[by_row], kind="mergesort")]
+    kept = min(keep, n)
+    for k in range(kept):
+        prow[s + k] = rows[order[k]]
+        pcnt[s + k] = counts[order[k]]
+    size[item] = kept
 
-    def drop(self, other: int) -> None:
-        i = self.slot.pop(other, None)
-        if i is None:
-            return
-        last = self.size - 1
-        if i != last:
-            moved = int(self.rows[last])
-            self.rows[i] = moved
-            self.counts[i] = self.counts[last]
-            self.slot[moved] = i
-        self.size = last
 
-    def keep_strongest(self, n: int) -> None:
-        rows, counts = self.rows[: self.size], self.counts[: self.size]
-        order = np.lexsort((rows, -counts))[:n]
-        self.rows = np.concatenate([rows[order], np.empty(len(order), dtype=np.int64)])
-        self.counts = np.concatenate([counts[order], np.empty(len(order), dtype=np.float64)])
-        self.size = len(order)
-        self.slot = {int(r): i for i, r in enumerate(self.rows[: self.size].tolist())}
+@njit(cache=True, nogil=True)
+def _bump(
+    item: int,
+    other: int,
+    amount: float,
+    start: np.ndarray,
+    cap: np.ndarray,
+    size: np.ndarray,
+    prow: np.ndarray,
+    pcnt: np.ndarray,
+    meta: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
+    """Add ``amount`` to ``item``'s pair with ``other``; True when the pair is new."""
+    k = _find(prow, start[item], size[item], other)
+    if k >= 0:
+        pcnt[k] += amount
+        return False
+    _append(item, other, amount, start, cap, size, prow, pcnt, meta)
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _add_one(
+    row: int,
+    history: np.ndarray,
+    decay: float,
+    limit: int,
+    keep: int,
+    counts: np.ndarray,
+    start: np.ndarray,
+    cap: np.ndarray,
+    size: np.ndarray,
+    prow: np.ndarray,
+    pcnt: np.ndarray,
+    meta: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """One :meth:`CoOccurrence.add` (the pool has room: see :func:`_need`)."""
+    counts[row] += 1.0
+    amount = 1.0
+    for j in range(history.shape[0]):
+        other = history[j]
+        if other == row:
+            continue
+        seen = False
+        for i in range(j):
+            if history[i] == other:
+                seen = True
+                break
+        if seen:
+            continue
+        _bump(row, other, amount, start, cap, size, prow, pcnt, meta)
+        if _bump(other, row, amount, start, cap, size, prow, pcnt, meta) and size[other] > limit:
+            _keep_strongest(other, keep, start, size, prow, pcnt)
+        amount *= decay
+    if size[row] > limit:
+        _keep_strongest(row, keep, start, size, prow, pcnt)
+
+
+@njit(cache=True, nogil=True)
+def _add_many(
+    first: int,
+    rows: np.ndarray,
+    histories: np.ndarray,
+    ends: np.ndarray,
+    decays: np.ndarray,
+    limit: int,
+    keep: int,
+    counts: np.ndarray,
+    start: np.ndarray,
+    cap: np.ndarray,
+    size: np.ndarray,
+    prow: np.ndarray,
+    pcnt: np.ndarray,
+    meta: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """The queued :meth:`CoOccurrence.add` calls from ``first`` on, in order (event ``k``'s
+    history is ``histories[ends[k-1]:ends[k]]``); returns the index of the first one the
+    pool had no room for (``len(rows)`` when all were applied)."""
+    for k in range(first, rows.shape[0]):
+        lo = ends[k - 1] if k > 0 else 0
+        history = histories[lo : ends[k]]
+        if meta[_TOP] + _need(rows[k], history.shape[0], history, cap) > prow.shape[0]:
+            return k
+        _add_one(
+            rows[k], history, decays[k], limit, keep, counts, start, cap, size, prow, pcnt, meta
+        )
+    return rows.shape[0]
+
+
+@njit(cache=True, nogil=True)
+def _add_one_side(
+    row: int,
+    others: np.ndarray,
+    amounts: np.ndarray,
+    limit: int,
+    keep: int,
+    start: np.ndarray,
+    cap: np.ndarray,
+    size: np.ndarray,
+    prow: np.ndarray,
+    pcnt: np.ndarray,
+    meta: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """:meth:`CoOccurrence.add_one_side`'s pairs: 0, or (nothing changed) the pool
+    entries it needs free when the pool has fewer."""
+    need = 4 * (cap[row] + others.shape[0]) + 2 * _FIRST_BLOCK
+    if meta[_TOP] + need > prow.shape[0]:
+        return need
+    for j in range(others.shape[0]):
+        _bump(row, others[j], amounts[j], start, cap, size, prow, pcnt, meta)
+    if size[row] > limit:
+        _keep_strongest(row, keep, start, size, prow, pcnt)
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _drop_everywhere(
+    gone: int, start: np.ndarray, size: np.ndarray, prow: np.ndarray, pcnt: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Remove the pair with ``gone`` from every block (the last entry fills its place)."""
+    for item in range(size.shape[0]):
+        n = size[item]
+        if n == 0:
+            continue
+        s = start[item]
+        k = _find(prow, s, n, gone)
+        if k < 0:
+            continue
+        last = s + n - 1
+        prow[k] = prow[last]
+        pcnt[k] = pcnt[last]
+        size[item] = n - 1
+
+
+@njit(cache=True, nogil=True)
+def _compact(
+    start: np.ndarray,
+    cap: np.ndarray,
+    size: np.ndarray,
+    prow: np.ndarray,
+    pcnt: np.ndarray,
+    new_rows: np.ndarray,
+    new_counts: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Copy every live block into the new pool, end to end; returns the new first free."""
+    top = 0
+    for item in range(size.shape[0]):
+        if cap[item] == 0:
+            continue
+        s, n = start[item], size[item]
+        for k in range(n):
+            new_rows[top + k] = prow[s + k]
+            new_counts[top + k] = pcnt[s + k]
+        start[item] = top
+        top += cap[item]
+    return top
+
+
+@njit(cache=True, nogil=True)
+def _sparse_scores(
+    history: np.ndarray,
+    weights: np.ndarray,
+    counts: np.ndarray,
+    start: np.ndarray,
+    size: np.ndarray,
+    prow: np.ndarray,
+    pcnt: np.ndarray,
+    sums: np.ndarray,
+    seen: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """:meth:`CoOccurrence.sparse_scores` in one call. The sums run in the order
+    ``np.bincount`` took them (history order, then block order), so they are the same
+    floats. ``sums`` (float64 zeros) and ``seen`` (False), one per row, are left so."""
+    total = 0
+    for h in history:
+        total += size[h]
+    touched = np.empty(total, dtype=np.int64)
+    n_touched = 0
+    for k in range(history.shape[0]):
+        h = history[k]
+        weight = weights[k]
+        for j in range(start[h], start[h] + size[h]):
+            other = prow[j]
+            if not seen[other]:
+                seen[other] = True
+                touched[n_touched] = other
+                n_touched += 1
+            sums[other] += weight * (pcnt[j] / math.sqrt(max(counts[h] * counts[other], 1.0)))
+    rows = np.sort(touched[:n_touched])
+    scores = np.empty(n_touched, dtype=np.float64)
+    for k in range(n_touched):
+        scores[k] = sums[rows[k]]
+        sums[rows[k]] = 0.0
+        seen[rows[k]] = False
+    return rows, scores
+
+
+@njit(cache=True, nogil=True)
+def _similarities(
+    rows: np.ndarray,
+    other: int,
+    counts: np.ndarray,
+    start: np.ndarray,
+    size: np.ndarray,
+    prow: np.ndarray,
+    pcnt: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """:meth:`CoOccurrence.similarity` of each of ``rows`` with ``other``."""
+    out = np.zeros(rows.shape[0], dtype=np.float64)
+    for k in range(rows.shape[0]):
+        row = rows[k]
+        if row >= size.shape[0]:
+            continue
+        j = _find(prow, start[row], size[row], other)
+        if j >= 0:
+            out[k] = pcnt[j] / math.sqrt(max(counts[row] * counts[other], 1.0))
+    return out
 
 
 class CoOccurrence:
-    """Bounded, online item-item co-occurrence counts keyed by item row."""
+    """Bounded, online item-item co-occurrence counts keyed by item row.
+
+    :meth:`add` only queues its event (a few list appends); the queue is applied, in
+    order and in one compiled call, before anything else reads or changes the table, so
+    every read sees every add made before it (the engine reads the table once per
+    fusion lesson and once per ranking, not once per event).
+    """
 
     def __init__(self, max_neighbours: int = 200) -> None:
         self.max_neighbours = max_neighbours
-        self._items: dict[int, _Neighbours] = {}
-        self.counts = np.zeros(1024, dtype=np.float64)  # n_i: positive events per item
+        self._counts = np.zeros(1024, dtype=np.float64)  # n_i: positive events per item
+        self._start = np.zeros(1024, dtype=np.int64)  # block of each row in the pool
+        self._cap = np.zeros(1024, dtype=np.int64)  # its capacity (0: no block)
+        self._size = np.zeros(1024, dtype=np.int64)  # its live entries
+        self._rows = np.empty(_POOL_START, dtype=np.int64)  # neighbour rows
+        self._pairs = np.empty(_POOL_START, dtype=np.float64)  # pair counts c_ij
+        self._meta = np.zeros(2, dtype=np.int64)  # first free entry, entries held
+        # Queued adds: rows, their histories end to end, where each ends, their decays.
+        self._queued: list[int] = []
+        self._histories: list[int] = []
+        self._ends: list[int] = []
+        self._decays: list[float] = []
+        # Scratch of sparse_scores: a sum and a mark per row, zero between calls.
+        self._sums = np.zeros(0, dtype=np.float64)
+        self._seen = np.zeros(0, dtype=np.bool_)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """``n_i`` by row: positive events per item (the queued adds included)."""
+        self._settle()
+        return self._counts
+
+    # ------------------------------------------------------------------ storage
 
     def _grow(self, row: int) -> None:
-        if row >= len(self.counts):
-            grown = np.zeros(max(row + 1, 2 * len(self.counts)), dtype=np.float64)
-            grown[: len(self.counts)] = self.counts
-            self.counts = grown
+        """Room for rows up to ``row`` in the per-row arrays."""
+        if row < len(self._counts):
+            return
+        length = max(row + 1, 2 * len(self._counts))
+        for name in ("_counts", "_start", "_cap", "_size"):
+            old = getattr(self, name)
+            grown = np.zeros(length, dtype=old.dtype)
+            grown[: len(old)] = old
+            setattr(self, name, grown)
 
-    def _entry(self, row: int) -> _Neighbours:
-        entry = self._items.get(row)
-        if entry is None:
-            entry = self._items[row] = _Neighbours()
-        return entry
+    def _repack(self, need: int) -> None:
+        """A pool with ``need`` free entries or more past the live blocks, compacted."""
+        held = int(self._meta[_HELD])
+        length = len(self._rows)
+        while length < 2 * (held + need):
+            length *= 2
+        rows = np.empty(length, dtype=np.int64)
+        pairs = np.empty(length, dtype=np.float64)
+        top = _compact(self._start, self._cap, self._size, self._rows, self._pairs, rows, pairs)
+        self._rows, self._pairs = rows, pairs
+        self._meta[_TOP] = top
+
+    def _settle(self) -> None:
+        """Apply the queued adds, in order."""
+        if not self._queued:
+            return
+        rows = np.array(self._queued, dtype=np.int64)
+        histories = np.array(self._histories, dtype=np.int64)
+        ends = np.array(self._ends, dtype=np.int64)
+        decays = np.array(self._decays, dtype=np.float64)
+        self._queued, self._histories, self._ends, self._decays = [], [], [], []
+        self._grow(max(int(rows.max()), int(histories.max()) if len(histories) else 0))
+        limit, keep = 2 * self.max_neighbours, self.max_neighbours
+        done = 0
+        while True:
+            done = _add_many(
+                done,
+                rows,
+                histories,
+                ends,
+                decays,
+                limit,
+                keep,
+                self._counts,
+                self._start,
+                self._cap,
+                self._size,
+                self._rows,
+                self._pairs,
+                self._meta,
+            )
+            if done == len(rows):
+                return
+            lo = int(ends[done - 1]) if done else 0
+            history = histories[lo : ends[done]]
+            self._repack(int(_need(rows[done], len(history), history, self._cap)))
+
+    def _block(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Views of ``row``'s live neighbour rows and pair counts."""
+        self._settle()
+        if row >= len(self._size):
+            return _EMPTY_ROWS, _EMPTY_SIMS
+        s, n = int(self._start[row]), int(self._size[row])
+        return self._rows[s : s + n], self._pairs[s : s + n]
+
+    def _free(self, row: int) -> None:
+        """Give up ``row``'s block (its entries are gone)."""
+        self._meta[_HELD] -= self._cap[row]
+        self._cap[row] = self._size[row] = 0
+
+    # ------------------------------------------------------------------ updates
 
     def add(self, row: int, history: Sequence[int], *, decay: float = 1.0) -> None:
         """Record a positive event on ``row`` after the user's positive ``history`` rows,
-        newest first: the pair with the ``i``-th newest counts ``decay ** i`` (1.0 each
-        when ``decay`` is 1), so items consumed close together count most."""
-        self._grow(row)
-        self.counts[row] += 1.0
-        mine = self._entry(row)
-        limit = 2 * self.max_neighbours
-        items = self._items
-        slot = mine.slot
-        amount = 1.0
-        done: set[int] = {row}
-        for other in history:
-            if other in done:
-                continue
-            done.add(other)
-            i = slot.get(other)
-            if i is None:
-                mine.bump(other, amount)
-            else:
-                mine.counts[i] += amount
-            theirs = items.get(other)
-            if theirs is None:
-                theirs = items[other] = _Neighbours()
-            i = theirs.slot.get(row)
-            if i is None:
-                theirs.bump(row, amount)
-                if theirs.size > limit:
-                    theirs.keep_strongest(self.max_neighbours)
-            else:
-                theirs.counts[i] += amount
-            amount *= decay
-        if mine.size > limit:
-            mine.keep_strongest(self.max_neighbours)
+        newest first: the pair with the ``i``-th newest distinct other row counts
+        ``decay ** i`` (1.0 each when ``decay`` is 1); ``row`` itself and repeats are
+        skipped, so items consumed close together count most."""
+        self._queued.append(row)
+        self._histories += history
+        self._ends.append(len(self._histories))
+        self._decays.append(decay)
 
     def add_one_side(
         self, row: int, count: float, others: Sequence[int], amounts: Sequence[float]
@@ -151,63 +445,103 @@ class CoOccurrence:
         """Add ``count`` to ``n_row`` and ``amounts`` to ``row``'s pairs with ``others``,
         on ``row``'s side only (one item's share of :meth:`add`, as the item-keyed stage
         splits it); prunes as :meth:`add` does."""
+        self._settle()
         self._grow(row)
-        self.counts[row] += count
+        self._counts[row] += count
         if not len(others):
             return
-        mine = self._entry(row)
-        for other, amount in zip(others, amounts, strict=True):
-            mine.bump(other, amount)
-        if mine.size > 2 * self.max_neighbours:
-            mine.keep_strongest(self.max_neighbours)
+        rows = np.asarray(others, dtype=np.int64)
+        values = np.asarray(amounts, dtype=np.float64)
+        if len(rows) != len(values):
+            raise ValueError(f"{len(rows)} others but {len(values)} amounts")
+        limit, keep = 2 * self.max_neighbours, self.max_neighbours
+        while need := _add_one_side(
+            row,
+            rows,
+            values,
+            limit,
+            keep,
+            self._start,
+            self._cap,
+            self._size,
+            self._rows,
+            self._pairs,
+            self._meta,
+        ):
+            self._repack(need)
 
     def set_item(self, row: int, count: float, rows: np.ndarray, counts: np.ndarray) -> None:
         """Replace ``row``'s count ``n_i`` and its neighbour pair counts wholesale (the
         item knowledge shared by the fleet, see :mod:`interest_core.item_knowledge`);
         ``rows`` must be distinct and not ``row``."""
+        self._settle()
         self._grow(row)
-        self.counts[row] = count
-        if not len(rows):
-            self._items.pop(row, None)
+        self._counts[row] = count
+        self._free(row)
+        n = len(rows)
+        if not n:
             return
-        self._items[row] = _Neighbours.of(rows, counts)
-
-    def pairs(self, row: int) -> dict[int, float]:
-        """``row``'s raw pair counts ``c_ij`` by neighbour row (for tests and tools)."""
-        entry = self._items.get(row)
-        if entry is None:
-            return {}
-        return dict(
-            zip(entry.rows[: entry.size].tolist(), entry.counts[: entry.size].tolist(), strict=True)
-        )
+        if int(self._meta[_TOP]) + n > len(self._rows):
+            self._repack(n)
+        top = int(self._meta[_TOP])
+        self._rows[top : top + n] = rows
+        self._pairs[top : top + n] = counts
+        self._start[row], self._cap[row], self._size[row] = top, n, n
+        self._meta[_TOP] = top + n
+        self._meta[_HELD] += n
 
     def remove(self, row: int) -> None:
         """Forget every pair and count involving ``row`` (a deleted item)."""
-        self._items.pop(row, None)
+        self._settle()
+        if row >= len(self._counts):
+            return
+        self._free(row)
         # Pruning is one-sided (``row`` may have dropped a neighbour that still lists it),
         # so every item is checked; deletions are rare.
-        for theirs in self._items.values():
-            theirs.drop(row)
-        if row < len(self.counts):
-            self.counts[row] = 0.0
+        _drop_everywhere(row, self._start, self._size, self._rows, self._pairs)
+        self._counts[row] = 0.0
+
+    # ------------------------------------------------------------------ reads
+
+    def pairs(self, row: int) -> dict[int, float]:
+        """``row``'s raw pair counts ``c_ij`` by neighbour row (for tests and tools)."""
+        rows, counts = self._block(row)
+        return dict(zip(rows.tolist(), counts.tolist(), strict=True))
 
     def neighbours(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, similarities)`` of ``row``'s neighbours, similarity ``c/sqrt(n_i n_j)``."""
-        entry = self._items.get(row)
-        if entry is None or not entry.size:
+        rows, counts = self._block(row)
+        if not len(rows):
             return _EMPTY_ROWS, _EMPTY_SIMS
-        rows = entry.rows[: entry.size]
-        norm = np.sqrt(np.maximum(self.counts[row] * self.counts[rows], 1.0))
-        return rows, entry.counts[: entry.size] / norm
+        norm = np.sqrt(np.maximum(self._counts[row] * self._counts[rows], 1.0))
+        return rows, counts / norm
 
     def similarity(self, row: int, other: int) -> float:
         """``c_ij / sqrt(n_i n_j)`` for one pair (0.0 when never seen together)."""
-        entry = self._items.get(row)
-        i = None if entry is None else entry.slot.get(other)
-        if entry is None or i is None:
+        rows, counts = self._block(row)
+        if not len(rows):
             return 0.0
-        count = float(entry.counts[i])
-        return float(count / np.sqrt(max(self.counts[row] * self.counts[other], 1.0)))
+        where = np.flatnonzero(rows == other)
+        if not len(where):
+            return 0.0
+        count = float(counts[where[0]])
+        n = self._counts
+        return float(count / np.sqrt(max(n[row] * n[other], 1.0)))
+
+    def similarities(self, rows: Sequence[int], other: int) -> np.ndarray:
+        """:meth:`similarity` of each of ``rows`` with ``other``, in one call."""
+        self._settle()
+        if other >= len(self._counts):
+            return np.zeros(len(rows), dtype=np.float64)
+        return _similarities(
+            np.asarray(rows, dtype=np.int64),
+            other,
+            self._counts,
+            self._start,
+            self._size,
+            self._rows,
+            self._pairs,
+        )
 
     def scores(self, history: Sequence[int], weights: Sequence[float], width: int) -> np.ndarray:
         """Dense ``(width,)`` array: sum over history rows of weight x similarity."""
@@ -225,15 +559,23 @@ class CoOccurrence:
         """``(rows, scores)``: the rows any history row co-occurs with (sorted, unique) and
         their sum over history rows of weight x similarity; the sparse form of
         :meth:`scores`."""
-        row_parts: list[np.ndarray] = []
-        score_parts: list[np.ndarray] = []
-        for row, weight in zip(history, weights, strict=True):
-            rows, sims = self.neighbours(row)
-            if len(rows):
-                row_parts.append(rows)
-                score_parts.append(weight * sims)
-        if not row_parts:
-            return _EMPTY_ROWS, _EMPTY_SIMS
-        rows = np.concatenate(row_parts)
-        unique, inverse = np.unique(rows, return_inverse=True)
-        return unique, np.bincount(inverse, weights=np.concatenate(score_parts))
+        self._settle()
+        rows = np.asarray(history, dtype=np.int64)
+        values = np.asarray(weights, dtype=np.float64)
+        if len(rows) and int(rows.max()) >= len(self._counts):  # rows never paired
+            known = rows < len(self._counts)
+            rows, values = rows[known], values[known]
+        if len(self._sums) != len(self._counts):
+            self._sums = np.zeros(len(self._counts), dtype=np.float64)
+            self._seen = np.zeros(len(self._counts), dtype=np.bool_)
+        return _sparse_scores(
+            rows,
+            values,
+            self._counts,
+            self._start,
+            self._size,
+            self._rows,
+            self._pairs,
+            self._sums,
+            self._seen,
+        )

@@ -81,10 +81,8 @@ class FleetLink:
         and journal them in the view so the fleet's older records do not hide them."""
         if self.outbox is None:
             return
-        item_ids = self.catalog.item_ids
-        own = self.outbox.positive(
-            item_id, [item_ids[r] for r in history], weight=weight, ts=ts, source=source
-        )
+        named = list(map(self.catalog.item_ids.__getitem__, history))
+        own = self.outbox.positive(item_id, named, weight=weight, ts=ts, source=source)
         self.view.own(own)
 
     def take(self) -> tuple[list[ItemSignal], list[FusionFeedback]]:

@@ -158,16 +158,38 @@ def event_signal(
     ``j``-th distinct other item pairs with ``decay ** j``; the item itself and repeats are
     skipped without using up a power of ``decay``. It stands for the event's whole set of
     signals: :func:`partner_signals` gives the others."""
-    pairs: list[tuple[str, float]] = []
-    done = {item_id}
-    amount = 1.0
-    for other in history:
-        if other in done:
-            continue
-        done.add(other)
-        pairs.append((other, amount))
-        amount *= decay
-    return ItemSignal(item_id, partition, offset, ts, ingested_at, 1.0, weight, tuple(pairs))
+    others = [other for other in history if other != item_id]
+    if len(set(others)) == len(others):  # the engine's histories: distinct items
+        pairs = tuple(zip(others, _powers(decay, len(others)), strict=False))
+    else:
+        kept: list[tuple[str, float]] = []
+        done = {item_id}
+        amount = 1.0
+        for other in others:
+            if other in done:
+                continue
+            done.add(other)
+            kept.append((other, amount))
+            amount *= decay
+        pairs = tuple(kept)
+    # tuple.__new__ skips the named tuple's Python-level __new__ (one per positive event).
+    return tuple.__new__(
+        ItemSignal, (item_id, partition, offset, ts, ingested_at, 1.0, weight, pairs)
+    )
+
+
+_POWERS: dict[float, list[float]] = {}
+
+
+def _powers(decay: float, n: int) -> list[float]:
+    """``[1, decay, decay**2, ...]`` (at least ``n``), each the previous times ``decay``
+    as the loop of :func:`event_signal` multiplies them (so the same floats)."""
+    powers = _POWERS.get(decay)
+    if powers is None:
+        powers = _POWERS[decay] = [1.0]
+    while len(powers) < n:
+        powers.append(powers[-1] * decay)
+    return powers
 
 
 def partner_signals(own: ItemSignal) -> list[ItemSignal]:

@@ -101,11 +101,14 @@ def cooccurrence_reason(
     row: int,
 ) -> str:
     """Names the recent item that contributed most to ``row``'s co-occurrence score."""
-    contributions = [
-        cooccurrence.similarity(h, row) * w
-        for h, w in zip(history_rows, history_weights, strict=True)
-    ]
-    if not contributions or max(contributions) <= 0.0:
+    if len(history_rows) != len(history_weights):
+        raise ValueError(f"{len(history_rows)} history rows but {len(history_weights)} weights")
+    if not len(history_rows):
+        return "popular now"
+    contributions = cooccurrence.similarities(history_rows, row) * np.asarray(
+        history_weights, dtype=np.float64
+    )
+    if contributions.max() <= 0.0:
         return "popular now"
     anchor = history_rows[int(np.argmax(contributions))]
     return f"people who liked '{catalog.titles[anchor]}' also liked this"

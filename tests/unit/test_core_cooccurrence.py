@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interest_core.cooccurrence import CoOccurrence
+from tests.unit.cooccurrence_reference import ReferenceCoOccurrence
 
 
 def _random(max_neighbours: int = 4) -> CoOccurrence:
@@ -115,3 +116,84 @@ def test_counts_match_a_plain_reference(ops) -> None:  # type: ignore[no-untyped
             norm = max(n.get(row, 0.0) * n.get(other, 0.0), 1.0) ** 0.5
             assert sim == pytest.approx(expected[other] / norm)
             assert co.similarity(row, other) == pytest.approx(expected[other] / norm)
+
+
+_small_rows = st.integers(0, 9)
+_pruning_ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("add"),
+            _small_rows,
+            st.lists(_small_rows, max_size=12),
+            st.sampled_from([1.0, 0.85, 0.5]),
+        ),
+        st.tuples(
+            st.just("one_side"),
+            _small_rows,
+            st.lists(_small_rows, max_size=8),
+            st.lists(st.sampled_from([0.25, 0.5, 1.0, 2.0]), min_size=8, max_size=8),
+        ),
+        st.tuples(st.just("set"), _small_rows, st.lists(_small_rows, max_size=6, unique=True)),
+        st.tuples(st.just("remove"), _small_rows),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_pruning_ops, st.sampled_from([1, 2, 3]))
+def test_the_compiled_table_is_the_plain_one(ops, max_neighbours) -> None:  # type: ignore[no-untyped-def]
+    """The compiled table against the plain Python one it replaced
+    (``cooccurrence_reference.py``), pruning included: the same pairs in the same order,
+    the same counts to the last bit."""
+    fast = CoOccurrence(max_neighbours=max_neighbours)
+    plain = ReferenceCoOccurrence(max_neighbours=max_neighbours)
+    for op in ops:
+        if op[0] == "add":
+            _, row, history, decay = op
+            fast.add(row, history, decay=decay)
+            plain.add(row, history, decay=decay)
+        elif op[0] == "one_side":
+            _, row, others, amounts = op
+            others = [o for o in others if o != row]
+            fast.add_one_side(row, 0.5, others, amounts[: len(others)])
+            plain.add_one_side(row, 0.5, others, amounts[: len(others)])
+        elif op[0] == "set":
+            _, row, others = op
+            others = [o for o in others if o != row]
+            counts = np.array([float(len(others) - i) for i in range(len(others))])
+            fast.set_item(row, 3.0, np.array(others, dtype=np.int64), counts)
+            plain.set_item(row, 3.0, np.array(others, dtype=np.int64), counts)
+        else:
+            fast.remove(op[1])
+            plain.remove(op[1])
+    for row in range(10):
+        assert list(fast.pairs(row).items()) == list(plain.pairs(row).items())
+        got, want = fast.neighbours(row), plain.neighbours(row)
+        assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+        assert fast.counts[row] == plain.counts[row]
+        for other in range(10):
+            assert fast.similarity(row, other) == plain.similarity(row, other)
+        every = list(range(12))  # 10, 11: rows never seen
+        assert fast.similarities(every, row).tolist() == [plain.similarity(r, row) for r in every]
+    history = [row for _, row, *_ in ops[:12]] + [10, 3]  # 10: a row never seen
+    weights = [0.85**i for i in range(len(history))]
+    got_rows, got_scores = fast.sparse_scores(history, weights)
+    want_rows, want_scores = plain.sparse_scores(history, weights)
+    assert got_rows.tolist() == want_rows.tolist()
+    assert got_scores.tolist() == want_scores.tolist()  # the same sums, bit for bit
+
+
+def test_the_pool_grows_and_compacts_without_losing_a_pair() -> None:
+    """Many items with long histories: blocks move and the pool is repacked many times;
+    every pair count is still the plain table's."""
+    rng = np.random.default_rng(7)
+    fast, plain = CoOccurrence(max_neighbours=30), ReferenceCoOccurrence(max_neighbours=30)
+    for _ in range(3_000):
+        row = int(rng.integers(500))
+        history = [int(x) for x in rng.integers(500, size=int(rng.integers(0, 40)))]
+        fast.add(row, history, decay=0.85)
+        plain.add(row, history, decay=0.85)
+    for row in range(500):
+        assert list(fast.pairs(row).items()) == list(plain.pairs(row).items())
+    assert len(fast._rows) > 1 << 14  # the pool grew past its first size
