@@ -38,6 +38,7 @@ from kafka.structs import OffsetAndMetadata
 from consumers.batching import InputRecord
 from consumers.bounded import Delivery
 from consumers.probes import WorkerProbes
+from consumers.publisher import ProcessSink
 from consumers.sinks import KafkaSink, OutgoingRecord, PublishPlan, Sink
 from consumers.step import BatchStep
 
@@ -156,7 +157,7 @@ class PublishPipeline:
             return None
         waited = time.perf_counter()
         delivered = self.step.settle(flight.delivery, sink)  # PublishError: no commit
-        if isinstance(sink, KafkaSink):
+        if isinstance(sink, KafkaSink | ProcessSink):
             self._broker_ok()  # the producer's records were acknowledged
         plan = flight.publishes
         if plan is not None:
@@ -225,8 +226,9 @@ class PublishPipeline:
 
 def _acknowledged_at(sink: Sink, sent_at: float) -> float:
     """Unix time at which what ``sink`` was last sent was acknowledged: now, or the
-    broker's last answer when the flight landed late and a Kafka sink knows it."""
+    broker's last answer when the flight landed late and the sink knows it."""
     now = time.time()
-    if isinstance(sink, KafkaSink) and sink.acked_at >= sent_at:
-        return min(now, sink.acked_at)
+    acked_at = float(getattr(sink, "acked_at", 0.0))
+    if acked_at >= sent_at:
+        return min(now, acked_at)
     return now

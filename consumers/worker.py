@@ -71,6 +71,7 @@ from consumers.metrics import WorkerMetrics
 from consumers.params_follower import ParamsFollower
 from consumers.pipeline import PublishPipeline
 from consumers.probes import WorkerProbes, crash_report, write_crash_report
+from consumers.publisher import ProcessSink
 from consumers.residency import Residency, StateSource
 from consumers.runtime import tune_interpreter
 from consumers.sinks import KafkaSink, OutgoingRecord, PublishError, PublishPlan, Sink
@@ -397,14 +398,20 @@ class Worker:
             self.state_source = clients.reader
         # linger 0: a batch's records are sent whole, and lingering would only delay
         # their acknowledgement (kafka-python still batches what queues up meanwhile).
-        clients.producer = make_producer(
-            settings,
-            client_id=f"{settings.kafka.client_id}-{self.worker_id}",
-            linger_ms=0,
+        producer: dict[str, Any] = {
+            "client_id": f"{settings.kafka.client_id}-{self.worker_id}",
+            "linger_ms": 0,
             # room for a bounded record plus the batch's framing (consumers.bounded)
-            max_request_size=max(1_048_576, settings.limits.max_publish_bytes + 65_536),
-        )
-        self._sink = KafkaSink(clients.producer)
+            "max_request_size": max(1_048_576, settings.limits.max_publish_bytes + 65_536),
+        }
+        if settings.runtime.publisher_process:
+            clients.publisher = ProcessSink(
+                settings, name=f"{self.worker_id}-publisher", **producer
+            )
+            self._sink = clients.publisher
+        else:
+            clients.producer = make_producer(settings, **producer)
+            self._sink = KafkaSink(clients.producer)
         clients.follower = CatalogFollower(settings).start()
         if self._knowledge_caught_up:  # no SharedKnowledge: follow the models topic here
             clients.models = ParamsFollower(
@@ -576,6 +583,7 @@ class _Clients:
     def __init__(self) -> None:
         self.health: HealthServer | None = None
         self.producer: Any = None
+        self.publisher: ProcessSink | None = None  # the producer in a child process
         self.consumer: Any = None
         self.follower: CatalogFollower | None = None
         self.models: ParamsFollower | None = None  # only without clients.knowledge
@@ -600,6 +608,8 @@ class _Clients:
                     log.exception("closing %s failed", type(closing).__name__)
         if self.producer is not None:
             self.producer.close(timeout=10)
+        if self.publisher is not None:
+            self.publisher.close(timeout=10)
         if self.health is not None:
             self.health.stop()
 

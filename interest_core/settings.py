@@ -362,6 +362,9 @@ class RuntimeSettings:
     # Objects that survived a full garbage collection are not scanned again until the
     # next complete pass, every full_gc_every_s (0: CPython's default collector).
     full_gc_every_s: float = 600.0
+    # The worker's Kafka producer in a child process of its own (consumers.publisher):
+    # its per-record work and network thread off the worker's interpreter lock.
+    publisher_process: bool = True
 
     def __post_init__(self) -> None:
         _check(

@@ -1,0 +1,102 @@
+"""The worker's producer in a child process (``consumers.publisher.ProcessSink``) on the
+embedded broker: records arrive in order, a refused record is named with the producer's
+error, and a publisher that died fails the batch instead of hanging it."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from kafka import TopicPartition
+from kafka.errors import MessageSizeTooLargeError
+
+from consumers.bounded import PublishError
+from consumers.publisher import ProcessSink
+from consumers.sinks import OutgoingRecord
+from interest_core.settings import Settings
+from producers.kafka_client import make_consumer
+from producers.topics import create_topics
+
+pytestmark = pytest.mark.integration
+
+
+def _read(settings: Settings, topic: str, partitions: int, count: int) -> list[tuple[bytes, bytes]]:
+    consumer = make_consumer(settings, group_id=None, auto_offset_reset="earliest")
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    seen: list[tuple[bytes, bytes]] = []
+    for _ in range(100):
+        for records in consumer.poll(timeout_ms=200).values():
+            seen.extend((r.key, r.value) for r in records)
+        if len(seen) >= count:
+            break
+    consumer.close()
+    return seen
+
+
+def test_records_arrive_in_order_and_are_acknowledged(kafka_settings: Settings) -> None:
+    create_topics(kafka_settings)
+    topic = kafka_settings.topics.recommendations
+    sink = ProcessSink(kafka_settings, name="test", max_request_size=1_048_576, linger_ms=0)
+    try:
+        assert sink.pid is not None and sink.pid != os.getpid()
+        for n in range(300):  # one key: one partition, so the order is the send order
+            sink.send(OutgoingRecord(topic, b"u1", b"%d" % n))
+        sink.flush()
+        assert sink.acknowledged() and sink.acked_at > 0
+        for n in range(300, 310):  # a second message after the first was answered
+            sink.send(OutgoingRecord(topic, b"u1", b"%d" % n, (("h", b"v"),)))
+        sink.flush()
+    finally:
+        sink.close()
+    got = _read(kafka_settings, topic, kafka_settings.topics.recommendations_partitions, 310)
+    assert [int(v) for _, v in got] == list(range(310))
+
+
+def test_a_record_too_large_is_refused_at_once_and_the_rest_delivered(
+    kafka_settings: Settings,
+) -> None:
+    create_topics(kafka_settings)
+    topic = kafka_settings.topics.deadletter
+    sink = ProcessSink(kafka_settings, name="test", max_request_size=10_000, linger_ms=0)
+    try:
+        with pytest.raises(MessageSizeTooLargeError):
+            sink.send(OutgoingRecord(topic, b"k", b"x" * 20_000))
+        sink.send(OutgoingRecord(topic, b"k", b"small"))
+        sink.flush()
+    finally:
+        sink.close()
+    assert _read(kafka_settings, topic, 1, 1) == [(b"k", b"small")]
+
+
+def test_the_producers_refusal_names_the_record_and_its_error(kafka_settings: Settings) -> None:
+    create_topics(kafka_settings)
+    good = OutgoingRecord(kafka_settings.topics.deadletter, b"k", b"fine")
+    # A topic name kafka-python refuses before the wire (illegal characters).
+    bad = OutgoingRecord("not a topic!", b"k", b"v")
+    sink = ProcessSink(kafka_settings, name="test", max_request_size=1_048_576, linger_ms=0)
+    try:
+        sink.send(good)
+        sink.send(bad)
+        with pytest.raises(PublishError) as raised:
+            sink.flush()
+    finally:
+        sink.close()
+    assert [record for record, _ in raised.value.failed] == [bad]
+    assert all(isinstance(error, Exception) for _, error in raised.value.failed)
+
+
+def test_a_dead_publisher_fails_the_batch(kafka_settings: Settings) -> None:
+    create_topics(kafka_settings)
+    sink = ProcessSink(kafka_settings, name="test", max_request_size=1_048_576, linger_ms=0)
+    try:
+        assert sink.pid is not None
+        os.kill(sink.pid, signal.SIGKILL)
+        sink._process.join(10)
+        sink.send(OutgoingRecord(kafka_settings.topics.deadletter, b"k", b"v"))
+        with pytest.raises(PublishError, match="publisher process"):
+            sink.flush()
+    finally:
+        sink.close(1.0)
