@@ -377,7 +377,6 @@ class Worker:
 
     def _start(self, clients: _Clients) -> None:
         """Health server, topics, state reader, producer and catalog follower."""
-        from producers.kafka_client import make_producer
         from producers.topics import create_topics
 
         settings = self.settings
@@ -396,22 +395,7 @@ class Worker:
             # rather than silently reading to end offsets that may fall short.
             clients.reader = StateReader(settings, strict=True)
             self.state_source = clients.reader
-        # linger 0: a batch's records are sent whole, and lingering would only delay
-        # their acknowledgement (kafka-python still batches what queues up meanwhile).
-        producer: dict[str, Any] = {
-            "client_id": f"{settings.kafka.client_id}-{self.worker_id}",
-            "linger_ms": 0,
-            # room for a bounded record plus the batch's framing (consumers.bounded)
-            "max_request_size": max(1_048_576, settings.limits.max_publish_bytes + 65_536),
-        }
-        if settings.runtime.publisher_process:
-            clients.publisher = ProcessSink(
-                settings, name=f"{self.worker_id}-publisher", **producer
-            )
-            self._sink = clients.publisher
-        else:
-            clients.producer = make_producer(settings, **producer)
-            self._sink = KafkaSink(clients.producer)
+        self._sink = _open_sink(settings, self.worker_id, clients)
         clients.follower = CatalogFollower(settings).start()
         if self._knowledge_caught_up:  # no SharedKnowledge: follow the models topic here
             clients.models = ParamsFollower(
@@ -612,6 +596,26 @@ class _Clients:
             self.publisher.close(timeout=10)
         if self.health is not None:
             self.health.stop()
+
+
+def _open_sink(settings: Settings, worker_id: str, clients: _Clients) -> Sink:
+    """The worker's producer, in a child process (``runtime.publisher_process``) or in
+    this one; kept on ``clients`` to be closed with them."""
+    from producers.kafka_client import make_producer
+
+    # linger 0: a batch's records are sent whole, and lingering would only delay
+    # their acknowledgement (kafka-python still batches what queues up meanwhile).
+    producer: dict[str, Any] = {
+        "client_id": f"{settings.kafka.client_id}-{worker_id}",
+        "linger_ms": 0,
+        # room for a bounded record plus the batch's framing (consumers.bounded)
+        "max_request_size": max(1_048_576, settings.limits.max_publish_bytes + 65_536),
+    }
+    if settings.runtime.publisher_process:
+        clients.publisher = ProcessSink(settings, name=f"{worker_id}-publisher", **producer)
+        return clients.publisher
+    clients.producer = make_producer(settings, **producer)
+    return KafkaSink(clients.producer)
 
 
 def _measure_lag(
