@@ -551,6 +551,19 @@ def _bench_settings(settings: Settings, bootstrap: str, suffix: str) -> Settings
     )
 
 
+def process_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) process ``pid`` has used, from ``/proc`` (0.0 when
+    ``pid`` is None, or where ``/proc`` cannot tell)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _read_all(consumer: Any, count: int, timeout_s: float) -> tuple[int, float, float]:
     """Poll until ``count`` events were parsed: (parsed, first record time, last) in seconds."""
     from interest_core.records import Event, parse_event
@@ -771,7 +784,8 @@ def bench_stream(
     cpu_marks: list[float] = []  # the worker thread's CPU seconds at each publication
 
     def on_published(batch: Any) -> None:
-        cpu_marks.append(time.thread_time())  # called on the worker's thread
+        # called on the worker's thread: its CPU time and its publisher process's
+        cpu_marks.append(time.thread_time() + process_cpu_s(worker.publisher_pid))
         marks.append((batch.started, batch.acked, batch.records))
         published.append(batch)
 
@@ -809,8 +823,9 @@ def bench_stream(
         out["worker_events_per_s"] = rate
         out["worker_batches"] = len(marks)
         out["ratio_to_raw"] = rate / out["raw_events_per_s"] if out["raw_events_per_s"] else None
-        # The same per CPU-second of the worker thread, after its first batch (the
-        # producer's network thread is not counted: a small bias in the worker's favour).
+        # The same per CPU-second of the worker thread and its publisher process, after
+        # its first batch (the consumers' IO threads are not counted: a small bias in the
+        # worker's favour; nor is an in-process producer's network thread).
         first_batch = len(marks) and marks[0][2]
         cpu = cpu_marks[len(marks) - 1] - cpu_marks[0] if len(marks) > 1 else 0.0
         if cpu > 0 and out["raw_events_per_cpu_s"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
@@ -63,3 +64,17 @@ def test_sample_total_sums_every_label_set() -> None:
     ]
     assert sample_total(samples, "interest_events_consumed_total") == 5.0
     assert sample_total(samples, "missing") == 0.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")
+def test_process_cpu_seconds_count_a_process_work() -> None:
+    """The bench adds the publisher process's CPU to the worker's: read from /proc."""
+    from consumers.harness.bench import process_cpu_s
+
+    assert process_cpu_s(None) == 0.0
+    before = process_cpu_s(os.getpid())
+    total = 0
+    while process_cpu_s(os.getpid()) < before + 0.05:  # burn a little CPU
+        total += sum(range(10_000))
+    assert process_cpu_s(os.getpid()) >= before + 0.05 and total > 0
+    assert process_cpu_s(2**22 + 12_345) == 0.0  # no such process
