@@ -475,7 +475,7 @@ class Engine:
         assert event.item_id is not None
         row = self.catalog.row(event.item_id)
         assert row is not None  # validated
-        if weight > 0.0 and self.fusion.mask.sum() > 1 and self.ranker.teaches(state.user_id, row):
+        if weight > 0.0 and self.fusion.learns and self.ranker.teaches(state.user_id, row):
             self._pending.apply(state.user_id)  # the lesson's features see every earlier event
             self.fleet.lesson(self.ranker.learn(state, row), source)
         if weight > 0.0 and self.on_example:

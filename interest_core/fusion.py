@@ -36,6 +36,8 @@ class FusionWeights:
         self.names = tuple(names)
         on = set(self.names if enabled is None else enabled)
         self.mask = np.array([name in on for name in self.names], dtype=np.float64)
+        #: Whether a step can learn anything (two or more features enabled; fixed).
+        self.learns = int(self.mask.sum()) > 1
         start = self.mask.copy() if initial is None else np.asarray(initial, float) * self.mask
         # Features that start at 0 (e.g. ``adapted`` before any layer exists) do not
         # count in the total: the others then learn exactly as without them.
