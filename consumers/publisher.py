@@ -25,7 +25,9 @@ Same contract as :class:`~consumers.sinks.KafkaSink`, which the pipeline relies 
   nothing was committed, so the batch is re-read).
 
 If the worker dies, the child sees the pipe close, delivers what it was already given
-(what the worker's own producer thread would have sent too) and exits.
+(what the worker's own producer thread would have sent too) and exits. The child ignores
+SIGINT and SIGTERM: sent to the worker's process group (Ctrl-C), they are the worker's to
+handle, and it still publishes its last batch through the child before closing it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -251,6 +254,10 @@ def _serve(conn: Any, settings: Settings, producer_kwargs: dict[str, Any]) -> No
     answer. ``None`` (or the pipe closing) ends it after delivering what it holds."""
     from producers.kafka_client import make_producer
 
+    # Ctrl-C or a SIGTERM sent to the worker's process group is the worker's to handle (it
+    # finishes its batch through this process, then closes the pipe): not this one's.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         producer = make_producer(settings, **producer_kwargs)
     except Exception as exc:  # reported to the parent, which raises it

@@ -100,3 +100,22 @@ def test_a_dead_publisher_fails_the_batch(kafka_settings: Settings) -> None:
             sink.flush()
     finally:
         sink.close(1.0)
+
+
+def test_ctrl_c_to_the_process_group_leaves_the_publisher_to_the_worker(
+    kafka_settings: Settings,
+) -> None:
+    """SIGINT and SIGTERM reach the whole process group (a terminal's Ctrl-C): the worker
+    still publishes its last batch through the child while it stops."""
+    create_topics(kafka_settings)
+    topic = kafka_settings.topics.deadletter
+    sink = ProcessSink(kafka_settings, name="test", max_request_size=1_048_576, linger_ms=0)
+    try:
+        assert sink.pid is not None
+        os.kill(sink.pid, signal.SIGINT)
+        os.kill(sink.pid, signal.SIGTERM)
+        sink.send(OutgoingRecord(topic, b"k", b"last batch"))
+        sink.flush()
+    finally:
+        sink.close()
+    assert _read(kafka_settings, topic, 1, 1) == [(b"k", b"last batch")]
