@@ -117,6 +117,11 @@ class ProcessSink:
             raise PublishError(f"{name}: the publisher process failed to start: {answer[1]}")
 
     @property
+    def alive(self) -> bool:
+        """Whether the child process runs."""
+        return self._process.is_alive()
+
+    @property
     def pid(self) -> int | None:
         """The child's process id."""
         return self._process.pid

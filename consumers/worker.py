@@ -304,8 +304,10 @@ class Worker:
             self.metrics.set_ready(self.ready)
 
     def not_alive_reasons(self) -> list[str]:
-        """Why the worker is not alive (empty while the loop runs and ticks)."""
-        return self.probes.not_alive_reasons()
+        """Why the worker is not alive (empty while the loop runs and ticks, and its
+        publisher process, if any, runs)."""
+        gone = isinstance(self._sink, ProcessSink) and not self._sink.alive
+        return self.probes.not_alive_reasons() + (["publisher process exited"] if gone else [])
 
     @property
     def ready(self) -> bool:

@@ -93,8 +93,10 @@ def test_a_dead_publisher_fails_the_batch(kafka_settings: Settings) -> None:
     sink = ProcessSink(kafka_settings, name="test", max_request_size=1_048_576, linger_ms=0)
     try:
         assert sink.pid is not None
+        assert sink.alive
         os.kill(sink.pid, signal.SIGKILL)
         sink._process.join(10)
+        assert not sink.alive  # the worker's liveness says so (not_alive_reasons)
         sink.send(OutgoingRecord(kafka_settings.topics.deadletter, b"k", b"v"))
         with pytest.raises(PublishError, match="publisher process"):
             sink.flush()
@@ -119,3 +121,36 @@ def test_ctrl_c_to_the_process_group_leaves_the_publisher_to_the_worker(
     finally:
         sink.close()
     assert _read(kafka_settings, topic, 1, 1) == [(b"k", b"last batch")]
+
+
+def test_a_worker_whose_publisher_died_is_not_alive(kafka_settings: Settings) -> None:
+    """The worker's liveness (``/healthz``) names a publisher process that exited, before
+    any batch would find out."""
+    import threading
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from consumers.worker import Worker
+    from interest_core.encoder import HashingEncoder
+
+    settings = kafka_settings.replace(encoder={"backend": "hashing"})
+    create_topics(settings)
+    worker = Worker(settings, HashingEncoder(), worker_id="w-pub", registry=CollectorRegistry())
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert worker.wait_ready(60), worker.not_ready_reasons()
+        pid = worker.publisher_pid
+        assert pid is not None and pid != os.getpid()
+        assert "publisher process exited" not in worker.not_alive_reasons()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while "publisher process exited" not in worker.not_alive_reasons():
+            assert time.monotonic() < deadline, worker.not_alive_reasons()
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
