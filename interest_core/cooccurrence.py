@@ -367,6 +367,13 @@ class CoOccurrence:
             grown[: len(old)] = old
             setattr(self, name, grown)
 
+    def _grow_for(self, row: int, neighbours: np.ndarray) -> None:
+        """Room for ``row`` and every neighbour row it is about to store: the compiled
+        reads index the per-row arrays by neighbour, unchecked."""
+        if len(neighbours) and int(neighbours.min()) < 0:
+            raise ValueError("neighbour rows must not be negative")
+        self._grow(max(row, int(neighbours.max())) if len(neighbours) else row)
+
     def _repack(self, need: int) -> None:
         """A pool with ``need`` free entries or more past the live blocks, compacted."""
         held = int(self._meta[_HELD])
@@ -446,14 +453,14 @@ class CoOccurrence:
         on ``row``'s side only (one item's share of :meth:`add`, as the item-keyed stage
         splits it); prunes as :meth:`add` does."""
         self._settle()
-        self._grow(row)
-        self._counts[row] += count
-        if not len(others):
-            return
         rows = np.asarray(others, dtype=np.int64)
         values = np.asarray(amounts, dtype=np.float64)
         if len(rows) != len(values):
             raise ValueError(f"{len(rows)} others but {len(values)} amounts")
+        self._grow_for(row, rows)
+        self._counts[row] += count
+        if not len(rows):
+            return
         limit, keep = 2 * self.max_neighbours, self.max_neighbours
         while need := _add_one_side(
             row,
@@ -475,7 +482,7 @@ class CoOccurrence:
         item knowledge shared by the fleet, see :mod:`interest_core.item_knowledge`);
         ``rows`` must be distinct and not ``row``."""
         self._settle()
-        self._grow(row)
+        self._grow_for(row, rows)
         self._counts[row] = count
         self._free(row)
         n = len(rows)

@@ -197,3 +197,18 @@ def test_the_pool_grows_and_compacts_without_losing_a_pair() -> None:
     for row in range(500):
         assert list(fast.pairs(row).items()) == list(plain.pairs(row).items())
     assert len(fast._rows) > 1 << 14  # the pool grew past its first size
+
+
+def test_neighbours_beyond_every_row_seen_so_far_are_read_safely() -> None:
+    """The fleet's records name neighbours the table has not grown to yet (a new item's
+    record arrives after its neighbour's): the compiled reads index per-row arrays by
+    neighbour, so the table grows for them as it stores them."""
+    co = CoOccurrence()
+    co.set_item(3, 2.0, np.array([5_000], dtype=np.int64), np.array([4.0]))
+    co.add_one_side(4, 1.0, [7_000], [1.0])
+    rows, scores = co.sparse_scores([3, 4], [1.0, 0.5])
+    assert rows.tolist() == [5_000, 7_000]
+    # c / sqrt(max(n_i n_j, 1)): the neighbours have no count yet, so the norm is 1
+    assert scores.tolist() == [4.0, 0.5]
+    assert co.similarities([3], 5_000).tolist() == [4.0]
+    assert len(co.counts) > 7_000
