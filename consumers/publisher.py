@@ -33,6 +33,7 @@ handle, and it still publishes its last batch through the child before closing i
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -293,15 +294,8 @@ def _serve(conn: Any, settings: Settings, producer_kwargs: dict[str, Any]) -> No
                     message.failed(index, exc)
                     continue
                 future.add_callback(message.delivered)
-                future.add_errback(_errback(message, index))
+                future.add_errback(functools.partial(message.failed, index))
             message.sealed()
     finally:
         producer.flush(timeout=30)
         producer.close(timeout=10)
-
-
-def _errback(message: _Message, index: int) -> Any:
-    def failed(error: BaseException) -> None:
-        message.failed(index, error)
-
-    return failed

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from kafka import TopicPartition
@@ -19,6 +21,16 @@ from producers.kafka_client import make_consumer
 from producers.topics import create_topics
 
 pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def _sink(settings: Settings, *, max_request_size: int = 1_048_576) -> Iterator[ProcessSink]:
+    """A publisher process for the test, closed after it (a dead one too)."""
+    sink = ProcessSink(settings, name="test", max_request_size=max_request_size, linger_ms=0)
+    try:
+        yield sink
+    finally:
+        sink.close(2.0)
 
 
 def _read(settings: Settings, topic: str, partitions: int, count: int) -> list[tuple[bytes, bytes]]:
@@ -39,8 +51,7 @@ def _read(settings: Settings, topic: str, partitions: int, count: int) -> list[t
 def test_records_arrive_in_order_and_are_acknowledged(kafka_settings: Settings) -> None:
     create_topics(kafka_settings)
     topic = kafka_settings.topics.recommendations
-    sink = ProcessSink(kafka_settings, name="test", max_request_size=1_048_576, linger_ms=0)
-    try:
+    with _sink(kafka_settings) as sink:
         assert sink.pid is not None and sink.pid != os.getpid()
         for n in range(300):  # one key: one partition, so the order is the send order
             sink.send(OutgoingRecord(topic, b"u1", b"%d" % n))
@@ -49,8 +60,6 @@ def test_records_arrive_in_order_and_are_acknowledged(kafka_settings: Settings) 
         for n in range(300, 310):  # a second message after the first was answered
             sink.send(OutgoingRecord(topic, b"u1", b"%d" % n, (("h", b"v"),)))
         sink.flush()
-    finally:
-        sink.close()
     got = _read(kafka_settings, topic, kafka_settings.topics.recommendations_partitions, 310)
     assert [int(v) for _, v in got] == list(range(310))
 
@@ -60,14 +69,11 @@ def test_a_record_too_large_is_refused_at_once_and_the_rest_delivered(
 ) -> None:
     create_topics(kafka_settings)
     topic = kafka_settings.topics.deadletter
-    sink = ProcessSink(kafka_settings, name="test", max_request_size=10_000, linger_ms=0)
-    try:
+    with _sink(kafka_settings, max_request_size=10_000) as sink:
         with pytest.raises(MessageSizeTooLargeError):
             sink.send(OutgoingRecord(topic, b"k", b"x" * 20_000))
         sink.send(OutgoingRecord(topic, b"k", b"small"))
         sink.flush()
-    finally:
-        sink.close()
     assert _read(kafka_settings, topic, 1, 1) == [(b"k", b"small")]
 
 
@@ -76,22 +82,18 @@ def test_the_producers_refusal_names_the_record_and_its_error(kafka_settings: Se
     good = OutgoingRecord(kafka_settings.topics.deadletter, b"k", b"fine")
     # A topic name kafka-python refuses before the wire (illegal characters).
     bad = OutgoingRecord("not a topic!", b"k", b"v")
-    sink = ProcessSink(kafka_settings, name="test", max_request_size=1_048_576, linger_ms=0)
-    try:
+    with _sink(kafka_settings) as sink:
         sink.send(good)
         sink.send(bad)
         with pytest.raises(PublishError) as raised:
             sink.flush()
-    finally:
-        sink.close()
     assert [record for record, _ in raised.value.failed] == [bad]
     assert all(isinstance(error, Exception) for _, error in raised.value.failed)
 
 
 def test_a_dead_publisher_fails_the_batch(kafka_settings: Settings) -> None:
     create_topics(kafka_settings)
-    sink = ProcessSink(kafka_settings, name="test", max_request_size=1_048_576, linger_ms=0)
-    try:
+    with _sink(kafka_settings) as sink:
         assert sink.pid is not None
         assert sink.alive
         os.kill(sink.pid, signal.SIGKILL)
@@ -100,8 +102,6 @@ def test_a_dead_publisher_fails_the_batch(kafka_settings: Settings) -> None:
         sink.send(OutgoingRecord(kafka_settings.topics.deadletter, b"k", b"v"))
         with pytest.raises(PublishError, match="publisher process"):
             sink.flush()
-    finally:
-        sink.close(1.0)
 
 
 def test_ctrl_c_to_the_process_group_leaves_the_publisher_to_the_worker(
@@ -111,15 +111,12 @@ def test_ctrl_c_to_the_process_group_leaves_the_publisher_to_the_worker(
     still publishes its last batch through the child while it stops."""
     create_topics(kafka_settings)
     topic = kafka_settings.topics.deadletter
-    sink = ProcessSink(kafka_settings, name="test", max_request_size=1_048_576, linger_ms=0)
-    try:
+    with _sink(kafka_settings) as sink:
         assert sink.pid is not None
         os.kill(sink.pid, signal.SIGINT)
         os.kill(sink.pid, signal.SIGTERM)
         sink.send(OutgoingRecord(topic, b"k", b"last batch"))
         sink.flush()
-    finally:
-        sink.close()
     assert _read(kafka_settings, topic, 1, 1) == [(b"k", b"last batch")]
 
 
