@@ -86,3 +86,24 @@ def test_the_outbox_keeps_one_signal_per_event_and_expands_to_the_derived_ones()
         ("c", (("a", 0.5),)),
         ("d", (("a", 0.25),)),
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["a", "b", "c", "d", "e", "own"]), max_size=12),
+    st.sampled_from([1.0, 0.85, 0.5]),
+)
+def test_an_events_pairs_skip_itself_and_repeats_without_using_a_power(history, decay) -> None:  # type: ignore[no-untyped-def]
+    """Distinct histories (the engine's) take the zipped powers, others the loop: both
+    give each distinct other item ``decay ** j`` by its rank, as the same floats."""
+    from interest_core.item_signals import event_signal
+
+    want: list[tuple[str, float]] = []
+    amount, done = 1.0, {"own"}
+    for other in history:
+        if other not in done:
+            done.add(other)
+            want.append((other, amount))
+            amount *= decay
+    signal = event_signal("own", history, weight=1.0, ts=1.0, partition=0, offset=0, decay=decay)
+    assert list(signal.pairs) == want
