@@ -38,8 +38,7 @@ from kafka.structs import OffsetAndMetadata
 from consumers.batching import InputRecord
 from consumers.bounded import Delivery
 from consumers.probes import WorkerProbes
-from consumers.publisher import ProcessSink
-from consumers.sinks import KafkaSink, OutgoingRecord, PublishPlan, Sink
+from consumers.sinks import OutgoingRecord, PublishPlan, Sink
 from consumers.step import BatchStep
 
 __all__ = ["PublishPipeline"]
@@ -157,14 +156,14 @@ class PublishPipeline:
             return None
         waited = time.perf_counter()
         delivered = self.step.settle(flight.delivery, sink)  # PublishError: no commit
-        if isinstance(sink, KafkaSink | ProcessSink):
+        if sink.reaches_broker:
             self._broker_ok()  # the producer's records were acknowledged
         plan = flight.publishes
         if plan is not None:
             self.step.published(
                 plan,
                 delivered,
-                acked_at=_acknowledged_at(sink, flight.sent_at),
+                acked_at=_acknowledged_at(sink.acked_at, flight.sent_at),
                 # the worker's own time: handing over, and this wait (not the next
                 # batch's processing that the flight overlapped)
                 publish_s=flight.send_s + (time.perf_counter() - waited),
@@ -224,11 +223,10 @@ class PublishPipeline:
             log.info("%s: committed past the crash loop (%s)", self.name, past)
 
 
-def _acknowledged_at(sink: Sink, sent_at: float) -> float:
-    """Unix time at which what ``sink`` was last sent was acknowledged: now, or the
-    broker's last answer when the flight landed late and the sink knows it."""
+def _acknowledged_at(acked_at: float, sent_at: float) -> float:
+    """Unix time at which a flight sent at ``sent_at`` was acknowledged: now, or the
+    sink's last acknowledgement ``acked_at`` when the flight landed late."""
     now = time.time()
-    acked_at = float(getattr(sink, "acked_at", 0.0))
     if acked_at >= sent_at:
         return min(now, acked_at)
     return now

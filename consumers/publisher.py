@@ -77,6 +77,8 @@ class ProcessSink:
     process (``producer_kwargs`` go to :func:`producers.kafka_client.make_producer`).
     ``acked_at`` is the unix time of the latest acknowledgement, as the child saw it."""
 
+    reaches_broker = True
+
     def __init__(
         self,
         settings: Settings,

@@ -73,7 +73,16 @@ class PublishPlan:
 
 class Sink(Protocol):
     """Where planned records go: ``send`` each (raises for a record it refuses outright,
-    e.g. too large), then ``flush`` (raises :class:`PublishError` listing the failed)."""
+    e.g. too large), then ``flush`` (raises :class:`PublishError` listing the failed).
+
+    ``reaches_broker``: a successful ``flush`` means Kafka acknowledged the records (the
+    worker's readiness counts it as a round trip). ``acked_at``: the unix time of the
+    latest acknowledgement the sink saw (0.0 when it has none or does not know), so a
+    flight whose flush is awaited late is still timed at its acknowledgement.
+    """
+
+    reaches_broker: bool
+    acked_at: float
 
     def send(self, record: OutgoingRecord) -> None: ...
 
@@ -86,6 +95,8 @@ class KafkaSink:
     ``acked_at`` is the unix time of the latest acknowledgement (set on the producer's
     IO thread), so a batch whose flush is awaited late is still timed at its ack.
     """
+
+    reaches_broker = True
 
     def __init__(self, producer: Any) -> None:
         self.producer = producer

@@ -33,6 +33,9 @@ class MemorySink:
     ``send`` as a producer does (``MessageSizeTooLargeError``); None accepts any size.
     """
 
+    reaches_broker = False  # nothing of a broker's answer in a flush here
+    acked_at = 0.0
+
     def __init__(self, max_record_bytes: int | None = None) -> None:
         self.records: list[OutgoingRecord] = []
         self._pending: list[OutgoingRecord] = []
