@@ -344,6 +344,7 @@ class CoOccurrence:
         self._histories: list[int] = []
         self._ends: list[int] = []
         self._decays: list[float] = []
+        self._queued_by_row: dict[int, int] = {}  # queued adds per row (count_of's part)
         # Scratch of sparse_scores: a sum and a mark per row, zero between calls.
         self._sums = np.zeros(0, dtype=np.float64)
         self._seen = np.zeros(0, dtype=np.bool_)
@@ -353,6 +354,11 @@ class CoOccurrence:
         """``n_i`` by row: positive events per item (the queued adds included)."""
         self._settle()
         return self._counts
+
+    def count_of(self, row: int) -> float:
+        """``n_row`` with the queued adds, without applying them (one event's read)."""
+        settled = float(self._counts[row]) if 0 <= row < len(self._counts) else 0.0
+        return settled + self._queued_by_row.get(row, 0)
 
     # ------------------------------------------------------------------ storage
 
@@ -395,6 +401,7 @@ class CoOccurrence:
         ends = np.array(self._ends, dtype=np.int64)
         decays = np.array(self._decays, dtype=np.float64)
         self._queued, self._histories, self._ends, self._decays = [], [], [], []
+        self._queued_by_row = {}
         self._grow(max(int(rows.max()), int(histories.max()) if len(histories) else 0))
         limit, keep = 2 * self.max_neighbours, self.max_neighbours
         done = 0
@@ -442,6 +449,7 @@ class CoOccurrence:
         ``decay ** i`` (1.0 each when ``decay`` is 1); ``row`` itself and repeats are
         skipped, so items consumed close together count most."""
         self._queued.append(row)
+        self._queued_by_row[row] = self._queued_by_row.get(row, 0) + 1
         self._histories += history
         self._ends.append(len(self._histories))
         self._decays.append(decay)

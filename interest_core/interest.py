@@ -9,8 +9,8 @@ last applied offset and event ids (for idempotence) and a publication version.
 
 Vectors are kept as float16, so the state is compact and export/import round-trips
 exactly. Measured with the bundled 384-dim model: a full user (4 slots, 3 texts, 50
-recent items, 64 event ids, 1000 seen items) exports to 19,886 bytes, one with 50 seen
-items to 10,386 bytes; the vectors are 6,912 bytes of it
+recent items, 64 event ids, 1000 seen items) exports to 20,036 bytes, one with 50 seen
+items to 10,536 bytes; the vectors are 6,912 bytes of it
 (``tests/unit/test_core_interest.py::test_bytes_per_user_with_the_real_width``).
 """
 
@@ -52,6 +52,9 @@ class RecentItem:
     ts: float
     weight: float  # signed event weight (see interest_core.signals)
     action: str  # "rated 5", "purchased", "clicked"... for reasons a person reads
+    #: The item's positive events before this one, as the item knowledge had them (-1:
+    #: not known, a state written before this was kept): how new the item was to the user.
+    before: int = -1
 
 
 @dataclass(slots=True)
@@ -158,7 +161,7 @@ class UserState:
             "lt": self.long_ts,
             "sw": self.slot_weights,
             "slt": self.slots_ts,
-            "r": [[r.item_id, r.ts, r.weight, r.action] for r in self.recent],
+            "r": [[r.item_id, r.ts, r.weight, r.action, r.before] for r in self.recent],
             "tx": [[t.text, t.ts] for t in self.texts],
             "se": list(self.seen),
             "lb": self.labels,
@@ -213,9 +216,7 @@ class UserState:
                 slot_dirs=parts[2 : 2 + n_slots].copy(),
                 slot_weights=[float(w) for w in meta["sw"]],
                 slots_ts=float(meta["slt"]),
-                recent=deque(
-                    RecentItem(str(a), float(b), float(c), str(d)) for a, b, c, d in meta["r"]
-                ),
+                recent=deque(_recent_item(entry) for entry in meta["r"]),
                 texts=deque(RecentText(str(a), float(b)) for a, b in meta["tx"]),
                 text_dirs=parts[2 + n_slots :].copy(),
                 seen=dict.fromkeys(str(s) for s in meta["se"]),
@@ -233,6 +234,16 @@ class UserState:
             raise
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise StateFormatError(f"corrupt user state: {exc}") from exc
+
+
+def _recent_item(entry: list[Any]) -> RecentItem:
+    """A history entry of a state record: ``[item, ts, weight, action]`` and, from states
+    that kept it, the item's positive events before it."""
+    item_id, ts, weight, action, *rest = entry
+    before = rest[0] if rest else -1
+    if len(rest) > 1 or not isinstance(before, int) or isinstance(before, bool):
+        raise ValueError(f"history entry {entry!r} is not [item, ts, weight, action, before]")
+    return RecentItem(str(item_id), float(ts), float(weight), str(action), before)
 
 
 class InterestModel:

@@ -69,7 +69,8 @@ _ops = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(_ops)
 def test_counts_match_a_plain_reference(ops) -> None:  # type: ignore[no-untyped-def]
-    """Every update path against dicts of pair counts (no pruning: room for all)."""
+    """Every update path against dicts of pair counts (no pruning: room for all); after
+    each, ``count_of`` of the row it touched (adds still queued) is the reference's."""
     co = CoOccurrence(max_neighbours=100)
     pairs: dict[int, dict[int, float]] = {}
     n: dict[int, float] = {}
@@ -107,6 +108,8 @@ def test_counts_match_a_plain_reference(ops) -> None:  # type: ignore[no-untyped
             pairs.pop(row, None)
             for theirs in pairs.values():
                 theirs.pop(row, None)
+        # n_i as an event reads it: the queued adds count, nothing is applied for it
+        assert co.count_of(op[1]) == pytest.approx(n.get(op[1], 0.0))
     for row in range(13):
         expected = dict(pairs.get(row, {}))
         assert co.pairs(row) == pytest.approx(expected)
