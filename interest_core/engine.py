@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 
 _SEEN_LIMIT = 1000  # items remembered per user for "already consumed" filtering
 # Neutral start per source: the three content cosines share one source's weight.
-INITIAL_FUSION = (1 / 3, 1 / 3, 1 / 3, 1.0, 1.0, 1.0, 0.0)
+INITIAL_FUSION = (1 / 3, 1 / 3, 1 / 3, 1.0, 1.0, 1.0, 0.0, 1.0)
 _blas_limited = False
 _ACTIONS = {
     "view": "viewed",
@@ -248,10 +248,7 @@ class Engine:
             rec,
             self.space,
         )
-        cold = {"cold_slots": rec.cold_slots, "cold_interactions": rec.cold_item_interactions}
-        self.ranker = Ranker(
-            self.catalog, self.candidates, self.fusion, self.label_model, rec.mmr_lambda, **cold
-        )
+        self.ranker = Ranker(self.catalog, self.candidates, self.fusion, self.label_model, rec)
         self.space.on_switch = self.ranker.forget_all
         self.search = BatchSearch(self.users, self.candidates, self.ranker)
 
@@ -483,6 +480,7 @@ class Engine:
             item = self.catalog.embeddings[row]
             if (queries := example_queries(state, self.dim, item)).any():
                 self.on_example(queries, row)
+        before = int(self.knowledge.cooccurrence.count_of(row))  # how new the item is
         if weight > 0.0:
             history = self.candidates.history(state)[0] if "cooccurrence" in self.features else []
             self.knowledge.observe(row, weight, ts, history)
@@ -490,7 +488,7 @@ class Engine:
         self._pending.defer(state.user_id, self.catalog.embeddings[row], weight, ts)
         self.label_model.add_item(state, self.catalog.labels[row], weight, ts)
         state.remember_item(
-            RecentItem(event.item_id, ts, weight, action_of(event)),
+            RecentItem(event.item_id, ts, weight, action_of(event), before),
             self.settings.model.recent_items,
             _SEEN_LIMIT,
         )

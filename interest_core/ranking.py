@@ -2,8 +2,9 @@
 
 Each candidate gets one value per feature (:data:`~interest_core.strategies.FEATURES`):
 cosine to the best interest slot, to the short-term vector (times its freshness), to the
-long-term vector, the co-occurrence score, trending, popularity and (the hybrid,
-with a layer in use) the best cosine in the adaptation layer's space. Each feature is
+long-term vector, the co-occurrence score, trending, popularity, (the hybrid, with a
+layer in use) the best cosine in the adaptation layer's space, and the co-occurrence
+score without the discount of the candidate's popularity. Each feature is
 divided by its largest magnitude among the user's candidates, so the learned fusion
 weights compare sources, not the sources' units. The fused score orders the list, MMR
 re-ranks it for diversity, and the feature that contributed most explains each item.
@@ -26,6 +27,7 @@ from interest_core.interest import UserState
 from interest_core.labels import LabelModel
 from interest_core.reasons import Anchors, content_reason
 from interest_core.records import RecommendedItem
+from interest_core.settings import RecommendSettings
 from interest_core.strategies import FEATURES
 
 __all__ = ["POPULAR_REASON", "Ranker"]
@@ -35,6 +37,8 @@ _RANKED_KEPT = 100  # best-ranked candidates remembered per user for the fusion 
 _RANKINGS_KEPT = 20_000  # users whose last ranking is remembered: <= 8.5 MB (LRU)
 _ANCHOR_LABELS = 3  # top interest labels a content reason may name
 _CONTENT = ("slot", "short_term", "long_term")
+_TASTE_PRIOR_ITEMS = 2.0  # pseudo-items of the prior share in a user's taste for new items
+_COOC, _COOC_POPULAR = FEATURES.index("cooccurrence"), FEATURES.index("cooccurrence_popular")
 
 
 class Ranker:
@@ -42,8 +46,9 @@ class Ranker:
 
     ``candidates`` supplies views and the co-occurrence and trending scores; ``fusion``
     holds the weights (learned online when more than one feature is on); ``labels``
-    names the user's interests in reasons; ``mmr_lambda`` trades relevance (1.0) against
-    diversity (0.0).
+    names the user's interests in reasons; ``settings`` give ``mmr_lambda`` (relevance,
+    1.0, against diversity, 0.0) and the places for new items (``cold_slots``,
+    ``cold_item_interactions``, ``cold_taste``).
     """
 
     def __init__(
@@ -52,23 +57,21 @@ class Ranker:
         candidates: Candidates,
         fusion: FusionWeights,
         labels: LabelModel,
-        mmr_lambda: float,
-        *,
-        cold_slots: int = 0,
-        cold_interactions: int = 5,
+        settings: RecommendSettings,
     ) -> None:
         self.catalog = catalog
         self.candidates = candidates
         self.fusion = fusion
         self.labels = labels
-        self.mmr_lambda = mmr_lambda
+        self.mmr_lambda = settings.mmr_lambda
         self.features = candidates.features
-        # New items can only rise on content: lists keep up to ``cold_slots`` places for
-        # the best content candidates with fewer than ``cold_interactions`` positive
+        # New items rise on little evidence: lists keep places (see :meth:`cold_places`)
+        # for the best-scored candidates with fewer than ``cold_interactions`` positive
         # events so far (only where content and co-occurrence are both fused).
         both = "cooccurrence" in self.features and any(f in self.features for f in _CONTENT)
-        self.cold_slots = cold_slots if both else 0
-        self.cold_interactions = cold_interactions
+        self.cold_slots = settings.cold_slots if both else 0
+        self.cold_interactions = settings.cold_item_interactions
+        self.cold_taste = settings.cold_taste
         # Per user, from the last ranking: best candidates and the feature scales used.
         self._shown: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -85,7 +88,12 @@ class Ranker:
     ) -> np.ndarray:
         """``(len(rows), len(FEATURES))``: cosine to the best slot, to the short-term
         vector (times its freshness), to the long-term vector; co-occurrence score over
-        the user's summed history weight; trending over the top trending score."""
+        the user's summed history weight; trending over the top trending score; the
+        popularity score; the best adapted cosine; and ``cooccurrence_popular``, the
+        co-occurrence score times ``sqrt(n_j)`` of the candidate ``j``:
+        ``sum_i w_i c_ij / sqrt(n_i)`` over the history ``i`` (over the summed weight),
+        the cosine without its discount of ``j``'s own popularity. ``itemknn`` ranks by
+        the cosine; the hybrid learns how much of each to use."""
         embeddings = self.candidates.content_space.vectors[rows]
         features = np.zeros((len(rows), len(FEATURES)), dtype=np.float64)
         enabled = self.features
@@ -106,7 +114,19 @@ class Ranker:
             )
         if "adapted" in enabled and view.adapted is not None:
             features[:, 6] = self.adapted_cosine(view.adapted, rows)
+        if "cooccurrence_popular" in enabled and view.history_rows:
+            features[:, _COOC_POPULAR] = self.cooccurrence_popular(features[:, _COOC], rows)
         return features
+
+    def cooccurrence_popular(self, cosine: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The co-occurrence ``cosine`` scores of ``rows`` times ``sqrt(n_j)``, ``n_j``
+        the row's positive events (at least 1)."""
+        counts = self.candidates.cooccurrence.knowledge.cooccurrence.counts
+        n = np.ones(len(rows), dtype=np.float64)
+        inside = rows < len(counts)
+        n[inside] = np.maximum(counts[rows[inside]], 1.0)
+        out: np.ndarray = cosine * np.sqrt(n)
+        return out
 
     def adapted_cosine(
         self,
@@ -146,7 +166,8 @@ class Ranker:
             vectors = self.candidates.content_space.vectors[rows]
             chosen = mmr(fused, vectors, k, self.mmr_lambda)
             if self.cold_slots:
-                chosen = self.with_cold(chosen, rows, contributions[:, :3].sum(axis=1), k)
+                places = self.cold_places(view.state, k)
+                chosen = self.with_cold(chosen, rows, fused, k, places)
             for i in chosen:
                 row = int(rows[i])
                 picked.append(row)
@@ -171,23 +192,42 @@ class Ranker:
         out: np.ndarray = n < self.cold_interactions
         return out
 
+    def cold_places(self, state: UserState | None, k: int) -> int:
+        """How many of ``k`` places are kept for new items: ``cold_slots``; or, with
+        ``cold_taste`` > 0, ``round(k * cold_taste * share)``, where ``share`` is the
+        part of the user's recent positive items that were new when taken (fewer than
+        ``cold_interactions`` positive events before), smoothed toward ``cold_slots / k``
+        by two items (a user with no such history gets ``round(cold_taste *
+        cold_slots)``)."""
+        if self.cold_taste <= 0.0:
+            return self.cold_slots
+        novel = taken = 0
+        if state is not None:
+            for item in state.recent:
+                if item.weight > 0.0 and item.before >= 0:
+                    taken += 1
+                    novel += item.before < self.cold_interactions
+        prior = self.cold_slots / k
+        share = (novel + _TASTE_PRIOR_ITEMS * prior) / (taken + _TASTE_PRIOR_ITEMS)
+        return min(k, round(k * self.cold_taste * share))
+
     def with_cold(
-        self, chosen: list[int], rows: np.ndarray, content: np.ndarray, k: int
+        self, chosen: list[int], rows: np.ndarray, score: np.ndarray, k: int, places: int
     ) -> list[int]:
         """``chosen`` (indices into ``rows``, best first) with its last places given to
-        the cold candidates of best ``content`` score (> 0) until ``cold_slots`` of the
-        ``k`` are cold; the warm items they displace are the list's lowest."""
+        the cold candidates of best ``score`` (> 0) until ``places`` of the ``k`` are
+        cold; the warm items they displace are the list's lowest."""
         cold = self.cold_rows(rows)
         have = int(cold[chosen].sum()) if chosen else 0
-        need = min(self.cold_slots, k) - have
+        need = min(places, k) - have
         if need <= 0:
             return chosen
         taken = np.zeros(len(rows), dtype=bool)
         taken[chosen] = True
-        eligible = np.flatnonzero(cold & ~taken & (content > 0.0))
+        eligible = np.flatnonzero(cold & ~taken & (score > 0.0))
         if not eligible.size:
             return chosen
-        best = eligible[np.argsort(-content[eligible], kind="stable")[:need]].tolist()
+        best = eligible[np.argsort(-score[eligible], kind="stable")[:need]].tolist()
         keep = list(chosen)
         room = k - len(keep)
         drop = max(0, len(best) - room)
@@ -211,7 +251,7 @@ class Ranker:
         best = FEATURES[int(np.argmax(contribution))]
         if best in ("trending", "popularity"):
             return POPULAR_REASON
-        if best == "cooccurrence":
+        if best in ("cooccurrence", "cooccurrence_popular"):
             return self.candidates.cooccurrence.reason(view, row)
         if view.anchors is None:
             top = [] if view.state is None else self.labels.top(view.state, _ANCHOR_LABELS)

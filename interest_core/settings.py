@@ -269,6 +269,7 @@ class RecommendSettings:
     fusion_learning_rate: float = 0.05
     cold_slots: int = 2  # places of a hybrid list kept for new items' best content matches
     cold_item_interactions: int = 5  # an item is new below this many positive events
+    cold_taste: float = 0.7  # > 0: a user's new-item places follow their share of new items
 
     def __post_init__(self) -> None:
         _check_positive(self, "k", "candidates_per_source", "trending_half_life_s")
@@ -277,6 +278,7 @@ class RecommendSettings:
         _check(self.fusion_learning_rate >= 0, "fusion_learning_rate", "must be >= 0")
         _check(self.cold_slots >= 0, "cold_slots", f"must be >= 0, got {self.cold_slots}")
         _check_positive(self, "cold_item_interactions")
+        _check(self.cold_taste >= 0, "cold_taste", f"must be >= 0, got {self.cold_taste}")
 
 
 @dataclass(frozen=True)

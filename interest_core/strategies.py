@@ -9,7 +9,7 @@ popular   trending                                    trending
 itemknn   co-occurrence                               co-occurrence
 static    one long-term content vector (no decay)     long-term cosine
 dynamic   slots + short-term + decayed long-term      slot, short-term, long-term cosine
-hybrid    all of the above                            all seven, weights learned online
+hybrid    all of the above                            all eight, weights learned online
 ========  ==========================================  =================================
 
 The content strategies score in the adaptation layer's space when one is in use
@@ -18,7 +18,10 @@ encoder's raw space and adds ``adapted``, the best cosine in the layer's space (
 the layer is the identity; initial weight 0, so an untrained hybrid ranks exactly as
 without the layer): the fusion learns how much the layer adds to the raw content,
 co-occurrence and popularity evidence instead of losing the raw content (which new
-items need) to it. Every list is topped up from trending when its sources give fewer than ``k`` items, so a
+items need) to it. The hybrid also weighs ``cooccurrence_popular``, the co-occurrence
+score without the cosine's discount of the candidate's own popularity (see
+:meth:`interest_core.ranking.Ranker.feature_matrix`): ``itemknn`` ranks by the cosine
+alone. Every list is topped up from trending when its sources give fewer than ``k`` items, so a
 new user (no history) gets the popular items.
 """
 
@@ -35,6 +38,7 @@ FEATURES: tuple[str, ...] = (
     "trending",
     "popularity",
     "adapted",
+    "cooccurrence_popular",
 )
 #: The features scored from the user's content vectors (the item index's part).
 CONTENT_FEATURES: tuple[str, ...] = ("slot", "short_term", "long_term")

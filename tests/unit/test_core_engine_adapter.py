@@ -9,6 +9,7 @@ import pytest
 from interest_core.adapter import AdapterTrainer, AdapterWeights, ExampleBuffer, OnlineAdapter
 from interest_core.encoder import HashingEncoder
 from interest_core.engine import Engine
+from interest_core.interest import RecentItem, UserState
 from interest_core.records import CatalogItem, Event
 from interest_core.settings import Settings
 
@@ -286,14 +287,17 @@ def test_the_hybrid_keeps_raw_content_cosines_and_adds_the_layers_own() -> None:
     )
 
 
-def _warm_and_new(cold_slots: int, strategy: str = "hybrid") -> tuple[Engine, set[str]]:
+def _warm_and_new(
+    cold_slots: int, strategy: str = "hybrid", cold_taste: float = 0.0
+) -> tuple[Engine, set[str]]:
     """30 users who all take from ten 'Jazz' items (warm: about 18 events each), and
-    ten new 'Jazz' items nobody has taken yet."""
+    ten new 'Jazz' items nobody has taken yet; places for new items fixed at
+    ``cold_slots`` unless ``cold_taste`` > 0."""
     items = [CatalogItem(f"w{i}", f"Jazz standards volume {i}", category="Jazz") for i in range(10)]
     new = [
         CatalogItem(f"n{i}", f"Jazz standards new volume {i}", category="Jazz") for i in range(10)
     ]
-    settings = Settings().replace(recommend={"cold_slots": cold_slots})
+    settings = Settings().replace(recommend={"cold_slots": cold_slots, "cold_taste": cold_taste})
     engine = Engine(HashingEncoder(dim=DIM), settings, strategy=strategy)
     engine.upsert_items(items + new)
     rng = np.random.default_rng(9)
@@ -335,3 +339,53 @@ def test_cold_places_are_the_hybrids_alone() -> None:
         ]
         assert lists[0] == lists[1]
         assert _warm_and_new(2, strategy)[0].ranker.cold_slots == 0
+
+
+def test_a_users_history_says_how_new_each_item_was_when_taken() -> None:
+    """Each positive event's history entry holds the item's positive events before it,
+    the same event batch included (the co-occurrence table's queued adds count)."""
+    engine, _ = _warm_and_new(2)
+    engine.learn([Event(f"v{u}", 1000.0 + u, "click", f"f{u}", item_id="n0") for u in range(4)])
+    engine.learn([Event("v9", 2000.0, "skip", "f9", item_id="n1")])
+    assert [engine.users[f"v{u}"].recent[-1].before for u in range(4)] == [0, 1, 2, 3]
+    assert engine.users["v9"].recent[-1].before == 0  # a skip is no positive event
+
+
+def test_places_for_new_items_follow_the_users_taste_for_them() -> None:
+    """With ``cold_taste``, a user who took new items gets more of the list's places for
+    new items, one who never did gets none, one with no such history the prior's share;
+    without it every user gets ``cold_slots``."""
+    engine, _ = _warm_and_new(2, cold_taste=1.0)
+    ranker = engine.ranker
+
+    def user(befores: list[int]) -> UserState:
+        state = UserState("x", DIM)
+        for n, before in enumerate(befores):
+            state.remember_item(RecentItem(f"i{n}", float(n), 1.0, "clicked", before), 50, 100)
+        return state
+
+    explorer, settled = user([0, 1, 4, 2, 0, 3, 1, 0]), user([9, 50, 120, 7, 5, 30, 11, 8])
+    assert ranker.cold_places(explorer, 10) == 8  # (8 + 2 x 0.2) / (8 + 2) of 10
+    assert ranker.cold_places(settled, 10) == 0
+    assert ranker.cold_places(None, 10) == 2 == ranker.cold_places(user([-1, -1]), 10)
+    assert ranker.cold_places(user([0, 50, 60]), 10) == 3  # (1 + 0.4) / (3 + 2) of 10
+    fixed = _warm_and_new(2, cold_taste=0.0)[0].ranker
+    assert fixed.cold_places(explorer, 10) == fixed.cold_places(settled, 10) == 2
+
+
+def test_the_hybrid_weighs_co_occurrence_without_the_candidates_popularity_discount() -> None:
+    """``cooccurrence_popular`` is the co-occurrence cosine times sqrt(n_j) of each
+    candidate; only the hybrid has it, and it explains an item as co-occurrence does."""
+    rows = np.arange(20)
+    hybrid, _ = _warm_and_new(2)
+    features = _features(hybrid, "u1", rows)
+    counts = hybrid.knowledge.cooccurrence.counts[rows]
+    assert np.allclose(features[:, 7], features[:, 3] * np.sqrt(np.maximum(counts, 1.0)))
+    assert (features[:10, 7] > features[:10, 3]).any()  # warm items: n_j > 1
+    knn, _ = _warm_and_new(2, "itemknn")
+    assert not _features(knn, "u1", rows)[:, 7].any()
+    view = hybrid.candidates.view(hybrid.users["u1"], hybrid.candidates.blocked([]), 0)
+    row = int(np.argmax(features[:, 7]))
+    only = np.zeros(features.shape[1])
+    only[7] = 1.0
+    assert hybrid.ranker.reason(view, row, only) == hybrid.candidates.cooccurrence.reason(view, row)
