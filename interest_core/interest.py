@@ -9,8 +9,8 @@ last applied offset and event ids (for idempotence) and a publication version.
 
 Vectors are kept as float16, so the state is compact and export/import round-trips
 exactly. Measured with the bundled 384-dim model: a full user (4 slots, 3 texts, 50
-recent items, 64 event ids, 1000 seen items) exports to 20,036 bytes, one with 50 seen
-items to 10,536 bytes; the vectors are 6,912 bytes of it
+recent items, 64 event ids, 1000 seen items) exports to 20,043 bytes, one with 50 seen
+items to 10,543 bytes; the vectors are 6,912 bytes of it
 (``tests/unit/test_core_interest.py::test_bytes_per_user_with_the_real_width``).
 """
 
@@ -161,7 +161,9 @@ class UserState:
             "lt": self.long_ts,
             "sw": self.slot_weights,
             "slt": self.slots_ts,
-            "r": [[r.item_id, r.ts, r.weight, r.action, r.before] for r in self.recent],
+            "r": [[r.item_id, r.ts, r.weight, r.action] for r in self.recent],
+            # apart from "r", so that a reader of the four fields alone reads this state
+            "rb": [r.before for r in self.recent],
             "tx": [[t.text, t.ts] for t in self.texts],
             "se": list(self.seen),
             "lb": self.labels,
@@ -216,7 +218,7 @@ class UserState:
                 slot_dirs=parts[2 : 2 + n_slots].copy(),
                 slot_weights=[float(w) for w in meta["sw"]],
                 slots_ts=float(meta["slt"]),
-                recent=deque(_recent_item(entry) for entry in meta["r"]),
+                recent=_recent_items(meta["r"], meta.get("rb")),
                 texts=deque(RecentText(str(a), float(b)) for a, b in meta["tx"]),
                 text_dirs=parts[2 + n_slots :].copy(),
                 seen=dict.fromkeys(str(s) for s in meta["se"]),
@@ -236,14 +238,20 @@ class UserState:
             raise StateFormatError(f"corrupt user state: {exc}") from exc
 
 
-def _recent_item(entry: list[Any]) -> RecentItem:
-    """A history entry of a state record: ``[item, ts, weight, action]`` and, from states
-    that kept it, the item's positive events before it."""
-    item_id, ts, weight, action, *rest = entry
-    before = rest[0] if rest else -1
-    if len(rest) > 1 or not isinstance(before, int) or isinstance(before, bool):
-        raise ValueError(f"history entry {entry!r} is not [item, ts, weight, action, before]")
-    return RecentItem(str(item_id), float(ts), float(weight), str(action), before)
+def _recent_items(entries: list[Any], befores: Any) -> deque[RecentItem]:
+    """The history of a state record: ``entries`` of ``[item, ts, weight, action]`` and
+    ``befores``, each item's positive events before it (None from a state written before
+    they were kept: -1 each)."""
+    if befores is None:
+        befores = [-1] * len(entries)
+    if not isinstance(befores, list) or len(befores) != len(entries):
+        raise ValueError("history counts do not match the history")
+    if not all(isinstance(b, int) and not isinstance(b, bool) for b in befores):
+        raise ValueError(f"history counts must be integers: {befores!r}"[:200])
+    return deque(
+        RecentItem(str(a), float(b), float(c), str(d), before)
+        for (a, b, c, d), before in zip(entries, befores, strict=True)
+    )
 
 
 class InterestModel:

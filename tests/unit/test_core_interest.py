@@ -133,7 +133,7 @@ def test_corrupt_state_is_rejected() -> None:
 
 def test_bytes_per_user_with_the_real_width() -> None:
     """Measured: a full user (384-dim vectors, 4 slots, 3 texts, 50 recent items, 64
-    event ids, 1000 seen items) exports to 20,036 bytes; with 50 seen items 10,536 bytes.
+    event ids, 1000 seen items) exports to 20,043 bytes; with 50 seen items 10,543 bytes.
     The float16 vectors are 9 x 384 x 2 = 6,912 bytes of it, the rest is ids."""
     model = InterestModel(ModelSettings())
     state = UserState("user-000001", 384)
@@ -152,23 +152,32 @@ def test_bytes_per_user_with_the_real_width() -> None:
     assert 9_500 < len(state.to_bytes()) < 11_000
 
 
-def _with_history(blob: bytes, entries: list[list[object]]) -> bytes:
-    """``blob`` (a state) with its history entries replaced by ``entries`` as written."""
+def _with_meta(blob: bytes, **changes: object) -> bytes:
+    """``blob`` (a state) with its JSON metadata's keys changed (None: removed)."""
     import orjson
 
     from interest_core.interest import _HEADER
 
     magic, body_len, dim = _HEADER.unpack_from(blob)
     meta = orjson.loads(blob[_HEADER.size : _HEADER.size + body_len])
-    meta["r"] = entries
+    for key, value in changes.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
     body = orjson.dumps(meta)
     return _HEADER.pack(magic, len(body), dim) + body + blob[_HEADER.size + body_len :]
 
 
 def test_a_history_entry_keeps_how_new_its_item_was() -> None:
     """Each history entry keeps the item's positive events before it (the user's taste
-    for new items is read from them); a state written before they were kept loads with
-    -1 (unknown) for each; an entry with a malformed count is refused."""
+    for new items is read from them), beside the four fields a reader of the previous
+    version unpacks; a state written before they were kept loads with -1 (unknown) for
+    each; counts that do not match the history are refused."""
+    import orjson
+
+    from interest_core.interest import _HEADER
+
     state = UserState("u", 8)
     state.remember_item(RecentItem("a", 1.0, 1.0, "clicked", before=3), 50, 100)
     state.remember_item(RecentItem("b", 2.0, -1.0, "skipped"), 50, 100)
@@ -178,10 +187,13 @@ def test_a_history_entry_keeps_how_new_its_item_was() -> None:
         ("a", 1.0, 3),
         ("b", -1.0, -1),
     ]
-    older = _with_history(blob, [["a", 1.0, 1.0, "clicked"]])
-    assert [(r.item_id, r.before) for r in UserState.from_bytes(older).recent] == [("a", -1)]
-    for bad in ("3", 2.5, True, None):
-        with pytest.raises(StateFormatError, match="history entry"):
-            UserState.from_bytes(_with_history(blob, [["a", 1.0, 1.0, "clicked", bad]]))
+    _, body_len, _ = _HEADER.unpack_from(blob)
+    meta = orjson.loads(blob[_HEADER.size : _HEADER.size + body_len])
+    assert all(len(entry) == 4 for entry in meta["r"])  # what the previous version reads
+    older = UserState.from_bytes(_with_meta(blob, rb=None))
+    assert [(r.item_id, r.before) for r in older.recent] == [("a", -1), ("b", -1)]
+    for bad in ([3], [3, 1, 2], ["3", 1], [2.5, 1], [True, 1], "3"):
+        with pytest.raises(StateFormatError, match="history counts"):
+            UserState.from_bytes(_with_meta(blob, rb=bad))
     with pytest.raises(StateFormatError):
-        UserState.from_bytes(_with_history(blob, [["a", 1.0, 1.0]]))
+        UserState.from_bytes(_with_meta(blob, r=[["a", 1.0, 1.0], ["b", 2.0, -1.0]]))
