@@ -264,7 +264,11 @@ def test_prometheus_scrapes_a_fleet_and_answers_every_dashboard_and_alert_expres
                 60.0,
                 "prometheus scraped both workers after the commit",
             )
-            assert prometheus.value(consumed) == total
+            fleet.poll()
+            per_worker = prometheus.query(
+                "sum by (instance) (interest_events_consumed_total{job='interest-worker'})"
+            )
+            assert prometheus.value(consumed) == total, (per_worker, fleet.statuses())
 
         # Prometheus has the counters at the values the replay implies.
         assert prometheus.value("count(up{job='interest-worker'} == 1)") == 2
