@@ -121,12 +121,17 @@ class Ranker:
     def cooccurrence_popular(self, cosine: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The co-occurrence ``cosine`` scores of ``rows`` times ``sqrt(n_j)``, ``n_j``
         the row's positive events (at least 1)."""
-        counts = self.candidates.cooccurrence.knowledge.cooccurrence.counts
-        n = np.ones(len(rows), dtype=np.float64)
-        inside = rows < len(counts)
-        n[inside] = np.maximum(counts[rows[inside]], 1.0)
-        out: np.ndarray = cosine * np.sqrt(n)
+        out: np.ndarray = cosine * np.sqrt(np.maximum(self.positive_events(rows), 1.0))
         return out
+
+    def positive_events(self, rows: np.ndarray) -> np.ndarray:
+        """``n_j`` per row: positive events so far (the co-occurrence counts, which the
+        fleet's knowledge keeps; 0 for a row never counted)."""
+        counts = self.candidates.cooccurrence.knowledge.cooccurrence.counts
+        n = np.zeros(len(rows), dtype=np.float64)
+        inside = rows < len(counts)
+        n[inside] = counts[rows[inside]]
+        return n
 
     def adapted_cosine(
         self,
@@ -184,12 +189,8 @@ class Ranker:
 
     def cold_rows(self, rows: np.ndarray) -> np.ndarray:
         """True per row whose item has had fewer than ``cold_interactions`` positive
-        events so far (the co-occurrence counts, which the fleet's knowledge keeps)."""
-        counts = self.candidates.cooccurrence.knowledge.cooccurrence.counts
-        n = np.zeros(len(rows), dtype=np.float64)
-        inside = rows < len(counts)
-        n[inside] = counts[rows[inside]]
-        out: np.ndarray = n < self.cold_interactions
+        events so far."""
+        out: np.ndarray = self.positive_events(rows) < self.cold_interactions
         return out
 
     def cold_places(self, state: UserState | None, k: int) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -278,7 +279,11 @@ class RecommendSettings:
         _check(self.fusion_learning_rate >= 0, "fusion_learning_rate", "must be >= 0")
         _check(self.cold_slots >= 0, "cold_slots", f"must be >= 0, got {self.cold_slots}")
         _check_positive(self, "cold_item_interactions")
-        _check(self.cold_taste >= 0, "cold_taste", f"must be >= 0, got {self.cold_taste}")
+        _check(
+            math.isfinite(self.cold_taste) and self.cold_taste >= 0,
+            "cold_taste",
+            f"must be a finite number >= 0, got {self.cold_taste}",
+        )
 
 
 @dataclass(frozen=True)

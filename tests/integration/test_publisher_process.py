@@ -19,6 +19,7 @@ from consumers.sinks import OutgoingRecord
 from interest_core.settings import Settings
 from producers.kafka_client import make_consumer
 from producers.topics import create_topics
+from tests.integration.survival import wait_until, worker_thread
 
 pytestmark = pytest.mark.integration
 
@@ -123,31 +124,22 @@ def test_ctrl_c_to_the_process_group_leaves_the_publisher_to_the_worker(
 def test_a_worker_whose_publisher_died_is_not_alive(kafka_settings: Settings) -> None:
     """The worker's liveness (``/healthz``) names a publisher process that exited, before
     any batch would find out."""
-    import threading
-    import time
-
     from prometheus_client import CollectorRegistry
 
-    from consumers.worker import Worker
     from interest_core.encoder import HashingEncoder
 
     settings = kafka_settings.replace(encoder={"backend": "hashing"})
     create_topics(settings)
-    worker = Worker(settings, HashingEncoder(), worker_id="w-pub", registry=CollectorRegistry())
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        assert worker.wait_ready(60), worker.not_ready_reasons()
+    registry = CollectorRegistry()
+    with worker_thread(settings, HashingEncoder(), worker_id="w-pub", registry=registry) as running:
+        worker = running.worker
         pid = worker.publisher_pid
         assert pid is not None and pid != os.getpid()
         assert "publisher process exited" not in worker.not_alive_reasons()
         os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while "publisher process exited" not in worker.not_alive_reasons():
-            assert time.monotonic() < deadline, worker.not_alive_reasons()
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        thread.join(30)
-    assert not thread.is_alive()
+        wait_until(
+            lambda: "publisher process exited" in worker.not_alive_reasons(),
+            10.0,
+            "the worker names its dead publisher",
+            every_s=0.05,
+        )

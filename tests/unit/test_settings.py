@@ -86,6 +86,9 @@ def test_every_setting_has_an_environment_name() -> None:
     [
         ("recommend", "cold_slots", -1),
         ("recommend", "cold_item_interactions", 0),
+        ("recommend", "cold_taste", -0.5),
+        ("recommend", "cold_taste", float("inf")),
+        ("recommend", "cold_taste", float("nan")),
         ("adapter", "popularity_correction", 1.5),
         ("adapter", "popularity_correction", -2.0),
     ],
