@@ -46,10 +46,10 @@ from consumers.batching import InputRecord
 from consumers.catalog_follower import CatalogFollower
 from consumers.health import HealthServer
 from consumers.metrics import AggregatorMetrics
-from consumers.state_store import partition_for_key, read_to_end
+from consumers.state_store import item_partition, partition_for_key, read_to_end
 from consumers.worker import KafkaSink, OutgoingRecord, Sink
 from interest_core.item_knowledge import ItemRecord, KnowledgeFold, parse_item_knowledge
-from interest_core.item_signals import FUSION_KEY, parse_signal_record
+from interest_core.item_signals import FUSION_KEY, SignalRecord, parse_signal_records
 from interest_core.params import ParamRecord, ParamTable
 from interest_core.records import CatalogDeletion, Rejected, parse_catalog
 from interest_core.settings import Settings
@@ -191,22 +191,26 @@ class ItemAggregator:
             self.offsets[(record.topic, record.partition)] = record.offset + 1
             if is_barrier(record.key):
                 continue
-            parsed = parse_signal_record(record.key, record.value, fusion_width=len(self.features))
-            if isinstance(parsed, Rejected):
-                self.metrics.signal_rejected(parsed.reason)
-                log.warning(
-                    "signals record at %s refused: %s (%s)",
-                    record.source,
-                    parsed.reason,
-                    parsed.detail,
-                )
-                continue
-            if parsed.fusion:
-                if self.fusion is None:
-                    self.fusion = self.new_fusion()
-                lessons += sum(1 for lesson in parsed.fusion if self.fusion.apply(lesson))
-            for signal_ in parsed.signals:
-                fold.apply(signal_)
+            for parsed in parse_signal_records(
+                record.key, record.value, fusion_width=len(self.features)
+            ):
+                if isinstance(parsed, SignalRecord):
+                    parsed = self._owned(parsed, record.partition)
+                if isinstance(parsed, Rejected):
+                    self.metrics.signal_rejected(parsed.reason)
+                    log.warning(
+                        "signals at %s refused: %s (%s)",
+                        record.source,
+                        parsed.reason,
+                        parsed.detail,
+                    )
+                    continue
+                if parsed.fusion:
+                    if self.fusion is None:
+                        self.fusion = self.new_fusion()
+                    lessons += sum(1 for lesson in parsed.fusion if self.fusion.apply(lesson))
+                for signal_ in parsed.signals:
+                    fold.apply(signal_)
         self.metrics.signals_folded(
             applied=fold.applied - applied0,
             duplicates=fold.duplicates - dup0,
@@ -214,6 +218,21 @@ class ItemAggregator:
         )
         self.metrics.fusion(lessons, None)
         return fold.applied - applied0
+
+    def _owned(self, parsed: SignalRecord, partition: int) -> SignalRecord | Rejected:
+        """``parsed`` when its item's key maps to ``partition`` (where it was read), else
+        refused as ``wrong_partition``: an item is folded, restored and published by the
+        owner of its partition only (a worker configured with another
+        ``topics.item_signals_partitions`` would split an item's knowledge)."""
+        if (
+            parsed.item_id is None
+            or item_partition(parsed.item_id, self.signal_partitions) == partition
+        ):
+            return parsed
+        return Rejected(
+            "wrong_partition",
+            f"item {parsed.item_id!r} maps to another of {self.signal_partitions} partitions",
+        )
 
     def apply_catalog_records(self, records: Iterable[InputRecord]) -> None:
         """Apply the catalog's deletions (and re-listings) to the fold."""

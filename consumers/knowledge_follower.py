@@ -19,11 +19,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 from consumers.layer_swap import LayerSwap
 from consumers.metrics import WorkerMetrics
 from consumers.params_follower import ParamsFollower
+from consumers.state_store import item_partition
 from consumers.topic_follower import TopicFollower
 from consumers.trainer import ADAPTER_PARAM
 from interest_core.item_knowledge import ItemRecord, parse_item_knowledge
@@ -33,51 +34,91 @@ from interest_core.item_signals import (
     ItemSignal,
     encode_fusion_record,
     encoded_by_item,
-    join_item_record,
+    join_bundle,
+    join_item_entry,
 )
 from interest_core.records import Rejected
 from interest_core.settings import Settings
 from interest_core.shared_fusion import FUSION_PARAM, fusion_spec
 from producers.kafka_client import make_consumer, make_producer
 
-__all__ = ["SIGNALS_PER_RECORD", "SharedKnowledge", "signal_records"]
+__all__ = ["BUNDLE_BYTES", "LESSONS_PER_RECORD", "SharedKnowledge", "signal_records"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+#: Fusion lessons per record at most (a lesson is some 150 bytes of JSON).
+LESSONS_PER_RECORD = 128
+
+#: Bytes of one bundle at most (it may pass by one signal's wire object, some hundreds of
+#: bytes): far below the producer's request size (``limits.max_publish_bytes``, 1 MB by
+#: default) and the aggregation's parse limit, and small enough that one record's
+#: delivery does not hold a batch's publishing long.
+BUNDLE_BYTES = 256 * 1024
 
 
-#: Signals per record at most: an item popular within one batch still makes records far
-#: below the producer's and the topic's size limits (a signal is 50-500 bytes of JSON).
-SIGNALS_PER_RECORD = 128
-
-
-def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _bundles(entries: list[tuple[str, list[bytes]]], max_bytes: int) -> list[tuple[bytes, bytes]]:
+    """``(key, value)`` bundles of one partition's item groups, in order, each within
+    ``max_bytes`` (or one signal alone, when that is larger); an item whose signals do not
+    fit in the bundle being filled goes on in the next (its signals stay in order: one
+    partition)."""
+    out: list[tuple[bytes, bytes]] = []
+    parts: list[bytes] = []
+    first = ""
+    size = 0
+    for item_id, encoded in entries:
+        overhead = len(item_id) + 32  # the entry's JSON around its signals, roughly
+        start = 0
+        while start < len(encoded):
+            room = max_bytes - size - overhead
+            end, taken = start, 0
+            while end < len(encoded) and (
+                taken + len(encoded[end]) < room or (end == start and not parts)
+            ):
+                taken += len(encoded[end]) + 1
+                end += 1
+            if end == start:  # nothing more fits: close this bundle, go on in a new one
+                out.append((first.encode("utf-8"), join_bundle(parts)))
+                parts, size = [], 0
+                continue
+            if not parts:
+                first = item_id
+            parts.append(join_item_entry(item_id, encoded[start:end]))
+            size += taken + overhead
+            start = end
+    if parts:
+        out.append((first.encode("utf-8"), join_bundle(parts)))
+    return out
 
 
 def signal_records(
     signals: Sequence[ItemSignal],
     lessons: Sequence[FusionFeedback],
     ingested_at: Mapping[tuple[int, int], float],
+    *,
+    partitions: int,
+    max_bytes: int = BUNDLE_BYTES,
 ) -> list[tuple[bytes, bytes]]:
-    """``(key, value)`` records for ``interest.item-signals``: one per item (its signals
-    in order, at most :data:`SIGNALS_PER_RECORD` each) and one for the fusion lessons.
-    ``signals`` are own-item signals, one per positive event, as the engine's outbox
-    keeps them (their partners' are written here too, see
+    """``(key, value)`` records for ``interest.item-signals``: per signals partition (of
+    ``partitions``) the bundles of the items whose key maps to it (see
+    :mod:`interest_core.item_signals`; at most about ``max_bytes`` each), then the fusion
+    lessons. ``signals`` are own-item signals, one per positive event, as the engine's
+    outbox keeps them (their partners' are written here too, see
     :func:`~interest_core.item_signals.encoded_by_item`); ``ingested_at`` maps an event's
     ``(partition, offset)`` to when it entered Kafka (unix seconds)."""
+    by_partition: dict[int, list[tuple[str, list[bytes]]]] = {}
+    for item_id, group in encoded_by_item(signals, ingested_at).items():
+        by_partition.setdefault(item_partition(item_id, partitions), []).append((item_id, group))
     out = [
-        (item_id.encode("utf-8"), join_item_record(item_id, chunk))
-        for item_id, group in encoded_by_item(signals, ingested_at).items()
-        for chunk in _chunks(group, SIGNALS_PER_RECORD)
+        bundle
+        for partition in sorted(by_partition)
+        for bundle in _bundles(by_partition[partition], max_bytes)
     ]
     stamped_lessons = [
         replace(lesson, ingested_at=ingested_at.get((lesson.partition, lesson.offset), 0.0))
         for lesson in lessons
     ]
-    for start in range(0, len(stamped_lessons), SIGNALS_PER_RECORD):
-        chunk = stamped_lessons[start : start + SIGNALS_PER_RECORD]
+    for start in range(0, len(stamped_lessons), LESSONS_PER_RECORD):
+        chunk = stamped_lessons[start : start + LESSONS_PER_RECORD]
         out.append((FUSION_KEY.encode("utf-8"), encode_fusion_record(chunk)))
     return out
 

@@ -678,7 +678,7 @@ class AggregatorMetrics:
         )
         self.signal_records_rejected = Counter(
             "interest_item_signal_records_rejected_total",
-            "Item-signals records refused, by machine-readable reason",
+            "Item-signals records (or entries of a bundle) refused, by machine-readable reason",
             ["reason"],
             registry=r,
         )

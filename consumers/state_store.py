@@ -22,6 +22,7 @@ read and a user is kept when its key hashes (murmur2, as kafka-python's
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Collection
@@ -56,6 +57,13 @@ def partition_for_key(key: bytes, partitions: int) -> int:
     if partitions < 1:
         raise ValueError(f"partitions must be at least 1, got {partitions}")
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def item_partition(item_id: str, partitions: int) -> int:
+    """:func:`partition_for_key` of an item id (cached: workers and aggregators ask it
+    for every item of every batch, and murmur2 runs in Python)."""
+    return partition_for_key(item_id.encode("utf-8"), partitions)
 
 
 def read_to_end(consumer: Any, tp: TopicPartition, end_offset: int) -> bool:

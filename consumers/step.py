@@ -121,6 +121,8 @@ class BatchStep:
         self.worker_id = worker_id
         self.on_published = on_published
         self.on_change = on_change
+        #: Partitions of the signals topic (the worker sets the topic's own count).
+        self.signal_partitions = settings.topics.item_signals_partitions
         self.publisher = BoundedPublisher(
             max_bytes=settings.limits.max_publish_bytes,
             deadletter_topic=settings.topics.deadletter,
@@ -229,20 +231,26 @@ class BatchStep:
 
     def _plan_signals(self, plan: PublishPlan, records: Sequence[InputRecord]) -> None:
         """The engine's item signals and fusion lessons of this batch, for
-        ``interest.item-signals`` (one record per item, one for the lessons)."""
+        ``interest.item-signals`` (bundles of items by signals partition, then the lessons)."""
         take = getattr(self.engine, "take_item_signals", None)
         if take is None:
             return
         signals, lessons = take()
         if not signals and not lessons:
             return
-        from consumers.knowledge_follower import signal_records
+        from consumers.knowledge_follower import BUNDLE_BYTES, signal_records
 
         ingested = {(r.partition, r.offset): r.ingested_at for r in records}
         topic = self.settings.topics.item_signals
         plan.signals.extend(
             OutgoingRecord(topic, key, value)
-            for key, value in signal_records(signals, lessons, ingested)
+            for key, value in signal_records(
+                signals,
+                lessons,
+                ingested,
+                partitions=self.signal_partitions,
+                max_bytes=min(BUNDLE_BYTES, self.settings.limits.max_publish_bytes // 2),
+            )
         )
 
     def _dead_letter(self, failed: Failed) -> OutgoingRecord:

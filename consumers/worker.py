@@ -455,6 +455,18 @@ class Worker:
         )
         self._consumer = consumer
         self.probes.last_broker_ok = time.monotonic()
+        # Bundles of item signals go to the partition of their items' keys: count the
+        # topic's partitions as the aggregation does, not as the settings say.
+        found = consumer.partitions_for_topic(settings.topics.item_signals)
+        if found and len(found) != self.step.signal_partitions:
+            log.warning(
+                "%s has %d partitions, topics.item_signals_partitions says %d: using %d",
+                settings.topics.item_signals,
+                len(found),
+                self.step.signal_partitions,
+                len(found),
+            )
+            self.step.signal_partitions = len(found)
         consumer.subscribe([settings.topics.events], listener=_Rebalance(self))
 
     def _loop(self, clients: _Clients, stop: threading.Event) -> None:

@@ -21,19 +21,33 @@ event (:mod:`interest_core.item_knowledge`). Signals are a function of the event
 the user's state before it, so re-processing a batch from the same state gives the
 same signals.
 
-The wire format (``format`` 1), one record per item per micro-batch::
+The wire format. A worker writes bundles (``format`` 2): per micro-batch, one record per
+signals partition (more when it passes a size bound) holding the signals of every item
+whose key maps to that partition, keyed by the id of its first item (so the default
+partitioner places it where each of its items' own key would)::
+
+    key: "m1"
+    {"format": 2, "items": [
+        {"item_id": "m1", "signals": [
+            {"p": 3, "o": 1207, "ts": 1700000000.5, "at": 1700000001.2,
+             "n": 1.0, "w": 1.5, "pairs": [["m7", 1.0], ["m9", 0.85]]}]},
+        {"item_id": "m7", "signals": [...]}]}
+
+A worker's positive event touches some 18 items; one record per item and batch made the
+producer, the broker and the aggregation pay a record's overhead for each (RESULTS.md,
+round 8). Items of one bundle are refused one by one: a malformed entry does not cost the
+others. The aggregation still reads ``format`` 1, one item per record keyed by its id (the
+previous version's workers)::
 
     key: item id
-    {"format": 1, "item_id": "m1", "signals": [
-        {"p": 3, "o": 1207, "ts": 1700000000.5, "at": 1700000001.2,
-         "n": 1.0, "w": 1.5, "pairs": [["m7", 1.0], ["m9", 0.85]]}]}
+    {"format": 1, "item_id": "m1", "signals": [{"p": 3, ...}]}
 
     key: "\\x00fusion"
     {"format": 1, "fusion": [{"p": 3, "o": 1207, "at": 1700000001.2,
                                "g": [0.0, 0.1, -0.1, 0.3, -0.2, -0.1]}]}
 
 ``at`` is when the event entered Kafka (wall clock, unix seconds): the start of the
-event-to-item-knowledge latency. :func:`parse_signal_record` is strict and returns a
+event-to-item-knowledge latency. :func:`parse_signal_records` is strict and returns a
 :class:`~interest_core.records.Rejected` with a reason for anything malformed.
 """
 
@@ -49,6 +63,7 @@ import orjson
 from interest_core.records import Rejected
 
 __all__ = [
+    "BUNDLE_FORMAT",
     "FUSION_KEY",
     "SIGNALS_FORMAT",
     "FusionFeedback",
@@ -56,18 +71,22 @@ __all__ = [
     "SignalBuffer",
     "SignalRecord",
     "derive_signals",
+    "encode_bundle",
     "encode_fusion_record",
     "encode_item_record",
     "encoded_by_item",
     "event_signal",
     "expand_signals",
     "group_by_item",
-    "join_item_record",
-    "parse_signal_record",
+    "join_bundle",
+    "join_item_entry",
+    "parse_signal_records",
     "partner_signals",
 ]
 
 SIGNALS_FORMAT = 1
+#: Format of a bundle: the signals of several items of one partition in one record.
+BUNDLE_FORMAT = 2
 #: Key of fusion feedback records: not printable, so never an item id.
 FUSION_KEY = "\x00fusion"
 _MAX_ID_CHARS = 256
@@ -314,20 +333,39 @@ def group_by_item(signals: Iterable[ItemSignal]) -> dict[str, list[ItemSignal]]:
     return groups
 
 
+def _wire(
+    signals: Sequence[ItemSignal], ingested_at: Mapping[tuple[int, int], float] | None
+) -> list[dict[str, Any]]:
+    if ingested_at:
+        at = ingested_at.get
+        return [s.to_dict(at((s.partition, s.offset), 0.0)) for s in signals]
+    return [s.to_dict() for s in signals]
+
+
 def encode_item_record(
     item_id: str,
     signals: Sequence[ItemSignal],
     ingested_at: Mapping[tuple[int, int], float] | None = None,
 ) -> bytes:
-    """The value of one item's signals record (key: the item id). ``ingested_at`` maps
-    an event's ``(partition, offset)`` to when it entered Kafka (unix seconds); a signal
-    found there is written with that time instead of its own."""
-    if ingested_at:
-        at = ingested_at.get
-        wire = [s.to_dict(at((s.partition, s.offset), 0.0)) for s in signals]
-    else:
-        wire = [s.to_dict() for s in signals]
+    """The value of one item's signals record in ``format`` 1 (key: the item id), as the
+    previous version's workers wrote it. ``ingested_at`` maps an event's
+    ``(partition, offset)`` to when it entered Kafka (unix seconds); a signal found there
+    is written with that time instead of its own."""
+    wire = _wire(signals, ingested_at)
     return orjson.dumps({"format": SIGNALS_FORMAT, "item_id": item_id, "signals": wire})
+
+
+def encode_bundle(
+    groups: Sequence[tuple[str, Sequence[ItemSignal]]],
+    ingested_at: Mapping[tuple[int, int], float] | None = None,
+) -> bytes:
+    """The value of one bundle (``format`` 2; key: the first item's id) holding each
+    ``(item id, signals)`` group in order; ``ingested_at`` as for
+    :func:`encode_item_record`. The reference for :func:`join_bundle`."""
+    items = [
+        {"item_id": item_id, "signals": _wire(group, ingested_at)} for item_id, group in groups
+    ]
+    return orjson.dumps({"format": BUNDLE_FORMAT, "items": items})
 
 
 def encoded_by_item(
@@ -335,8 +373,8 @@ def encoded_by_item(
 ) -> dict[str, list[bytes]]:
     """The encoded wire objects of every signal of the events whose own-item signals are
     ``own`` (see :class:`SignalBuffer`), grouped by item in event order:
-    :func:`join_item_record` of a group (or a slice of it) is byte for byte what
-    :func:`encode_item_record` writes for the same signals. ``ingested_at`` as for
+    :func:`join_item_entry` of a group (or a slice of it) in :func:`join_bundle` is byte
+    for byte what :func:`encode_bundle` writes for the same signals. ``ingested_at`` as for
     :func:`encode_item_record`.
 
     The partners' objects are made without their signal tuples or dicts: they differ
@@ -365,15 +403,21 @@ def encoded_by_item(
     return groups
 
 
-_RECORD_HEAD = b'{"format":%d,"item_id":' % SIGNALS_FORMAT
-
-
-def join_item_record(item_id: str, encoded: Sequence[bytes]) -> bytes:
-    """The value of one item's signals record from its signals' encoded wire objects
+def join_item_entry(item_id: str, encoded: Sequence[bytes]) -> bytes:
+    """One item's entry of a bundle from its signals' encoded wire objects
     (:func:`encoded_by_item`)."""
     return b"".join(
-        (_RECORD_HEAD, orjson.dumps(item_id), b',"signals":[', b",".join(encoded), b"]}")
+        (b'{"item_id":', orjson.dumps(item_id), b',"signals":[', b",".join(encoded), b"]}")
     )
+
+
+_BUNDLE_HEAD = b'{"format":%d,"items":[' % BUNDLE_FORMAT
+
+
+def join_bundle(entries: Sequence[bytes]) -> bytes:
+    """The value of one bundle from its items' entries (:func:`join_item_entry`): byte for
+    byte what :func:`encode_bundle` writes for the same groups."""
+    return b"".join((_BUNDLE_HEAD, b",".join(entries), b"]}"))
 
 
 def encode_fusion_record(feedback: Sequence[FusionFeedback]) -> bytes:
@@ -485,36 +529,62 @@ def _parse_item_signals(
     return SignalRecord(item_id, signals=tuple(signals))
 
 
-def parse_signal_record(
+def _parse_bundle(
+    obj: Mapping[str, Any], key_str: str, raw: bytes
+) -> list[SignalRecord | Rejected]:
+    """The items' :class:`SignalRecord` values of a bundle, each entry parsed (and refused)
+    on its own; the whole bundle is refused when ``items`` is not a non-empty list
+    (``missing_field:items``) or the key is not its first item's id (``key_mismatch``)."""
+    entries = obj.get("items")
+    if not isinstance(entries, list) or not entries:
+        return [Rejected("missing_field:items", "items must be a non-empty list", raw)]
+    first = entries[0]
+    if not isinstance(first, Mapping) or first.get("item_id") != key_str:
+        return [Rejected("key_mismatch", f"key {key_str!r} is not the first item's id", raw)]
+    parsed: list[SignalRecord | Rejected] = []
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            parsed.append(Rejected("bad_type:entry", "an entry is {item_id, signals}", raw))
+            continue
+        item_id = entry.get("item_id")
+        parsed.append(_parse_item_signals(entry, item_id if isinstance(item_id, str) else "", raw))
+    return parsed
+
+
+def parse_signal_records(
     key: bytes | str | None,
     value: bytes | None,
     *,
     max_bytes: int = DEFAULT_MAX_SIGNAL_BYTES,
     fusion_width: int | None = None,
-) -> SignalRecord | Rejected:
-    """The :class:`SignalRecord` in one signals-topic record, or the reason it is refused
-    (``missing_key``, ``not_json``, ``bad_format``, ``key_mismatch``, ``bad_source``,
-    ``bad_pair``, ``bad_value:n``, ``wrong_width``...). Never raises."""
+) -> list[SignalRecord | Rejected]:
+    """What one signals-topic record holds: one :class:`SignalRecord` per item (a bundle
+    holds several; each of its entries is refused on its own), the fusion feedback, or
+    the reason the whole record is refused (``missing_key``, ``not_json``,
+    ``bad_format``, ``key_mismatch``, ``bad_source``, ``bad_pair``, ``bad_value:n``,
+    ``wrong_width``...). Never raises."""
     raw = bytes(value) if value is not None else b""
     if key is None:
-        return Rejected("missing_key", "a signals record is keyed by item id", raw)
+        return [Rejected("missing_key", "a signals record is keyed by item id", raw)]
     try:
         key_str = key.decode("utf-8") if isinstance(key, bytes | bytearray) else str(key)
     except UnicodeDecodeError:
-        return Rejected("bad_key", "key is not UTF-8", raw)
+        return [Rejected("bad_key", "key is not UTF-8", raw)]
     if value is None:
-        return Rejected("tombstone", "a signals record has a value", raw)
+        return [Rejected("tombstone", "a signals record has a value", raw)]
     if len(raw) > max_bytes:
-        return Rejected("record_too_large", f"{len(raw)} bytes > {max_bytes}", raw)
+        return [Rejected("record_too_large", f"{len(raw)} bytes > {max_bytes}", raw)]
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return Rejected("not_json", str(exc)[:200], raw)
+        return [Rejected("not_json", str(exc)[:200], raw)]
     if not isinstance(obj, Mapping):
-        return Rejected("not_object", "a signals record is a JSON object", raw)
-    if obj.get("format") != SIGNALS_FORMAT:
-        return Rejected("bad_format", f"format {obj.get('format')!r}, expected 1", raw)
-
+        return [Rejected("not_object", "a signals record is a JSON object", raw)]
+    form = obj.get("format")
+    if form == BUNDLE_FORMAT and key_str != FUSION_KEY:
+        return _parse_bundle(obj, key_str, raw)
+    if form != SIGNALS_FORMAT:
+        return [Rejected("bad_format", f"format {form!r}, expected 1 or 2 (a bundle)", raw)]
     if key_str == FUSION_KEY:
-        return _parse_fusion_record(obj, raw, fusion_width)
-    return _parse_item_signals(obj, key_str, raw)
+        return [_parse_fusion_record(obj, raw, fusion_width)]
+    return [_parse_item_signals(obj, key_str, raw)]

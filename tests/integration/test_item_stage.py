@@ -26,6 +26,7 @@ from consumers.barrier import is_barrier
 from consumers.cli import load_settings
 from consumers.fleet import settings_env
 from consumers.item_aggregator import fold_for
+from consumers.knowledge_follower import signal_records
 from consumers.state_store import partition_for_key
 from consumers.worker import Worker
 from interest_core.encoder import HashingEncoder
@@ -61,8 +62,10 @@ def settings(kafka_settings: Settings) -> Settings:
     return chosen
 
 
-def _signal_log() -> tuple[list[tuple[bytes, bytes]], list]:  # type: ignore[type-arg]
-    """(key, value) records as workers publish them, and the signals in log order.
+def _signal_log(partitions: int) -> tuple[list[tuple[bytes, bytes]], list]:  # type: ignore[type-arg]
+    """(key, value) records as workers publish them to a signals topic of ``partitions``
+    partitions, and the signals in log order: half the events as this version's workers
+    write them, half as the previous version's (a fleet in a rolling upgrade).
 
     Users' events live in PARTITIONS events partitions; a stretch of one partition is
     published twice (a worker re-processed it after a crash)."""
@@ -93,8 +96,12 @@ def _signal_log() -> tuple[list[tuple[bytes, bytes]], list]:  # type: ignore[typ
         history.setdefault(user, []).append(item)
         per_event.append((signals, lesson))
     records: list[tuple[bytes, bytes]] = []
-    for signals, lesson in per_event + per_event[400:520]:  # the re-processed stretch
-        for signal_ in signals:
+    for n, (signals, lesson) in enumerate(per_event + per_event[400:520]):  # re-processed
+        if n % 2:  # this version's workers: bundles by signals partition (the event's own
+            # signal stands for its partners'), with the lesson
+            records += signal_records([signals[0]], [lesson], {}, partitions=partitions)
+            continue
+        for signal_ in signals:  # the previous version's: one record per item (format 1)
             records.append(
                 (signal_.item_id.encode(), encode_item_record(signal_.item_id, [signal_]))
             )
@@ -183,7 +190,7 @@ def _expected(settings: Settings, per_event) -> tuple[dict[str, ItemRecord], Sha
 def test_killed_aggregator_ends_with_the_single_process_knowledge(
     settings: Settings, tmp_path: Path
 ) -> None:
-    records, per_event = _signal_log()
+    records, per_event = _signal_log(settings.topics.item_signals_partitions)
     expected, fusion = _expected(settings, per_event)
     writer: threading.Thread | None = None
     # Small fetches: the aggregator reads the log in many steps, so it can be caught
@@ -267,7 +274,7 @@ def test_killed_aggregator_ends_with_the_single_process_knowledge(
 def test_a_new_worker_catches_up_on_the_fleets_knowledge_before_it_is_ready(
     settings: Settings, tmp_path: Path
 ) -> None:
-    records, per_event = _signal_log()
+    records, per_event = _signal_log(settings.topics.item_signals_partitions)
     expected, fusion = _expected(settings, per_event)
     _publish(settings, records)
     aggregator = _aggregator(settings, tmp_path / "aggregate.log")

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from consumers.batching import InputRecord
 from consumers.item_aggregator import ItemAggregator
+from consumers.state_store import item_partition
 from interest_core.item_knowledge import ItemRecord, parse_item_knowledge
 from interest_core.item_signals import (
     FUSION_KEY,
@@ -27,9 +28,14 @@ FEATURES = ("a", "b", "c")
 TOPIC = "interest.item-signals"
 
 
-def _aggregator() -> ItemAggregator:
+def _aggregator(partitions: int = 1) -> ItemAggregator:
+    """An aggregator of a signals topic of ``partitions`` partitions (one: every item is
+    read where these tests put it)."""
     return ItemAggregator(
-        Settings(), registry=CollectorRegistry(), features=FEATURES, initial_fusion=(1.0, 1.0, 1.0)
+        Settings().replace(topics={"item_signals_partitions": partitions}),
+        registry=CollectorRegistry(),
+        features=FEATURES,
+        initial_fusion=(1.0, 1.0, 1.0),
     )
 
 
@@ -125,35 +131,75 @@ def test_fusion_feedback_is_learned_once_and_published_as_a_parameter() -> None:
     assert aggregator.flush_plan()[0] == []  # unchanged: nothing new to publish
 
 
-def test_worker_signal_records_are_chunked_and_fold_the_same() -> None:
-    """A batch where one item is hit many times still makes small records; folding them
-    gives what folding the signals directly gives."""
-    from consumers.knowledge_follower import SIGNALS_PER_RECORD, signal_records
+def test_worker_bundles_hold_one_partition_each_stay_small_and_fold_the_same() -> None:
+    """A batch's signals go out as bundles: each holds only items of the partition its key
+    goes to, stays near the size bound (a hot item is split over bundles), and folding
+    them where they land gives what folding the signals directly gives."""
+    from consumers.knowledge_follower import signal_records
 
+    partitions, max_bytes = 8, 4096
     # The engine's outbox keeps one own-item signal per event; its partners' are written
     # by signal_records.
     signals = [
         event_signal(
-            "hot", [f"m{offset % 7}"], weight=1.0, ts=float(offset), partition=1, offset=offset
+            "hot" if offset % 3 else f"m{offset % 11}",
+            [f"m{(offset + k) % 23}" for k in range(offset % 6)],
+            weight=1.0,
+            ts=float(offset),
+            partition=1,
+            offset=offset,
         )
         for offset in range(300)
     ]
     lessons = [FusionFeedback(1, o, 0.0, (0.1, 0.0, -0.1)) for o in range(200)]
-    records = signal_records(signals, lessons, {(1, 5): 42.0})
-    hot = [value for key, value in records if key == b"hot"]
-    assert len(hot) == 3  # 300 signals, 128 per record
-    assert all(len(orjson.loads(v)["signals"]) <= SIGNALS_PER_RECORD for v in hot)
-    assert len([k for k, _ in records if k == FUSION_KEY.encode()]) == 2
-    via_records = _aggregator()
-    via_records.apply_records([InputRecord(TOPIC, 0, n, k, v) for n, (k, v) in enumerate(records)])
-    direct = _aggregator()
+    records = signal_records(
+        signals, lessons, {(1, 5): 42.0}, partitions=partitions, max_bytes=max_bytes
+    )
+    fusion = [(k, v) for k, v in records if k == FUSION_KEY.encode()]
+    bundles = [(k, v) for k, v in records if k != FUSION_KEY.encode()]
+    assert len(fusion) == 2  # 200 lessons, 128 per record
+    assert 8 < len(bundles) < 40  # some 33 items in 8 partitions, not one record each
+    read: list[InputRecord] = []
+    for key, value in bundles:
+        partition = item_partition(key.decode(), partitions)
+        items = [entry["item_id"] for entry in orjson.loads(value)["items"]]
+        assert items[0] == key.decode()
+        assert {item_partition(item, partitions) for item in items} == {partition}
+        assert len(value) <= max_bytes + 400  # one signal at most past the bound
+        read.append(InputRecord(TOPIC, partition, len(read), key, value))
+    assert sum(1 for _, v in bundles if b'"hot"' in v[:40]) > 1  # the hot item is split
+    via_records = _aggregator(partitions)
+    via_records.apply_records(read + [InputRecord(TOPIC, 0, 0, k, v) for k, v in fusion])
+    direct = _aggregator(partitions)
     direct.fold.apply_all(expand_signals(signals))
-    for item_id in ["hot", *(f"m{i}" for i in range(7))]:  # the partners' records too
-        assert via_records.fold.items[item_id].to_dict() | {"ingested_at": 0} == direct.fold.items[
-            item_id
-        ].to_dict() | {"ingested_at": 0}
-    assert via_records.fold.items["hot"].to_dict() | {"ingested_at": 0} == direct.fold.items[
-        "hot"
-    ].to_dict() | {"ingested_at": 0}
+    assert sorted(via_records.fold.items) == sorted(direct.fold.items)
+    for item_id, item in direct.fold.items.items():
+        assert via_records.fold.items[item_id].to_dict() | {"ingested_at": 0} == item.to_dict() | {
+            "ingested_at": 0
+        }
     assert via_records.fold.items["hot"].ingested_at == 42.0  # the event's Kafka time
     assert via_records.fusion is not None and via_records.fusion.fusion.updates == 200
+
+
+def test_an_item_read_from_a_partition_its_key_does_not_map_to_is_refused() -> None:
+    """An aggregator folds only the items of its partitions: a bundle written with another
+    partition count (a worker configured otherwise) is refused item by item, counted."""
+    from consumers.knowledge_follower import signal_records
+
+    signals = [
+        event_signal(f"m{n}", [], weight=1.0, ts=1.0, partition=0, offset=n) for n in range(40)
+    ]
+    records = signal_records(signals, [], {}, partitions=3)
+    aggregator = _aggregator(8)
+    read = [
+        InputRecord(TOPIC, item_partition(k.decode(), 3), n, k, v)
+        for n, (k, v) in enumerate(records)
+    ]
+    applied = aggregator.apply_records(read)
+    owned = [f"m{n}" for n in range(40) if item_partition(f"m{n}", 8) == item_partition(f"m{n}", 3)]
+    assert 0 < applied == len(owned) < 40
+    assert sorted(aggregator.fold.items) == sorted(owned)
+    value = aggregator.metrics.registry.get_sample_value
+    assert value(
+        "interest_item_signal_records_rejected_total", {"reason": "wrong_partition"}
+    ) == 40 - len(owned)

@@ -19,10 +19,11 @@ from interest_core.item_signals import (
     FusionFeedback,
     ItemSignal,
     derive_signals,
+    encode_bundle,
     encode_fusion_record,
     encode_item_record,
     group_by_item,
-    parse_signal_record,
+    parse_signal_records,
 )
 from interest_core.item_view import KnowledgeView
 from interest_core.records import Rejected
@@ -282,15 +283,50 @@ def test_signal_records_round_trip() -> None:
     signals = derive_signals(
         "m1", ["m2", "m3"], weight=1.5, ts=10.0, partition=2, offset=9, ingested_at=11.0
     )
-    for item_id, group in group_by_item(signals).items():
-        parsed = parse_signal_record(item_id.encode(), encode_item_record(item_id, group))
+    groups = group_by_item(signals)
+    for item_id, group in groups.items():  # format 1: one item per record
+        (parsed,) = parse_signal_records(item_id.encode(), encode_item_record(item_id, group))
         assert not isinstance(parsed, Rejected)
-        assert parsed.signals == tuple(group)
+        assert parsed.item_id == item_id and parsed.signals == tuple(group)
+    bundle = parse_signal_records(b"m1", encode_bundle(list(groups.items())))
+    assert [(p.item_id, p.signals) for p in bundle] == [  # type: ignore[union-attr]
+        (item_id, tuple(group)) for item_id, group in groups.items()
+    ]
     feedback = [FusionFeedback(2, 9, 11.0, (0.1, -0.1, 0.0))]
-    parsed = parse_signal_record(
+    (parsed,) = parse_signal_records(
         FUSION_KEY.encode(), encode_fusion_record(feedback), fusion_width=3
     )
     assert not isinstance(parsed, Rejected) and parsed.fusion == tuple(feedback)
+
+
+def test_a_bundle_refuses_its_bad_entries_one_by_one_and_keeps_the_others() -> None:
+    good = derive_signals("m1", ["m2"], weight=1.0, ts=1.0, partition=0, offset=3)
+    value = orjson.loads(encode_bundle([("m1", good[:1]), ("m2", good[1:])]))
+    value["items"][1:1] = [
+        "m9",
+        {"item_id": "m8", "signals": [{"p": -1, "o": 0, "ts": 1.0}]},
+        {"item_id": "", "signals": []},
+        {"item_id": "m7", "signals": [{"p": 0, "o": 0, "ts": 1.0, "pairs": [["m7", 1.0]]}]},
+    ]
+    parsed = parse_signal_records(b"m1", orjson.dumps(value))
+    assert [p.reason if isinstance(p, Rejected) else p.item_id for p in parsed] == [
+        "m1",
+        "bad_type:entry",
+        "bad_source",
+        "bad_type:item_id",
+        "bad_pair",
+        "m2",
+    ]
+    whole = [
+        (b"m2", orjson.dumps(value), "key_mismatch"),  # the key is not the first item
+        (b"m1", b'{"format": 2, "items": []}', "missing_field:items"),
+        (b"m1", b'{"format": 2, "items": {"m1": []}}', "missing_field:items"),
+        (FUSION_KEY.encode(), orjson.dumps(value), "bad_format"),
+        (b"m1", b'{"format": 3, "items": []}', "bad_format"),
+    ]
+    for key, raw, reason in whole:
+        (refused,) = parse_signal_records(key, raw)
+        assert isinstance(refused, Rejected) and refused.reason == reason, (key, raw)
 
 
 def _signal_obj(**entry: object) -> bytes:
@@ -335,7 +371,7 @@ def _signal_obj(**entry: object) -> bytes:
     ],
 )
 def test_bad_signal_records_are_refused_with_a_reason(key, value, reason) -> None:  # type: ignore[no-untyped-def]
-    parsed = parse_signal_record(key, value, fusion_width=3)
+    (parsed,) = parse_signal_records(key, value, fusion_width=3)
     assert isinstance(parsed, Rejected)
     assert parsed.reason == reason
 
@@ -378,7 +414,7 @@ def test_bad_item_records_are_refused_with_a_reason(
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     assert isinstance(parse_item_knowledge(b"m1", raw), Rejected)
-    assert isinstance(parse_signal_record(b"m1", raw), Rejected)
+    assert all(isinstance(p, Rejected) for p in parse_signal_records(b"m1", raw))
 
 
 def test_a_restored_record_loses_neighbours_deleted_meanwhile() -> None:

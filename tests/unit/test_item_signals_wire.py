@@ -1,4 +1,4 @@
-"""The worker's fast writer of item-signal records is byte for byte the reference
+"""The worker's fast writer of item-signal bundles is byte for byte the reference
 encoder, and one own-item signal per event stands for all of the event's signals."""
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ from hypothesis import strategies as st
 from interest_core.item_signals import (
     SignalBuffer,
     derive_signals,
-    encode_item_record,
+    encode_bundle,
     encoded_by_item,
     event_signal,
     expand_signals,
     group_by_item,
-    join_item_record,
-    parse_signal_record,
+    join_bundle,
+    join_item_entry,
+    parse_signal_records,
 )
 
 _ids = st.text(
@@ -63,13 +64,19 @@ def test_fast_records_are_the_reference_encoding(case, chunk) -> None:  # type: 
     }
     fast = encoded_by_item(events, stamps)
     assert list(fast) == list(reference)
+    # Every item's signals in slices of ``chunk``, one entry per slice, all in one bundle.
+    entries, groups = [], []
     for item_id, encoded in fast.items():
         signals = reference[item_id]
         for start in range(0, len(signals), chunk):
-            value = join_item_record(item_id, encoded[start : start + chunk])
-            assert value == encode_item_record(item_id, signals[start : start + chunk])
-            parsed = parse_signal_record(item_id.encode(), value)
-            assert tuple(parsed.signals) == tuple(signals[start : start + chunk])  # type: ignore[union-attr]
+            entries.append(join_item_entry(item_id, encoded[start : start + chunk]))
+            groups.append((item_id, signals[start : start + chunk]))
+    value = join_bundle(entries)
+    assert value == encode_bundle(groups)
+    parsed = parse_signal_records(groups[0][0].encode(), value)
+    assert [(p.item_id, p.signals) for p in parsed] == [  # type: ignore[union-attr]
+        (item_id, tuple(signals)) for item_id, signals in groups
+    ]
 
 
 def test_the_outbox_keeps_one_signal_per_event_and_expands_to_the_derived_ones() -> None:
