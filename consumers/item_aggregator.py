@@ -46,6 +46,7 @@ from consumers.batching import InputRecord
 from consumers.catalog_follower import CatalogFollower
 from consumers.health import HealthServer
 from consumers.metrics import AggregatorMetrics
+from consumers.runtime import tune_interpreter
 from consumers.state_store import item_partition, partition_for_key, read_to_end
 from consumers.worker import KafkaSink, OutgoingRecord, Sink
 from interest_core.item_knowledge import ItemRecord, KnowledgeFold, parse_item_knowledge
@@ -603,6 +604,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         f" Kafka {settings.kafka.bootstrap_servers}",
         file=sys.stderr,
     )
+    # Its heap (every item's neighbours) is a worker's size: the same collector policy.
+    tune_interpreter(settings.runtime)  # this process is the aggregator's alone
     try:
         return aggregator.run(stop)
     except KafkaError as exc:

@@ -65,6 +65,7 @@ from consumers.batching import InputRecord, MicroBatcher
 from consumers.catalog_follower import CatalogFollower
 from consumers.group_membership import close_group_consumer
 from consumers.health import HealthServer
+from consumers.knowledge_follower import signal_partitions
 from consumers.latency import BatchLatency
 from consumers.layer_swap import LayerSwap
 from consumers.metrics import WorkerMetrics
@@ -455,18 +456,7 @@ class Worker:
         )
         self._consumer = consumer
         self.probes.last_broker_ok = time.monotonic()
-        # Bundles of item signals go to the partition of their items' keys: count the
-        # topic's partitions as the aggregation does, not as the settings say.
-        found = consumer.partitions_for_topic(settings.topics.item_signals)
-        if found and len(found) != self.step.signal_partitions:
-            log.warning(
-                "%s has %d partitions, topics.item_signals_partitions says %d: using %d",
-                settings.topics.item_signals,
-                len(found),
-                self.step.signal_partitions,
-                len(found),
-            )
-            self.step.signal_partitions = len(found)
+        self.step.signal_partitions = signal_partitions(consumer, settings)
         consumer.subscribe([settings.topics.events], listener=_Rebalance(self))
 
     def _loop(self, clients: _Clients, stop: threading.Event) -> None:

@@ -31,7 +31,10 @@ partitioner places it where each of its items' own key would)::
         {"item_id": "m1", "signals": [
             {"p": 3, "o": 1207, "ts": 1700000000.5, "at": 1700000001.2,
              "n": 1.0, "w": 1.5, "pairs": [["m7", 1.0], ["m9", 0.85]]}]},
-        {"item_id": "m7", "signals": [...]}]}
+        {"item_id": "m7", "signals": [[3, 1207, 1700000000.5, 1700000001.2, "m1", 1.0]]}]}
+
+A partner's signal (no count, no weight, one pair) is written as the array
+``[p, o, ts, at, other item, amount]``, about half the bytes of its object.
 
 A worker's positive event touches some 18 items; one record per item and batch made the
 producer, the broker and the aggregation pay a record's overhead for each (RESULTS.md,
@@ -129,6 +132,17 @@ class ItemSignal(NamedTuple):
             "w": self.weight,
             "pairs": self.pairs,  # orjson writes tuples as arrays
         }
+
+    def to_wire(self, ingested_at: float = 0.0) -> dict[str, Any] | list[Any]:
+        """The signal's wire form in a bundle: a partner's signal (no count, no weight, one
+        pair) as ``[p, o, ts, at, other item, amount]``, about half the bytes of its
+        object (a worker writes some 18 per positive event); any other as
+        :meth:`to_dict`."""
+        if self.count == 0.0 and self.weight == 0.0 and len(self.pairs) == 1:
+            other, amount = self.pairs[0]
+            at = ingested_at or self.ingested_at
+            return [self.partition, self.offset, self.ts, at, other, amount]
+        return self.to_dict(ingested_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,15 +347,6 @@ def group_by_item(signals: Iterable[ItemSignal]) -> dict[str, list[ItemSignal]]:
     return groups
 
 
-def _wire(
-    signals: Sequence[ItemSignal], ingested_at: Mapping[tuple[int, int], float] | None
-) -> list[dict[str, Any]]:
-    if ingested_at:
-        at = ingested_at.get
-        return [s.to_dict(at((s.partition, s.offset), 0.0)) for s in signals]
-    return [s.to_dict() for s in signals]
-
-
 def encode_item_record(
     item_id: str,
     signals: Sequence[ItemSignal],
@@ -351,7 +356,8 @@ def encode_item_record(
     previous version's workers wrote it. ``ingested_at`` maps an event's
     ``(partition, offset)`` to when it entered Kafka (unix seconds); a signal found there
     is written with that time instead of its own."""
-    wire = _wire(signals, ingested_at)
+    at = (ingested_at or {}).get
+    wire = [s.to_dict(at((s.partition, s.offset), 0.0)) for s in signals]
     return orjson.dumps({"format": SIGNALS_FORMAT, "item_id": item_id, "signals": wire})
 
 
@@ -362,8 +368,13 @@ def encode_bundle(
     """The value of one bundle (``format`` 2; key: the first item's id) holding each
     ``(item id, signals)`` group in order; ``ingested_at`` as for
     :func:`encode_item_record`. The reference for :func:`join_bundle`."""
+    at = (ingested_at or {}).get
     items = [
-        {"item_id": item_id, "signals": _wire(group, ingested_at)} for item_id, group in groups
+        {
+            "item_id": item_id,
+            "signals": [s.to_wire(at((s.partition, s.offset), 0.0)) for s in group],
+        }
+        for item_id, group in groups
     ]
     return orjson.dumps({"format": BUNDLE_FORMAT, "items": items})
 
@@ -377,24 +388,23 @@ def encoded_by_item(
     for byte what :func:`encode_bundle` writes for the same signals. ``ingested_at`` as for
     :func:`encode_item_record`.
 
-    The partners' objects are made without their signal tuples or dicts: they differ
-    from each other only in the pair's amount, so each is the event's common head plus
-    the amount's JSON (a worker writes some 18 per positive event; this is its hottest
-    serialisation).
+    The partners' wire arrays (:meth:`ItemSignal.to_wire`) are made without their signal
+    tuples: they differ from each other only in the amount, so each is the event's common
+    head plus the amount's JSON (a worker writes some 18 per positive event; this is its
+    hottest serialisation).
     """
     groups: dict[str, list[bytes]] = {}
     at_of = (ingested_at or {}).get
     amounts: dict[float, bytes] = {}  # decay powers: a handful of distinct values
-    tail = b"]]}"
+    tail = b"]"
     for signal in own:
         item_id, partition, offset, ts, own_at = signal[:5]
         at = at_of((partition, offset), 0.0) or own_at
         groups.setdefault(item_id, []).append(orjson.dumps(signal.to_dict(at)))
         if not signal.pairs:
             continue
-        partner = {"p": partition, "o": offset, "ts": ts, "at": at, "n": 0.0, "w": 0.0}
-        # '{"p":..,"w":0.0,"pairs":[["<item>",' : cut before the placeholder amount
-        head = orjson.dumps(partner | {"pairs": ((item_id, 0.0),)})[: -len(b"0.0]]}")]
+        # '[p,o,ts,at,"<item>",' : cut before the placeholder amount
+        head = orjson.dumps((partition, offset, ts, at, item_id, 0.0))[: -len(b"0.0]")]
         for other, amount in signal.pairs:
             text = amounts.get(amount)
             if text is None:
@@ -484,13 +494,31 @@ def _parse_fusion_record(
     return SignalRecord(None, fusion=tuple(feedback))
 
 
+def _parse_partner(entry: list[Any], item_id: str) -> ItemSignal | str:
+    """A partner's signal in its array form (:meth:`ItemSignal.to_wire`), or why not."""
+    if len(entry) != 6:
+        return "bad_type:signal"
+    partition, offset = _index(entry[0]), _index(entry[1])
+    if partition is None or offset is None:
+        return "bad_source"
+    ts, at = _number(entry[2]), _number(entry[3])
+    if ts is None or at is None:
+        return "bad_type:ts"
+    other, amount = _item_id(entry[4]), _number(entry[5])
+    if other is None or other == item_id or amount is None or amount <= 0:
+        return "bad_pair"
+    signal = (item_id, partition, offset, ts, at, 0.0, 0.0, ((other, amount),))
+    return tuple.__new__(ItemSignal, signal)
+
+
 def _parse_item_signals(
-    obj: Mapping[str, Any], key_str: str, raw: bytes
+    obj: Mapping[str, Any], key_str: str, raw: bytes, *, bundled: bool = False
 ) -> SignalRecord | Rejected:
-    """The item's :class:`SignalRecord` in a record keyed by item id, or the reason it is
-    refused (``bad_type:item_id``, ``key_mismatch``, ``missing_field:signals``,
-    ``bad_type:ts``, ``bad_value:n``, ``bad_value:w``, ``bad_type:pairs``, ``bad_pair``,
-    or a source reason)."""
+    """The item's :class:`SignalRecord` in a record keyed by item id (or an entry of a
+    bundle, whose partner signals may be arrays), or the reason it is refused
+    (``bad_type:item_id``, ``key_mismatch``, ``missing_field:signals``, ``bad_type:ts``,
+    ``bad_value:n``, ``bad_value:w``, ``bad_type:pairs``, ``bad_pair``, or a source
+    reason)."""
     item_id = _item_id(obj.get("item_id"))
     if item_id is None:
         return Rejected("bad_type:item_id", "item_id must be a printable string", raw)
@@ -501,6 +529,12 @@ def _parse_item_signals(
         return Rejected("missing_field:signals", "signals must be a list", raw)
     signals: list[ItemSignal] = []
     for entry in entries:
+        if bundled and type(entry) is list:
+            partner = _parse_partner(entry, item_id)
+            if isinstance(partner, str):
+                return Rejected(partner, f"partner signal {entry!r:.80}", raw)
+            signals.append(partner)
+            continue
         source = _parse_source(entry)
         if isinstance(source, str):
             return Rejected(source, "signal source", raw)
@@ -547,7 +581,8 @@ def _parse_bundle(
             parsed.append(Rejected("bad_type:entry", "an entry is {item_id, signals}", raw))
             continue
         item_id = entry.get("item_id")
-        parsed.append(_parse_item_signals(entry, item_id if isinstance(item_id, str) else "", raw))
+        key = item_id if isinstance(item_id, str) else ""
+        parsed.append(_parse_item_signals(entry, key, raw, bundled=True))
     return parsed
 
 

@@ -360,7 +360,7 @@ class MetricsSettings:
 
 @dataclass(frozen=True)
 class RuntimeSettings:
-    """The worker process's interpreter (``consumers.runtime``)."""
+    """The interpreter of a worker or aggregator process (``consumers.runtime``)."""
 
     # Seconds a thread may hold the interpreter lock while another waits for it (CPython's
     # default is 5 ms: each Kafka client call that hands the lock to a client thread

@@ -203,3 +203,22 @@ def test_an_item_read_from_a_partition_its_key_does_not_map_to_is_refused() -> N
     assert value(
         "interest_item_signal_records_rejected_total", {"reason": "wrong_partition"}
     ) == 40 - len(owned)
+
+
+def test_a_worker_counts_the_signals_topic_as_the_broker_does() -> None:
+    """Bundles go to the partition of their items' keys among the topic's partitions as
+    the broker (and so the aggregation) counts them, whatever the settings say."""
+    from consumers.knowledge_follower import signal_partitions
+
+    class Consumer:
+        def __init__(self, found: set[int] | None) -> None:
+            self.found = found
+
+        def partitions_for_topic(self, topic: str) -> set[int] | None:
+            assert topic == settings.topics.item_signals
+            return self.found
+
+    settings = Settings().replace(topics={"item_signals_partitions": 8})
+    assert signal_partitions(Consumer({0, 1, 2}), settings) == 3
+    assert signal_partitions(Consumer(set(range(8))), settings) == 8
+    assert signal_partitions(Consumer(None), settings) == 8  # not created yet: the settings

@@ -307,6 +307,9 @@ def test_a_bundle_refuses_its_bad_entries_one_by_one_and_keeps_the_others() -> N
         {"item_id": "m8", "signals": [{"p": -1, "o": 0, "ts": 1.0}]},
         {"item_id": "", "signals": []},
         {"item_id": "m7", "signals": [{"p": 0, "o": 0, "ts": 1.0, "pairs": [["m7", 1.0]]}]},
+        {"item_id": "m6", "signals": [[0, 1, 1.0, 0.0, "m1"]]},  # a partner's array, short
+        {"item_id": "m5", "signals": [[0, 1, 1.0, 0.0, "m1", -1.0]]},
+        {"item_id": "m4", "signals": [[0, 1, "1", 0.0, "m1", 1.0]]},
     ]
     parsed = parse_signal_records(b"m1", orjson.dumps(value))
     assert [p.reason if isinstance(p, Rejected) else p.item_id for p in parsed] == [
@@ -315,14 +318,24 @@ def test_a_bundle_refuses_its_bad_entries_one_by_one_and_keeps_the_others() -> N
         "bad_source",
         "bad_type:item_id",
         "bad_pair",
+        "bad_type:signal",
+        "bad_pair",
+        "bad_type:ts",
         "m2",
     ]
+    assert parsed[-1].signals == (good[1],)  # type: ignore[union-attr]  # a partner's array
     whole = [
         (b"m2", orjson.dumps(value), "key_mismatch"),  # the key is not the first item
         (b"m1", b'{"format": 2, "items": []}', "missing_field:items"),
         (b"m1", b'{"format": 2, "items": {"m1": []}}', "missing_field:items"),
         (FUSION_KEY.encode(), orjson.dumps(value), "bad_format"),
         (b"m1", b'{"format": 3, "items": []}', "bad_format"),
+        # a partner's array form belongs to bundles only
+        (
+            b"m1",
+            b'{"format": 1, "item_id": "m1", "signals": [[0, 1, 1.0, 0.0, "m2", 1.0]]}',
+            "bad_type:signal",
+        ),
     ]
     for key, raw, reason in whole:
         (refused,) = parse_signal_records(key, raw)
