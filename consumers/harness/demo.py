@@ -38,6 +38,7 @@ from consumers.harness.report import (
     sample_total,
     scrape_samples,
 )
+from consumers.latency import STAGES
 from interest_core.records import Recommendation, Rejected, parse_recommendation
 from interest_core.settings import Settings
 
@@ -87,6 +88,8 @@ class DemoResult:
     processing_s: float = 0.0  # replay start -> last event consumed, wall seconds
     ingest_p50_s: float | None = None
     ingest_p99_s: float | None = None
+    #: Per stage of ingest -> publish (kafka, batch_wait, process, publish): p50 and p99 s.
+    stages_s: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     metrics_urls: list[str] = field(default_factory=list)
     evaluation: dict[str, Any] | None = None
     restarts: int = 0
@@ -474,6 +477,13 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
         buckets = histogram_buckets(samples, "interest_ingest_to_publish_seconds")
         result.ingest_p50_s = histogram_quantile(0.5, buckets)
         result.ingest_p99_s = histogram_quantile(0.99, buckets)
+        for stage in STAGES:
+            of_stage = [sample for sample in samples if sample[1].get("stage") == stage]
+            stage_buckets = histogram_buckets(of_stage, "interest_latency_stage_seconds")
+            result.stages_s[stage] = (
+                histogram_quantile(0.5, stage_buckets),
+                histogram_quantile(0.99, stage_buckets),
+            )
         result.restarts = sum(s.restarts for s in fleet.statuses())
 
         say("")
@@ -495,6 +505,13 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
             f"    ingest -> publish latency: p50 {_ms(result.ingest_p50_s)}, "
             f"p99 {_ms(result.ingest_p99_s)} (histogram estimate; the log's own event times "
             "are historical, so event-time latency is not meaningful here)"
+        )
+        say(
+            "    where it goes, p50 / p99: "
+            + ", ".join(
+                f"{stage} {_ms(p50)} / {_ms(p99)}" for stage, (p50, p99) in result.stages_s.items()
+            )
+            + " (interest_latency_stage_seconds; see README, reading the metrics)"
         )
         if demo.adapter.enabled:
             say(

@@ -48,6 +48,11 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running() -> None:
     assert result.watched_lines > 0 and "interests:" in text and "top:" in text
     assert result.ingest_p50_s is not None and result.ingest_p99_s is not None
     assert result.ingest_p50_s <= result.ingest_p99_s
+    # where the latency goes, stage by stage, from the workers' histograms
+    assert list(result.stages_s) == ["kafka", "batch_wait", "process", "publish"]
+    for p50, p99 in result.stages_s.values():
+        assert p50 is not None and p99 is not None and p50 <= p99
+    assert "where it goes, p50 / p99: kafka" in text
     # two workers, the item aggregation and the adaptation-layer trainer
     assert len(result.metrics_urls) == 4
     assert "adaptation layer:" in text
