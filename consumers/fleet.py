@@ -101,6 +101,16 @@ def settings_env(settings: Settings, baseline: Settings) -> dict[str, str]:
     }
 
 
+def _shared_cores_env(settings: Settings, workers: int) -> dict[str, str]:
+    """torch's threads for each of ``workers`` on this machine: its cores / workers, unless
+    the settings name a number (workers that each take every core slow each other
+    several-fold)."""
+    if settings.runtime.torch_threads > 0:
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    return {f"{ENV_PREFIX}RUNTIME__TORCH_THREADS": str(max(1, cores // workers))}
+
+
 # --------------------------------------------------------------------------- metrics
 
 
@@ -341,6 +351,7 @@ class Fleet:
         parent_env = dict(os.environ if env is None else env)
         baseline = load_settings(config_path, parent_env)
         self._env = {**parent_env, **settings_env(settings, baseline)}
+        self._env.update(_shared_cores_env(settings, n))
         self._env.setdefault("PYTHONUNBUFFERED", "1")
         template = backoff or Backoff()
         self._children = (

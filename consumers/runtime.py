@@ -77,9 +77,13 @@ class CollectorPolicy:
 
 
 def tune_interpreter(settings: RuntimeSettings) -> CollectorPolicy | None:
-    """Apply ``settings`` to this process: the switch interval, and the collector policy
-    (returned; None when ``full_gc_every_s`` is 0)."""
+    """Apply ``settings`` to this process: the switch interval, torch's threads (when the
+    process uses torch), and the collector policy (returned; None when
+    ``full_gc_every_s`` is 0)."""
     sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
+    torch = sys.modules.get("torch")  # imported by an encoder that runs on torch
+    if settings.torch_threads > 0 and torch is not None:
+        torch.set_num_threads(settings.torch_threads)
     if settings.full_gc_every_s <= 0:
         return None
     return CollectorPolicy(settings.full_gc_every_s).install()

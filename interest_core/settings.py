@@ -372,8 +372,14 @@ class RuntimeSettings:
     # The worker's Kafka producer in a child process of its own (consumers.publisher):
     # its per-record work and network thread off the worker's interpreter lock.
     publisher_process: bool = True
+    # torch's intra-op threads in a process whose encoder runs on torch on the CPU (0:
+    # torch's default, one per core). Processes that each take every core slow each
+    # other several-fold (two workers on 2 cores: 147 ms per small encode instead of
+    # 20 ms, docs/RESULTS.md); `interest fleet` gives each worker cores / workers.
+    torch_threads: int = 0
 
     def __post_init__(self) -> None:
+        _check(self.torch_threads >= 0, "torch_threads", f"must be >= 0, got {self.torch_threads}")
         _check(
             0.0 < self.switch_interval_ms <= 100.0,
             "switch_interval_ms",

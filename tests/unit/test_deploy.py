@@ -156,6 +156,23 @@ def test_compose_runs_only_known_interest_commands() -> None:
                 assert word in COMMANDS, f"{name} runs unknown subcommand {word}"
 
 
+def test_compose_settings_overrides_are_settings_that_load() -> None:
+    """Every service's INTEREST__ overrides name real settings with valid values over the
+    config it mounts (a misspelt key would stop the container at start)."""
+    checked = 0
+    for name, service in _compose()["services"].items():
+        env = {str(k): str(v) for k, v in (service.get("environment") or {}).items()}
+        overrides = {k: v for k, v in env.items() if k.startswith("INTEREST__")}
+        if not overrides:
+            continue
+        config = env.get("INTEREST_CONFIG", "/app/configs/docker.toml").replace("/app/", "")
+        settings = load_settings(ROOT / config, overrides)
+        checked += 1
+        if name == "worker":  # scaled on one host: one torch thread each
+            assert settings.runtime.torch_threads == 1
+    assert checked >= 3
+
+
 def test_workers_scale() -> None:
     """No fixed container name or host port, or `--scale worker=N` would collide."""
     worker = _compose()["services"]["worker"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,18 @@ def test_a_restarted_worker_is_told_its_restarts_and_crash_loop() -> None:
     assert cmd[cmd.index("--crash-loop") + 1] == status.crash_loop
     fleet.stop()  # removes the crash-report folder
     assert not Path(cmd[cmd.index("--crash-file") + 1]).parent.exists()
+
+
+def test_a_fleet_shares_the_cores_between_its_workers_encoders() -> None:
+    """n workers that each run torch on every core slow each other several-fold: a fleet
+    gives each cores / n threads, unless the settings name a number."""
+    cores = len(os.sched_getaffinity(0))
+    for n, expected in [(1, cores), (2, max(1, cores // 2)), (cores * 4, 1)]:
+        fleet = Fleet(Settings(), n, base_metrics_port=9400, env={})
+        assert fleet._env["INTEREST__RUNTIME__TORCH_THREADS"] == str(expected)
+        fleet.stop()
+    chosen = Fleet(
+        Settings().replace(runtime={"torch_threads": 3}), 2, base_metrics_port=9400, env={}
+    )
+    assert chosen._env["INTEREST__RUNTIME__TORCH_THREADS"] == "3"  # the settings' own
+    chosen.stop()

@@ -94,9 +94,29 @@ def test_tune_interpreter_sets_the_switch_interval_and_the_collector() -> None:
         sys.setswitchinterval(before)
 
 
+def test_tune_interpreter_sets_torch_threads_in_a_process_that_uses_torch() -> None:
+    import torch
+
+    before_threads, before_switch = torch.get_num_threads(), sys.getswitchinterval()
+    try:
+        tune_interpreter(RuntimeSettings(torch_threads=1, full_gc_every_s=0.0))
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        tune_interpreter(RuntimeSettings(torch_threads=0, full_gc_every_s=0.0))
+        assert torch.get_num_threads() == 2  # 0: left as it is
+    finally:
+        torch.set_num_threads(before_threads)
+        sys.setswitchinterval(before_switch)
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("switch_interval_ms", 0), ("switch_interval_ms", -1), ("full_gc_every_s", -5)],
+    [
+        ("switch_interval_ms", 0),
+        ("switch_interval_ms", -1),
+        ("full_gc_every_s", -5),
+        ("torch_threads", -1),
+    ],
 )
 def test_runtime_settings_are_checked(key: str, value: float) -> None:
     with pytest.raises(SettingsError, match=key):
