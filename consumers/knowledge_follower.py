@@ -90,6 +90,13 @@ def _bundles(entries: list[tuple[str, list[bytes]]], max_bytes: int) -> list[tup
     size = 0
     for item_id, encoded in entries:
         overhead = len(item_id) + 32  # the entry's JSON around its signals, roughly
+        whole = sum(map(len, encoded)) + len(encoded)
+        if size + overhead + whole < max_bytes:  # most items: all their signals fit
+            if not parts:
+                first = item_id
+            parts.append(join_item_entry(item_id, encoded))
+            size += overhead + whole
+            continue
         start = 0
         while start < len(encoded):
             room = max_bytes - size - overhead

@@ -101,13 +101,15 @@ def recent_history(
         return rows, weights
     row_of = catalog.row_of
     decay = 1.0
+    seen: set[int] = set()
     for item in reversed(state.recent):
         weight = item.weight
         if weight <= 0.0:
             continue
         row = row_of.get(item.item_id)
-        if row is None or row in rows:
+        if row is None or row in seen:
             continue
+        seen.add(row)
         weights.append(weight * decay)
         rows.append(row)
         if len(rows) == limit:
