@@ -502,8 +502,10 @@ def _parse_partner(entry: list[Any], item_id: str) -> ItemSignal | str:
     if partition is None or offset is None:
         return "bad_source"
     ts, at = _number(entry[2]), _number(entry[3])
-    if ts is None or at is None:
+    if ts is None:
         return "bad_type:ts"
+    if at is None:
+        return "bad_type:at"
     other, amount = _item_id(entry[4]), _number(entry[5])
     if other is None or other == item_id or amount is None or amount <= 0:
         return "bad_pair"

@@ -310,6 +310,7 @@ def test_a_bundle_refuses_its_bad_entries_one_by_one_and_keeps_the_others() -> N
         {"item_id": "m6", "signals": [[0, 1, 1.0, 0.0, "m1"]]},  # a partner's array, short
         {"item_id": "m5", "signals": [[0, 1, 1.0, 0.0, "m1", -1.0]]},
         {"item_id": "m4", "signals": [[0, 1, "1", 0.0, "m1", 1.0]]},
+        {"item_id": "m3", "signals": [[0, 1, 1.0, None, "m1", 1.0]]},
     ]
     parsed = parse_signal_records(b"m1", orjson.dumps(value))
     assert [p.reason if isinstance(p, Rejected) else p.item_id for p in parsed] == [
@@ -321,6 +322,7 @@ def test_a_bundle_refuses_its_bad_entries_one_by_one_and_keeps_the_others() -> N
         "bad_type:signal",
         "bad_pair",
         "bad_type:ts",
+        "bad_type:at",
         "m2",
     ]
     assert parsed[-1].signals == (good[1],)  # type: ignore[union-attr]  # a partner's array
