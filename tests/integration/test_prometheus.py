@@ -48,8 +48,15 @@ ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 #: that lasts a few minutes: the whole test fits in the window.
 RATE_INTERVAL = "5m"
 BAD_RECORDS = 60
-# When Prometheus last scraped the worker it scraped longest ago (unix seconds).
-SCRAPED_AT = "min(timestamp(up{job='interest-worker'}))"
+# When Prometheus last scraped the worker it scraped longest ago (unix seconds, the raw
+# samples' own times: a comparison inside timestamp() would give the query's time), and
+# only while both workers' latest scrapes succeeded: a failed one (a busy worker can miss
+# this test's 1 s scrape timeout) makes the worker's series stale at once, so a sum taken
+# then leaves it out.
+SCRAPED_AT = (
+    "min(timestamp(up{job='interest-worker'}))"
+    " and on() (count(up{job='interest-worker'} == 1) == 2)"
+)
 
 
 def _binary(name: str) -> str:
