@@ -47,7 +47,12 @@ from consumers.catalog_follower import CatalogFollower
 from consumers.health import HealthServer
 from consumers.metrics import AggregatorMetrics
 from consumers.runtime import tune_interpreter
-from consumers.state_store import item_partition, partition_for_key, read_to_end
+from consumers.state_store import (
+    item_partition,
+    partition_for_key,
+    read_to_end,
+    signal_partitions,
+)
 from consumers.worker import KafkaSink, OutgoingRecord, Sink
 from interest_core.item_knowledge import ItemRecord, KnowledgeFold, parse_item_knowledge
 from interest_core.item_signals import FUSION_KEY, SignalRecord, parse_signal_records
@@ -346,9 +351,7 @@ class ItemAggregator:
                 client_id=f"{settings.kafka.client_id}-{self.aggregator_id}",
             )
             self._consumer = consumer
-            found = consumer.partitions_for_topic(settings.topics.item_signals)
-            if found:
-                self.signal_partitions = len(found)
+            self.signal_partitions = signal_partitions(consumer, settings)
             consumer.subscribe([settings.topics.item_signals], listener=_Rebalance(self))
             interval = settings.items.flush_interval_ms / 1000.0
             while not stop.is_set():

@@ -46,7 +46,6 @@ __all__ = [
     "BUNDLE_BYTES",
     "LESSONS_PER_RECORD",
     "SharedKnowledge",
-    "signal_partitions",
     "signal_records",
 ]
 
@@ -60,23 +59,6 @@ LESSONS_PER_RECORD = 128
 #: default) and the aggregation's parse limit, and small enough that one record's
 #: delivery does not hold a batch's publishing long.
 BUNDLE_BYTES = 256 * 1024
-
-
-def signal_partitions(consumer: Any, settings: Settings) -> int:
-    """Partitions of the signals topic as the broker counts them (as the aggregation
-    does: bundles go to the partition of their items' keys), else the settings'."""
-    topic, configured = settings.topics.item_signals, settings.topics.item_signals_partitions
-    found = consumer.partitions_for_topic(topic)
-    if found and len(found) != configured:
-        log.warning(
-            "%s has %d partitions, topics.item_signals_partitions says %d: using %d",
-            topic,
-            len(found),
-            configured,
-            len(found),
-        )
-        return len(found)
-    return configured
 
 
 def _bundles(entries: list[tuple[str, list[bytes]]], max_bytes: int) -> list[tuple[bytes, bytes]]:

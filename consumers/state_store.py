@@ -41,8 +41,10 @@ __all__ = [
     "StateEntry",
     "StateReader",
     "StateRestoreError",
+    "item_partition",
     "partition_for_key",
     "read_to_end",
+    "signal_partitions",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,25 @@ def item_partition(item_id: str, partitions: int) -> int:
     """:func:`partition_for_key` of an item id (cached: workers and aggregators ask it
     for every item of every batch, and murmur2 runs in Python)."""
     return partition_for_key(item_id.encode("utf-8"), partitions)
+
+
+def signal_partitions(consumer: Any, settings: Settings) -> int:
+    """Partitions of the signals topic as the broker counts them, else the settings'
+    (the topic not created yet). Workers and aggregators both ask it: a worker puts a
+    bundle of item signals on the partition of its items' keys, an aggregator owns the
+    items of its partitions, so they must count alike."""
+    topic, configured = settings.topics.item_signals, settings.topics.item_signals_partitions
+    found = consumer.partitions_for_topic(topic)
+    if found and len(found) != configured:
+        log.warning(
+            "%s has %d partitions, topics.item_signals_partitions says %d: using %d",
+            topic,
+            len(found),
+            configured,
+            len(found),
+        )
+        return len(found)
+    return configured
 
 
 def read_to_end(consumer: Any, tp: TopicPartition, end_offset: int) -> bool:

@@ -65,7 +65,6 @@ from consumers.batching import InputRecord, MicroBatcher
 from consumers.catalog_follower import CatalogFollower
 from consumers.group_membership import close_group_consumer
 from consumers.health import HealthServer
-from consumers.knowledge_follower import signal_partitions
 from consumers.latency import BatchLatency
 from consumers.layer_swap import LayerSwap
 from consumers.metrics import WorkerMetrics
@@ -76,7 +75,7 @@ from consumers.publisher import ProcessSink
 from consumers.residency import Residency, StateSource
 from consumers.runtime import tune_interpreter
 from consumers.sinks import KafkaSink, OutgoingRecord, PublishError, PublishPlan, Sink
-from consumers.state_store import StateReader
+from consumers.state_store import StateReader, signal_partitions
 from consumers.step import BatchStep
 from interest_core.encoder import CachedEncoder, Encoder, encoder_from_settings
 from interest_core.settings import Settings

@@ -208,7 +208,7 @@ def test_an_item_read_from_a_partition_its_key_does_not_map_to_is_refused() -> N
 def test_a_worker_counts_the_signals_topic_as_the_broker_does() -> None:
     """Bundles go to the partition of their items' keys among the topic's partitions as
     the broker (and so the aggregation) counts them, whatever the settings say."""
-    from consumers.knowledge_follower import signal_partitions
+    from consumers.state_store import signal_partitions
 
     class Consumer:
         def __init__(self, found: set[int] | None) -> None:
