@@ -349,6 +349,7 @@ class ItemAggregator:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 client_id=f"{settings.kafka.client_id}-{self.aggregator_id}",
+                background=True,  # it flushes every items.flush_interval_ms anyway
             )
             self._consumer = consumer
             self.signal_partitions = signal_partitions(consumer, settings)

@@ -70,6 +70,7 @@ class TopicFollower:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id=f"{self.settings.kafka.client_id}-{self.role}",
+            background=True,  # read between batches; freshness in seconds
         )
         self._consumer = consumer
         deadline = time.monotonic() + timeout_s

@@ -348,6 +348,7 @@ def run_trainer(
             enable_auto_commit=True,
             auto_offset_reset="earliest",
             client_id=client_id,
+            background=True,  # it publishes a version every adapter cadence
         )
         consumer.subscribe([settings.topics.events])
         while not stop.is_set():

@@ -154,6 +154,11 @@ class ConsumerSettings:
     # Longest a fetch waits on the broker for data (ms). kafka-python's 500 is a bare
     # hop's latency on the embedded broker (p50 126 / p99 250 ms; 10 ms: 2.9 / 5.8 ms).
     fetch_max_wait_ms: int = 10
+    # The same for the readers whose freshness is counted in seconds (followers of the
+    # catalog, items and models topics, the item aggregation, the trainer): each empty
+    # fetch costs the broker and the reader's process CPU (an idle fleet of one worker
+    # spent 0.68 of a core at 10 ms everywhere, docs/RESULTS.md round 9).
+    background_fetch_max_wait_ms: int = 250
 
     def __post_init__(self) -> None:
         _check(bool(self.group_id.strip()), "group_id", "must not be empty")
@@ -165,6 +170,8 @@ class ConsumerSettings:
             "fetch_max_bytes",
             "max_partition_fetch_bytes",
         )
+        for name in ("fetch_max_wait_ms", "background_fetch_max_wait_ms"):
+            _check(0 <= getattr(self, name) <= 60_000, name, "must be 0 to 60000 milliseconds")
         _check(
             self.heartbeat_interval_ms < self.session_timeout_ms,
             "heartbeat_interval_ms",

@@ -83,8 +83,15 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**kwargs)
 
 
-def make_consumer(settings: Settings, *topics: str, **overrides: Any) -> KafkaConsumer:
-    """A consumer with the configured timeouts; pass ``group_id=None`` for a group-less reader."""
+def make_consumer(
+    settings: Settings, *topics: str, background: bool = False, **overrides: Any
+) -> KafkaConsumer:
+    """A consumer with the configured timeouts; pass ``group_id=None`` for a group-less
+    reader. A ``background`` reader (one whose freshness is counted in seconds: the
+    followers, the item aggregation, the trainer) waits up to
+    ``consumer.background_fetch_max_wait_ms`` on the broker for data instead of
+    ``consumer.fetch_max_wait_ms``: an idle reader then sends a few fetches a second
+    instead of a hundred."""
     c = settings.consumer
     kwargs: dict[str, Any] = client_kwargs(settings.kafka)
     kwargs.update(
@@ -93,7 +100,7 @@ def make_consumer(settings: Settings, *topics: str, **overrides: Any) -> KafkaCo
         max_poll_interval_ms=c.max_poll_interval_ms,
         fetch_max_bytes=c.fetch_max_bytes,
         max_partition_fetch_bytes=c.max_partition_fetch_bytes,
-        fetch_max_wait_ms=c.fetch_max_wait_ms,
+        fetch_max_wait_ms=c.background_fetch_max_wait_ms if background else c.fetch_max_wait_ms,
     )
     kwargs.update(overrides)
     return KafkaConsumer(*topics, **kwargs)

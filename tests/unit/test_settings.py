@@ -30,6 +30,10 @@ def test_defaults_and_a_valid_override_load() -> None:
         ({"metrics": {"port": 70000}}, "metrics.port: must be in 0..65535"),
         ({"recommend": {"mmr_lambda": 1.5}}, "recommend.mmr_lambda"),
         (
+            {"consumer": {"background_fetch_max_wait_ms": -1}},
+            "consumer.background_fetch_max_wait_ms: must be 0 to 60000 milliseconds",
+        ),
+        (
             {"consumer": {"heartbeat_interval_ms": 9000}},
             "consumer.heartbeat_interval_ms: must be below session_timeout_ms",
         ),
