@@ -33,13 +33,11 @@ from interest_core.item_signals import (
     FusionFeedback,
     ItemSignal,
     encode_fusion_record,
-    encoded_by_item,
-    join_bundle,
-    join_item_entry,
 )
 from interest_core.records import Rejected
 from interest_core.settings import Settings
 from interest_core.shared_fusion import FUSION_PARAM, fusion_spec
+from interest_core.signal_columns import encode_columns
 from producers.kafka_client import make_consumer, make_producer
 
 __all__ = [
@@ -54,52 +52,11 @@ log = logging.getLogger(__name__)
 #: Fusion lessons per record at most (a lesson is some 150 bytes of JSON).
 LESSONS_PER_RECORD = 128
 
-#: Bytes of one bundle at most (it may pass by one signal's wire object, some hundreds of
+#: Bytes of one bundle at most (it may pass by one event's signals, some hundreds of
 #: bytes): far below the producer's request size (``limits.max_publish_bytes``, 1 MB by
 #: default) and the aggregation's parse limit, and small enough that one record's
 #: delivery does not hold a batch's publishing long.
 BUNDLE_BYTES = 256 * 1024
-
-
-def _bundles(entries: list[tuple[str, list[bytes]]], max_bytes: int) -> list[tuple[bytes, bytes]]:
-    """``(key, value)`` bundles of one partition's item groups, in order, each within
-    ``max_bytes`` (or one signal alone, when that is larger); an item whose signals do not
-    fit in the bundle being filled goes on in the next (its signals stay in order: one
-    partition)."""
-    out: list[tuple[bytes, bytes]] = []
-    parts: list[bytes] = []
-    first = ""
-    size = 0
-    for item_id, encoded in entries:
-        overhead = len(item_id) + 32  # the entry's JSON around its signals, roughly
-        whole = sum(map(len, encoded)) + len(encoded)
-        if size + overhead + whole < max_bytes:  # most items: all their signals fit
-            if not parts:
-                first = item_id
-            parts.append(join_item_entry(item_id, encoded))
-            size += overhead + whole
-            continue
-        start = 0
-        while start < len(encoded):
-            room = max_bytes - size - overhead
-            end, taken = start, 0
-            while end < len(encoded) and (
-                taken + len(encoded[end]) < room or (end == start and not parts)
-            ):
-                taken += len(encoded[end]) + 1
-                end += 1
-            if end == start:  # nothing more fits: close this bundle, go on in a new one
-                out.append((first.encode("utf-8"), join_bundle(parts)))
-                parts, size = [], 0
-                continue
-            if not parts:
-                first = item_id
-            parts.append(join_item_entry(item_id, encoded[start:end]))
-            size += taken + overhead
-            start = end
-    if parts:
-        out.append((first.encode("utf-8"), join_bundle(parts)))
-    return out
 
 
 def signal_records(
@@ -115,15 +72,13 @@ def signal_records(
     :mod:`interest_core.item_signals`; at most about ``max_bytes`` each), then the fusion
     lessons. ``signals`` are own-item signals, one per positive event, as the engine's
     outbox keeps them (their partners' are written here too, see
-    :func:`~interest_core.item_signals.encoded_by_item`); ``ingested_at`` maps an event's
+    :mod:`interest_core.signal_columns`); ``ingested_at`` maps an event's
     ``(partition, offset)`` to when it entered Kafka (unix seconds)."""
-    by_partition: dict[int, list[tuple[str, list[bytes]]]] = {}
-    for item_id, group in encoded_by_item(signals, ingested_at).items():
-        by_partition.setdefault(item_partition(item_id, partitions), []).append((item_id, group))
     out = [
-        bundle
-        for partition in sorted(by_partition)
-        for bundle in _bundles(by_partition[partition], max_bytes)
+        (key.encode("utf-8"), value)
+        for key, value in encode_columns(
+            signals, ingested_at, lambda item: item_partition(item, partitions), max_bytes
+        )
     ]
     stamped_lessons = [
         replace(lesson, ingested_at=ingested_at.get((lesson.partition, lesson.offset), 0.0))

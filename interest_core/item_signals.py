@@ -21,10 +21,12 @@ event (:mod:`interest_core.item_knowledge`). Signals are a function of the event
 the user's state before it, so re-processing a batch from the same state gives the
 same signals.
 
-The wire format. A worker writes bundles (``format`` 2): per micro-batch, one record per
-signals partition (more when it passes a size bound) holding the signals of every item
-whose key maps to that partition, keyed by the id of its first item (so the default
-partitioner places it where each of its items' own key would)::
+The wire format. A worker writes bundles in columns (``format`` 3,
+:mod:`interest_core.signal_columns`): per micro-batch, one record per signals partition
+(more when it passes a size bound) holding the signals of every item whose key maps to
+that partition, keyed by one of those items' ids (so the default partitioner places it
+where each of its items' own key would). The aggregation also reads the two previous
+versions' records. Bundles of per-item entries (``format`` 2, round 8)::
 
     key: "m1"
     {"format": 2, "items": [
@@ -33,14 +35,14 @@ partitioner places it where each of its items' own key would)::
              "n": 1.0, "w": 1.5, "pairs": [["m7", 1.0], ["m9", 0.85]]}]},
         {"item_id": "m7", "signals": [[3, 1207, 1700000000.5, 1700000001.2, "m1", 1.0]]}]}
 
-A partner's signal (no count, no weight, one pair) is written as the array
-``[p, o, ts, at, other item, amount]``, about half the bytes of its object.
+where a partner's signal (no count, no weight, one pair) is the array
+``[p, o, ts, at, other item, amount]``.
 
 A worker's positive event touches some 18 items; one record per item and batch made the
 producer, the broker and the aggregation pay a record's overhead for each (RESULTS.md,
 round 8). Items of one bundle are refused one by one: a malformed entry does not cost the
-others. The aggregation still reads ``format`` 1, one item per record keyed by its id (the
-previous version's workers)::
+others. And ``format`` 1, one item per record keyed by its id (the workers before
+round 8), which is also the format of the fusion lessons::
 
     key: item id
     {"format": 1, "item_id": "m1", "signals": [{"p": 3, ...}]}
@@ -73,16 +75,14 @@ __all__ = [
     "ItemSignal",
     "SignalBuffer",
     "SignalRecord",
+    "decay_powers",
     "derive_signals",
     "encode_bundle",
     "encode_fusion_record",
     "encode_item_record",
-    "encoded_by_item",
     "event_signal",
     "expand_signals",
     "group_by_item",
-    "join_bundle",
-    "join_item_entry",
     "parse_signal_records",
     "partner_signals",
 ]
@@ -90,6 +90,8 @@ __all__ = [
 SIGNALS_FORMAT = 1
 #: Format of a bundle: the signals of several items of one partition in one record.
 BUNDLE_FORMAT = 2
+#: Format of a bundle in columns (:mod:`interest_core.signal_columns`): what workers write.
+COLUMNS_FORMAT = 3
 #: Key of fusion feedback records: not printable, so never an item id.
 FUSION_KEY = "\x00fusion"
 _MAX_ID_CHARS = 256
@@ -193,7 +195,7 @@ def event_signal(
     signals: :func:`partner_signals` gives the others."""
     others = [other for other in history if other != item_id]
     if len(set(others)) == len(others):  # the engine's histories: distinct items
-        pairs = tuple(zip(others, _powers(decay, len(others)), strict=False))
+        pairs = tuple(zip(others, decay_powers(decay, len(others)), strict=False))
     else:
         kept: list[tuple[str, float]] = []
         done = {item_id}
@@ -214,7 +216,7 @@ def event_signal(
 _POWERS: dict[float, list[float]] = {}
 
 
-def _powers(decay: float, n: int) -> list[float]:
+def decay_powers(decay: float, n: int) -> list[float]:
     """``[1, decay, decay**2, ...]`` (at least ``n``), each the previous times ``decay``
     as the loop of :func:`event_signal` multiplies them (so the same floats)."""
     powers = _POWERS.get(decay)
@@ -367,7 +369,8 @@ def encode_bundle(
 ) -> bytes:
     """The value of one bundle (``format`` 2; key: the first item's id) holding each
     ``(item id, signals)`` group in order; ``ingested_at`` as for
-    :func:`encode_item_record`. The reference for :func:`join_bundle`."""
+    :func:`encode_item_record`. Round 8's workers wrote these; the tests write them to
+    check that they are still read."""
     at = (ingested_at or {}).get
     items = [
         {
@@ -377,57 +380,6 @@ def encode_bundle(
         for item_id, group in groups
     ]
     return orjson.dumps({"format": BUNDLE_FORMAT, "items": items})
-
-
-def encoded_by_item(
-    own: Iterable[ItemSignal], ingested_at: Mapping[tuple[int, int], float] | None = None
-) -> dict[str, list[bytes]]:
-    """The encoded wire objects of every signal of the events whose own-item signals are
-    ``own`` (see :class:`SignalBuffer`), grouped by item in event order:
-    :func:`join_item_entry` of a group (or a slice of it) in :func:`join_bundle` is byte
-    for byte what :func:`encode_bundle` writes for the same signals. ``ingested_at`` as for
-    :func:`encode_item_record`.
-
-    The partners' wire arrays (:meth:`ItemSignal.to_wire`) are made without their signal
-    tuples: they differ from each other only in the amount, so each is the event's common
-    head plus the amount's JSON (a worker writes some 18 per positive event; this is its
-    hottest serialisation).
-    """
-    groups: dict[str, list[bytes]] = {}
-    at_of = (ingested_at or {}).get
-    amounts: dict[float, bytes] = {}  # decay powers: a handful of distinct values
-    tail = b"]"
-    for signal in own:
-        item_id, partition, offset, ts, own_at = signal[:5]
-        at = at_of((partition, offset), 0.0) or own_at
-        groups.setdefault(item_id, []).append(orjson.dumps(signal.to_dict(at)))
-        if not signal.pairs:
-            continue
-        # '[p,o,ts,at,"<item>",' : cut before the placeholder amount
-        head = orjson.dumps((partition, offset, ts, at, item_id, 0.0))[: -len(b"0.0]")]
-        for other, amount in signal.pairs:
-            text = amounts.get(amount)
-            if text is None:
-                text = amounts[amount] = orjson.dumps(amount)
-            groups.setdefault(other, []).append(head + text + tail)
-    return groups
-
-
-def join_item_entry(item_id: str, encoded: Sequence[bytes]) -> bytes:
-    """One item's entry of a bundle from its signals' encoded wire objects
-    (:func:`encoded_by_item`)."""
-    return b"".join(
-        (b'{"item_id":', orjson.dumps(item_id), b',"signals":[', b",".join(encoded), b"]}")
-    )
-
-
-_BUNDLE_HEAD = b'{"format":%d,"items":[' % BUNDLE_FORMAT
-
-
-def join_bundle(entries: Sequence[bytes]) -> bytes:
-    """The value of one bundle from its items' entries (:func:`join_item_entry`): byte for
-    byte what :func:`encode_bundle` writes for the same groups."""
-    return b"".join((_BUNDLE_HEAD, b",".join(entries), b"]}"))
 
 
 def encode_fusion_record(feedback: Sequence[FusionFeedback]) -> bytes:
@@ -618,10 +570,14 @@ def parse_signal_records(
     if not isinstance(obj, Mapping):
         return [Rejected("not_object", "a signals record is a JSON object", raw)]
     form = obj.get("format")
+    if form == COLUMNS_FORMAT and key_str != FUSION_KEY:
+        from interest_core.signal_columns import parse_columns  # it builds on this module
+
+        return parse_columns(obj, key_str, raw)
     if form == BUNDLE_FORMAT and key_str != FUSION_KEY:
         return _parse_bundle(obj, key_str, raw)
     if form != SIGNALS_FORMAT:
-        return [Rejected("bad_format", f"format {form!r}, expected 1 or 2 (a bundle)", raw)]
+        return [Rejected("bad_format", f"format {form!r}, expected 1, 2 or 3 (bundles)", raw)]
     if key_str == FUSION_KEY:
         return [_parse_fusion_record(obj, raw, fusion_width)]
     return [_parse_item_signals(obj, key_str, raw)]

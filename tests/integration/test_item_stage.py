@@ -27,7 +27,7 @@ from consumers.cli import load_settings
 from consumers.fleet import settings_env
 from consumers.item_aggregator import fold_for
 from consumers.knowledge_follower import signal_records
-from consumers.state_store import partition_for_key
+from consumers.state_store import item_partition, partition_for_key
 from consumers.worker import Worker
 from interest_core.encoder import HashingEncoder
 from interest_core.engine import FEATURES, INITIAL_FUSION, Engine
@@ -35,9 +35,12 @@ from interest_core.item_knowledge import ItemRecord, parse_item_knowledge
 from interest_core.item_signals import (
     FUSION_KEY,
     FusionFeedback,
+    ItemSignal,
     derive_signals,
+    encode_bundle,
     encode_fusion_record,
     encode_item_record,
+    group_by_item,
 )
 from interest_core.params import parse_params
 from interest_core.settings import Settings
@@ -64,8 +67,8 @@ def settings(kafka_settings: Settings) -> Settings:
 
 def _signal_log(partitions: int) -> tuple[list[tuple[bytes, bytes]], list]:  # type: ignore[type-arg]
     """(key, value) records as workers publish them to a signals topic of ``partitions``
-    partitions, and the signals in log order: half the events as this version's workers
-    write them, half as the previous version's (a fleet in a rolling upgrade).
+    partitions, and the signals in log order: a third of the events as this version's
+    workers write them, the others as the two previous versions' (rolling upgrades).
 
     Users' events live in PARTITIONS events partitions; a stretch of one partition is
     published twice (a worker re-processed it after a crash)."""
@@ -97,11 +100,22 @@ def _signal_log(partitions: int) -> tuple[list[tuple[bytes, bytes]], list]:  # t
         per_event.append((signals, lesson))
     records: list[tuple[bytes, bytes]] = []
     for n, (signals, lesson) in enumerate(per_event + per_event[400:520]):  # re-processed
-        if n % 2:  # this version's workers: bundles by signals partition (the event's own
-            # signal stands for its partners'), with the lesson
+        if n % 3 == 1:  # this version's workers: bundles in columns by signals partition
+            # (the event's own signal stands for its partners'), with the lesson
             records += signal_records([signals[0]], [lesson], {}, partitions=partitions)
             continue
-        for signal_ in signals:  # the previous version's: one record per item (format 1)
+        if n % 3 == 2:  # round 8's workers: bundles of per-item entries (format 2)
+            groups = group_by_item(signals)
+            by_partition: dict[int, list[tuple[str, list[ItemSignal]]]] = {}
+            for item_id, group in groups.items():
+                by_partition.setdefault(item_partition(item_id, partitions), []).append(
+                    (item_id, group)
+                )
+            for entries in by_partition.values():
+                records.append((entries[0][0].encode(), encode_bundle(entries)))
+            records.append((FUSION_KEY.encode(), encode_fusion_record([lesson])))
+            continue
+        for signal_ in signals:  # older workers: one record per item (format 1)
             records.append(
                 (signal_.item_id.encode(), encode_item_record(signal_.item_id, [signal_]))
             )

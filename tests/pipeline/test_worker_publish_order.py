@@ -150,8 +150,8 @@ def test_states_wait_for_the_signals_and_recommendations_for_nothing() -> None:
         settings.topics.recommendations,
         settings.topics.state,
     ]
-    signal = orjson.loads(sink.records[0].value)["items"][0]["signals"][0]
-    assert (signal["p"], signal["o"]) == (0, 0)
+    events_named = orjson.loads(sink.records[0].value)["events"]
+    assert (events_named["p"], events_named["o"]) == ([0], [0])
 
     # Busy: batch 3 is processed while batch 2's first records are in the air; then
     # batch 2 is published and its state flies with batch 3's first records.

@@ -331,7 +331,8 @@ def test_a_bundle_refuses_its_bad_entries_one_by_one_and_keeps_the_others() -> N
         (b"m1", b'{"format": 2, "items": []}', "missing_field:items"),
         (b"m1", b'{"format": 2, "items": {"m1": []}}', "missing_field:items"),
         (FUSION_KEY.encode(), orjson.dumps(value), "bad_format"),
-        (b"m1", b'{"format": 3, "items": []}', "bad_format"),
+        (b"m1", b'{"format": 3, "items": []}', "bad_columns"),  # columns, not entries
+        (b"m1", b'{"format": 4, "items": []}', "bad_format"),
         # a partner's array form belongs to bundles only
         (
             b"m1",

@@ -1,23 +1,27 @@
-"""The worker's fast writer of item-signal bundles is byte for byte the reference
-encoder, and one own-item signal per event stands for all of the event's signals."""
+"""The worker's item-signal bundles (in columns) hold every signal of its events, in
+order, and one own-item signal per event stands for all of the event's signals."""
 
 from __future__ import annotations
 
+import zlib
+
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interest_core.item_signals import (
+    ItemSignal,
     SignalBuffer,
+    SignalRecord,
     derive_signals,
-    encode_bundle,
-    encoded_by_item,
     event_signal,
     expand_signals,
     group_by_item,
-    join_bundle,
-    join_item_entry,
     parse_signal_records,
 )
+from interest_core.records import Rejected
+from interest_core.signal_columns import encode_columns
 
 _ids = st.text(
     alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=6
@@ -51,32 +55,54 @@ def _events(draw: st.DrawFn) -> tuple[list, dict]:  # type: ignore[type-arg]
     return events, stamps
 
 
-@settings(max_examples=150, deadline=None)
-@given(_events(), st.integers(1, 5))
-def test_fast_records_are_the_reference_encoding(case, chunk) -> None:  # type: ignore[no-untyped-def]
+def _partition_of(partitions: int):  # type: ignore[no-untyped-def]
+    return lambda item: zlib.crc32(item.encode()) % partitions
+
+
+@settings(max_examples=200, deadline=None)
+@given(_events(), st.integers(1, 4), st.sampled_from([1, 150, 600, 1 << 20]))
+def test_bundles_in_columns_hold_every_signal_in_order(case, partitions, max_bytes) -> None:  # type: ignore[no-untyped-def]
+    """Read back in the order written, the bundles give every item the signals that
+    expanding the events gives it, in event order, stamped with the events' Kafka times;
+    each bundle holds signals of its key's partition only."""
     events, stamps = case
-    reference = {
+    partition_of = _partition_of(partitions)
+    want = {
         item_id: [
             s._replace(ingested_at=stamps.get((s.partition, s.offset)) or s.ingested_at)
             for s in group
         ]
         for item_id, group in group_by_item(expand_signals(events)).items()
     }
-    fast = encoded_by_item(events, stamps)
-    assert list(fast) == list(reference)
-    # Every item's signals in slices of ``chunk``, one entry per slice, all in one bundle.
-    entries, groups = [], []
-    for item_id, encoded in fast.items():
-        signals = reference[item_id]
-        for start in range(0, len(signals), chunk):
-            entries.append(join_item_entry(item_id, encoded[start : start + chunk]))
-            groups.append((item_id, signals[start : start + chunk]))
-    value = join_bundle(entries)
-    assert value == encode_bundle(groups)
-    parsed = parse_signal_records(groups[0][0].encode(), value)
-    assert [(p.item_id, p.signals) for p in parsed] == [  # type: ignore[union-attr]
-        (item_id, tuple(signals)) for item_id, signals in groups
+    got: dict[str, list[ItemSignal]] = {}
+    for key, value in encode_columns(events, stamps, partition_of, max_bytes):
+        held = parse_signal_records(key.encode(), value)
+        assert held and all(isinstance(p, SignalRecord) for p in held)
+        assert {partition_of(p.item_id) for p in held} == {partition_of(key)}  # type: ignore[union-attr]
+        assert max_bytes == 1 or len(value) <= max_bytes + 600 or len(held) == 1
+        for record in held:
+            got.setdefault(record.item_id, []).extend(record.signals)  # type: ignore[union-attr,arg-type]
+    assert got == want
+
+
+def test_a_small_bound_splits_a_batch_into_bundles_of_consecutive_events() -> None:
+    events = [
+        event_signal(
+            f"m{n % 5}",
+            [f"m{(n + k) % 5}" for k in range(1, 4)],
+            weight=1.0,
+            ts=float(n),
+            partition=0,
+            offset=n,
+        )
+        for n in range(200)
     ]
+    one = encode_columns(events, {}, _partition_of(1), 1 << 20)
+    split = encode_columns(events, {}, _partition_of(1), 2000)
+    assert len(one) == 1 and len(split) > 5
+    assert all(len(value) < 2000 + 600 for _, value in split)
+    offsets = [orjson.loads(value)["events"]["o"] for _, value in split]
+    assert [o for chunk in offsets for o in chunk] == list(range(200))  # each event once, in order
 
 
 def test_the_outbox_keeps_one_signal_per_event_and_expands_to_the_derived_ones() -> None:
@@ -114,3 +140,92 @@ def test_an_events_pairs_skip_itself_and_repeats_without_using_a_power(history, 
             amount *= decay
     signal = event_signal("own", history, weight=1.0, ts=1.0, partition=0, offset=0, decay=decay)
     assert list(signal.pairs) == want
+
+
+def _bundle(ranked: bool = True) -> tuple[str, dict]:  # type: ignore[type-arg]
+    """One bundle in columns: own signals on a and b, partner signals on a, b and c; the
+    engine's amounts (powers of one decay, written as ranks) or others (written as is)."""
+    events = [
+        event_signal("a", ["b", "c"], weight=1.0, ts=10.0, partition=0, offset=0, decay=0.5),
+        event_signal("b", ["a"], weight=2.0, ts=11.0, partition=0, offset=1, decay=0.5),
+    ]
+    if not ranked:
+        events[0] = events[0]._replace(pairs=(("b", 0.3), ("c", 0.7)))
+    ((key, value),) = encode_columns(events, {}, _partition_of(1), 1 << 20)
+    return key, orjson.loads(value)
+
+
+def test_the_engines_amounts_are_written_as_ranks_and_others_as_they_are() -> None:
+    _, ranked = _bundle()
+    _, plain = _bundle(ranked=False)
+    assert ranked["decay"] == 0.5 and ranked["own"]["rank"] == [0, 1, 0]
+    assert "amount" not in ranked["own"] and "amount" not in ranked["partners"]
+    assert "decay" not in plain and plain["own"]["amount"] == [0.3, 0.7, 1.0]
+
+
+def _edit(path: str, new: object, ranked: bool = True) -> list:  # type: ignore[type-arg]
+    key, bundle = _bundle(ranked)
+    *parents, last = path.split(".")
+    node = bundle
+    for name in parents:
+        node = node[name]
+    node[last] = new(node[last]) if callable(new) else new
+    return parse_signal_records(key.encode(), orjson.dumps(bundle))
+
+
+@pytest.mark.parametrize(
+    ("path", "new", "reason"),
+    [
+        ("items", "abc", "bad_type:items"),
+        ("items", lambda ids: [*ids[:-1], ""], "bad_type:items"),
+        ("items", lambda ids: [*ids[:-1], "x\x00"], "bad_type:items"),
+        ("events", [], "bad_columns"),
+        ("events.p", lambda p: [str(v) for v in p], "bad_columns"),
+        ("events.o", lambda o: [True for _ in o], "bad_columns"),  # a boolean is no offset
+        ("events.o", lambda o: [-1 for _ in o], "bad_columns"),
+        ("events.ts", lambda ts: ts[:-1], "bad_columns"),
+        ("own.end", lambda end: end[::-1], "bad_columns"),
+        ("own.end", lambda end: [*end[:-1], end[-1] + 1], "bad_columns"),
+        ("own.rank", lambda r: ["1"] * len(r), "bad_columns"),
+        ("own.rank", lambda r: [10_000] * len(r), "bad_columns"),
+        ("decay", 0.0, "bad_columns"),
+        ("decay", 1.5, "bad_columns"),
+        ("decay", "0.5", "bad_columns"),
+        ("partners.item", lambda i: [99 for _ in i], "bad_index"),
+        ("own.event", lambda e: [7 for _ in e], "bad_index"),
+    ],
+)
+def test_a_bundle_whose_columns_do_not_fit_is_refused_whole(path, new, reason) -> None:  # type: ignore[no-untyped-def]
+    (refused,) = _edit(path, new)
+    assert refused == Rejected(reason, refused.detail, refused.raw)
+
+
+def test_a_bundle_keyed_by_an_item_it_holds_nothing_for_is_refused() -> None:
+    _, bundle = _bundle()
+    (refused,) = parse_signal_records(b"zzz", orjson.dumps(bundle))
+    assert isinstance(refused, Rejected) and refused.reason == "key_mismatch"
+
+
+@pytest.mark.parametrize(
+    ("path", "new", "reason", "refused_item"),
+    [
+        ("own.n", lambda n: [-1.0, *n[1:]], "bad_value:n", "a"),
+        ("own.w", lambda w: [*w[:-1], -2.0], "bad_value:w", "b"),
+        ("own.amount", lambda a: [0.0, *a[1:]], "bad_pair", "a"),
+        # a partner signal whose amount is not positive: its item alone is refused
+        ("partners.amount", lambda a: [*a[:-1], -1.0], "bad_pair", None),
+    ],
+)
+def test_an_item_with_a_malformed_signal_is_refused_and_the_others_kept(
+    path, new, reason, refused_item
+) -> None:  # type: ignore[no-untyped-def]
+    ranked = not path.endswith("amount")
+    good = {p.item_id: p for p in _edit("format", 3, ranked)}
+    parsed = _edit(path, new, ranked)
+    refused = [p for p in parsed if isinstance(p, Rejected)]
+    kept = {p.item_id: p for p in parsed if isinstance(p, SignalRecord)}
+    assert [r.reason for r in refused] == [reason]
+    assert len(kept) == len(good) - 1
+    assert all(kept[item] == good[item] for item in kept)  # the others are untouched
+    if refused_item is not None:
+        assert refused_item not in kept
