@@ -229,3 +229,40 @@ def test_an_item_with_a_malformed_signal_is_refused_and_the_others_kept(
     assert all(kept[item] == good[item] for item in kept)  # the others are untouched
     if refused_item is not None:
         assert refused_item not in kept
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_damage_to_a_bundle_is_refused_with_a_reason_never_raised(data) -> None:  # type: ignore[no-untyped-def]
+    key, bundle = _bundle(ranked=data.draw(st.booleans()))
+    for _ in range(data.draw(st.integers(1, 3))):
+        node = bundle
+        while True:  # walk down to a random place and put any JSON value there
+            keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+            if not keys:
+                break
+            where = data.draw(st.sampled_from(keys))
+            if isinstance(node[where], dict | list) and data.draw(st.booleans()):
+                node = node[where]
+                continue
+            node[where] = data.draw(_json)
+            break
+    parsed = parse_signal_records(key.encode(), orjson.dumps(bundle))
+    assert parsed and all(isinstance(p, SignalRecord | Rejected) for p in parsed)
+    for record in parsed:
+        if isinstance(record, SignalRecord):  # what is kept is well formed
+            assert all(s.partition >= 0 and s.offset >= 0 and s.count >= 0 for s in record.signals)
+            assert all(a > 0 and o != record.item_id for s in record.signals for o, a in s.pairs)
