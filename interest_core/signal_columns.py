@@ -111,7 +111,14 @@ def encode_columns(
     partner_order = np.argsort(partner_partition, kind="stable")
     own_split = np.cumsum(np.bincount(own_partition, minlength=int(id_partition.max()) + 1))
     partner_split = np.cumsum(np.bincount(partner_partition, minlength=len(own_split)))
-    small = len(flat) * (_PARTNER_BYTES + _PAIR_BYTES) + n * (_OWN_BYTES + _EVENT_BYTES)
+    # An id's bytes in the id table, counted for every row that names it: an upper bound
+    # (ids may be long: a bundle must stay within the producer's request size).
+    id_bytes = np.fromiter((len(i.encode()) + 3 for i in ids), np.int64, len(ids))
+    pair_bytes = id_bytes[batch.pair_item]
+    own_bytes = _OWN_BYTES + _PAIR_BYTES * widths + id_bytes[batch.event_item]
+    own_bytes += np.bincount(batch.pair_event, weights=pair_bytes, minlength=n).astype(np.int64)
+    partner_bytes = _PARTNER_BYTES + pair_bytes
+    small = int(own_bytes.sum() + partner_bytes.sum()) + n * _EVENT_BYTES + int(id_bytes.sum())
     for partition in range(len(own_split)):
         rows = own_order[(own_split[partition - 1] if partition else 0) : own_split[partition]]
         partners = partner_order[
@@ -123,8 +130,10 @@ def encode_columns(
             out.append(batch.bundle(0, n, rows, partners))
             continue
         # Bytes per event in this partition's bundles; a new bundle where they pass the bound.
-        cost = np.bincount(batch.pair_event[partners], minlength=n) * _PARTNER_BYTES
-        cost[rows] += _OWN_BYTES + _PAIR_BYTES * widths[rows]
+        cost = np.bincount(
+            batch.pair_event[partners], weights=partner_bytes[partners], minlength=n
+        ).astype(np.int64)
+        cost[rows] += own_bytes[rows]
         cost += (cost > 0) * _EVENT_BYTES
         cut = np.flatnonzero(np.diff(np.cumsum(cost) // max(1, max_bytes), prepend=0))
         bounds = np.concatenate(([0], cut, [n])).tolist()

@@ -142,6 +142,31 @@ def test_an_events_pairs_skip_itself_and_repeats_without_using_a_power(history, 
     assert list(signal.pairs) == want
 
 
+def test_long_ids_count_toward_the_bound() -> None:
+    """Ids may be 256 characters: a bundle still stays near its bound (the producer
+    refuses a record over its request size)."""
+    pool = [f"{n:03d}" + "x" * 250 for n in range(400)]
+    events = [
+        event_signal(
+            pool[n % 400],
+            [pool[(n * 7 + k) % 400] for k in range(1, 20)],
+            weight=1.0,
+            ts=float(n),
+            partition=0,
+            offset=n,
+            decay=0.85,
+        )
+        for n in range(2000)
+    ]
+    bundles = encode_columns(events, {}, _partition_of(2), 64 * 1024)
+    assert max(len(value) for _, value in bundles) < 64 * 1024 + 6000
+    got: dict[str, list[ItemSignal]] = {}
+    for key, value in bundles:
+        for record in parse_signal_records(key.encode(), value):
+            got.setdefault(record.item_id, []).extend(record.signals)  # type: ignore[union-attr]
+    assert got == group_by_item(expand_signals(events))
+
+
 def _bundle(ranked: bool = True) -> tuple[str, dict]:  # type: ignore[type-arg]
     """One bundle in columns: own signals on a and b, partner signals on a, b and c; the
     engine's amounts (powers of one decay, written as ranks) or others (written as is)."""
