@@ -213,15 +213,18 @@ def event_signal(
     )
 
 
-_POWERS: dict[float, list[float]] = {}
+_POWERS: dict[float, list[float]] = {}  # the engine's decays: one or two values
 
 
-def decay_powers(decay: float, n: int) -> list[float]:
+def decay_powers(decay: float, n: int, *, cache: bool = True) -> list[float]:
     """``[1, decay, decay**2, ...]`` (at least ``n``), each the previous times ``decay``
-    as the loop of :func:`event_signal` multiplies them (so the same floats)."""
-    powers = _POWERS.get(decay)
+    as the loop of :func:`event_signal` multiplies them (so the same floats). Kept per
+    decay, except with ``cache=False`` (a decay read from a record: any value may come)."""
+    powers = _POWERS.get(decay) if cache else None
     if powers is None:
-        powers = _POWERS[decay] = [1.0]
+        powers = [1.0]
+        if cache:
+            _POWERS[decay] = powers
     while len(powers) < n:
         powers.append(powers[-1] * decay)
     return powers

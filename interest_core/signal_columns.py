@@ -154,7 +154,7 @@ def _amounts(amounts: np.ndarray, widths: np.ndarray) -> tuple[float, np.ndarray
     first = np.flatnonzero(rank == 1)
     decay = float(amounts[first[0]]) if len(first) else 1.0
     if len(amounts) and 0.0 < decay <= 1.0:
-        powers = np.asarray(decay_powers(decay, int(rank.max()) + 1))
+        powers = np.asarray(decay_powers(decay, int(rank.max()) + 1, cache=False))
         if np.array_equal(powers[rank], amounts):
             return decay, rank
     return amounts
@@ -283,7 +283,8 @@ def _columns(
             or any(r >= _MAX_PAIRS for r in ranks)
         ):
             return "bad_columns"
-        powers = decay_powers(decay, 1 + max(chain(own["rank"], partners["rank"]), default=0))
+        top = max(chain(own["rank"], partners["rank"]), default=0)
+        powers = decay_powers(decay, 1 + top, cache=False)
         own["amount"] = [powers[r] for r in own.pop("rank")]
         partners["amount"] = [powers[r] for r in partners.pop("rank")]
     lengths_fit = (

@@ -291,3 +291,19 @@ def test_any_damage_to_a_bundle_is_refused_with_a_reason_never_raised(data) -> N
         if isinstance(record, SignalRecord):  # what is kept is well formed
             assert all(s.partition >= 0 and s.offset >= 0 and s.count >= 0 for s in record.signals)
             assert all(a > 0 and o != record.item_id for s in record.signals for o, a in s.pairs)
+
+
+def test_decays_read_from_records_are_not_kept() -> None:
+    """The engine's decays are kept with their powers; a decay read from a record is not
+    (a stream of distinct decays would otherwise grow the worker's memory)."""
+    import interest_core.item_signals as item_signals
+
+    key, bundle = _bundle()
+    kept = len(item_signals._POWERS)
+    for n in range(50):
+        bundle["decay"] = 0.5 + n / 1000
+        assert all(
+            isinstance(p, SignalRecord)
+            for p in parse_signal_records(key.encode(), orjson.dumps(bundle))
+        )
+    assert len(item_signals._POWERS) == kept
