@@ -61,11 +61,20 @@ _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _first, _second = itemgetter(0), itemgetter(1)
 
 
+#: Batches of at most this many own signals are written by plain Python: the array
+#: operations' fixed cost (some 250 calls a batch) made a batch of 8 events cost 63 us
+#: per event (35 in plain Python), and doubled ``make demo``'s median latency; from some
+#: 30 signals on the arrays are faster (RESULTS.md, round 9).
+SMALL_BATCH = 24
+
+
 def encode_columns(
     own: Sequence[ItemSignal],
     ingested_at: Mapping[tuple[int, int], float],
     partition_of: Callable[[str], int],
     max_bytes: int,
+    *,
+    small_batch: int = SMALL_BATCH,
 ) -> list[tuple[str, bytes]]:
     """``(key, value)`` bundles in columns of every signal of the events whose own-item
     signals are ``own`` (one per positive event, in event order, as
@@ -76,32 +85,12 @@ def encode_columns(
     an event found there is written with that time instead of its own."""
     if not own:
         return []
-    names, parts, offsets, ts, own_at, counts, weights, pairs = zip(*own, strict=True)
-    n = len(own)
-    widths = np.fromiter(map(len, pairs), np.int64, n)
-    flat = list(chain.from_iterable(pairs))
-    ids = list(dict.fromkeys(chain(names, map(_first, flat))))
-    index = {item: i for i, item in enumerate(ids)}.__getitem__
-    pair_end = np.cumsum(widths)
-    at_of = ingested_at.get
-    stamped = np.fromiter((at_of(s, 0.0) for s in zip(parts, offsets, strict=True)), np.float64, n)
-    batch = _Batch(
-        ids=ids,
-        event_item=np.fromiter(map(index, names), np.int64, n),
-        events={
-            "p": np.asarray(parts, np.int64),
-            "o": np.asarray(offsets, np.int64),
-            "ts": np.asarray(ts, np.float64),
-            "at": np.where(stamped != 0.0, stamped, own_at),
-        },
-        count=np.asarray(counts, np.float64),
-        weight=np.asarray(weights, np.float64),
-        widths=widths,
-        pair_end=pair_end,
-        pair_item=np.fromiter(map(index, map(_first, flat)), np.int64, len(flat)),
-        pair_event=np.repeat(np.arange(n), widths),
-        pair_amount=_amounts(np.fromiter(map(_second, flat), np.float64, len(flat)), widths),
-    )
+    if len(own) <= small_batch:
+        plain = _encode_small(own, ingested_at, partition_of)
+        if all(len(value) <= max_bytes for _, value in plain):
+            return plain
+    batch = _batch_of(own, ingested_at)
+    ids, widths, n = batch.ids, batch.widths, len(own)
     id_partition = np.fromiter(map(partition_of, ids), np.int64, len(ids))
     own_partition = id_partition[batch.event_item]
     partner_partition = id_partition[batch.pair_item]
@@ -144,6 +133,120 @@ def encode_columns(
             if len(here) or len(chosen):
                 out.append(batch.bundle(lo, hi, here, chosen))
     return out
+
+
+class _SmallBundle:
+    """One partition's bundle of a small batch, built row by row."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.events: dict[int, int] = {}
+        self.columns: dict[str, list[Any]] = {k: [] for k in ("p", "o", "ts", "at", "item")}
+        self.own: dict[str, list[Any]] = {k: [] for k in ("event", "n", "w", "end", "item")}
+        self.partners: dict[str, list[Any]] = {k: [] for k in ("event", "item")}
+        self.own_amounts: tuple[list[int], list[float]] = ([], [])
+        self.partner_amounts: tuple[list[int], list[float]] = ([], [])
+        self.key = ""
+
+    def id_of(self, item_id: str) -> int:
+        local = self.ids.get(item_id)
+        if local is None:
+            local = self.ids[item_id] = len(self.ids)
+        return local
+
+    def event(self, e: int, head: tuple[int, int, float, float], item_id: str) -> int:
+        local = self.events.get(e)
+        if local is None:
+            local = self.events[e] = len(self.events)
+            for name, value in zip(("p", "o", "ts", "at"), head, strict=True):
+                self.columns[name].append(value)
+            self.columns["item"].append(self.id_of(item_id))
+        return local
+
+    def value(self, decay: float | None) -> bytes:
+        amount = "amount" if decay is None else "rank"
+        which = 1 if decay is None else 0
+        own = self.own | {amount: self.own_amounts[which]}
+        partners = self.partners | {amount: self.partner_amounts[which]}
+        value: dict[str, Any] = {"format": COLUMNS_FORMAT}
+        if decay is not None:
+            value["decay"] = decay
+        value |= {"items": list(self.ids), "events": self.columns, "own": own, "partners": partners}
+        return orjson.dumps(value)
+
+
+def _new_bundle(
+    bundles: dict[int, _SmallBundle], item_id: str, partition_of: Callable[[str], int]
+) -> _SmallBundle:
+    """A new bundle for ``item_id``'s partition, keyed by it (a signal on it comes next)."""
+    bundle = bundles[partition_of(item_id)] = _SmallBundle()
+    bundle.key = item_id
+    return bundle
+
+
+def _encode_small(
+    own: Sequence[ItemSignal],
+    ingested_at: Mapping[tuple[int, int], float],
+    partition_of: Callable[[str], int],
+) -> list[tuple[str, bytes]]:
+    """:func:`encode_columns` of a small batch in one bundle per partition, in plain
+    Python (the same records as the array path, up to the order of the id tables)."""
+    bundles: dict[int, _SmallBundle] = {}
+    at_of = ingested_at.get
+    decay = next((s.pairs[1][1] for s in own if len(s.pairs) > 1), 1.0)
+    powers = decay_powers(decay, 1 + max(len(s.pairs) for s in own), cache=False)
+    ranked = 0.0 < decay <= 1.0
+    for e, signal in enumerate(own):
+        item_id, partition, offset, ts, own_at, count, weight, pairs = signal
+        head = (partition, offset, ts, at_of((partition, offset), 0.0) or own_at)
+        mine = bundles.get(partition_of(item_id)) or _new_bundle(bundles, item_id, partition_of)
+        rows = mine.own
+        rows["event"].append(mine.event(e, head, item_id))
+        rows["n"].append(count)
+        rows["w"].append(weight)
+        for j, (other, amount) in enumerate(pairs):
+            ranked = ranked and amount == powers[j]
+            rows["item"].append(mine.id_of(other))
+            mine.own_amounts[0].append(j)
+            mine.own_amounts[1].append(amount)
+            theirs = bundles.get(partition_of(other)) or _new_bundle(bundles, other, partition_of)
+            theirs.partners["event"].append(theirs.event(e, head, item_id))
+            theirs.partners["item"].append(theirs.id_of(other))
+            theirs.partner_amounts[0].append(j)
+            theirs.partner_amounts[1].append(amount)
+        rows["end"].append(len(rows["item"]))
+    chosen = decay if ranked else None
+    return [(bundles[p].key, bundles[p].value(chosen)) for p in sorted(bundles)]
+
+
+def _batch_of(own: Sequence[ItemSignal], ingested_at: Mapping[tuple[int, int], float]) -> _Batch:
+    """The batch's signals as columns (see :class:`_Batch`)."""
+    names, parts, offsets, ts, own_at, counts, weights, pairs = zip(*own, strict=True)
+    n = len(own)
+    widths = np.fromiter(map(len, pairs), np.int64, n)
+    flat = list(chain.from_iterable(pairs))
+    ids = list(dict.fromkeys(chain(names, map(_first, flat))))
+    index = {item: i for i, item in enumerate(ids)}.__getitem__
+    pair_end = np.cumsum(widths)
+    at_of = ingested_at.get
+    stamped = np.fromiter((at_of(s, 0.0) for s in zip(parts, offsets, strict=True)), np.float64, n)
+    return _Batch(
+        ids=ids,
+        event_item=np.fromiter(map(index, names), np.int64, n),
+        events={
+            "p": np.asarray(parts, np.int64),
+            "o": np.asarray(offsets, np.int64),
+            "ts": np.asarray(ts, np.float64),
+            "at": np.where(stamped != 0.0, stamped, own_at),
+        },
+        count=np.asarray(counts, np.float64),
+        weight=np.asarray(weights, np.float64),
+        widths=widths,
+        pair_end=pair_end,
+        pair_item=np.fromiter(map(index, map(_first, flat)), np.int64, len(flat)),
+        pair_event=np.repeat(np.arange(n), widths),
+        pair_amount=_amounts(np.fromiter(map(_second, flat), np.float64, len(flat)), widths),
+    )
 
 
 def _amounts(amounts: np.ndarray, widths: np.ndarray) -> tuple[float, np.ndarray] | np.ndarray:

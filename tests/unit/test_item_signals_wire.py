@@ -59,12 +59,15 @@ def _partition_of(partitions: int):  # type: ignore[no-untyped-def]
     return lambda item: zlib.crc32(item.encode()) % partitions
 
 
-@settings(max_examples=200, deadline=None)
-@given(_events(), st.integers(1, 4), st.sampled_from([1, 150, 600, 1 << 20]))
-def test_bundles_in_columns_hold_every_signal_in_order(case, partitions, max_bytes) -> None:  # type: ignore[no-untyped-def]
+@settings(max_examples=300, deadline=None)
+@given(
+    _events(), st.integers(1, 4), st.sampled_from([1, 150, 600, 1 << 20]), st.sampled_from([0, 64])
+)
+def test_bundles_in_columns_hold_every_signal_in_order(case, partitions, max_bytes, small) -> None:  # type: ignore[no-untyped-def]
     """Read back in the order written, the bundles give every item the signals that
     expanding the events gives it, in event order, stamped with the events' Kafka times;
-    each bundle holds signals of its key's partition only."""
+    each bundle holds signals of its key's partition only. Both writers: the arrays'
+    (``small_batch=0``) and plain Python's (small batches)."""
     events, stamps = case
     partition_of = _partition_of(partitions)
     want = {
@@ -75,7 +78,7 @@ def test_bundles_in_columns_hold_every_signal_in_order(case, partitions, max_byt
         for item_id, group in group_by_item(expand_signals(events)).items()
     }
     got: dict[str, list[ItemSignal]] = {}
-    for key, value in encode_columns(events, stamps, partition_of, max_bytes):
+    for key, value in encode_columns(events, stamps, partition_of, max_bytes, small_batch=small):
         held = parse_signal_records(key.encode(), value)
         assert held and all(isinstance(p, SignalRecord) for p in held)
         assert {partition_of(p.item_id) for p in held} == {partition_of(key)}  # type: ignore[union-attr]
