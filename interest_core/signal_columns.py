@@ -63,8 +63,9 @@ _first, _second = itemgetter(0), itemgetter(1)
 
 #: Batches of at most this many own signals are written by plain Python: the array
 #: operations' fixed cost (some 250 calls a batch) made a batch of 8 events cost 63 us
-#: per event (35 in plain Python), and doubled ``make demo``'s median latency; from some
-#: 30 signals on the arrays are faster (RESULTS.md, round 9).
+#: per event (29 in plain Python) and doubled ``make demo``'s median latency; at 40
+#: events the arrays are faster (18 against 24). 24 lies between the two sizes measured
+#: (RESULTS.md, round 9).
 SMALL_BATCH = 24
 
 
@@ -107,7 +108,7 @@ def encode_columns(
     own_bytes = _OWN_BYTES + _PAIR_BYTES * widths + id_bytes[batch.event_item]
     own_bytes += np.bincount(batch.pair_event, weights=pair_bytes, minlength=n).astype(np.int64)
     partner_bytes = _PARTNER_BYTES + pair_bytes
-    small = int(own_bytes.sum() + partner_bytes.sum()) + n * _EVENT_BYTES + int(id_bytes.sum())
+    whole = int(own_bytes.sum() + partner_bytes.sum()) + n * _EVENT_BYTES + int(id_bytes.sum())
     for partition in range(len(own_split)):
         rows = own_order[(own_split[partition - 1] if partition else 0) : own_split[partition]]
         partners = partner_order[
@@ -115,7 +116,7 @@ def encode_columns(
         ]
         if not len(rows) and not len(partners):
             continue
-        if small < max_bytes:  # the whole batch fits in one bundle per partition
+        if whole < max_bytes:  # the whole batch fits in one bundle per partition
             out.append(batch.bundle(0, n, rows, partners))
             continue
         # Bytes per event in this partition's bundles; a new bundle where they pass the bound.
@@ -126,9 +127,9 @@ def encode_columns(
         cost += (cost > 0) * _EVENT_BYTES
         cut = np.flatnonzero(np.diff(np.cumsum(cost) // max(1, max_bytes), prepend=0))
         bounds = np.concatenate(([0], cut, [n])).tolist()
-        row_events, partner_events = rows, batch.pair_event[partners]
+        partner_events = batch.pair_event[partners]
         for lo, hi in pairwise(bounds):
-            here = rows[(row_events >= lo) & (row_events < hi)]
+            here = rows[(rows >= lo) & (rows < hi)]  # own rows are events
             chosen = partners[(partner_events >= lo) & (partner_events < hi)]
             if len(here) or len(chosen):
                 out.append(batch.bundle(lo, hi, here, chosen))
@@ -164,15 +165,33 @@ class _SmallBundle:
         return local
 
     def value(self, decay: float | None) -> bytes:
-        amount = "amount" if decay is None else "rank"
-        which = 1 if decay is None else 0
-        own = self.own | {amount: self.own_amounts[which]}
-        partners = self.partners | {amount: self.partner_amounts[which]}
-        value: dict[str, Any] = {"format": COLUMNS_FORMAT}
-        if decay is not None:
-            value["decay"] = decay
-        value |= {"items": list(self.ids), "events": self.columns, "own": own, "partners": partners}
-        return orjson.dumps(value)
+        which = 1 if decay is None else 0  # amounts as they are, else their ranks
+        return _value(
+            list(self.ids),
+            self.columns,
+            (self.own, self.own_amounts[which]),
+            (self.partners, self.partner_amounts[which]),
+            decay,
+        )
+
+
+def _value(
+    items: list[str],
+    events: Mapping[str, Any],
+    own: tuple[dict[str, Any], Any],
+    partners: tuple[dict[str, Any], Any],
+    decay: float | None,
+) -> bytes:
+    """A bundle's record value: its tables, each of ``own`` and ``partners`` with its
+    amounts column (ranks of powers of ``decay``, or amounts as they are when None)."""
+    amount = "amount" if decay is None else "rank"
+    value: dict[str, Any] = {"format": COLUMNS_FORMAT}
+    if decay is not None:
+        value["decay"] = decay
+    value["items"], value["events"] = items, events
+    value["own"] = own[0] | {amount: own[1]}
+    value["partners"] = partners[0] | {amount: partners[1]}
+    return orjson.dumps(value, option=_NUMPY)
 
 
 def _new_bundle(
@@ -245,15 +264,19 @@ def _batch_of(own: Sequence[ItemSignal], ingested_at: Mapping[tuple[int, int], f
         pair_end=pair_end,
         pair_item=np.fromiter(map(index, map(_first, flat)), np.int64, len(flat)),
         pair_event=np.repeat(np.arange(n), widths),
-        pair_amount=_amounts(np.fromiter(map(_second, flat), np.float64, len(flat)), widths),
+        pair_amount=_amounts(
+            np.fromiter(map(_second, flat), np.float64, len(flat)), widths, pair_end
+        ),
     )
 
 
-def _amounts(amounts: np.ndarray, widths: np.ndarray) -> tuple[float, np.ndarray] | np.ndarray:
+def _amounts(
+    amounts: np.ndarray, widths: np.ndarray, pair_end: np.ndarray
+) -> tuple[float, np.ndarray] | np.ndarray:
     """The pairs' amounts as ``(decay, rank)`` when each event's ``j``-th pair has
     ``decay ** j`` (as the engine's events do, the powers multiplied in turn: see
     :func:`~interest_core.item_signals.event_signal`), else as they are."""
-    rank = np.arange(len(amounts)) - np.repeat(np.cumsum(widths) - widths, widths)
+    rank = np.arange(len(amounts)) - np.repeat(pair_end - widths, widths)
     first = np.flatnonzero(rank == 1)
     decay = float(amounts[first[0]]) if len(first) else 1.0
     if len(amounts) and 0.0 < decay <= 1.0:
@@ -308,21 +331,22 @@ class _Batch:
             "event": place[self.pair_event[chosen] - lo],
             "item": local[pair_item[chosen]],
         }
-        value: dict[str, Any] = {"format": COLUMNS_FORMAT}
         if isinstance(self.pair_amount, tuple):
-            decay, rank = self.pair_amount
-            value["decay"] = decay
-            own_cols["rank"], partner_cols["rank"] = rank[own_pairs], rank[chosen]
+            decay, amounts = self.pair_amount
         else:
-            own_cols["amount"] = self.pair_amount[own_pairs]
-            partner_cols["amount"] = self.pair_amount[chosen]
+            decay, amounts = None, self.pair_amount
         ids = self.ids
-        value["items"] = [ids[i] for i in np.flatnonzero(named).tolist()]
-        value["events"] = {name: column[events] for name, column in self.events.items()}
-        value["events"]["item"] = local[event_item[events]]
-        value["own"], value["partners"] = own_cols, partner_cols
+        events_named = {name: column[events] for name, column in self.events.items()}
+        events_named["item"] = local[event_item[events]]
+        value = _value(
+            [ids[i] for i in np.flatnonzero(named).tolist()],
+            events_named,
+            (own_cols, amounts[own_pairs]),
+            (partner_cols, amounts[chosen]),
+            decay,
+        )
         key = ids[int(event_item[rows[0]])] if len(rows) else ids[int(pair_item[chosen[0]])]
-        return key, orjson.dumps(value, option=_NUMPY)
+        return key, value
 
 
 # ---------------------------------------------------------------------------- reading
