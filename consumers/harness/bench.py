@@ -851,13 +851,15 @@ def bench_stream(
             )
         }
         if latency_seconds > 0:
-            from consumers.harness.bench_latency import steady_latency
+            from consumers.harness.bench_latency import broker_hop, steady_latency
 
             # "latency" is at half the worker's rate (the goal's load), then a tenth.
             for key, share, tag in (("latency", 0.5, "h"), ("latency_tenth", 0.1, "t")):
                 out[key] = steady_latency(
                     cfg, lines, rate * share, latency_seconds, published, tag=tag
                 )
+            # The broker alone at the half rate: the floor under the "kafka" stage.
+            out["broker_hop"] = broker_hop(cfg, lines, rate * 0.5, latency_seconds)
     finally:
         stop.set()
         thread.join(30)
@@ -899,6 +901,17 @@ def soak_rate(
 
 def _fmt(value: Any, pattern: str = "{:,.0f}") -> str:
     return "n/a" if value is None else pattern.format(value)
+
+
+def _window_rows(windows: list[dict[str, Any]]) -> list[str]:
+    """One line: p50/p99 ms per window of a latency run (its course over time)."""
+    if not windows:
+        return []
+    cells = [
+        f"{w['from_s']:g}s {_fmt(w.get('p50'), '{:.0f}')}/{_fmt(w.get('p99'), '{:.0f}')}"
+        for w in windows
+    ]
+    return ["      p50/p99 ms by window: " + ", ".join(cells)]
 
 
 def _stream_rows(name: str, pipe: dict[str, Any]) -> list[str]:
@@ -958,6 +971,16 @@ def _stream_rows(name: str, pipe: dict[str, Any]) -> list[str]:
                 f"      of 'kafka', the sender's send -> broker ack p50/p99 ms: "
                 f"{_fmt(ack.get('p50'), '{:.1f}')}/{_fmt(ack.get('p99'), '{:.1f}')}"
             )
+        rows.extend(_window_rows(lat.get("windows") or []))
+    hop = pipe.get("broker_hop")
+    if hop:
+        k = hop.get("kafka_ms", {})
+        rows.append(
+            f"    broker alone, a bare hop at {_fmt(hop.get('rate_events_per_s'))} events/s for "
+            f"{hop.get('seconds', 0):g} s: ms p50 {_fmt(k.get('p50'), '{:.1f}')} "
+            f"p95 {_fmt(k.get('p95'), '{:.1f}')} p99 {_fmt(k.get('p99'), '{:.1f}')}"
+        )
+        rows.extend(_window_rows(hop.get("windows") or []))
     return rows
 
 

@@ -28,17 +28,39 @@ from consumers.harness.report import percentiles
 from consumers.latency import STAGES, BatchLatency
 from interest_core.settings import Settings
 
-__all__ = ["WARMUP_S", "steady_latency"]
+__all__ = ["WARMUP_S", "WINDOW_S", "broker_hop", "latency_windows", "steady_latency"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds at the start of a run left out of the percentiles (connections, first fetches).
 WARMUP_S = 1.0
+#: Shortest sleep of the bench's sender between sends (under its producer's 5 ms linger,
+#: so the broker sees the same requests).
+SEND_TICK_S = 0.002
+#: Seconds per window of the latency's course over a run (``windows``).
+WINDOW_S = 10.0
 
 
 def _percentiles_ms(seconds: np.ndarray) -> dict[str, float]:
     """p50/p95/p99 in milliseconds of ``seconds`` (empty for none)."""
     return percentiles(seconds * 1000.0)
+
+
+def latency_windows(since_start: np.ndarray, latency: np.ndarray) -> list[dict[str, Any]]:
+    """Ingest -> publish percentiles per :data:`WINDOW_S` seconds of the run (by the
+    event's ingest time since the first send): a latency that drifts during a steady
+    load shows here, not in the run's percentiles."""
+    out: list[dict[str, Any]] = []
+    if not latency.size:
+        return out
+    index = (since_start // WINDOW_S).astype(np.int64)
+    for w in range(int(index.max()) + 1):
+        inside = latency[index == w]
+        if inside.size:
+            out.append(
+                {"from_s": w * WINDOW_S, "events": int(inside.size), **_percentiles_ms(inside)}
+            )
+    return out
 
 
 def _send(
@@ -83,9 +105,11 @@ def _send(
             now = sent_at[event_id] = time.time()
             producer.send(topic, key=key, value=value).add_callback(on_ack, now)
             i += 1
+        # Wake at most every SEND_TICK_S: a wake-up per event cost this process a
+        # quarter of a core at 1,100 events/s, taken from the worker it measures.
         pause = begin + i / rate - time.perf_counter()
         if pause > 0:
-            time.sleep(pause)
+            time.sleep(max(pause, SEND_TICK_S))
     producer.flush()
     span = time.perf_counter() - begin
     producer.close()
@@ -201,6 +225,7 @@ def steady_latency(
         else {}
         for stage in STAGES
     }
+    windows = latency_windows(measured[keep] - send_start, total)
     to_subscriber = np.array(
         [at - sent_at[trigger] for trigger, at in received if trigger in sent_at], dtype=float
     )
@@ -218,8 +243,81 @@ def steady_latency(
         # process that shares the machine's cores) until the broker acknowledged.
         "send_to_broker_ack_ms": _percentiles_ms(np.asarray(acked, dtype=np.float64)),
         "stages_ms": stages,
+        "windows": windows,
         "batches": len(batches),
         "mean_batch_records": float(np.mean([b.records for b in batches])) if batches else None,
         "recommendations_matched": int(to_subscriber.size),
         "ingest_to_subscriber_ms": _percentiles_ms(to_subscriber),
+    }
+
+
+def broker_hop(
+    settings: Settings,
+    lines: Sequence[bytes],
+    rate: float,
+    seconds: float,
+    *,
+    tag: str = "hop",
+    drain_timeout_s: float = 30.0,
+) -> dict[str, Any]:
+    """The broker alone, under the load a latency run puts on it: the same sender sends
+    ``lines`` at ``rate`` events/s for ``seconds`` to a fresh topic with as many
+    partitions as the events topic, and a bare group-less consumer in this process
+    (the fetch settings of the worker's events consumer) takes them. Returns the hop's
+    record timestamp -> poll percentiles (ms) after :data:`WARMUP_S`, and per
+    :data:`WINDOW_S` window: the floor under the worker's ``kafka`` stage.
+
+    On the embedded broker a fetch lists every batch stored in the partition, so this
+    floor rises with the partition's history during a run (``docs/RESULTS.md``)."""
+    from kafka import TopicPartition
+
+    from producers.kafka_client import make_consumer
+    from producers.topics import create_topics
+
+    if rate <= 0 or seconds <= 0 or not lines:
+        raise ValueError("rate, seconds and lines must be positive")
+    hop = settings.replace(topics={"events": f"{settings.topics.events}.{tag}"})
+    create_topics(hop)
+    consumer = make_consumer(hop, group_id=None, auto_offset_reset="earliest")
+    partitions = [TopicPartition(hop.topics.events, p) for p in range(hop.topics.events_partitions)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe(duplex=False)
+    sender = context.Process(
+        target=_send, args=(hop, list(lines), rate, seconds, tag, child), name="bench-hop-sender"
+    )
+    sender.start()
+    child.close()
+    stamped: list[float] = []
+    polled: list[float] = []
+    expected: int | None = None
+    span = 0.0
+    deadline = time.monotonic() + seconds + 60.0 + drain_timeout_s
+    try:
+        while time.monotonic() < deadline and (expected is None or len(stamped) < expected):
+            for records in consumer.poll(timeout_ms=50).values():
+                now = time.time()
+                for record in records:
+                    stamped.append(record.timestamp / 1000.0)
+                    polled.append(now)
+            if expected is None and parent.poll(0):
+                sent_at, span, _acked = parent.recv()
+                expected = len(sent_at)
+    finally:
+        sender.join(60)
+        consumer.close()
+    at = np.asarray(stamped, dtype=np.float64)
+    hop_s = np.maximum(np.asarray(polled, dtype=np.float64) - at, 0.0)
+    start = float(at.min()) if at.size else 0.0
+    keep = at >= start + WARMUP_S
+    return {
+        "rate_events_per_s": rate,
+        "seconds": seconds,
+        "achieved_send_rate_events_per_s": expected / span if expected and span > 0 else None,
+        "events_sent": expected,
+        "events_received": len(stamped),
+        "events_measured": int(keep.sum()),
+        "kafka_ms": _percentiles_ms(hop_s[keep]),
+        "windows": latency_windows(at[keep] - start, hop_s[keep]),
     }

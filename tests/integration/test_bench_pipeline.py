@@ -66,6 +66,16 @@ def test_bench_pipeline_two_streams_and_soak(tmp_path: Path) -> None:
             assert set(latency["stages_ms"]) == {"kafka", "batch_wait", "process", "publish"}
             # the sender's own share of "kafka": every record it sent was acknowledged
             assert set(latency["send_to_broker_ack_ms"]) == {"p50", "p95", "p99"}
+            # the run's course: windows in order, covering every event measured
+            windows = latency["windows"]
+            assert [w["from_s"] for w in windows] == sorted(w["from_s"] for w in windows)
+            assert sum(w["events"] for w in windows) == latency["events_measured"]
+        # the broker alone at the half rate: every event sent came back through it
+        hop = stream["broker_hop"]
+        assert hop["rate_events_per_s"] == pytest.approx(stream["latency"]["rate_events_per_s"])
+        assert hop["events_sent"] > 0 and hop["events_received"] == hop["events_sent"]
+        assert set(hop["kafka_ms"]) == {"p50", "p95", "p99"}
+        assert sum(w["events"] for w in hop["windows"]) == hop["events_measured"] > 0
         # the worker ran in a process set as `interest worker` sets its own
         assert stream["runtime"]["switch_interval_ms"] == 0.5
         assert stream["runtime"]["full_collections"] >= stream["runtime"]["complete_passes"] >= 0
