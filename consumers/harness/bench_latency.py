@@ -302,7 +302,10 @@ def broker_hop(
                     stamped.append(record.timestamp / 1000.0)
                     polled.append(now)
             if expected is None and parent.poll(0):
-                sent_at, span, _acked = parent.recv()
+                try:
+                    sent_at, span, _acked = parent.recv()
+                except EOFError:  # the sender died (its error is on stderr)
+                    raise RuntimeError("the bench's hop sender exited without a report") from None
                 expected = len(sent_at)
     finally:
         sender.join(60)
