@@ -262,9 +262,12 @@ class WorkerThread:
         """Start the loop and wait (up to ``ready_timeout_s`` s) until it reports ready."""
         self._thread.start()
         if not self.worker.wait_ready(ready_timeout_s):
-            raise AssertionError(
-                f"worker not ready: {self.worker.not_ready_reasons()} (error: {self.error!r})"
-            )
+            reasons = self.worker.not_ready_reasons()
+            # Stopped before failing: a loop left running would keep its publisher
+            # process waiting on the pipe, and the test session would never exit.
+            self._stop.set()
+            self._thread.join(30.0)
+            raise AssertionError(f"worker not ready: {reasons} (error: {self.error!r})")
         return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
