@@ -168,15 +168,19 @@ class Ranker:
             contributions = features * self.fusion.weights
             fused = contributions.sum(axis=1)
             self._remember(user_id, rows[np.argsort(-fused, kind="stable")], scales)
-            vectors = self.candidates.content_space.vectors[rows]
-            chosen = mmr(fused, vectors, k, self.mmr_lambda)
+            vectors = self.candidates.content_space.vectors
+            chosen = mmr(fused, vectors, k, self.mmr_lambda, rows)
             if self.cold_slots:
                 places = self.cold_places(view.state, k)
                 chosen = self.with_cold(chosen, rows, fused, k, places)
-            for i in chosen:
+            if chosen:
+                # The chosen items' top contributions and the features giving them, at once.
+                shown = contributions[chosen]
+                tops, bests = shown.max(axis=1).tolist(), shown.argmax(axis=1).tolist()
+            for n, i in enumerate(chosen):
                 row = int(rows[i])
                 picked.append(row)
-                reason = self.reason(view, row, contributions[i])
+                reason = self.reason(view, row, tops[n], bests[n])
                 items.append(RecommendedItem(self.catalog.item_ids[row], float(fused[i]), reason))
         if len(items) < k:
             taken = set(picked)
@@ -245,11 +249,13 @@ class Ranker:
         if len(self._shown) > _RANKINGS_KEPT:
             del self._shown[next(iter(self._shown))]
 
-    def reason(self, view: UserView, row: int, contribution: np.ndarray) -> str:
-        """A sentence a person understands, from the feature that contributed most."""
-        if not contribution.size or contribution.max() <= 0.0:
+    def reason(self, view: UserView, row: int, top: float, feature: int) -> str:
+        """A sentence a person understands, from the feature that contributed most:
+        ``top`` is the row's largest contribution, ``feature`` its index in
+        :data:`FEATURES`."""
+        if top <= 0.0:
             return POPULAR_REASON
-        best = FEATURES[int(np.argmax(contribution))]
+        best = FEATURES[feature]
         if best in ("trending", "popularity"):
             return POPULAR_REASON
         if best in ("cooccurrence", "cooccurrence_popular"):

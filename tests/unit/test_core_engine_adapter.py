@@ -386,6 +386,6 @@ def test_the_hybrid_weighs_co_occurrence_without_the_candidates_popularity_disco
     assert not _features(knn, "u1", rows)[:, 7].any()
     view = hybrid.candidates.view(hybrid.users["u1"], hybrid.candidates.blocked([]), 0)
     row = int(np.argmax(features[:, 7]))
-    only = np.zeros(features.shape[1])
-    only[7] = 1.0
-    assert hybrid.ranker.reason(view, row, only) == hybrid.candidates.cooccurrence.reason(view, row)
+    # The feature whose contribution is largest: cooccurrence_popular (index 7).
+    explained = hybrid.ranker.reason(view, row, 1.0, 7)
+    assert explained == hybrid.candidates.cooccurrence.reason(view, row)
