@@ -18,11 +18,12 @@ batch's records by the broker (``acked``). The stages between them:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["STAGES", "BatchLatency"]
+__all__ = ["STAGES", "BatchLatency", "processing_load"]
 
 #: The stages of ingest -> publish, in order.
 STAGES: tuple[str, ...] = ("kafka", "batch_wait", "process", "publish")
@@ -39,6 +40,9 @@ class BatchLatency:
     acked: float
     encode_s: float = 0.0
     records: int = 0
+    #: CPU seconds of the worker's thread while processing the batch (``process`` is the
+    #: wall clock: the two differ when the thread waited for a core or the lock).
+    process_cpu_s: float = 0.0
 
     @property
     def events(self) -> int:
@@ -59,3 +63,24 @@ class BatchLatency:
             "process": np.full(n, max(self.processed - self.started, 0.0)),
             "publish": np.full(n, max(self.acked - self.processed, 0.0)),
         }
+
+
+def processing_load(batches: Sequence[BatchLatency]) -> dict[str, float | None]:
+    """How busy the worker's thread was with ``batches`` (consecutive, in order):
+    ``process_cpu_us_per_record``, its CPU microseconds per record processed;
+    ``process_busy_share``, the share of the span from the first batch's start to the
+    last one's end spent processing (wall clock: near 1, the thread had no time left and
+    events queued); ``process_on_cpu_share``, the thread's CPU over that processing time
+    (below 1, it waited for a core or the interpreter lock while processing). None where
+    there is nothing to divide by."""
+    records = sum(b.records for b in batches)
+    wall = sum(max(b.processed - b.started, 0.0) for b in batches)
+    cpu = sum(b.process_cpu_s for b in batches)
+    span = max((b.processed for b in batches), default=0.0) - min(
+        (b.started for b in batches), default=0.0
+    )
+    return {
+        "process_cpu_us_per_record": 1e6 * cpu / records if records and cpu > 0 else None,
+        "process_busy_share": wall / span if span > 0 else None,
+        "process_on_cpu_share": cpu / wall if wall > 0 and cpu > 0 else None,
+    }

@@ -52,6 +52,9 @@ class PublishPlan:
     started_at: float = 0.0  # unix seconds, the same instant
     processed_at: float = 0.0  # unix seconds, end of processing
     encode_s: float = 0.0
+    #: CPU seconds of the processing thread between ``started_at`` and ``processed_at``
+    #: (less than that span when it waited for a core or the interpreter lock).
+    process_cpu_s: float = 0.0
 
     @property
     def outgoing(self) -> list[OutgoingRecord]:

@@ -171,6 +171,7 @@ class BatchStep:
     def process(self, records: Sequence[InputRecord]) -> PublishPlan:
         """Parse, validate and process one micro-batch; returns what to publish and the
         offsets to commit once it is acknowledged (see :meth:`send`, :meth:`complete`)."""
+        cpu = time.thread_time()
         plan = PublishPlan(
             records_in=len(records), started=time.perf_counter(), started_at=time.time()
         )
@@ -192,6 +193,7 @@ class BatchStep:
         plan.dead_letters = [self._dead_letter(failed) for failed in errs]
         plan.encode_s = stats.encode_s
         plan.processed_at = time.time()
+        plan.process_cpu_s = time.thread_time() - cpu
         self.metrics.batch_done(
             size=len(records),
             parse_s=parse_s,
@@ -367,6 +369,7 @@ class BatchStep:
             acked=acked_at,
             encode_s=plan.encode_s,
             records=plan.records_in,
+            process_cpu_s=plan.process_cpu_s,
         )
         self.metrics.published(
             publish_s=publish_s,

@@ -66,6 +66,7 @@ from consumers.harness.report import (
     machine_info,
     rss_bytes,
 )
+from consumers.latency import processing_load
 from consumers.runtime import tune_interpreter
 from interest_core.encoder import Encoder
 from interest_core.settings import Settings
@@ -831,6 +832,9 @@ def bench_stream(
         if cpu > 0 and out["raw_events_per_cpu_s"]:
             out["worker_events_per_cpu_s"] = (done - first_batch) / cpu
             out["ratio_to_raw_cpu"] = out["worker_events_per_cpu_s"] / out["raw_events_per_cpu_s"]
+        # The worker's thread over the backlog, after its first batch (compare with the
+        # latency runs': CPU per record at their smaller batches, and how busy it was).
+        out["worker_thread"] = processing_load(published[1 : len(marks)])
         out["model_texts_during_run"] = stored.texts_encoded
         out["model_seconds_during_run"] = stored.encode_s
         if stored.texts_encoded and stored.encode_s > 0:
@@ -914,6 +918,18 @@ def _window_rows(windows: list[dict[str, Any]]) -> list[str]:
     return ["      p50/p99 ms by window: " + ", ".join(cells)]
 
 
+def _thread_rows(load: dict[str, Any] | None, what: str = "") -> list[str]:
+    """One line: the worker thread's CPU per record, and how busy it was."""
+    if not load:
+        return []
+    return [
+        f"      worker thread{' ' + what if what else ''}: "
+        f"{_fmt(load.get('process_cpu_us_per_record'), '{:.0f}')} us CPU per record, "
+        f"processing {_fmt(load.get('process_busy_share'), '{:.0%}')} of the time, "
+        f"on a core {_fmt(load.get('process_on_cpu_share'), '{:.0%}')} of that"
+    ]
+
+
 def _stream_rows(name: str, pipe: dict[str, Any]) -> list[str]:
     rows = [f"  stream {name}: {pipe.get('source', '')}"]
     if "error" in pipe:
@@ -939,6 +955,7 @@ def _stream_rows(name: str, pipe: dict[str, Any]) -> list[str]:
             f"    {stage:<8} {1e6 * h['total_s'] / done:>9.1f} us/event "
             f"({h['total_s']:.2f} s in {h['batches']:.0f} batches)"
         )
+    rows.extend(_thread_rows(pipe.get("worker_thread"), "(the backlog)"))
     if pipe.get("encoder_alone_events_per_s"):
         rows.append(
             f"    encoder alone             : {_fmt(pipe['encoder_alone_events_per_s'])} events/s"
@@ -972,6 +989,7 @@ def _stream_rows(name: str, pipe: dict[str, Any]) -> list[str]:
                 f"{_fmt(ack.get('p50'), '{:.1f}')}/{_fmt(ack.get('p99'), '{:.1f}')}"
             )
         rows.extend(_window_rows(lat.get("windows") or []))
+        rows.extend(_thread_rows(lat.get("worker_thread")))
     hop = pipe.get("broker_hop")
     if hop:
         k = hop.get("kafka_ms", {})

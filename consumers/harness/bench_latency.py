@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 
 from consumers.harness.report import percentiles
-from consumers.latency import STAGES, BatchLatency
+from consumers.latency import STAGES, BatchLatency, processing_load
 from interest_core.settings import Settings
 
 __all__ = ["WARMUP_S", "WINDOW_S", "broker_hop", "latency_windows", "steady_latency"]
@@ -257,6 +257,8 @@ def steady_latency(
         "windows": windows,
         "batches": len(batches),
         "mean_batch_records": float(np.mean([b.records for b in batches])) if batches else None,
+        # The worker's thread over the run's batches: what queues events when it is near 1.
+        "worker_thread": processing_load(batches),
         "recommendations_matched": int(to_subscriber.size),
         "ingest_to_subscriber_ms": _percentiles_ms(to_subscriber),
     }

@@ -70,6 +70,10 @@ def test_bench_pipeline_two_streams_and_soak(tmp_path: Path) -> None:
             windows = latency["windows"]
             assert [w["from_s"] for w in windows] == sorted(w["from_s"] for w in windows)
             assert sum(w["events"] for w in windows) == latency["events_measured"]
+            # the worker's thread: CPU per record and how busy it was, each run and backlog
+            _check_thread_load(latency["worker_thread"])
+        if stream["worker_batches"] > 1:  # the backlog's load is counted after batch one
+            _check_thread_load(stream["worker_thread"])
         # the broker alone at the half rate: every event sent came back through it
         hop = stream["broker_hop"]
         assert hop["rate_events_per_s"] == pytest.approx(stream["latency"]["rate_events_per_s"])
@@ -93,3 +97,11 @@ def test_bench_pipeline_two_streams_and_soak(tmp_path: Path) -> None:
     assert "text stream" in soak["rate_source"]
     assert soak["worker_restarts"] == 0 and soak["events_sent"] > 0
     assert soak["samples"] and {"t_s", "rss_mb", "lag", "sent"} <= set(soak["samples"][0])
+
+
+def _check_thread_load(load: dict[str, float | None]) -> None:
+    assert load["process_cpu_us_per_record"] is not None and load["process_cpu_us_per_record"] > 0
+    busy, on_cpu = load["process_busy_share"], load["process_on_cpu_share"]
+    assert busy is not None and 0 < busy <= 1.0
+    # thread CPU can pass the wall clock only by the clocks' granularity
+    assert on_cpu is not None and 0 < on_cpu <= 1.05

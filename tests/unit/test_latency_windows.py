@@ -1,4 +1,5 @@
-"""The latency run's course over time: percentiles per window of ingest time."""
+"""The latency run's course over time (percentiles per window of ingest time), and how busy
+the worker's thread was over its batches."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from consumers.harness.bench_latency import WINDOW_S, latency_windows
+from consumers.latency import BatchLatency, processing_load
 
 
 def test_windows_split_by_time_and_keep_every_event() -> None:
@@ -24,3 +26,39 @@ def test_an_empty_window_is_left_out_and_no_events_give_none() -> None:
     windows = latency_windows(np.array([1.0, 25.0]), np.array([0.001, 0.002]))
     assert [w["from_s"] for w in windows] == [0.0, 2 * WINDOW_S]
     assert latency_windows(np.empty(0), np.empty(0)) == []
+
+
+def _batch(started: float, processed: float, cpu_s: float, records: int) -> BatchLatency:
+    times = np.full(records, started - 0.01)
+    return BatchLatency(
+        ingested=times,
+        polled=times,
+        started=started,
+        processed=processed,
+        acked=processed + 0.005,
+        records=records,
+        process_cpu_s=cpu_s,
+    )
+
+
+def test_processing_load_says_how_busy_the_worker_thread_was() -> None:
+    # Two batches over one second: 0.3 s and 0.2 s of processing (wall), 0.25 s and
+    # 0.15 s of it on a core, 100 and 60 records.
+    batches = [_batch(10.0, 10.3, 0.25, 100), _batch(10.8, 11.0, 0.15, 60)]
+    load = processing_load(batches)
+    assert load["process_cpu_us_per_record"] == pytest.approx(1e6 * 0.4 / 160)
+    assert load["process_busy_share"] == pytest.approx(0.5)
+    assert load["process_on_cpu_share"] == pytest.approx(0.8)
+
+
+def test_processing_load_of_nothing_is_unknown_not_zero() -> None:
+    assert processing_load([]) == {
+        "process_cpu_us_per_record": None,
+        "process_busy_share": None,
+        "process_on_cpu_share": None,
+    }
+    # A worker that did not measure its CPU (0) has no CPU figures, only its busy share.
+    load = processing_load([_batch(1.0, 1.5, 0.0, 10), _batch(1.5, 2.0, 0.0, 10)])
+    assert load["process_cpu_us_per_record"] is None
+    assert load["process_on_cpu_share"] is None
+    assert load["process_busy_share"] == pytest.approx(1.0)
