@@ -261,8 +261,8 @@ class Ranker:
         if best in ("cooccurrence", "cooccurrence_popular"):
             return self.candidates.cooccurrence.reason(view, row)
         if view.anchors is None:
-            top = [] if view.state is None else self.labels.top(view.state, _ANCHOR_LABELS)
-            view.anchors = Anchors.of(view.state, self.catalog, [label for label, _ in top])
+            shown = [] if view.state is None else self.labels.top(view.state, _ANCHOR_LABELS)
+            view.anchors = Anchors.of(view.state, self.catalog, [label for label, _ in shown])
         return content_reason(view.anchors, self.catalog, row)
 
     def teaches(self, user_id: str, row: int) -> bool:
