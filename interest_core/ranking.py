@@ -173,10 +173,9 @@ class Ranker:
             if self.cold_slots:
                 places = self.cold_places(view.state, k)
                 chosen = self.with_cold(chosen, rows, fused, k, places)
-            if chosen:
-                # The chosen items' top contributions and the features giving them, at once.
-                shown = contributions[chosen]
-                tops, bests = shown.max(axis=1).tolist(), shown.argmax(axis=1).tolist()
+            # The chosen items' top contributions and the features giving them, at once.
+            explained = contributions[chosen]
+            tops, bests = explained.max(axis=1).tolist(), explained.argmax(axis=1).tolist()
             for n, i in enumerate(chosen):
                 row = int(rows[i])
                 picked.append(row)
