@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["mmr", "mmr_reference"]
+__all__ = ["greedy_reference", "mmr"]
 
 
 def mmr(
@@ -23,49 +23,7 @@ def mmr(
     ``rows`` (one per item), a larger matrix (the catalog's) whose row ``rows[i]`` is
     item ``i``'s: only the pool's (``max(3k, k + 10)`` most relevant) are read then.
     The greedy loop is compiled; it makes the same floating-point steps as
-    :func:`mmr_reference`, so the picks are identical."""
-    prepared = _prepared(relevance, embeddings, k, mmr_lambda, rows)
-    if isinstance(prepared, list):
-        return prepared
-    pool, rel, sims, k = prepared
-    return pool[_greedy(rel, sims, k, mmr_lambda)].tolist()
-
-
-def mmr_reference(
-    relevance: np.ndarray,
-    embeddings: np.ndarray,
-    k: int,
-    mmr_lambda: float,
-    rows: np.ndarray | None = None,
-) -> list[int]:
-    """:func:`mmr` in plain numpy, one array operation per step (the tests' reference)."""
-    prepared = _prepared(relevance, embeddings, k, mmr_lambda, rows)
-    if isinstance(prepared, list):
-        return prepared
-    pool, rel, sims, k = prepared
-    picked: list[int] = [0]
-    max_sim = sims[0].astype(np.float64).copy()
-    chosen = np.zeros(len(pool), dtype=bool)
-    chosen[0] = True
-    while len(picked) < k:
-        gain = mmr_lambda * rel - (1.0 - mmr_lambda) * max_sim
-        gain[chosen] = -np.inf
-        best = int(np.argmax(gain))
-        picked.append(best)
-        chosen[best] = True
-        np.maximum(max_sim, sims[best], out=max_sim)
-    return pool[picked].tolist()
-
-
-def _prepared(
-    relevance: np.ndarray,
-    embeddings: np.ndarray,
-    k: int,
-    mmr_lambda: float,
-    rows: np.ndarray | None,
-) -> list[int] | tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """The picks when no re-ranking is needed; else the pool (indices, most relevant
-    first), its scaled relevance, the pool's cosines and ``k``."""
+    :func:`greedy_reference`, so the picks are identical."""
     n = len(relevance)
     k = min(k, n)
     order = np.argsort(-relevance, kind="stable")
@@ -76,14 +34,30 @@ def _prepared(
     spread = rel.max() - rel.min()
     rel = (rel - rel.min()) / spread if spread > 1e-12 else np.ones_like(rel)
     vectors = embeddings[pool] if rows is None else embeddings[rows[pool]]
-    return pool, rel, vectors @ vectors.T, k
+    return pool[_greedy(rel, vectors @ vectors.T, k, mmr_lambda)].tolist()
+
+
+def greedy_reference(rel: np.ndarray, sims: np.ndarray, k: int, mmr_lambda: float) -> np.ndarray:
+    """The greedy loop of :func:`mmr` in plain numpy, one array operation per step (the
+    reference the compiled loop is tested against): positions in the pool, position 0
+    first, then the unpicked one of highest gain (``np.argmax``: the first of equals)."""
+    picked: list[int] = [0]
+    max_sim = sims[0].astype(np.float64).copy()
+    chosen = np.zeros(len(rel), dtype=bool)
+    chosen[0] = True
+    while len(picked) < k:
+        gain = mmr_lambda * rel - (1.0 - mmr_lambda) * max_sim
+        gain[chosen] = -np.inf
+        best = int(np.argmax(gain))
+        picked.append(best)
+        chosen[best] = True
+        np.maximum(max_sim, sims[best], out=max_sim)
+    return np.asarray(picked, dtype=np.int64)
 
 
 @njit(cache=True, nogil=True)
 def _greedy(rel: np.ndarray, sims: np.ndarray, k: int, mmr_lambda: float) -> np.ndarray:
-    """Positions in the pool, picked in turn: the first pick is position 0, then the
-    unpicked position of the highest gain (the first of equals), as
-    :func:`mmr_reference` steps."""
+    """:func:`greedy_reference`, compiled: the same steps in loops."""
     n = rel.shape[0]
     picked = np.empty(k, dtype=np.int64)
     picked[0] = 0
