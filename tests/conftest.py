@@ -20,7 +20,8 @@ def broker() -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture
 def kafka_settings(broker: EmbeddedBroker) -> Settings:
-    """Settings pointing at the session broker, with fresh topic names and group per test."""
+    """Settings pointing at the session broker, with fresh topic names and consumer groups
+    (workers', the item aggregation's) per test."""
     suffix = uuid.uuid4().hex[:8]
     return Settings().replace(
         kafka={"bootstrap_servers": broker.bootstrap_servers},
@@ -45,6 +46,10 @@ def kafka_settings(broker: EmbeddedBroker) -> Settings:
             "session_timeout_ms": 6000,
             "heartbeat_interval_ms": 1000,
         },
+        # The item aggregation's group too: left at its default, every test's aggregators
+        # (some killed with SIGKILL) were members of one group on the session broker, and a
+        # test's aggregator could wait minutes for partitions.
+        items={"group_id": f"a{suffix}"},
         metrics={"port": 0},
     )
 
