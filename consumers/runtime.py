@@ -49,6 +49,11 @@ class CollectorPolicy:
         #: Full collections seen, and how many of them were complete passes.
         self.full_collections = 0
         self.complete_passes = 0
+        # Whether this policy holds objects frozen. Kept here, not read back: the
+        # interpreter's gc.get_freeze_count() walks the whole frozen list (35 ms for the
+        # 400,000 objects of a process holding the encoder), once per full collection it
+        # was 45-60 ms of a batch's processing (RESULTS.md, round 12).
+        self._frozen = False
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         """The ``gc.callbacks`` hook."""
@@ -56,14 +61,16 @@ class CollectorPolicy:
             return
         self.full_collections += 1
         now = self._clock()
-        if gc.get_freeze_count() == 0:
+        if not self._frozen:
             # This collection scanned everything (the first one, or one after a thaw).
             self.complete_passes += 1
         if now >= self._next_full:
             self._next_full = now + self.full_every_s
             gc.unfreeze()  # the next full collection scans the whole heap again
+            self._frozen = False
         else:
             gc.freeze()
+            self._frozen = True
 
     def install(self) -> CollectorPolicy:
         if self not in gc.callbacks:
@@ -74,6 +81,7 @@ class CollectorPolicy:
         if self in gc.callbacks:
             gc.callbacks.remove(self)
         gc.unfreeze()
+        self._frozen = False
 
 
 def tune_interpreter(settings: RuntimeSettings) -> CollectorPolicy | None:

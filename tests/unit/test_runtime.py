@@ -126,3 +126,26 @@ def test_runtime_settings_are_checked(key: str, value: float) -> None:
 def test_a_policy_needs_a_positive_period() -> None:
     with pytest.raises(ValueError, match="full_every_s"):
         CollectorPolicy(0.0)
+
+
+def test_the_policy_does_not_count_the_frozen_objects(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gc.get_freeze_count() walks every frozen object (tens of milliseconds in a worker
+    # holding the encoder); the policy knows what it froze without asking.
+    policy = CollectorPolicy(600.0, clock=clock).install()
+    try:
+
+        def walk() -> int:
+            raise AssertionError("the policy walked the frozen objects")
+
+        monkeypatch.setattr(gc, "get_freeze_count", walk)
+        gc.collect()
+        gc.collect()
+        clock.now += 600.0
+        gc.collect()  # thaws
+        gc.collect()  # a complete pass again
+        assert (policy.full_collections, policy.complete_passes) == (4, 2)
+    finally:
+        monkeypatch.undo()
+        policy.uninstall()
