@@ -298,6 +298,13 @@ def _serve(conn: Any, settings: Settings, producer_kwargs: dict[str, Any]) -> No
                 future.add_callback(message.delivered)
                 future.add_errback(functools.partial(message.failed, index))
             message.sealed()
+            # A message is a whole flight, and the worker lands a flight before it sends
+            # the next: nothing more will join these records, so they go out now instead
+            # of after the producer's linger (5 ms of every batch's ingest -> publish).
+            # flush() returns once each record has its answer (acknowledged or failed:
+            # failures reach the parent through the errbacks above); a message sent
+            # meanwhile waits in the pipe, in order.
+            producer.flush()
     finally:
         producer.flush(timeout=30)
         producer.close(timeout=10)
