@@ -714,7 +714,7 @@ def bench_stream(
     The first ``backlog`` event lines are preloaded and read first by a bare consumer that
     only parses them (the raw ceiling, events/s), then by the worker (throughput from the
     start of its first micro-batch to the acknowledgement of its last, events/s; and the
-    ratio). Then all the stream's lines are replayed, cycled with fresh ids, by a sender
+    ratio). Then all the stream's lines are replayed, pass after pass as new users, by a sender
     process at half and at a tenth of that rate for ``latency_seconds`` each
     (:func:`consumers.harness.bench_latency.steady_latency`): ingest -> publish of every event
     from the worker's publication hook, its stages, and ingest -> subscriber.

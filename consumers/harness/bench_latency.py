@@ -3,8 +3,8 @@ event's ingest -> publish time from the worker's publication hook.
 
 The sender runs in a separate process (a producer in the worker's process would take
 the interpreter lock from the worker it measures) and replays the stream's event lines
-at a fixed rate for a fixed time, cycling through them with fresh event ids. Each record
-carries its send time as its Kafka timestamp, so the worker's
+at a fixed rate for a fixed time, cycling through them as new users (:func:`replayed`).
+Each record carries its send time as its Kafka timestamp, so the worker's
 :class:`~consumers.latency.BatchLatency` of every published batch times every event:
 ingest -> publish (the broker's acknowledgement of the batch's records) and its stages
 (``kafka``, ``batch_wait``, ``process``, ``publish``). A subscriber on the
@@ -28,7 +28,14 @@ from consumers.harness.report import percentiles
 from consumers.latency import STAGES, BatchLatency, processing_load
 from interest_core.settings import Settings
 
-__all__ = ["WARMUP_S", "WINDOW_S", "broker_hop", "latency_windows", "steady_latency"]
+__all__ = [
+    "WARMUP_S",
+    "WINDOW_S",
+    "broker_hop",
+    "latency_windows",
+    "replayed",
+    "steady_latency",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,25 @@ def latency_windows(since_start: np.ndarray, latency: np.ndarray) -> list[dict[s
     return out
 
 
+def replayed(lines: Sequence[bytes], total: int, tag: str) -> list[tuple[str, bytes, bytes]]:
+    """``total`` events from ``lines`` (contract JSON), cycled: ``(event_id, key, value)``
+    per event, keyed by user. Each pass is new people doing what the stream's people did:
+    ``~{tag}{cycle}`` is appended to every event id and user id, so no event repeats one
+    the worker has seen and no user acts again on what they already took. (Replayed under
+    their own ids, the stream's users re-took every item of their full histories: such an
+    event cost the worker 1.2x a backlog event, RESULTS.md round 11, and "half the rate"
+    was then not half of the load the rate was measured on.)"""
+    base = [orjson.loads(line) for line in lines]
+    records: list[tuple[str, bytes, bytes]] = []
+    for i in range(total):
+        event = dict(base[i % len(base)])
+        suffix = f"~{tag}{i // len(base)}"
+        event["event_id"] = f"{event['event_id']}{suffix}"
+        event["user_id"] = f"{event['user_id']}{suffix}"
+        records.append((event["event_id"], event["user_id"].encode(), orjson.dumps(event)))
+    return records
+
+
 def _send(
     settings: Settings,
     lines: Sequence[bytes],
@@ -71,20 +97,12 @@ def _send(
     tag: str,
     connection: Any,
 ) -> None:
-    """Child process: send ``rate`` events/s for ``seconds``, then hand back
-    ``{event_id: send time}`` and the send span through ``connection``. Event ids get
-    ``~{tag}{cycle}`` appended, so no event repeats one the worker has already seen."""
+    """Child process: send ``rate`` events/s for ``seconds`` (:func:`replayed`), then hand
+    back ``{event_id: send time}`` and the send span through ``connection``."""
     from producers.kafka_client import make_producer
 
-    base = [orjson.loads(line) for line in lines]
-    total = max(1, int(rate * seconds))
-    records: list[tuple[str, bytes, bytes]] = []
-    for i in range(total):
-        event = dict(base[i % len(base)])
-        event["event_id"] = f"{event['event_id']}~{tag}{i // len(base)}"
-        records.append(
-            (str(event["event_id"]), str(event["user_id"]).encode(), orjson.dumps(event))
-        )
+    records = replayed(lines, max(1, int(rate * seconds)), tag)
+    total = len(records)
     # The project's default producer (5 ms linger): one request per record would cost the
     # broker and this process more CPU than the worker being measured. A record's
     # timestamp is taken at send, so the linger is counted in the "kafka" stage.

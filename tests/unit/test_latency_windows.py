@@ -4,9 +4,10 @@ the worker's thread was over its batches."""
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
-from consumers.harness.bench_latency import WINDOW_S, latency_windows
+from consumers.harness.bench_latency import WINDOW_S, latency_windows, replayed
 from consumers.latency import BatchLatency, processing_load
 
 
@@ -62,3 +63,25 @@ def test_processing_load_of_nothing_is_unknown_not_zero() -> None:
     assert load["process_cpu_us_per_record"] is None
     assert load["process_on_cpu_share"] is None
     assert load["process_busy_share"] == pytest.approx(1.0)
+
+
+def test_the_latency_runs_replay_the_stream_as_new_users() -> None:
+    lines = [
+        orjson.dumps({"event_id": f"e{i}", "user_id": user, "type": "rate", "item_id": item})
+        for i, (user, item) in enumerate([("u1", "i1"), ("u2", "i1"), ("u1", "i2")])
+    ]
+    records = replayed(lines, 7, "h")
+    events = [orjson.loads(value) for _, _, value in records]
+    # The stream's order and items, pass after pass...
+    assert [e["item_id"] for e in events] == ["i1", "i1", "i2"] * 2 + ["i1"]
+    # ...each pass by people the worker has not seen: no event id and no (user, item)
+    # repeats, so nobody takes again what they already took.
+    assert len({e["event_id"] for e in events}) == 7
+    assert len({(e["user_id"], e["item_id"]) for e in events}) == 7
+    assert [e["user_id"] for e in events[:4]] == ["u1~h0", "u2~h0", "u1~h0", "u1~h1"]
+    # Keyed by the new user, with the event id to match the worker's records by.
+    assert all(key == e["user_id"].encode() for (_, key, _), e in zip(records, events, strict=True))
+    assert [event_id for event_id, _, _ in records] == [e["event_id"] for e in events]
+    # A run with another tag shares no id with this one.
+    other = {event_id for event_id, _, _ in replayed(lines, 7, "t")}
+    assert not other & {e["event_id"] for e in events}
