@@ -51,8 +51,8 @@ class CollectorPolicy:
         self.complete_passes = 0
         # Whether this policy holds objects frozen. Kept here, not read back: the
         # interpreter's gc.get_freeze_count() walks the whole frozen list (35 ms for the
-        # 400,000 objects of a process holding the encoder), once per full collection it
-        # was 45-60 ms of a batch's processing (RESULTS.md, round 12).
+        # 405,740 objects of a process holding the encoder), and asking it after every
+        # full collection made those batches the bench's slowest (RESULTS.md, round 12).
         self._frozen = False
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:

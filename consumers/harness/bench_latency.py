@@ -74,10 +74,10 @@ def replayed(lines: Sequence[bytes], total: int, tag: str) -> list[tuple[str, by
     """``total`` events from ``lines`` (contract JSON), cycled: ``(event_id, key, value)``
     per event, keyed by user. Each pass is new people doing what the stream's people did:
     ``~{tag}{cycle}`` is appended to every event id and user id, so no event repeats one
-    the worker has seen and no user acts again on what they already took. (Replayed under
-    their own ids, the stream's users re-took every item of their full histories: such an
-    event cost the worker 1.2x a backlog event, RESULTS.md round 11, and "half the rate"
-    was then not half of the load the rate was measured on.)"""
+    the worker has seen and no user acts again on what they already took, as in the
+    backlog the worker's rate is measured on. (Under their own ids the stream's users
+    re-took every item they held; the worker's CPU per record at the half rate measured
+    the same both ways, RESULTS.md round 12.)"""
     base = [orjson.loads(line) for line in lines]
     records: list[tuple[str, bytes, bytes]] = []
     for i in range(total):
