@@ -137,25 +137,47 @@ def _add_one(
     prow: np.ndarray,
     pcnt: np.ndarray,
     meta: np.ndarray,
+    mark: np.ndarray,
+    others: np.ndarray,
+    amounts: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """One :meth:`CoOccurrence.add` (the pool has room: see :func:`_need`)."""
+    """One :meth:`CoOccurrence.add` (the pool has room: see :func:`_need`).
+
+    ``row``'s side takes one scan of its block for all of the history (``mark``, zero
+    per row between calls, holds each distinct other's place in ``others``) instead of
+    one scan per pair; its new pairs are appended in history order afterwards, as the
+    pair-by-pair loop appended them. Each other's side is one scan of that other's
+    block. ``others`` and ``amounts`` are scratch of the history's length or more."""
     counts[row] += 1.0
+    distinct = 0
     amount = 1.0
     for j in range(history.shape[0]):
         other = history[j]
-        if other == row:
+        if other == row or mark[other] != 0:
             continue
-        seen = False
-        for i in range(j):
-            if history[i] == other:
-                seen = True
-                break
-        if seen:
-            continue
-        _bump(row, other, amount, start, cap, size, prow, pcnt, meta)
-        if _bump(other, row, amount, start, cap, size, prow, pcnt, meta) and size[other] > limit:
-            _keep_strongest(other, keep, start, size, prow, pcnt)
+        others[distinct] = other
+        amounts[distinct] = amount
+        distinct += 1
+        mark[other] = distinct
         amount *= decay
+    s = start[row]
+    for k in range(s, s + size[row]):
+        at = mark[prow[k]]
+        if at > 0:
+            pcnt[k] += amounts[at - 1]
+            mark[prow[k]] = -at  # held: no new entry
+    for d in range(distinct):
+        other = others[d]
+        if mark[other] > 0:
+            _append(row, other, amounts[d], start, cap, size, prow, pcnt, meta)
+        mark[other] = 0
+    for d in range(distinct):
+        other = others[d]
+        if (
+            _bump(other, row, amounts[d], start, cap, size, prow, pcnt, meta)
+            and size[other] > limit
+        ):
+            _keep_strongest(other, keep, start, size, prow, pcnt)
     if size[row] > limit:
         _keep_strongest(row, keep, start, size, prow, pcnt)
 
@@ -176,17 +198,39 @@ def _add_many(
     prow: np.ndarray,
     pcnt: np.ndarray,
     meta: np.ndarray,
+    mark: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
     """The queued :meth:`CoOccurrence.add` calls from ``first`` on, in order (event ``k``'s
     history is ``histories[ends[k-1]:ends[k]]``); returns the index of the first one the
-    pool had no room for (``len(rows)`` when all were applied)."""
+    pool had no room for (``len(rows)`` when all were applied). ``mark``: zeros, one per
+    row (see :func:`_add_one`), left so."""
+    longest = 0
+    for k in range(first, rows.shape[0]):
+        lo = ends[k - 1] if k > 0 else 0
+        longest = max(longest, ends[k] - lo)
+    others = np.empty(longest, dtype=np.int64)
+    amounts = np.empty(longest, dtype=np.float64)
     for k in range(first, rows.shape[0]):
         lo = ends[k - 1] if k > 0 else 0
         history = histories[lo : ends[k]]
         if meta[_TOP] + _need(rows[k], history.shape[0], history, cap) > prow.shape[0]:
             return k
         _add_one(
-            rows[k], history, decays[k], limit, keep, counts, start, cap, size, prow, pcnt, meta
+            rows[k],
+            history,
+            decays[k],
+            limit,
+            keep,
+            counts,
+            start,
+            cap,
+            size,
+            prow,
+            pcnt,
+            meta,
+            mark,
+            others,
+            amounts,
         )
     return rows.shape[0]
 
@@ -336,6 +380,7 @@ class CoOccurrence:
         self._start = np.zeros(1024, dtype=np.int64)  # block of each row in the pool
         self._cap = np.zeros(1024, dtype=np.int64)  # its capacity (0: no block)
         self._size = np.zeros(1024, dtype=np.int64)  # its live entries
+        self._mark = np.zeros(1024, dtype=np.int64)  # scratch of the compiled add: zeros
         self._rows = np.empty(_POOL_START, dtype=np.int64)  # neighbour rows
         self._pairs = np.empty(_POOL_START, dtype=np.float64)  # pair counts c_ij
         self._meta = np.zeros(2, dtype=np.int64)  # first free entry, entries held
@@ -367,7 +412,7 @@ class CoOccurrence:
         if row < len(self._counts):
             return
         length = max(row + 1, 2 * len(self._counts))
-        for name in ("_counts", "_start", "_cap", "_size"):
+        for name in ("_counts", "_start", "_cap", "_size", "_mark"):
             old = getattr(self, name)
             grown = np.zeros(length, dtype=old.dtype)
             grown[: len(old)] = old
@@ -421,6 +466,7 @@ class CoOccurrence:
                 self._rows,
                 self._pairs,
                 self._meta,
+                self._mark,
             )
             if done == len(rows):
                 return
