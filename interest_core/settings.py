@@ -274,7 +274,7 @@ class RecommendSettings:
     mmr_lambda: float = 0.8  # 1.0 disables diversity re-ranking
     trending_half_life_s: float = 86400.0
     cooccurrence_window: int = 20  # last items of a user paired with a new one
-    fusion_learning_rate: float = 0.05
+    fusion_learning_rate: float = 0.2
     cold_slots: int = 2  # places of a hybrid list kept for new items' best content matches
     cold_item_interactions: int = 5  # an item is new below this many positive events
     cold_taste: float = 0.7  # > 0: a user's new-item places follow their share of new items
