@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from interest_core.settings import RecommendSettings
+
 __all__ = ["FusionWeights"]
 
 
@@ -29,7 +31,7 @@ class FusionWeights:
         names: Sequence[str],
         enabled: Sequence[str] | None = None,
         *,
-        learning_rate: float = 0.05,
+        learning_rate: float = RecommendSettings.fusion_learning_rate,
         averaging: float = 0.01,
         initial: Sequence[float] | None = None,
     ) -> None:

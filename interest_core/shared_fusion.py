@@ -20,6 +20,7 @@ import numpy as np
 from interest_core.fusion import FusionWeights
 from interest_core.item_signals import FusionFeedback
 from interest_core.params import ParamRecord, ParamSpec, encode_params
+from interest_core.settings import RecommendSettings
 
 __all__ = ["FUSION_PARAM", "SharedFusion", "fusion_spec"]
 
@@ -43,7 +44,7 @@ class SharedFusion:
         self,
         features: Sequence[str],
         *,
-        learning_rate: float = 0.05,
+        learning_rate: float = RecommendSettings.fusion_learning_rate,
         averaging: float = 0.01,
         initial: Sequence[float] | None = None,
     ) -> None:

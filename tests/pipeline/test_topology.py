@@ -61,7 +61,11 @@ def _fleet(items, strategy: str, workers: int, lag: int, publish_every: int | No
             trending_half_life_s=SETTINGS.recommend.trending_half_life_s,
             popularity_half_life_s=SETTINGS.model.long_term_half_life_s,
         ),
-        fusion=SharedFusion(FEATURES, initial=INITIAL_FUSION),
+        fusion=SharedFusion(
+            FEATURES,
+            learning_rate=SETTINGS.recommend.fusion_learning_rate,
+            initial=INITIAL_FUSION,
+        ),
         lag_events=lag,
         publish_every=publish_every,
     )
