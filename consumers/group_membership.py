@@ -23,9 +23,20 @@ and every member on a real Kafka cluster, still leave at once.
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
-__all__ = ["broker_is_tansu", "close_group_consumer", "leave_would_wedge_group"]
+__all__ = [
+    "JOINING_POLL_MS",
+    "broker_is_tansu",
+    "close_group_consumer",
+    "group_poll_ms",
+    "leave_would_wedge_group",
+]
+
+#: Range (ms) a group consumer's poll waits, drawn afresh each time, while it owns no
+#: partition (see :func:`group_poll_ms`).
+JOINING_POLL_MS = (250, 750)
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +92,24 @@ def close_group_consumer(consumer: Any, *, timeout_ms: int | None = None) -> boo
         coordinator.maybe_leave_group_async = _forget_membership
     consumer.close(autocommit=False, timeout_ms=timeout_ms)
     return leave
+
+
+def group_poll_ms(consumer: Any, idle_ms: int) -> int:
+    """How long a group consumer's next poll may wait when nothing is in hand: ``idle_ms``
+    while it owns partitions; while it owns none (joining the group), a long poll of
+    random length from :data:`JOINING_POLL_MS`.
+
+    kafka-python 3.0 runs the JoinGroup / SyncGroup round as a task that ``poll`` awaits
+    for at most its timeout. A round that completes while no poll is waiting on it is
+    thrown away and a new JoinGroup sent (``join_group_async`` starts a new attempt when
+    the previous one ``is_done``): the member rejoins, and the whole group rebalances
+    again. The broker holds a JoinGroup until every member has joined or the rebalance
+    timeout (``max_poll_interval_ms``) is up, so a round often lasts exactly that long,
+    and polls of a fixed length that divides it (10, 100 or 500 ms against 3,000) keep
+    ending at the very moment the round completes. Long polls of random length cover it;
+    while nothing is owned there is nothing else to wait for (without a join in
+    progress, an unassigned consumer's poll returns after ``retry_backoff_ms``).
+    """
+    if consumer.assignment():
+        return idle_ms
+    return random.randint(*JOINING_POLL_MS)

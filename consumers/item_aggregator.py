@@ -44,6 +44,7 @@ from kafka.structs import OffsetAndMetadata
 from consumers.barrier import is_barrier, passed_barrier, place_barriers
 from consumers.batching import InputRecord
 from consumers.catalog_follower import CatalogFollower
+from consumers.group_membership import group_poll_ms
 from consumers.health import HealthServer
 from consumers.metrics import AggregatorMetrics
 from consumers.runtime import tune_interpreter
@@ -356,7 +357,7 @@ class ItemAggregator:
             consumer.subscribe([settings.topics.item_signals], listener=_Rebalance(self))
             interval = settings.items.flush_interval_ms / 1000.0
             while not stop.is_set():
-                polled = consumer.poll(timeout_ms=100, max_records=5000)
+                polled = consumer.poll(timeout_ms=group_poll_ms(consumer, 100), max_records=5000)
                 now = time.time()
                 records = [
                     InputRecord.from_consumer_record(r, now) for rs in polled.values() for r in rs

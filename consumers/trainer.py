@@ -46,6 +46,7 @@ import numpy as np
 import orjson
 
 from consumers.batching import InputRecord
+from consumers.group_membership import group_poll_ms
 from consumers.metrics import TrainerMetrics
 from interest_core.adapter import AdapterWeights, OnlineAdapter, online_adapter
 from interest_core.catalog import Catalog
@@ -352,7 +353,8 @@ def run_trainer(
         )
         consumer.subscribe([settings.topics.events])
         while not stop.is_set():
-            polled, now = consumer.poll(timeout_ms=200, max_records=2000), time.time()
+            polled = consumer.poll(timeout_ms=group_poll_ms(consumer, 200), max_records=2000)
+            now = time.time()
             records = [
                 InputRecord.from_consumer_record(r, now) for rs in polled.values() for r in rs
             ]

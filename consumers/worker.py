@@ -63,7 +63,7 @@ from kafka.errors import KafkaError
 
 from consumers.batching import InputRecord, MicroBatcher
 from consumers.catalog_follower import CatalogFollower
-from consumers.group_membership import close_group_consumer
+from consumers.group_membership import close_group_consumer, group_poll_ms
 from consumers.health import HealthServer
 from consumers.latency import BatchLatency
 from consumers.layer_swap import LayerSwap
@@ -468,8 +468,10 @@ class Worker:
                 # Records that arrive while the broker acknowledges the batch in flight
                 # are taken at once, not after the acknowledgement.
                 timeout_ms = 0 if self.pipeline.acknowledged(self._sink) else IN_FLIGHT_POLL_MS
+            elif left is not None:
+                timeout_ms = max(0, int(left * 1000))
             else:
-                timeout_ms = IDLE_POLL_MS if left is None else max(0, int(left * 1000))
+                timeout_ms = group_poll_ms(consumer, IDLE_POLL_MS)  # longer while joining
             room = max(1, self.batcher.room)
             self._take(consumer.poll(timeout_ms=timeout_ms, max_records=room), room)
             wait_ms = self.batcher.second_look()

@@ -7,7 +7,12 @@ from types import SimpleNamespace
 import pytest
 from kafka.structs import MemberState
 
-from consumers.group_membership import close_group_consumer, leave_would_wedge_group
+from consumers.group_membership import (
+    JOINING_POLL_MS,
+    close_group_consumer,
+    group_poll_ms,
+    leave_would_wedge_group,
+)
 
 
 class FakeConsumer:
@@ -53,3 +58,27 @@ def test_only_a_possible_leader_on_tansu_skips_the_leave(
     assert leave_would_wedge_group(consumer) is wedges
     assert close_group_consumer(consumer) is (not wedges)
     assert consumer.left == (["forgotten"] if wedges else ["LeaveGroup"])
+
+
+class Owning:
+    def __init__(self, partitions: set[int]) -> None:
+        self.partitions = partitions
+
+    def assignment(self) -> set[int]:
+        return self.partitions
+
+
+def test_a_member_that_owns_nothing_polls_long_and_not_in_step_with_the_join() -> None:
+    # kafka-python throws away a join round that completes between two polls; the broker
+    # often completes it after exactly the rebalance timeout, so fixed polls that divide
+    # that timeout keep missing it. While nothing is owned the polls are long and vary.
+    low, high = JOINING_POLL_MS
+    waits = {group_poll_ms(Owning(set()), 10) for _ in range(200)}
+    assert all(low <= w <= high for w in waits)
+    assert len(waits) > 20  # drawn afresh each time, not one fixed period
+    assert low >= 100  # covers most of a round: the time between polls is milliseconds
+
+
+def test_a_member_that_owns_partitions_polls_as_the_loop_asks() -> None:
+    assert group_poll_ms(Owning({0, 1}), 10) == 10
+    assert group_poll_ms(Owning({3}), 200) == 200
