@@ -14,9 +14,11 @@ Every subcommand reads the same configuration: ``--config PATH`` (else the
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import logging
 import os
+import signal
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -185,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     quiet_kafka_client(args.log_level)
+    if hasattr(signal, "SIGUSR1"):
+        # `kill -USR1 <pid>`: every thread's stack to stderr (a stuck process says where).
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     for warning in unmatched_env_variables(os.environ, OWN_VARIABLES):
         print(f"interest: warning: {warning}", file=sys.stderr)
     try:

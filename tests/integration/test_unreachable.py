@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -58,10 +59,38 @@ def test_a_worker_still_connecting_stops_on_sigterm_without_waiting_for_the_time
     worker.send_signal(signal.SIGTERM)
     try:
         status = worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        # Still running: SIGUSR1 makes it print every thread's stack (faulthandler).
+        worker.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        worker.kill()
+        worker.wait()
+        stacks = worker.stderr.read()[-6000:]
+        raise AssertionError(f"no exit 60 s after SIGTERM; its threads:\n{stacks}") from None
     finally:
         worker.kill()
     assert status == 0
     assert "stopped by signal 15 while starting" in worker.stderr.read()
+
+
+def test_sigusr1_prints_every_thread_stack_and_the_worker_goes_on() -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "consumers.cli", "worker"],
+        env=_env(600_000),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stderr is not None
+    try:
+        assert worker.stderr.readline().startswith("interest worker ")
+        worker.send_signal(signal.SIGUSR1)
+        lines = [worker.stderr.readline() for _ in range(2)]
+        assert any(line.startswith(("Thread 0x", "Current thread 0x")) for line in lines), lines
+        assert worker.poll() is None  # a dump, not a stop
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+    finally:
+        worker.kill()
 
 
 def test_a_worker_whose_metrics_port_is_taken_says_so_without_a_traceback() -> None:

@@ -95,13 +95,25 @@ def workers(settings: Settings, *ids: str) -> Iterator[list[Running]]:
             r.thread.join(timeout=30)
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 45.0) -> None:
+def wait_for(
+    condition: Callable[[], bool],
+    what: str,
+    timeout_s: float = 45.0,
+    why: Callable[[], object] | None = None,
+) -> None:
+    """Wait for ``condition``; on a timeout the error says ``why()`` (the state it saw)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    seen = "" if why is None else f" (at the deadline: {why()})"
+    raise AssertionError(f"timed out waiting for {what} after {timeout_s:.0f} s{seen}")
+
+
+def not_ready(*running: Running) -> dict[str, list[str]]:
+    """Each worker's reasons for not being ready (``/readyz``'s), by worker id."""
+    return {r.worker.worker_id: r.worker.not_ready_reasons() for r in running}
 
 
 #: (topic, partition) -> next offset, from the producer's own acknowledgements. The
@@ -193,7 +205,11 @@ def test_two_workers_apply_every_event_once_and_dead_letter_the_bad(settings: Se
     catalog, events = movielens_log(users=40, per_user=7)
     produce_catalog(settings, catalog)
     with workers(settings, "w1", "w2") as (w1, w2):
-        wait_for(lambda: w1.worker.ready and w2.worker.ready, "both workers ready")
+        wait_for(
+            lambda: w1.worker.ready and w2.worker.ready,
+            "both workers ready",
+            why=lambda: not_ready(w1, w2),
+        )
         produce_events(settings, events[: len(events) // 2])
         produce(settings, settings.topics.events, [(k, v) for k, v, _ in BAD_RECORDS])
         produce_events(settings, events[len(events) // 2 :])
@@ -228,7 +244,11 @@ def test_a_stopped_worker_hands_its_partitions_over_and_nothing_is_lost(
     third = len(events) // 3
     first, second, last = events[:third], events[third : 2 * third], events[2 * third :]
     with workers(settings, "w1", "w2") as (w1, w2):
-        wait_for(lambda: w1.worker.ready and w2.worker.ready, "both workers ready")
+        wait_for(
+            lambda: w1.worker.ready and w2.worker.ready,
+            "both workers ready",
+            why=lambda: not_ready(w1, w2),
+        )
         assert w2.worker.assigned_partitions
         produce_events(settings, first)
         done = all_committed(settings)
@@ -250,7 +270,7 @@ def test_a_catalog_deletion_takes_effect_while_running(settings: Settings) -> No
     produce_catalog(settings, catalog)
     first, second = events[: len(events) // 2], events[len(events) // 2 :]
     with workers(settings, "w1") as (w1,):
-        wait_for(lambda: w1.worker.ready, "worker ready")
+        wait_for(lambda: w1.worker.ready, "worker ready", why=lambda: not_ready(w1))
         produce_events(settings, first)
         done = all_committed(settings)
         wait_for(done, "first half committed")
