@@ -189,7 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_kafka_client(args.log_level)
     if hasattr(signal, "SIGUSR1"):
         # `kill -USR1 <pid>`: every thread's stack to stderr (a stuck process says where).
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        try:
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
+        except (OSError, ValueError, AttributeError):
+            pass  # stderr is no file (called in-process with captured output): no dumps
     for warning in unmatched_env_variables(os.environ, OWN_VARIABLES):
         print(f"interest: warning: {warning}", file=sys.stderr)
     try:

@@ -41,6 +41,12 @@ class ScriptedConsumer:
         self.answers = list(answers)
         self.done: threading.Event | None = None
         self.polls: list[tuple[int, int]] = []  # (timeout_ms, max_records)
+        # The group gave it the partitions of its records (a member that owns nothing
+        # polls long: consumers.group_membership.group_poll_ms).
+        self.owned = {TopicPartition(r.topic, r.partition) for answer in answers for r in answer}
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.owned)
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
         self.polls.append((timeout_ms, max_records or 0))
