@@ -14,6 +14,7 @@ Every subcommand reads the same configuration: ``--config PATH`` (else the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import importlib
 import logging
@@ -189,10 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_kafka_client(args.log_level)
     if hasattr(signal, "SIGUSR1"):
         # `kill -USR1 <pid>`: every thread's stack to stderr (a stuck process says where).
-        try:
+        # Not where stderr is no file (called in-process with captured output).
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             faulthandler.register(signal.SIGUSR1, all_threads=True)
-        except (OSError, ValueError, AttributeError):
-            pass  # stderr is no file (called in-process with captured output): no dumps
     for warning in unmatched_env_variables(os.environ, OWN_VARIABLES):
         print(f"interest: warning: {warning}", file=sys.stderr)
     try:
