@@ -96,8 +96,8 @@ def close_group_consumer(consumer: Any, *, timeout_ms: int | None = None) -> boo
 
 def group_poll_ms(consumer: Any, idle_ms: int) -> int:
     """How long a group consumer's next poll may wait when nothing is in hand: ``idle_ms``
-    while it owns partitions; while it owns none (joining the group), a long poll of
-    random length from :data:`JOINING_POLL_MS`.
+    while it owns partitions in a stable group; while it owns none (joining the group) or
+    its group is rebalancing, a long poll of random length from :data:`JOINING_POLL_MS`.
 
     kafka-python 3.0 runs the JoinGroup / SyncGroup round as a task that ``poll`` awaits
     for at most its timeout. A round that completes while no poll is waiting on it is
@@ -110,6 +110,18 @@ def group_poll_ms(consumer: Any, idle_ms: int) -> int:
     while nothing is owned there is nothing else to wait for (without a join in
     progress, an unassigned consumer's poll returns after ``retry_backoff_ms``).
     """
-    if consumer.assignment():
+    if consumer.assignment() and not _rebalancing(consumer):
         return idle_ms
     return random.randint(*JOINING_POLL_MS)
+
+
+def _rebalancing(consumer: Any) -> bool:
+    """True while the consumer's group membership is not stable (a join round under way).
+
+    Under the eager protocol a member keeps its old partitions in ``assignment()`` until
+    the new round's assignment replaces them, so the assignment alone does not say it.
+    """
+    from kafka.structs import MemberState
+
+    state = getattr(getattr(consumer, "_coordinator", None), "state", MemberState.STABLE)
+    return state is not MemberState.STABLE

@@ -61,8 +61,9 @@ def test_only_a_possible_leader_on_tansu_skips_the_leave(
 
 
 class Owning:
-    def __init__(self, partitions: set[int]) -> None:
+    def __init__(self, partitions: set[int], state: MemberState = MemberState.STABLE) -> None:
         self.partitions = partitions
+        self._coordinator = SimpleNamespace(state=state)
 
     def assignment(self) -> set[int]:
         return self.partitions
@@ -82,3 +83,10 @@ def test_a_member_that_owns_nothing_polls_long_and_not_in_step_with_the_join() -
 def test_a_member_that_owns_partitions_polls_as_the_loop_asks() -> None:
     assert group_poll_ms(Owning({0, 1}), 10) == 10
     assert group_poll_ms(Owning({3}), 200) == 200
+
+
+def test_a_member_whose_group_rebalances_polls_long_though_it_still_lists_partitions() -> None:
+    # Eager rebalancing: the old partitions stay listed until the new round assigns.
+    low, high = JOINING_POLL_MS
+    for state in (MemberState.REBALANCING, MemberState.UNJOINED):
+        assert low <= group_poll_ms(Owning({0, 1}, state), 10) <= high
