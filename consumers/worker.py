@@ -50,7 +50,6 @@ import argparse
 import errno
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -77,6 +76,7 @@ from consumers.runtime import tune_interpreter
 from consumers.sinks import KafkaSink, OutgoingRecord, PublishError, PublishPlan, Sink
 from consumers.state_store import StateReader, signal_partitions
 from consumers.step import BatchStep
+from consumers.stop_signal import StoppedWhileStarting, StopSignals
 from interest_core.encoder import CachedEncoder, Encoder, encoder_from_settings
 from interest_core.settings import Settings
 from producers.kafka_client import describe_kafka_error, is_unreachable
@@ -775,14 +775,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class _StoppedWhileStarting(SystemExit):
-    """SIGTERM / SIGINT arrived before the worker consumed anything.
-
-    A SystemExit (a requested exit, not a failure), so that no ``except Exception`` on
-    the way (loading the model, connecting) mistakes the stop for an error.
-    """
-
-
 def _told_in_one_line(exc: BaseException) -> bool:
     """Errors that :func:`run` reports as one clear line: unreachable Kafka, a taken port."""
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
@@ -797,20 +789,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
 
     worker: Worker | None = None
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-        if worker is None or worker._consumer is None:
-            # Still connecting (a client bootstrap can block for seconds): nothing is in
-            # hand or to commit yet, so stop now rather than after the connection attempt.
-            raise _StoppedWhileStarting(signum)
-        log.info("signal %d: finishing the batch in hand and leaving the group", signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # Still connecting (a client bootstrap can block for minutes) until the events
+    # consumer exists: nothing is in hand or to commit, so a stop ends it at once.
+    signals = StopSignals(
+        stop, starting=lambda: worker is None or worker._consumer is None
+    ).install()
     try:
         worker = Worker(settings, worker_id=args.worker_id)
-    except _StoppedWhileStarting as stopped:
+    except StoppedWhileStarting as stopped:
+        signals.caught()
         print(
             f"interest worker: stopped by signal {stopped.args[0]} while starting", file=sys.stderr
         )
@@ -829,7 +816,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         tune_interpreter(settings.runtime)  # this process is the worker's alone
         return worker.run(stop)
-    except _StoppedWhileStarting as stopped:
+    except StoppedWhileStarting as stopped:
+        signals.caught()
         print(
             f"interest worker: stopped by signal {stopped.args[0]} while starting", file=sys.stderr
         )
