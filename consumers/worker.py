@@ -190,6 +190,7 @@ class Worker:
         )
         self._sink: Sink | None = None
         self._consumer: Any = None
+        self.subscribed = False  # set once run() has joined the events group; never reset
         self._stop = threading.Event()
         self._next_eviction = time.monotonic() + self.residency.eviction_interval()
         self._next_lag = 0.0
@@ -304,8 +305,7 @@ class Worker:
             self.metrics.set_ready(self.ready)
 
     def not_alive_reasons(self) -> list[str]:
-        """Why the worker is not alive (empty while the loop runs and ticks, and its
-        publisher process, if any, runs)."""
+        """Why the worker is not alive (empty while its loop and publisher process run)."""
         gone = isinstance(self._sink, ProcessSink) and not self._sink.alive
         return self.probes.not_alive_reasons() + (["publisher process exited"] if gone else [])
 
@@ -454,6 +454,7 @@ class Worker:
             client_id=f"{settings.kafka.client_id}-{self.worker_id}",
         )
         self._consumer = consumer
+        self.subscribed = True
         self.probes.last_broker_ok = time.monotonic()
         self.step.signal_partitions = signal_partitions(consumer, settings)
         consumer.subscribe([settings.topics.events], listener=_Rebalance(self))
@@ -511,8 +512,7 @@ class Worker:
             self.batcher.drained()
 
     def _resume(self, partitions: Iterable[int]) -> None:
-        consumer = self._consumer
-        if consumer is None:
+        if (consumer := self._consumer) is None:
             return
         owned = set(consumer.assignment())
         tps = [TopicPartition(self.settings.topics.events, p) for p in partitions]
@@ -790,10 +790,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     worker: Worker | None = None
     # Still connecting (a client bootstrap can block for minutes) until the events
-    # consumer exists: nothing is in hand or to commit, so a stop ends it at once.
-    signals = StopSignals(
-        stop, starting=lambda: worker is None or worker._consumer is None
-    ).install()
+    # consumer exists: nothing is in hand or to commit, so a stop ends it at once. Once
+    # subscribed, a stop (a second one during the shutdown included) only sets `stop`.
+    signals = StopSignals(stop, starting=lambda: worker is None or not worker.subscribed).install()
     try:
         worker = Worker(settings, worker_id=args.worker_id)
     except StoppedWhileStarting as stopped:
