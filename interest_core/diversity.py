@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["greedy_reference", "mmr"]
+__all__ = ["greedy_reference", "mmr", "warm_up"]
 
 
 def mmr(
@@ -83,3 +83,8 @@ def _greedy(rel: np.ndarray, sims: np.ndarray, k: int, mmr_lambda: float) -> np.
             if s > max_sim[j]:
                 max_sim[j] = s
     return picked
+
+
+def warm_up() -> None:
+    """Load (or compile) the greedy loop, so that the first ranking does not pay for it."""
+    mmr(np.array([0.3, 0.2, 0.1]), np.eye(3, dtype=np.float32), 2, 0.5)

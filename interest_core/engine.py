@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from interest_core import cooccurrence, diversity
 from interest_core.adapter import AdapterWeights, ItemSpace, example_queries
 from interest_core.batch_search import BatchSearch
 from interest_core.candidates import Candidates, Clock
@@ -225,7 +226,9 @@ class Engine:
             use_short_term="short_term" in self.features,
             long_term_half_life_s=math.inf if strategy == "static" else None,
         )
-        self.interest.warm_up()
+        self.interest.warm_up()  # and the other compiled loops: the first batch pays none
+        cooccurrence.warm_up()
+        diversity.warm_up()
         self.label_model = LabelModel(settings.model.long_term_half_life_s)
         self.vocabulary = LabelVocabulary()
         self._labels_dirty = True
