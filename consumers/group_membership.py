@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: Range (ms) a group consumer's poll waits, drawn afresh each time, while it owns no
-#: partition (see :func:`group_poll_ms`).
+#: partition or its group rebalances (see :func:`group_poll_ms`).
 JOINING_POLL_MS = (250, 750)
 
 log = logging.getLogger(__name__)
