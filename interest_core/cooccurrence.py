@@ -19,6 +19,7 @@ the same order, with the same values.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -642,6 +643,7 @@ class CoOccurrence:
         )
 
 
+@functools.cache  # once per process: every engine calls it
 def warm_up() -> None:
     """Load (or compile, the first time on a machine) every compiled kernel of the table
     on a scratch one, so that the first batch does not pay for it (in a fresh process

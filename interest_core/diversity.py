@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
@@ -85,6 +87,7 @@ def _greedy(rel: np.ndarray, sims: np.ndarray, k: int, mmr_lambda: float) -> np.
     return picked
 
 
+@functools.cache  # once per process: every engine calls it
 def warm_up() -> None:
     """Load (or compile) the greedy loop, so that the first ranking does not pay for it."""
     mmr(np.array([0.3, 0.2, 0.1]), np.eye(3, dtype=np.float32), 2, 0.5)
