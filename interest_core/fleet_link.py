@@ -52,7 +52,7 @@ class FleetLink:
         )
         #: With ``emit``: the item signals and fusion lessons of applied events (see
         #: :mod:`interest_core.item_signals`), drained by the worker.
-        self.outbox = SignalBuffer(PAIR_DECAY_PER_ITEM) if emit else None
+        self.outbox = SignalBuffer(PAIR_DECAY_PER_ITEM, catalog.item_ids) if emit else None
         self.own_lessons: deque[FusionFeedback] = deque(maxlen=OWN_LESSONS_KEPT)
 
     def source(self, event: Event) -> tuple[int, int]:
@@ -77,12 +77,25 @@ class FleetLink:
         source: tuple[int, int],
     ) -> None:
         """Record the signals of a positive event on ``item_id`` after the user's positive
-        ``history`` (rows, newest first), ``weight`` at event time ``ts`` (unix seconds),
-        and journal them in the view so the fleet's older records do not hide them."""
+        ``history`` (distinct rows, newest first, as
+        :func:`~interest_core.candidates.recent_history` gives them), ``weight`` at event
+        time ``ts`` (unix seconds), and journal them in the view so the fleet's older
+        records do not hide them."""
         if self.outbox is None:
             return
-        named = list(map(self.catalog.item_ids.__getitem__, history))
-        own = self.outbox.positive(item_id, named, weight=weight, ts=ts, source=source)
+        # Distinct rows name distinct items: only the event's own item is left out (what
+        # event_signal's general filter would do, at a third of its cost).
+        row = self.catalog.row_of[item_id]
+        ids = self.catalog.item_ids
+        rows = [other for other in history if other != row]
+        own = self.outbox.positive_after(
+            item_id,
+            [ids[other] for other in rows],
+            weight=weight,
+            ts=ts,
+            source=source,
+            rows=(row, rows),
+        )
         self.view.own(own)
 
     def take(self) -> tuple[list[ItemSignal], list[FusionFeedback]]:

@@ -73,6 +73,7 @@ __all__ = [
     "SIGNALS_FORMAT",
     "FusionFeedback",
     "ItemSignal",
+    "OwnSignals",
     "SignalBuffer",
     "SignalRecord",
     "decay_powers",
@@ -280,6 +281,31 @@ def derive_signals(
     return [own, *partner_signals(own)]
 
 
+class OwnSignals(list[ItemSignal]):
+    """Own-item signals in event order (a list, as :meth:`SignalBuffer.take` hands them
+    out), and, while every one was recorded from catalog rows
+    (:meth:`SignalBuffer.positive_after` with ``rows``), the same events as rows:
+    ``own_rows`` (one per signal), ``pair_rows`` (their pairs', flat, in order) and
+    ``item_ids`` (a row's id; a catalog never gives a row to another id). The columns
+    writer reads the rows instead of hashing every id of every pair. ``own_rows`` is None
+    once a signal came without rows. ``decay``: the buffer's, whose powers the pairs'
+    amounts are."""
+
+    __slots__ = ("decay", "item_ids", "own_rows", "pair_rows")
+
+    def __init__(self, item_ids: Sequence[str] | None = None, decay: float = 1.0) -> None:
+        super().__init__()
+        self.item_ids = item_ids
+        self.decay = decay
+        self.own_rows: list[int] | None = [] if item_ids is not None else None
+        self.pair_rows: list[int] = []
+
+    @property
+    def located(self) -> bool:
+        """True when every signal came with rows (and there is at least one)."""
+        return bool(self) and self.own_rows is not None and 0.0 < self.decay <= 1.0
+
+
 class SignalBuffer:
     """The engine's outbox of item signals and fusion lessons, until :meth:`take`.
 
@@ -293,9 +319,11 @@ class SignalBuffer:
     count), which is stable within one process only.
     """
 
-    def __init__(self, decay: float = 1.0) -> None:
+    def __init__(self, decay: float = 1.0, item_ids: Sequence[str] | None = None) -> None:
         self.decay = decay
-        self.signals: list[ItemSignal] = []
+        #: Names catalog rows (see :meth:`positive_after`); None when no rows are given.
+        self.item_ids = item_ids
+        self.signals = OwnSignals(item_ids, decay)
         self.lessons: list[FusionFeedback] = []
         self._next_offline = 0
 
@@ -328,6 +356,37 @@ class SignalBuffer:
             decay=self.decay,
         )
         self.signals.append(signal)
+        self.signals.own_rows = None  # named, not located: the columns come from the ids
+        return signal
+
+    def positive_after(
+        self,
+        item_id: str,
+        others: Sequence[str],
+        *,
+        weight: float,
+        ts: float,
+        source: tuple[int, int],
+        rows: tuple[int, list[int]] | None = None,
+    ) -> ItemSignal:
+        """:meth:`positive` for a history already without ``item_id`` and without repeats
+        (``others``, newest first: the engine's, named from distinct rows): the same
+        signal, without the filtering :func:`event_signal` does for any history.
+        ``rows``: the item's row and the others' (named by :attr:`item_ids`), kept for the
+        columns writer (see :class:`OwnSignals`)."""
+        pairs = tuple(zip(others, decay_powers(self.decay, len(others)), strict=False))
+        # tuple.__new__ skips the named tuple's Python-level __new__ (one per event).
+        signal = tuple.__new__(
+            ItemSignal, (item_id, source[0], source[1], ts, 0.0, 1.0, weight, pairs)
+        )
+        signals = self.signals
+        signals.append(signal)
+        if signals.own_rows is not None:
+            if rows is None:
+                signals.own_rows = None
+            else:
+                signals.own_rows.append(rows[0])
+                signals.pair_rows += rows[1]
         return signal
 
     def lesson(self, gradient: Iterable[float], source: tuple[int, int]) -> FusionFeedback:
@@ -340,7 +399,7 @@ class SignalBuffer:
         """Everything recorded since the last call, in order: own-item signals (one per
         positive event; :func:`expand_signals` adds the partners') and lessons."""
         signals, lessons = self.signals, self.lessons
-        self.signals, self.lessons = [], []
+        self.signals, self.lessons = OwnSignals(self.item_ids, self.decay), []
         return signals, lessons
 
 

@@ -47,7 +47,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from interest_core.item_signals import COLUMNS_FORMAT, ItemSignal, SignalRecord, decay_powers
+from interest_core.item_signals import (
+    COLUMNS_FORMAT,
+    ItemSignal,
+    OwnSignals,
+    SignalRecord,
+    decay_powers,
+)
 from interest_core.records import Rejected
 
 __all__ = ["COLUMNS_FORMAT", "encode_columns", "parse_columns"]
@@ -58,6 +64,9 @@ _MAX_PAIRS = 10_000
 # an own signal, per partner signal (numbers as JSON, ids apart); only for the size bound.
 _EVENT_BYTES, _OWN_BYTES, _PAIR_BYTES, _PARTNER_BYTES = 60, 16, 12, 14
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+# Catalog rows up to which the rows of a batch are told apart by a mask over all rows
+# (beyond it, and four per mention, by a sort).
+_DENSE_ROWS = 1 << 16
 _first, _second = itemgetter(0), itemgetter(1)
 
 
@@ -97,8 +106,11 @@ def encode_columns(
     partner_partition = id_partition[batch.pair_item]
     out: list[tuple[str, bytes]] = []
     # Each partition's own rows and partner rows, in event order (one stable sort each).
-    own_order = np.argsort(own_partition, kind="stable")
-    partner_order = np.argsort(partner_partition, kind="stable")
+    # (A stable sort of 16-bit keys is a radix sort in numpy: a batch's tens of
+    # thousands of pairs in a fraction of a comparison sort's time.)
+    keys = np.int16 if len(id_partition) and int(id_partition.max()) < 1 << 15 else np.int64
+    own_order = np.argsort(own_partition.astype(keys), kind="stable")
+    partner_order = np.argsort(partner_partition.astype(keys), kind="stable")
     own_split = np.cumsum(np.bincount(own_partition, minlength=int(id_partition.max()) + 1))
     partner_split = np.cumsum(np.bincount(partner_partition, minlength=len(own_split)))
     # An id's bytes in the id table, counted for every row that names it: an upper bound
@@ -239,19 +251,40 @@ def _encode_small(
 
 
 def _batch_of(own: Sequence[ItemSignal], ingested_at: Mapping[tuple[int, int], float]) -> _Batch:
-    """The batch's signals as columns (see :class:`_Batch`)."""
+    """The batch's signals as columns (see :class:`_Batch`); from their rows when the
+    engine's buffer kept them (:class:`~interest_core.item_signals.OwnSignals`), else
+    from their ids."""
     names, parts, offsets, ts, own_at, counts, weights, pairs = zip(*own, strict=True)
     n = len(own)
     widths = np.fromiter(map(len, pairs), np.int64, n)
-    flat = list(chain.from_iterable(pairs))
-    ids = list(dict.fromkeys(chain(names, map(_first, flat))))
-    index = {item: i for i, item in enumerate(ids)}.__getitem__
     pair_end = np.cumsum(widths)
+    pair_amount: tuple[float, np.ndarray] | np.ndarray
+    if isinstance(own, OwnSignals) and own.located:
+        assert own.own_rows is not None and own.item_ids is not None
+        ids, event_item, pair_item = _ids_of_rows(own.own_rows, own.pair_rows, own.item_ids)
+        if len(pair_item) != int(pair_end[-1]):
+            raise ValueError(f"{len(pair_item)} pair rows for {int(pair_end[-1])} pairs")
+        # Each event's j-th pair has decay ** j (SignalBuffer.positive_after): what
+        # _amounts finds from the amounts, without reading them.
+        rank = np.arange(len(pair_item)) - np.repeat(pair_end - widths, widths)
+        if not len(rank):
+            pair_amount = np.zeros(0, dtype=np.float64)
+        else:
+            pair_amount = (own.decay if bool((rank == 1).any()) else 1.0, rank)
+    else:
+        flat = list(chain.from_iterable(pairs))
+        ids = list(dict.fromkeys(chain(names, map(_first, flat))))
+        index = {item: i for i, item in enumerate(ids)}.__getitem__
+        event_item = np.fromiter(map(index, names), np.int64, n)
+        pair_item = np.fromiter(map(index, map(_first, flat)), np.int64, len(flat))
+        pair_amount = _amounts(
+            np.fromiter(map(_second, flat), np.float64, len(flat)), widths, pair_end
+        )
     at_of = ingested_at.get
     stamped = np.fromiter((at_of(s, 0.0) for s in zip(parts, offsets, strict=True)), np.float64, n)
     return _Batch(
         ids=ids,
-        event_item=np.fromiter(map(index, names), np.int64, n),
+        event_item=event_item,
         events={
             "p": np.asarray(parts, np.int64),
             "o": np.asarray(offsets, np.int64),
@@ -262,12 +295,32 @@ def _batch_of(own: Sequence[ItemSignal], ingested_at: Mapping[tuple[int, int], f
         weight=np.asarray(weights, np.float64),
         widths=widths,
         pair_end=pair_end,
-        pair_item=np.fromiter(map(index, map(_first, flat)), np.int64, len(flat)),
+        pair_item=pair_item,
         pair_event=np.repeat(np.arange(n), widths),
-        pair_amount=_amounts(
-            np.fromiter(map(_second, flat), np.float64, len(flat)), widths, pair_end
-        ),
+        pair_amount=pair_amount,
     )
+
+
+def _ids_of_rows(
+    own_rows: Sequence[int], pair_rows: Sequence[int], item_ids: Sequence[str]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(ids, event_item, pair_item)`` of events on ``own_rows`` with pairs on
+    ``pair_rows``: the ids of the rows mentioned, by row, and each row's index among them
+    (rows and ids map one to one). Without a sort while the catalog is not much larger
+    than the batch's mentions: a mask over rows and its running count."""
+    every = np.concatenate(
+        (np.asarray(own_rows, dtype=np.int64), np.asarray(pair_rows, dtype=np.int64))
+    )
+    if len(item_ids) <= 4 * len(every) + _DENSE_ROWS:
+        mentioned = np.zeros(len(item_ids), dtype=bool)
+        mentioned[every] = True
+        distinct = np.flatnonzero(mentioned)
+        local = (np.cumsum(mentioned) - 1)[every]
+    else:
+        distinct, inverse = np.unique(every, return_inverse=True)
+        local = inverse.reshape(-1)
+    ids = [item_ids[row] for row in distinct.tolist()]
+    return ids, local[: len(own_rows)], local[len(own_rows) :]
 
 
 def _amounts(

@@ -310,3 +310,73 @@ def test_decays_read_from_records_are_not_kept() -> None:
             for p in parse_signal_records(key.encode(), orjson.dumps(bundle))
         )
     assert len(item_signals._POWERS) == kept
+
+
+def _read_back(bundles: list[tuple[str, bytes]]) -> dict[str, list[ItemSignal]]:
+    got: dict[str, list[ItemSignal]] = {}
+    for key, value in bundles:
+        for record in parse_signal_records(key.encode(), value):
+            assert isinstance(record, SignalRecord)
+            got.setdefault(record.item_id, []).extend(record.signals)  # type: ignore[arg-type]
+    return got
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(_ids, min_size=2, max_size=40, unique=True),
+    st.data(),
+    st.integers(1, 4),
+    st.sampled_from([150, 1 << 20]),
+    st.sampled_from([0.85, 1.0]),
+)
+def test_signals_kept_with_their_rows_are_written_as_from_their_ids(
+    catalog, data, partitions, max_bytes, decay
+) -> None:  # type: ignore[no-untyped-def]
+    """The engine's outbox keeps each event's catalog rows beside its signal; the columns
+    written from the rows hold the very signals the ids give (events with no pair, one
+    pair, and histories holding the event's own item included)."""
+    located, named = SignalBuffer(decay, catalog), SignalBuffer(decay)
+    rows = st.integers(0, len(catalog) - 1)
+    for offset in range(data.draw(st.integers(1, 30))):
+        row = data.draw(rows)
+        history = data.draw(st.lists(rows, max_size=12, unique=True))  # distinct, as the engine's
+        others = [other for other in history if other != row]
+        at = {"weight": 1.0 + offset, "ts": 100.0 + offset, "source": (offset % 3, offset)}
+        mine = located.positive_after(
+            catalog[row], [catalog[o] for o in others], rows=(row, others), **at
+        )
+        assert mine == named.positive(catalog[row], [catalog[h] for h in history], **at)
+    from_rows, from_ids = located.take()[0], named.take()[0]
+    assert from_rows == from_ids and from_rows.located and not from_ids.located
+    partition_of = _partition_of(partitions)
+    want = _read_back(encode_columns(from_ids, {}, partition_of, max_bytes, small_batch=0))
+    assert _read_back(encode_columns(from_rows, {}, partition_of, max_bytes, small_batch=0)) == want
+    assert want == group_by_item(expand_signals(from_ids))
+
+
+def test_one_signal_without_rows_makes_the_batch_written_from_its_ids() -> None:
+    buffer = SignalBuffer(0.5, ["a", "b", "c"])
+    buffer.positive_after("a", ["b"], weight=1.0, ts=1.0, source=(0, 1), rows=(0, [1]))
+    buffer.positive_after("c", ["a"], weight=1.0, ts=2.0, source=(0, 2))
+    own, _ = buffer.take()
+    assert not own.located
+    assert _read_back(encode_columns(own, {}, _partition_of(1), 1 << 20, small_batch=0)) == (
+        group_by_item(expand_signals(own))
+    )
+    assert buffer.take()[0].located is False  # empty: nothing to write from rows
+
+
+def test_rows_are_told_apart_alike_by_a_mask_and_by_a_sort(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A batch's rows get the same ids and indices whether the catalog is small enough
+    for a mask over its rows or so large that they are sorted."""
+    from interest_core import signal_columns
+
+    catalog = [f"m{n}" for n in range(50)]
+    own_rows, pair_rows = [7, 3, 7, 49], [3, 0, 12, 7, 0, 49, 20]
+    masked = signal_columns._ids_of_rows(own_rows, pair_rows, catalog)
+    monkeypatch.setattr(signal_columns, "_DENSE_ROWS", -(1 << 20))
+    sorted_ = signal_columns._ids_of_rows(own_rows, pair_rows, catalog)
+    for ids, event_item, pair_item in (masked, sorted_):
+        assert ids == ["m0", "m3", "m7", "m12", "m20", "m49"]
+        assert [ids[i] for i in event_item] == [catalog[r] for r in own_rows]
+        assert [ids[i] for i in pair_item] == [catalog[r] for r in pair_rows]
