@@ -25,6 +25,7 @@ import numpy as np
 from interest_core.adapter import ItemSpace
 from interest_core.catalog import Catalog
 from interest_core.fusion import FusionWeights
+from interest_core.history import HISTORY_DECAY_PER_ITEM, HistoryWindows, recent_history
 from interest_core.index import ItemIndex
 from interest_core.interest import InterestModel, UserState
 from interest_core.knowledge import ItemKnowledge
@@ -46,7 +47,6 @@ __all__ = [
     "top_sparse",
 ]
 
-HISTORY_DECAY_PER_ITEM = 0.85  # recency weight of the i-th most recent item in co-occurrence
 _MAX_OVERFETCH = 200  # extra index results fetched per query vector to survive exclusions
 # Up to this many query vectors, one matrix-vector product each beats one single-threaded
 # OpenBLAS matrix product (5 vectors x 9,125 items x 256 dims: 0.9 ms vs 1.7 ms).
@@ -86,37 +86,6 @@ class UserView:
     #: The content directions in the layer's space (slots, short, long) when they are
     #: a feature of their own (the hybrid) and a layer is in use; else None.
     adapted: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
-
-
-def recent_history(
-    state: UserState | None, catalog: Catalog, limit: int | None = None
-) -> tuple[list[int], list[float]]:
-    """Live rows of the user's positive recent items, newest first, with weights (event
-    weight x 0.85 per newer item); at most ``limit`` rows (scanning stops there)."""
-    rows: list[int] = []
-    weights: list[float] = []
-    if state is None:
-        return rows, weights
-    limit = len(state.recent) if limit is None else limit
-    if limit <= 0:
-        return rows, weights
-    row_of = catalog.row_of
-    decay = 1.0
-    seen: set[int] = set()
-    for item in reversed(state.recent):
-        weight = item.weight
-        if weight <= 0.0:
-            continue
-        row = row_of.get(item.item_id)
-        if row is None or row in seen:
-            continue
-        seen.add(row)
-        weights.append(weight * decay)
-        rows.append(row)
-        if len(rows) == limit:
-            break
-        decay *= HISTORY_DECAY_PER_ITEM
-    return rows, weights
 
 
 def sorted_unique(rows: np.ndarray) -> np.ndarray:
@@ -398,10 +367,16 @@ class Candidates:
         self.cooccurrence = CooccurrenceSource(knowledge, catalog)
         self.trending = TrendingSource(knowledge, catalog, clock, "trending")
         self.popularity = TrendingSource(knowledge, catalog, clock, "popularity")
+        self.windows = HistoryWindows(catalog, settings.cooccurrence_window)
 
     def history(self, state: UserState | None) -> tuple[list[int], list[float]]:
-        """The user's co-occurrence window: recent positive rows and weights."""
-        return recent_history(state, self.catalog, self.settings.cooccurrence_window)
+        """The user's co-occurrence window: recent positive rows and weights (see
+        :func:`~interest_core.history.recent_history`)."""
+        return self.windows.history(state)
+
+    def history_rows(self, state: UserState | None) -> list[int]:
+        """The rows of :meth:`history` alone (every positive event asks for them)."""
+        return self.windows.rows(state)
 
     def blocked(self, item_ids: Iterable[str]) -> np.ndarray:
         """Boolean mask over rows: dead items and ``item_ids`` are True."""

@@ -47,6 +47,8 @@ class Catalog:
         self.titles: list[str] = []
         self.texts: list[str] = []
         self.labels: list[tuple[str, ...]] = []
+        #: Counts the changes of which ids have rows (an item added or removed).
+        self.layout = 0
 
     def __len__(self) -> int:
         return len(self.row_of)
@@ -82,6 +84,7 @@ class Catalog:
             self.texts.append("")
             self.labels.append(())
             self.alive[row] = True
+            self.layout += 1
         text_changed = self.texts[row] != text
         self.titles[row] = item.title
         self.texts[row] = text
@@ -96,6 +99,7 @@ class Catalog:
         if row is not None:
             self.alive[row] = False
             self.embeddings[row] = 0.0
+            self.layout += 1
         return row
 
     def _grow(self, needed: int) -> None:

@@ -485,7 +485,7 @@ class Engine:
                 self.on_example(queries, row)
         before = int(self.knowledge.cooccurrence.count_of(row))  # how new the item is
         if weight > 0.0:
-            history = self.candidates.history(state)[0] if "cooccurrence" in self.features else []
+            history = self.candidates.history_rows(state) if "cooccurrence" in self.features else []
             self.knowledge.observe(row, weight, ts, history)
             self.fleet.positive(event.item_id, history, weight=weight, ts=ts, source=source)
         self._pending.defer(state.user_id, self.catalog.embeddings[row], weight, ts)
@@ -543,6 +543,7 @@ class Engine:
         """Drop everything held about the user; True when there was something."""
         self.ranker.forget(user_id)
         self._pending.drop(user_id)
+        self.candidates.windows.forget(user_id)
         return self.users.pop(user_id, None) is not None
 
     def evict_idle(self, older_than_ts: float) -> list[str]:
