@@ -70,12 +70,12 @@ _DENSE_ROWS = 1 << 16
 _first, _second = itemgetter(0), itemgetter(1)
 
 
-#: Batches of at most this many own signals are written by plain Python: the array
-#: operations' fixed cost (some 250 calls a batch) made a batch of 8 events cost 63 us
-#: per event (29 in plain Python) and doubled ``make demo``'s median latency; at 40
-#: events the arrays are faster (18 against 24). 24 lies between the two sizes measured
-#: (RESULTS.md, round 9).
-SMALL_BATCH = 24
+#: Batches of at most this many pairs are written by plain Python, whose cost grows with
+#: the pairs, where the array operations cost some 200 us a batch whatever its size (some
+#: 250 calls) and little per pair. Measured on the worker's MovieLens batches with the
+#: rows kept (round 15): 254 pairs (16 events) 207 us plain against 237 in arrays, 400
+#: pairs (20 events) 305 against 248. (Round 9 chose 24 events, before the rows.)
+SMALL_PAIRS = 320
 
 
 def encode_columns(
@@ -84,7 +84,7 @@ def encode_columns(
     partition_of: Callable[[str], int],
     max_bytes: int,
     *,
-    small_batch: int = SMALL_BATCH,
+    small_pairs: int = SMALL_PAIRS,
 ) -> list[tuple[str, bytes]]:
     """``(key, value)`` bundles in columns of every signal of the events whose own-item
     signals are ``own`` (one per positive event, in event order, as
@@ -95,7 +95,7 @@ def encode_columns(
     an event found there is written with that time instead of its own."""
     if not own:
         return []
-    if len(own) <= small_batch:
+    if _pairs(own) <= small_pairs:
         plain = _encode_small(own, ingested_at, partition_of)
         if all(len(value) <= max_bytes for _, value in plain):
             return plain
@@ -146,6 +146,13 @@ def encode_columns(
             if len(here) or len(chosen):
                 out.append(batch.bundle(lo, hi, here, chosen))
     return out
+
+
+def _pairs(own: Sequence[ItemSignal]) -> int:
+    """The pairs of ``own`` (read from its rows when it keeps them)."""
+    if isinstance(own, OwnSignals) and own.located:
+        return len(own.pair_rows)
+    return sum(len(signal.pairs) for signal in own)
 
 
 class _SmallBundle:

@@ -61,13 +61,16 @@ def _partition_of(partitions: int):  # type: ignore[no-untyped-def]
 
 @settings(max_examples=300, deadline=None)
 @given(
-    _events(), st.integers(1, 4), st.sampled_from([1, 150, 600, 1 << 20]), st.sampled_from([0, 64])
+    _events(),
+    st.integers(1, 4),
+    st.sampled_from([1, 150, 600, 1 << 20]),
+    st.sampled_from([-1, 64, 1 << 20]),
 )
 def test_bundles_in_columns_hold_every_signal_in_order(case, partitions, max_bytes, small) -> None:  # type: ignore[no-untyped-def]
     """Read back in the order written, the bundles give every item the signals that
     expanding the events gives it, in event order, stamped with the events' Kafka times;
     each bundle holds signals of its key's partition only. Both writers: the arrays'
-    (``small_batch=0``) and plain Python's (small batches)."""
+    (``small_pairs=-1``) and plain Python's (small batches)."""
     events, stamps = case
     partition_of = _partition_of(partitions)
     want = {
@@ -78,7 +81,7 @@ def test_bundles_in_columns_hold_every_signal_in_order(case, partitions, max_byt
         for item_id, group in group_by_item(expand_signals(events)).items()
     }
     got: dict[str, list[ItemSignal]] = {}
-    for key, value in encode_columns(events, stamps, partition_of, max_bytes, small_batch=small):
+    for key, value in encode_columns(events, stamps, partition_of, max_bytes, small_pairs=small):
         held = parse_signal_records(key.encode(), value)
         assert held and all(isinstance(p, SignalRecord) for p in held)
         assert {partition_of(p.item_id) for p in held} == {partition_of(key)}  # type: ignore[union-attr]
@@ -349,8 +352,10 @@ def test_signals_kept_with_their_rows_are_written_as_from_their_ids(
     from_rows, from_ids = located.take()[0], named.take()[0]
     assert from_rows == from_ids and from_rows.located and not from_ids.located
     partition_of = _partition_of(partitions)
-    want = _read_back(encode_columns(from_ids, {}, partition_of, max_bytes, small_batch=0))
-    assert _read_back(encode_columns(from_rows, {}, partition_of, max_bytes, small_batch=0)) == want
+    want = _read_back(encode_columns(from_ids, {}, partition_of, max_bytes, small_pairs=-1))
+    assert (
+        _read_back(encode_columns(from_rows, {}, partition_of, max_bytes, small_pairs=-1)) == want
+    )
     assert want == group_by_item(expand_signals(from_ids))
 
 
@@ -360,7 +365,7 @@ def test_one_signal_without_rows_makes_the_batch_written_from_its_ids() -> None:
     buffer.positive_after("c", ["a"], weight=1.0, ts=2.0, source=(0, 2))
     own, _ = buffer.take()
     assert not own.located
-    assert _read_back(encode_columns(own, {}, _partition_of(1), 1 << 20, small_batch=0)) == (
+    assert _read_back(encode_columns(own, {}, _partition_of(1), 1 << 20, small_pairs=-1)) == (
         group_by_item(expand_signals(own))
     )
     assert buffer.take()[0].located is False  # empty: nothing to write from rows
