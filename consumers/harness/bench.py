@@ -47,7 +47,9 @@ import gc
 import logging
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -779,8 +781,6 @@ def _measure_stream(
     """:func:`bench_stream` once the topics are filled and the interpreter set: the raw
     ceiling, the worker on the backlog (``encoder``: the cached catalog), then the latency
     runs; filled into ``out``."""
-    import threading
-
     from kafka import TopicPartition
     from prometheus_client import CollectorRegistry
 
@@ -1236,8 +1236,25 @@ def _bad_arguments(args: argparse.Namespace, skip: set[str], streams: list[str])
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """``interest bench``: exit status 0, 1 when a section failed, 2 on bad arguments."""
+    """``interest bench``: exit status 0, 1 when a section failed, 2 on bad arguments;
+    ended by SIGTERM, 143 after stopping what it started."""
+    if threading.current_thread() is not threading.main_thread():
+        return _run(args, settings)
+    # By default a SIGTERM ends the process at once and leaves the embedded brokers it
+    # started running (in sessions of their own, out of reach of the terminal's signals):
+    # end as Ctrl-C does instead, through the `with` blocks that stop them.
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        return _run(args, settings)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
+
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     skip = {s.strip() for s in str(args.skip).split(",") if s.strip()}
     streams = [s.strip() for s in str(args.streams).split(",") if s.strip()]
     problem = _bad_arguments(args, skip, streams)

@@ -105,3 +105,61 @@ def _check_thread_load(load: dict[str, float | None]) -> None:
     assert busy is not None and 0 < busy <= 1.0
     # thread CPU can pass the wall clock only by the clocks' granularity
     assert on_cpu is not None and 0 < on_cpu <= 1.05
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The processes whose parent is ``pid``, with their command lines."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            found[int(entry.name)] = command
+    return found
+
+
+@pytest.mark.integration
+def test_a_bench_ended_by_sigterm_stops_the_broker_it_started(tmp_path: Path) -> None:
+    """The embedded broker runs in a session of its own: a SIGTERM to the bench must
+    still stop it (by default the bench would die at once and leave it running)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "consumers.cli", "bench", "--config", str(CONFIG)]
+    command += ["--quick", "--skip", "encoder,index,memory,adapter,items"]
+    command += ["--streams", "interaction", "--latency-seconds", "60"]
+    command += ["--out", str(tmp_path / "bench.json")]
+    bench = subprocess.Popen(
+        command, cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE
+    )
+    brokers: list[int] = []
+    try:
+        deadline = time.monotonic() + 90
+        while not brokers and time.monotonic() < deadline and bench.poll() is None:
+            brokers = [p for p, cmd in _children(bench.pid).items() if " broker " in cmd]
+            time.sleep(0.2)
+        assert brokers, "the bench never started its broker"
+        time.sleep(2.0)  # the pipeline section under way
+        bench.send_signal(signal.SIGTERM)
+        _, stderr = bench.communicate(timeout=60)
+        assert bench.returncode == 128 + signal.SIGTERM, stderr.decode()[-2000:]
+        for pid in brokers:
+            gone = time.monotonic() + 15
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < gone:
+                time.sleep(0.1)
+            assert not Path(f"/proc/{pid}").exists(), "the broker outlived the bench"
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+        for pid in brokers:  # a broker left behind by a failure here is not left running
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
