@@ -67,19 +67,22 @@ class InputRecord:
             if isinstance(timestamp_ms, int) and timestamp_ms > 0
             else polled_at
         )
-        headers = tuple(
-            (str(name), bytes(value or b""))
-            for name, value in (getattr(record, "headers", None) or ())
+        raw_headers = getattr(record, "headers", None)
+        headers = (
+            tuple((str(name), bytes(value or b"")) for name, value in raw_headers)
+            if raw_headers
+            else ()
         )
+        # Positional: one record of every event read (keywords cost a fifth more).
         return cls(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            ingested_at=ingested_at,
-            headers=headers,
-            polled_at=polled_at,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            ingested_at,
+            headers,
+            polled_at,
         )
 
 
@@ -178,6 +181,15 @@ class MicroBatcher:
             self._started_at = self._clock()
         self._records.append(record)
         return self.due()
+
+    def extend(self, records: Sequence[InputRecord]) -> None:
+        """Add ``records`` in order, as :meth:`add` does one by one (without asking
+        after each whether the batch is due: ask :meth:`due` once after)."""
+        if not records:
+            return
+        if not self._records:
+            self._started_at = self._clock()
+        self._records += records
 
     def drained(self) -> None:
         """The source has nothing more buffered right now (a poll returned fewer records

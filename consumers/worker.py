@@ -501,14 +501,12 @@ class Worker:
         """Add polled consumer records to the micro-batch; fewer than ``asked`` means the
         consumer had no more buffered (an adaptive batch is then due)."""
         now = time.time()
-        taken = 0
-        for records in polled.values():
-            taken += len(records)
-            for record in records:
-                self.batcher.add(InputRecord.from_consumer_record(record, now))
+        make = InputRecord.from_consumer_record
+        taken = [make(record, now) for records in polled.values() for record in records]
+        self.batcher.extend(taken)
         if polled:
             self._broker_ok()
-        if asked is not None and taken < asked:
+        if asked is not None and len(taken) < asked:
             self.batcher.drained()
 
     def _resume(self, partitions: Iterable[int]) -> None:

@@ -160,3 +160,35 @@ def test_costly_records_make_smaller_batches() -> None:
     fixed = MicroBatcher(64, 10.0, clock=Clock())
     fixed.processed(10, 100.0)
     assert fixed.limit == 64  # no max_batch_s: only max_events
+
+
+def test_records_added_at_once_make_the_batch_adding_them_one_by_one_makes() -> None:
+    """What a poll returned goes in at once: the same records in order, the wait counted
+    from the first poll that brought any, due when full."""
+    clock = Clock()
+    at_once, one_by_one = MicroBatcher(4, 0.02, clock=clock), MicroBatcher(4, 0.02, clock=clock)
+    at_once.extend([])
+    assert at_once.time_left() is None
+    first = [rec(0, 0), rec(1, 0)]
+    at_once.extend(first)
+    for r in first:
+        one_by_one.add(r)
+    clock.now += 0.015
+    second = [rec(0, 1), rec(1, 1)]
+    at_once.extend(second)
+    for r in second:
+        one_by_one.add(r)
+    assert at_once.due() and one_by_one.due() and at_once.full
+    assert at_once.time_left() == one_by_one.time_left() == 0.0
+    batch = at_once.flush()
+    assert batch == one_by_one.flush()
+    assert [(r.partition, r.offset) for r in batch.records] == [(0, 0), (1, 0), (0, 1), (1, 1)]
+
+
+def test_wait_counts_from_the_first_records_added_at_once() -> None:
+    clock = Clock()
+    batcher = MicroBatcher(100, 0.02, clock=clock)
+    batcher.extend([rec(0, 0)])
+    clock.now += 0.015
+    batcher.extend([rec(0, 1)])
+    assert batcher.time_left() == pytest.approx(0.005)
