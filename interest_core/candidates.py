@@ -25,7 +25,7 @@ import numpy as np
 from interest_core.adapter import ItemSpace
 from interest_core.catalog import Catalog
 from interest_core.fusion import FusionWeights
-from interest_core.history import HISTORY_DECAY_PER_ITEM, HistoryWindows, recent_history
+from interest_core.history import HistoryWindows
 from interest_core.index import ItemIndex
 from interest_core.interest import InterestModel, UserState
 from interest_core.knowledge import ItemKnowledge
@@ -34,14 +34,12 @@ from interest_core.settings import RecommendSettings
 from interest_core.strategies import CONTENT_FEATURES
 
 __all__ = [
-    "HISTORY_DECAY_PER_ITEM",
     "Candidates",
     "Clock",
     "ContentSource",
     "CooccurrenceSource",
     "TrendingSource",
     "UserView",
-    "recent_history",
     "sorted_unique",
     "top_rows",
     "top_sparse",

@@ -487,7 +487,7 @@ class Engine:
         if weight > 0.0:
             history = self.candidates.history_rows(state) if "cooccurrence" in self.features else []
             self.knowledge.observe(row, weight, ts, history)
-            self.fleet.positive(event.item_id, history, weight=weight, ts=ts, source=source)
+            self.fleet.positive(event.item_id, row, history, weight=weight, ts=ts, source=source)
         self._pending.defer(state.user_id, self.catalog.embeddings[row], weight, ts)
         self.label_model.add_item(state, self.catalog.labels[row], weight, ts)
         state.remember_item(

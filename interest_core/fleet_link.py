@@ -70,22 +70,22 @@ class FleetLink:
     def positive(
         self,
         item_id: str,
+        row: int,
         history: Sequence[int],
         *,
         weight: float,
         ts: float,
         source: tuple[int, int],
     ) -> None:
-        """Record the signals of a positive event on ``item_id`` after the user's positive
-        ``history`` (distinct rows, newest first, as
-        :func:`~interest_core.candidates.recent_history` gives them), ``weight`` at event
+        """Record the signals of a positive event on ``item_id`` (at catalog ``row``)
+        after the user's positive ``history`` (distinct rows, newest first, as
+        :func:`~interest_core.history.recent_history` gives them), ``weight`` at event
         time ``ts`` (unix seconds), and journal them in the view so the fleet's older
         records do not hide them."""
         if self.outbox is None:
             return
         # Distinct rows name distinct items: only the event's own item is left out (what
         # event_signal's general filter would do, at a third of its cost).
-        row = self.catalog.row_of[item_id]
         ids = self.catalog.item_ids
         rows = [other for other in history if other != row]
         own = self.outbox.positive_after(

@@ -7,11 +7,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interest_core.catalog import Catalog
-from interest_core.history import HistoryWindows, recent_history
+from interest_core.history import HISTORY_DECAY_PER_ITEM, HistoryWindows, recent_history
 from interest_core.interest import RecentItem, UserState
 from interest_core.records import CatalogItem
 
 _POOL = [f"m{n}" for n in range(9)]
+
+
+def _read_whole(state: UserState, catalog: Catalog, limit: int) -> tuple[list[int], list[float]]:
+    """The window as the engine read it before it was kept (round 14's loop): the oracle."""
+    rows: list[int] = []
+    weights: list[float] = []
+    decay = 1.0
+    for item in reversed(state.recent):
+        row = catalog.row_of.get(item.item_id)
+        if item.weight <= 0.0 or row is None or row in rows:
+            continue
+        weights.append(item.weight * decay)
+        rows.append(row)
+        if len(rows) == limit:
+            break
+        decay *= HISTORY_DECAY_PER_ITEM
+    return rows, weights
+
 
 _steps = st.lists(
     st.one_of(
@@ -31,7 +49,7 @@ def test_the_window_kept_is_the_window_read(steps, limit, recent_limit) -> None:
     """Positive and negative events, repeats, items the catalog does not hold, the
     history's old end dropped (by its bound or by trimming), items added and removed,
     a state restored from bytes: after each, the kept window's rows and weights are
-    :func:`recent_history`'s, float for float."""
+    :func:`recent_history`'s and the plain loop's, float for float."""
     catalog = Catalog(dim=4)
     for item_id in _POOL[:6]:
         catalog.put(CatalogItem(item_id, item_id), item_id, None)
@@ -49,7 +67,8 @@ def test_the_window_kept_is_the_window_read(steps, limit, recent_limit) -> None:
             catalog.put(CatalogItem(name, name), name, None)
         else:
             state = UserState.from_bytes(state.to_bytes(), dim=4)
-        want = recent_history(state, catalog, limit)
+        want = _read_whole(state, catalog, limit)
+        assert recent_history(state, catalog, limit) == want
         assert windows.history(state) == want
         assert windows.rows(state) == want[0]
 
