@@ -294,7 +294,7 @@ class Engine:
         self._labels_dirty = True
         self.candidates.popularity.invalidate()
         if len(self.item_view):  # records naming these items can now be laid on rows
-            self.item_view.remap([item.item_id for item, _ in changed])
+            self.fleet.remap([item.item_id for item, _ in changed])
 
     def delete_items(self, item_ids: Iterable[str]) -> None:
         """Remove items from the catalog, the index and the item knowledge. They never

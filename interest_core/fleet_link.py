@@ -54,6 +54,9 @@ class FleetLink:
         #: :mod:`interest_core.item_signals`), drained by the worker.
         self.outbox = SignalBuffer(PAIR_DECAY_PER_ITEM, catalog.item_ids) if emit else None
         self.own_lessons: deque[FusionFeedback] = deque(maxlen=OWN_LESSONS_KEPT)
+        # The outbox's signals journalled in the view so far (signals, pair rows): the
+        # journal takes them a batch at a time, before any record could need them.
+        self._journalled = (0, 0)
 
     def source(self, event: Event) -> tuple[int, int]:
         """The event's ``(partition, offset)`` as its signals name it; (0, 0) without
@@ -80,15 +83,15 @@ class FleetLink:
         """Record the signals of a positive event on ``item_id`` (at catalog ``row``)
         after the user's positive ``history`` (distinct rows, newest first, as
         :func:`~interest_core.history.recent_history` gives them), ``weight`` at event
-        time ``ts`` (unix seconds), and journal them in the view so the fleet's older
-        records do not hide them."""
+        time ``ts`` (unix seconds). They are journalled in the view (so that the fleet's
+        older records do not hide them) before any record is applied (:meth:`journal`)."""
         if self.outbox is None:
             return
         # Distinct rows name distinct items: only the event's own item is left out (what
         # event_signal's general filter would do, at a third of its cost).
         ids = self.catalog.item_ids
         rows = [other for other in history if other != row]
-        own = self.outbox.positive_after(
+        self.outbox.positive_after(
             item_id,
             [ids[other] for other in rows],
             weight=weight,
@@ -96,26 +99,48 @@ class FleetLink:
             source=source,
             rows=(row, rows),
         )
-        self.view.own(own)
+
+    def journal(self) -> None:
+        """Journal in the view the outbox's signals recorded since the last call (one
+        chunk: see :class:`~interest_core.signal_journal.SignalJournal`)."""
+        if self.outbox is None:
+            return
+        signals = self.outbox.signals
+        done, done_pairs = self._journalled
+        if len(signals) == done:
+            return
+        if signals.own_rows is not None:
+            self.view.own(signals[done:], signals.own_rows[done:], signals.pair_rows[done_pairs:])
+        else:  # some signal came without rows: the journal looks them up
+            self.view.own(signals[done:])
+        self._journalled = (len(signals), len(signals.pair_rows))
 
     def take(self) -> tuple[list[ItemSignal], list[FusionFeedback]]:
         """The own-item signals (one per positive event: see
         :class:`~interest_core.item_signals.SignalBuffer`) and fusion lessons recorded
         since the last call."""
-        return ([], []) if self.outbox is None else self.outbox.take()
+        if self.outbox is None:
+            return ([], [])
+        self.journal()
+        self._journalled = (0, 0)
+        return self.outbox.take()
 
     def apply(self, records: Sequence[ItemRecord], laid: Sequence[Laid | None] | None) -> int:
         """Lay the fleet's item ``records`` (optionally already ``laid`` on rows) over the
-        engine's counts; how many were applied."""
-        view = self.view
-        if laid is None:
-            return sum(1 for record in records if view.apply(record))
-        return sum(1 for record, lay in zip(records, laid, strict=True) if view.apply(record, lay))
+        engine's counts, its own signals on top; how many were applied."""
+        self.journal()
+        return self.view.apply_many(records, laid)
 
     def drop(self, item_ids: Iterable[str]) -> None:
         """Remove these items' fleet knowledge from the view."""
+        self.journal()
         for item_id in item_ids:
             self.view.remove(item_id)
+
+    def remap(self, item_ids: Iterable[str]) -> None:
+        """The catalog gave these items rows: lay the records naming them again."""
+        self.journal()
+        self.view.remap(item_ids)
 
     def load_fusion(self, record: ParamRecord) -> bool:
         """Rank with the fleet's fusion weights, then re-apply the own lessons the record

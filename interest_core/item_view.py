@@ -21,8 +21,7 @@ one worker alone sees exactly what a single process computes.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 
 import numpy as np
@@ -30,6 +29,7 @@ import numpy as np
 from interest_core.cooccurrence import CoOccurrence
 from interest_core.item_knowledge import ItemRecord
 from interest_core.item_signals import ItemSignal
+from interest_core.signal_journal import Entry, SignalJournal
 from interest_core.trending import Trending
 
 __all__ = ["KnowledgeView", "Laid"]
@@ -68,43 +68,25 @@ class KnowledgeView:
         self.refused: dict[str, int] = {}
         #: Newest ``ingested_at`` of any record applied (unix seconds).
         self.newest_ingested_at = 0.0
-        self.max_journal = max_journal
-        self._journal: dict[str, list[ItemSignal]] = {}
-        self._journal_order: deque[str] = deque()  # item ids, one per journalled signal
-        self._journalled = 0
+        self.journal = SignalJournal(row_of, max_journal)
 
-    def own(self, signal: ItemSignal) -> None:
-        """Journal the own-item signal of one of this engine's positive events (already
-        applied to the rows), under its item and under each of its pairs' partners (the
-        partner's signal is read from it on replay, see
-        :func:`~interest_core.item_signals.partner_signals`)."""
-        journal, order = self._journal, self._journal_order
-        journal.setdefault(signal.item_id, []).append(signal)
-        order.append(signal.item_id)
-        for other, _ in signal.pairs:
-            journal.setdefault(other, []).append(signal)
-            order.append(other)
-        self._journalled += 1 + len(signal.pairs)
-        if len(order) > 2 * max(self._journalled, 10_000):
-            # Most entries were covered by records meanwhile: rebuild the age order from
-            # what is still journalled (oldest offsets first).
-            live = sorted(
-                (s.offset, item_id) for item_id, pending in journal.items() for s in pending
-            )
-            self._journal_order = deque(item_id for _, item_id in live)
-        while self._journalled > self.max_journal and self._journal_order:
-            oldest = self._journal_order.popleft()
-            pending = self._journal.get(oldest)
-            if pending:
-                pending.pop(0)
-                self._journalled -= 1
-                if not pending:
-                    del self._journal[oldest]
+    def own(
+        self,
+        signals: Sequence[ItemSignal],
+        own_rows: Sequence[int] | None = None,
+        pair_rows: Sequence[int] | None = None,
+    ) -> None:
+        """Journal the own-item signals of this engine's positive events (already applied
+        to the rows), under their items and their pairs' partners (a partner's signal is
+        read from its item's on replay, see
+        :func:`~interest_core.item_signals.partner_signals`); ``own_rows`` and
+        ``pair_rows``: their rows, when known (see :meth:`SignalJournal.add`)."""
+        self.journal.add(signals, own_rows, pair_rows)
 
     @property
     def journalled(self) -> int:
-        """Own signals not yet covered by a record."""
-        return sum(len(v) for v in self._journal.values())
+        """Journal entries not yet covered by a record (one per item a signal touches)."""
+        return len(self.journal)
 
     def _refuse(self, reason: str) -> bool:
         self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -114,27 +96,38 @@ class KnowledgeView:
         """Take one record; False when it was ignored (stale or mismatched). ``laid`` is
         :meth:`lay` of the record by a view with the same rows (saves the id lookups when
         several engines share one catalog layout)."""
-        held = self.records.get(record.item_id)
-        if held is not None and record.version < held.version:
-            return self._refuse("stale_version")
-        if (
-            record.trending.half_life_s != self.trending.half_life_s
-            or record.popularity.half_life_s != self.popularity.half_life_s
-        ):
-            return self._refuse("half_life_mismatch")
-        self.records[record.item_id] = record
-        self.newest_ingested_at = max(self.newest_ingested_at, record.ingested_at)
-        pending = self._journal.get(record.item_id)
-        if pending:
-            marks = record.watermarks
-            newer = [s for s in pending if s.offset > marks.get(s.partition, -1)]
-            self._journalled -= len(pending) - len(newer)
-            if newer:
-                self._journal[record.item_id] = newer
-            else:
-                del self._journal[record.item_id]
-        self._materialise(record, laid)
-        return True
+        return self.apply_many([record], None if laid is None else [laid]) == 1
+
+    def apply_many(
+        self, records: Sequence[ItemRecord], laid: Sequence[Laid | None] | None = None
+    ) -> int:
+        """:meth:`apply` for each record in order (the journal read once); how many were
+        applied."""
+        rows = [self.row_of.get(record.item_id) for record in records]
+        found = self.journal.find([row for row in rows if row is not None])
+        applied = 0
+        for i, (record, row) in enumerate(zip(records, rows, strict=True)):
+            held = self.records.get(record.item_id)
+            if held is not None and record.version < held.version:
+                self._refuse("stale_version")
+                continue
+            if (
+                record.trending.half_life_s != self.trending.half_life_s
+                or record.popularity.half_life_s != self.popularity.half_life_s
+            ):
+                self._refuse("half_life_mismatch")
+                continue
+            self.records[record.item_id] = record
+            self.newest_ingested_at = max(self.newest_ingested_at, record.ingested_at)
+            entries = found.get(row, []) if row is not None else []
+            if entries:
+                marks = record.watermarks
+                self.journal.kill(
+                    [e for e in entries if e[0].offset <= marks.get(e[0].partition, -1)]
+                )
+            self._materialise(record, None if laid is None else laid[i], entries)
+            applied += 1
+        return applied
 
     def lay(self, record: ItemRecord) -> Laid | None:
         """``(row, neighbour rows, pair counts)`` of a record on this view's rows (None when
@@ -152,7 +145,10 @@ class KnowledgeView:
             rows, counts = rows[keep], counts[keep]
         return row, rows, counts
 
-    def _materialise(self, record: ItemRecord, laid: Laid | None = None) -> None:
+    def _materialise(
+        self, record: ItemRecord, laid: Laid | None = None, entries: Sequence[Entry] = ()
+    ) -> None:
+        """Write ``record`` on its row, then the live journal ``entries`` of its row."""
         if laid is None:
             laid = self.lay(record)
         if laid is None:
@@ -167,16 +163,17 @@ class KnowledgeView:
                 trend.set(row, decayed.value, decayed.ts)
             else:
                 trend.remove(row)
-        for signal in self._journal.get(record.item_id, ()):
-            self._replay(row, record.item_id, signal)
+        for signal, pair, chunk, index in entries:
+            if chunk.alive[index]:  # not covered meanwhile
+                self._replay(row, signal, pair)
 
-    def _replay(self, row: int, item_id: str, signal: ItemSignal) -> None:
-        """Apply one journalled own-event signal to ``item_id``'s ``row`` on top of a
-        record (as the engine first applied it): all of it on its own item, the pair
-        with ``item_id`` on a partner."""
-        if signal.item_id != item_id:  # item_id is a partner: one pair, no count
+    def _replay(self, row: int, signal: ItemSignal, pair: int) -> None:
+        """Apply one journalled own-event signal to ``row`` on top of a record (as the
+        engine first applied it): all of it on its own item (``pair`` -1), the pair at
+        position ``pair`` on that pair's partner."""
+        if pair >= 0:  # the row is a partner's: one pair, no count
             other_row = self.row_of.get(signal.item_id)
-            amount = next((a for other, a in signal.pairs if other == item_id), 0.0)
+            amount = signal.pairs[pair][1]
             if other_row is not None and other_row != row and amount > 0.0:
                 self.cooccurrence.add_one_side(row, 0.0, [other_row], [amount])
             return
@@ -196,11 +193,9 @@ class KnowledgeView:
         """The item is deleted (tombstone on ``interest.items`` or a catalog deletion):
         forget its record and everything held on its ``row`` (when given or known)."""
         self.records.pop(item_id, None)
-        dropped = self._journal.pop(item_id, None)
-        if dropped:
-            self._journalled -= len(dropped)
         row = self.row_of.get(item_id) if row is None else row
         if row is not None:
+            self.journal.drop_row(row)
             self.cooccurrence.remove(row)
             self.trending.remove(row)
             self.popularity.remove(row)
@@ -208,14 +203,18 @@ class KnowledgeView:
     def remap(self, item_ids: Iterable[str] | None = None) -> None:
         """Write the held records again after the catalog changed (new rows appeared):
         those of ``item_ids`` and every record naming one of them, or all (None)."""
-        if item_ids is None:
-            for record in self.records.values():
-                self._materialise(record)
-            return
-        wanted = set(item_ids)
-        for record in self.records.values():
-            if record.item_id in wanted or not wanted.isdisjoint(record.neighbours):
-                self._materialise(record)
+        records = list(self.records.values())
+        if item_ids is not None:
+            wanted = set(item_ids)
+            records = [
+                record
+                for record in records
+                if record.item_id in wanted or not wanted.isdisjoint(record.neighbours)
+            ]
+        rows = [self.row_of.get(record.item_id) for record in records]
+        found = self.journal.find([row for row in rows if row is not None])
+        for record, row in zip(records, rows, strict=True):
+            self._materialise(record, None, found.get(row, []) if row is not None else [])
 
     def __len__(self) -> int:
         return len(self.records)
