@@ -366,6 +366,33 @@ def _similarities(
     return out
 
 
+@njit(cache=True, nogil=True)
+def _strongest(
+    rows: np.ndarray,
+    weights: np.ndarray,
+    other: int,
+    counts: np.ndarray,
+    start: np.ndarray,
+    size: np.ndarray,
+    prow: np.ndarray,
+    pcnt: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Index ``k`` of the largest positive ``weights[k] x`` similarity of ``rows[k]``
+    with ``other`` (the first on a tie), or -1 when none is positive."""
+    best, best_at = 0.0, -1
+    for k in range(rows.shape[0]):
+        row = rows[k]
+        if row >= size.shape[0]:
+            continue
+        j = _find(prow, start[row], size[row], other)
+        if j < 0:
+            continue
+        value = pcnt[j] / math.sqrt(max(counts[row] * counts[other], 1.0)) * weights[k]
+        if value > best:
+            best, best_at = value, k
+    return best_at
+
+
 class CoOccurrence:
     """Bounded, online item-item co-occurrence counts keyed by item row.
 
@@ -603,6 +630,27 @@ class CoOccurrence:
             self._size,
             self._rows,
             self._pairs,
+        )
+
+    def strongest(self, rows: Sequence[int], weights: Sequence[float], other: int) -> int:
+        """Index of the row of ``rows`` whose :meth:`similarity` with ``other`` times its
+        weight is largest and positive (the first on a tie), or -1 when none is."""
+        if len(rows) != len(weights):
+            raise ValueError(f"{len(rows)} rows but {len(weights)} weights")
+        self._settle()
+        if other >= len(self._counts) or not len(rows):
+            return -1
+        return int(
+            _strongest(
+                np.asarray(rows, dtype=np.int64),
+                np.asarray(weights, dtype=np.float64),
+                other,
+                self._counts,
+                self._start,
+                self._size,
+                self._rows,
+                self._pairs,
+            )
         )
 
     def scores(self, history: Sequence[int], weights: Sequence[float], width: int) -> np.ndarray:

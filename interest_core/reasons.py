@@ -103,12 +103,8 @@ def cooccurrence_reason(
     """Names the recent item that contributed most to ``row``'s co-occurrence score."""
     if len(history_rows) != len(history_weights):
         raise ValueError(f"{len(history_rows)} history rows but {len(history_weights)} weights")
-    if not len(history_rows):
+    at = cooccurrence.strongest(history_rows, history_weights, row)
+    if at < 0:
         return "popular now"
-    contributions = cooccurrence.similarities(history_rows, row) * np.asarray(
-        history_weights, dtype=np.float64
-    )
-    if contributions.max() <= 0.0:
-        return "popular now"
-    anchor = history_rows[int(np.argmax(contributions))]
+    anchor = history_rows[at]
     return f"people who liked '{catalog.titles[anchor]}' also liked this"

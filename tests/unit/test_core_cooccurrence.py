@@ -179,6 +179,11 @@ def test_the_compiled_table_is_the_plain_one(ops, max_neighbours) -> None:  # ty
             assert fast.similarity(row, other) == plain.similarity(row, other)
         every = list(range(12))  # 10, 11: rows never seen
         assert fast.similarities(every, row).tolist() == [plain.similarity(r, row) for r in every]
+        # The strongest contributor (the reason's anchor): the first largest positive.
+        weights = [1.0, 0.5, 2.0, 1.0, 0.25, 1.0, 0.85, 1.0, 3.0, 1.0, 1.0, 0.5]
+        parts = [plain.similarity(r, row) * w for r, w in zip(every, weights, strict=True)]
+        best = max(parts)
+        assert fast.strongest(every, weights, row) == (parts.index(best) if best > 0 else -1)
     history = [row for _, row, *_ in ops[:12]] + [10, 3]  # 10: a row never seen
     weights = [0.85**i for i in range(len(history))]
     got_rows, got_scores = fast.sparse_scores(history, weights)
