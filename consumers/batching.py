@@ -34,9 +34,11 @@ __all__ = ["Batch", "InputRecord", "MicroBatcher", "next_offsets"]
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InputRecord:
-    """One record as read from Kafka (or handed in by a test), bytes untouched.
+    """One record as read from Kafka (or handed in by a test), bytes untouched; treated
+    as immutable (not frozen: a frozen dataclass is built field by field through
+    ``object.__setattr__``, 0.60 against 0.12 us, and one is built per record polled).
 
     ``ingested_at`` is unix seconds: the record's Kafka timestamp (producer CreateTime
     or broker LogAppendTime) when it has one, else the time it was polled.
