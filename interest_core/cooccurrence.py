@@ -379,15 +379,10 @@ def _strongest(
 ) -> int:  # pragma: no cover - compiled
     """Index ``k`` of the largest positive ``weights[k] x`` similarity of ``rows[k]``
     with ``other`` (the first on a tie), or -1 when none is positive."""
+    similarities = _similarities(rows, other, counts, start, size, prow, pcnt)
     best, best_at = 0.0, -1
     for k in range(rows.shape[0]):
-        row = rows[k]
-        if row >= size.shape[0]:
-            continue
-        j = _find(prow, start[row], size[row], other)
-        if j < 0:
-            continue
-        value = pcnt[j] / math.sqrt(max(counts[row] * counts[other], 1.0)) * weights[k]
+        value = similarities[k] * weights[k]
         if value > best:
             best, best_at = value, k
     return best_at
