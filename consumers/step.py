@@ -52,9 +52,10 @@ __all__ = ["BatchStep", "Failed", "Parsed", "parse_records"]
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Parsed:
-    """A valid event and the record it was read from."""
+    """A valid event and the record it was read from (one per event: not frozen, whose
+    fields are set through ``object.__setattr__``)."""
 
     record: InputRecord
     event: Event
@@ -74,18 +75,28 @@ def parse_records(
     """Parse a micro-batch at the edge: ``(oks, errs)``, each in record order."""
     oks: list[Parsed] = []
     errs: list[Failed] = []
+    max_text_chars, max_record_bytes = limits.max_text_chars, limits.max_record_bytes
     for record in records:
         if record.value is None:
             errs.append(Failed(record, Rejected("null_value", "event record has a null value")))
             continue
         parsed = parse_event(
             record.value,
-            fallback_id=record.source,
             offset=record.offset,
             partition=record.partition,
-            max_text_chars=limits.max_text_chars,
-            max_record_bytes=limits.max_record_bytes,
+            max_text_chars=max_text_chars,
+            max_record_bytes=max_record_bytes,
         )
+        if isinstance(parsed, Rejected) and parsed.reason == "missing_field:event_id":
+            # Named by where it was read (topic/partition/offset), built only when needed.
+            parsed = parse_event(
+                record.value,
+                fallback_id=record.source,
+                offset=record.offset,
+                partition=record.partition,
+                max_text_chars=max_text_chars,
+                max_record_bytes=max_record_bytes,
+            )
         if isinstance(parsed, Rejected):
             errs.append(Failed(record, parsed))
         else:

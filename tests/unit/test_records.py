@@ -363,3 +363,30 @@ def test_delete_user_parses_into_a_typed_user_deletion() -> None:
     )
     with pytest.raises(TypeError, match="UserDeletion"):
         Event("u1", 5.0, "delete_user", "d1")
+
+
+def test_the_worker_names_an_event_without_an_id_by_where_it_was_read() -> None:
+    """``parse_records`` (the worker's edge) gives an id-less event the record's
+    ``topic/partition/offset``, and rejects it for what ``parse_event`` with that name
+    would reject it for."""
+    from consumers.batching import InputRecord
+    from consumers.step import parse_records
+    from interest_core.settings import LimitsSettings
+
+    base = {"user_id": "u1", "ts": 1_700_000_000, "type": "click", "item_id": "i1"}
+    values = [
+        orjson.dumps(base),
+        orjson.dumps({**base, "event_id": "e7"}),
+        orjson.dumps({**base, "context": {"k": [1]}}),  # no id, and a bad context
+        orjson.dumps({k: v for k, v in base.items() if k != "user_id"}),
+    ]
+    records = [InputRecord("events", 3, 40 + i, b"u1", v) for i, v in enumerate(values)]
+    oks, errs = parse_records(records, LimitsSettings())
+    assert [p.event.event_id for p in oks] == ["events/3/40", "e7"]
+    assert [(f.record.offset, f.why.reason) for f in errs] == [
+        (42, "bad_type:context"),
+        (43, "missing_field:user_id"),
+    ]
+    for failed in errs:
+        again = parse_event(failed.record.value, fallback_id=failed.record.source)
+        assert isinstance(again, Rejected) and again.reason == failed.why.reason
