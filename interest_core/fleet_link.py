@@ -134,8 +134,7 @@ class FleetLink:
     def drop(self, item_ids: Iterable[str]) -> None:
         """Remove these items' fleet knowledge from the view."""
         self.journal()
-        for item_id in item_ids:
-            self.view.remove(item_id)
+        self.view.remove_many(list(item_ids))
 
     def remap(self, item_ids: Iterable[str]) -> None:
         """The catalog gave these items rows: lay the records naming them again."""

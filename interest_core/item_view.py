@@ -192,10 +192,20 @@ class KnowledgeView:
     def remove(self, item_id: str, row: int | None = None) -> None:
         """The item is deleted (tombstone on ``interest.items`` or a catalog deletion):
         forget its record and everything held on its ``row`` (when given or known)."""
-        self.records.pop(item_id, None)
-        row = self.row_of.get(item_id) if row is None else row
-        if row is not None:
-            self.journal.drop_row(row)
+        self.remove_many([item_id], None if row is None else [row])
+
+    def remove_many(
+        self, item_ids: Sequence[str], rows: Sequence[int | None] | None = None
+    ) -> None:
+        """:meth:`remove` for each item (the journal read once)."""
+        if rows is None:
+            rows = [self.row_of.get(item_id) for item_id in item_ids]
+        held = [row for row in rows if row is not None]
+        found = self.journal.find(held)
+        self.journal.kill([entry for row in held for entry in found.get(row, [])])
+        for item_id in item_ids:
+            self.records.pop(item_id, None)
+        for row in held:
             self.cooccurrence.remove(row)
             self.trending.remove(row)
             self.popularity.remove(row)

@@ -134,3 +134,22 @@ def test_covered_entries_do_not_stay_held_behind_a_live_one() -> None:
     assert len(journal) == 1
     assert journal._held <= 2 * signal_journal.COMPACT_FROM
     assert [(s.offset, p) for s, p, _, _ in journal.find([1])[1]] == [(0, -1)]
+
+
+def test_a_deleted_item_takes_its_entries_and_only_its_own() -> None:
+    """A tombstone forgets what the journal holds under the item (its own signals and its
+    pairs in others'); the other items' entries stay, the deleted item's signals in them
+    included (they say what happened to those items)."""
+    from interest_core.cooccurrence import CoOccurrence
+    from interest_core.item_view import KnowledgeView
+    from interest_core.trending import Trending
+
+    view = KnowledgeView(ROW_OF, CoOccurrence(), Trending(3600.0), Trending(86400.0))
+    a_then_b, b_then_a = _signal(1, 1, [2]), _signal(2, 2, [1])
+    view.own([a_then_b, b_then_a])
+    assert view.journalled == 4
+    view.remove_many([ITEMS[1], ITEMS[3]])  # i3: nothing journalled
+    assert view.journalled == 2
+    found = view.journal.find([1, 2])
+    assert 1 not in found
+    assert [(s, p) for s, p, _, _ in found[2]] == [(a_then_b, 0), (b_then_a, -1)]
