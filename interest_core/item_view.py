@@ -37,7 +37,8 @@ __all__ = ["KnowledgeView", "Laid"]
 #: A record laid on catalog rows: (row, neighbour rows, pair counts).
 Laid = tuple[int, np.ndarray, np.ndarray]
 
-#: Own signals journalled at most (oldest forgotten first: the records bring them back).
+#: Journal entries kept at most, one per item an own signal touches (oldest forgotten
+#: first: the records bring them back).
 DEFAULT_MAX_JOURNAL = 500_000
 
 

@@ -14,8 +14,10 @@ arrive (:meth:`SignalJournal.find`), a few times a second, not per event.
 
 Rows name items for good (a catalog never moves a live item or reuses a row), so an
 entry's row is its item for as long as the item lives; a deleted item's entries are
-dropped with it (:meth:`SignalJournal.drop_row`). At most ``max_entries`` live entries are
-kept; beyond that the oldest are forgotten (the records bring their signals back).
+dropped with it (:meth:`SignalJournal.find` then :meth:`SignalJournal.kill`, as
+:meth:`~interest_core.item_view.KnowledgeView.remove_many` does). At most ``max_entries``
+live entries are kept; beyond that the oldest are forgotten (the records bring their
+signals back).
 """
 
 from __future__ import annotations
