@@ -82,21 +82,13 @@ def parse_records(
             continue
         parsed = parse_event(
             record.value,
+            # Named by where it was read only when it has no id (most events have one).
+            fallback_id=lambda record=record: record.source,
             offset=record.offset,
             partition=record.partition,
             max_text_chars=max_text_chars,
             max_record_bytes=max_record_bytes,
         )
-        if isinstance(parsed, Rejected) and parsed.reason == "missing_field:event_id":
-            # Named by where it was read (topic/partition/offset), built only when needed.
-            parsed = parse_event(
-                record.value,
-                fallback_id=record.source,
-                offset=record.offset,
-                partition=record.partition,
-                max_text_chars=max_text_chars,
-                max_record_bytes=max_record_bytes,
-            )
         if isinstance(parsed, Rejected):
             errs.append(Failed(record, parsed))
         else:

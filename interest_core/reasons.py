@@ -100,9 +100,8 @@ def cooccurrence_reason(
     catalog: Catalog,
     row: int,
 ) -> str:
-    """Names the recent item that contributed most to ``row``'s co-occurrence score."""
-    if len(history_rows) != len(history_weights):
-        raise ValueError(f"{len(history_rows)} history rows but {len(history_weights)} weights")
+    """Names the recent item that contributed most to ``row``'s co-occurrence score
+    (``ValueError`` when rows and weights differ in number)."""
     at = cooccurrence.strongest(history_rows, history_weights, row)
     if at < 0:
         return "popular now"

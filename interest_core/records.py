@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -416,13 +416,15 @@ def _event_rating(obj: Mapping[str, Any], event_type: str) -> float | None:
     return rating
 
 
-def _event_id(obj: Mapping[str, Any], fallback_id: str | None) -> str:
-    """``event_id``, or ``fallback_id`` (``topic/partition/offset``) when absent."""
-    event_id = fallback_id
+def _event_id(obj: Mapping[str, Any], fallback_id: str | Callable[[], str] | None) -> str:
+    """``event_id``, or ``fallback_id`` (``topic/partition/offset``; called when it is a
+    function) when absent."""
     if obj.get("event_id") is not None:
         event_id = _clean_id(obj["event_id"])
         if event_id is None:
             raise _Invalid("bad_type:event_id", "event_id must be a non-empty string or an integer")
+    else:
+        event_id = fallback_id() if callable(fallback_id) else fallback_id
     if event_id is None:
         raise _Invalid("missing_field:event_id", "no event_id and no topic/partition/offset")
     return event_id
@@ -453,7 +455,7 @@ def _event_context(obj: Mapping[str, Any], max_chars: int) -> dict[str, str | fl
 def parse_event(
     raw: bytes | str | Mapping[str, Any],
     *,
-    fallback_id: str | None = None,
+    fallback_id: str | Callable[[], str] | None = None,
     offset: int | None = None,
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
@@ -461,8 +463,8 @@ def parse_event(
 ) -> Event | Rejected:
     """Validate one interaction event against the contract.
 
-    ``fallback_id`` (usually ``topic/partition/offset``) stands in for a missing
-    ``event_id``; ``offset`` is the record's partition offset, kept on the event.
+    ``fallback_id`` (usually ``topic/partition/offset``; a function giving it is called
+    only for an event without one) stands in for a missing ``event_id``; ``offset`` is the record's partition offset, kept on the event.
     ``max_text_chars`` bounds ``text`` (characters); ``max_record_bytes``
     bounds the encoded record (bytes). Returns the :class:`Event` or a :class:`Rejected`.
     """

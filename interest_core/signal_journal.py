@@ -205,7 +205,3 @@ class SignalJournal:
             if chunk.kill(index):
                 self._live -= 1
         self._drop_dead()
-
-    def drop_row(self, row: int) -> None:
-        """Forget every entry of ``row`` (its item was deleted)."""
-        self.kill(self.find([row]).get(row, []))

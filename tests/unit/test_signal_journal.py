@@ -108,7 +108,7 @@ def _check(batches, ops, max_entries, with_rows) -> None:  # type: ignore[no-unt
                 journal.kill([e for e in entries if e[0].offset <= marks.get(e[0].partition, -1)])
                 reference.cover(row, marks)
             else:
-                journal.drop_row(row)
+                journal.kill(entries)  # the item deleted: every entry of its row
                 reference.cover(row, {p: 10**9 for p in range(3)})
         found = journal.find(list(range(12)))
         for row in range(12):
