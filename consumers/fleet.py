@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from interest_core.settings import ENV_PREFIX, Settings
+from producers.broker import free_ports, port_bindable
 
 __all__ = [
     "Backoff",
@@ -282,6 +283,7 @@ class _Child:
     restart_at: float = 0.0  # monotonic seconds
     last_scrape: tuple[float, float] | None = None  # (monotonic s, events total)
     exit_log: ExitLog = field(default_factory=ExitLog)
+    port_picked: bool = False  # the supervisor picked the metrics port (configured as 0)
 
 
 def _die_with_parent() -> None:
@@ -328,20 +330,19 @@ class Fleet:
         from consumers.cli import load_settings
 
         base = settings.metrics.port if base_metrics_port is None else base_metrics_port
+        items_base = settings.items.metrics_port
+        # "Pick a free port" must still be known to the supervisor, so pick here; such a
+        # port moves if another process takes it while its child is down (``poll``).
+        picked = free_ports(
+            (n + trainers if base == 0 else 0)
+            + (aggregators if base == 0 or items_base == 0 else 0),
+            settings.metrics.host,
+        )
         if base == 0:
-            # "Pick a free port" must still be known to the supervisor, so pick here.
-            from producers.broker import free_port
-
-            ports = [free_port() for _ in range(n + trainers)]
+            ports, picked = picked[: n + trainers], picked[n + trainers :]
         else:
             ports = [base + i for i in range(n + trainers)]
-        items_base = settings.items.metrics_port
-        if base == 0 or items_base == 0:
-            from producers.broker import free_port
-
-            items_ports = [free_port() for _ in range(aggregators)]
-        else:
-            items_ports = [items_base + i for i in range(aggregators)]
+        items_ports = picked or [items_base + i for i in range(aggregators)]
         self.settings = settings
         self.config_path = config_path
         self.worker_args = list(worker_args)
@@ -376,6 +377,8 @@ class Fleet:
                 for i in range(aggregators)
             ]
         )
+        for child in self._children:
+            child.port_picked = (base == 0) if child.role != "aggregate" else bool(picked)
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -495,10 +498,31 @@ class Fleet:
                     and now >= child.restart_at
                 ):
                     child.status.restarts += 1
+                    self._move_if_taken(child)
                     self._spawn(i)
         if scrape:
             self._scrape_all()
         return self.statuses()
+
+    def _move_if_taken(self, child: _Child) -> None:
+        """A picked port another process took while its child was down goes to a new one.
+
+        A child that cannot bind its metrics port exits at start; restarting it on the
+        same port would loop for as long as the other process holds it (an outgoing
+        connection's local port, say). A port given by configuration stays: that is the
+        operator's to fix, and the crash-loop line says why.
+        """
+        host = self.settings.metrics.host
+        if not child.port_picked or port_bindable(host, child.status.metrics_port):
+            return
+        old = child.status.metrics_port
+        child.status.metrics_port = free_ports(1, host)[0]
+        log.warning(
+            "%s: port %d is taken by another process; its /metrics moves to %d",
+            child.status.worker_id,
+            old,
+            child.status.metrics_port,
+        )
 
     def _scrape_all(self) -> None:
         for child in self._children:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import random
 import signal
 import socket
 import subprocess
@@ -20,7 +21,16 @@ from types import TracebackType
 
 from interest_core.settings import Settings
 
-__all__ = ["BrokerError", "EmbeddedBroker", "broker_binary", "free_port", "port_in_use"]
+__all__ = [
+    "BrokerError",
+    "EmbeddedBroker",
+    "broker_binary",
+    "ephemeral_ports",
+    "free_port",
+    "free_ports",
+    "port_bindable",
+    "port_in_use",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +58,68 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_pick = random.Random()  # its own generator: a seeded global one would pick alike in every process
+
+
+def ephemeral_ports() -> tuple[int, int] | None:
+    """The range the kernel takes outgoing connections' local ports from (Linux), or None."""
+    try:
+        low, high = (int(part) for part in _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        return None
+    return low, high
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
+    """A TCP port nobody holds right now, outside the kernel's ephemeral range (see
+    :func:`free_ports`)."""
+    return free_ports(1, host)[0]
+
+
+def free_ports(n: int, host: str = "127.0.0.1", attempts: int = 64) -> list[int]:
+    """``n`` distinct TCP ports nobody holds right now, outside the kernel's ephemeral range.
+
+    A port the kernel picks (a bind to port 0) comes from the range it also gives every
+    outgoing connection its local port from, so between this call and the server's own
+    bind any client connection (a Kafka client's, a scrape's) can take it and the server
+    fails with "Address already in use" for as long as that connection lives. A port
+    outside the range is only ever taken by an explicit bind. Falls back to the kernel's
+    pick where the range is unknown or nothing outside it is free.
+    """
+    span = ephemeral_ports()
+    pools: list[range] = []
+    if span is not None:
+        low, high = span
+        pools = [p for p in (range(max(1024, low // 2), low), range(high + 1, 65536)) if len(p)]
+    with contextlib.ExitStack() as held:  # held until all are picked: no port twice
+        ports: list[int] = []
+        while len(ports) < n:
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(attempts if pools else 0):
+                pool = pools[_pick.randrange(len(pools))]
+                port = pool[_pick.randrange(len(pool))]
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+                break
+            else:
+                sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+def port_bindable(host: str, port: int) -> bool:
+    """True when a server could bind ``host:port`` now (as an HTTP server does: with
+    ``SO_REUSEADDR``, so connections of its own past in TIME_WAIT do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def _answers_kafka(host: str, port: int) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from consumers.fleet import (
     settings_env,
 )
 from interest_core.settings import Settings
+from producers.broker import ephemeral_ports, free_port, free_ports, port_bindable
 
 
 def test_settings_reach_the_children_exactly() -> None:
@@ -135,3 +138,55 @@ def test_a_fleet_shares_the_cores_between_its_workers_encoders() -> None:
     )
     assert chosen._env["INTEREST__RUNTIME__TORCH_THREADS"] == "3"  # the settings' own
     chosen.stop()
+
+
+def test_picked_ports_are_distinct_free_and_outside_the_ephemeral_range() -> None:
+    # Outgoing connections (every Kafka client's) take their local ports from the
+    # ephemeral range; a picked port inside it can be taken before its server binds it.
+    ports = free_ports(6)
+    assert len(set(ports)) == 6
+    assert all(port_bindable("127.0.0.1", port) for port in ports)
+    span = ephemeral_ports()
+    if span is not None:
+        assert not any(span[0] <= port <= span[1] for port in ports)
+
+
+def _exited(fleet: Fleet) -> None:
+    for child in fleet._children:
+        assert child.process is not None
+        child.process.wait(timeout=10)
+
+
+def test_a_picked_port_taken_while_its_child_is_down_moves_and_a_configured_one_stays() -> None:
+    false = shutil.which("false")
+    assert false is not None
+    quick = Backoff(initial_s=0.0, max_s=0.0)
+    # A child that exits at once (as one that cannot bind its metrics port does).
+    picked = Fleet(Settings(), 1, base_metrics_port=0, aggregators=0, python=false, backoff=quick)
+    configured_port = free_port()
+    configured = Fleet(
+        Settings(), 1, base_metrics_port=configured_port, aggregators=0, python=false, backoff=quick
+    )
+    try:
+        for fleet in (picked, configured):
+            fleet.start()
+            _exited(fleet)
+            port = fleet._children[0].status.metrics_port
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+                squatter.bind(("127.0.0.1", port))
+                squatter.listen()
+                fleet.poll(scrape=False)  # sees the exit and restarts at once
+            status = fleet._children[0].status
+            assert status.restarts == 1
+            if fleet is picked:
+                assert status.metrics_port != port
+                assert fleet.metrics_urls() == [f"http://127.0.0.1:{status.metrics_port}/metrics"]
+            else:
+                assert status.metrics_port == port == configured_port
+            _exited(fleet)
+            fleet.poll(scrape=False)  # nobody holds it now: the port stays
+            assert fleet._children[0].status.restarts == 2
+            assert fleet._children[0].status.metrics_port == status.metrics_port
+    finally:
+        picked.stop()
+        configured.stop()
