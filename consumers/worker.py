@@ -420,6 +420,7 @@ class Worker:
         self._catalog_caught_up = follower.caught_up
         self._update_gauges()
         if follower.caught_up:
+            self.engine.prepare_texts()  # not in the first batch with a text
             log.info("%s: catalog loaded (%d items)", self.worker_id, self.engine.catalog_size)
 
     def _load_knowledge(self, stop: threading.Event) -> Any:

@@ -199,13 +199,7 @@ class Engine:
         self.dim = encoder.dim
         rec = settings.recommend
         self.catalog = Catalog(self.dim)
-        self.index = ItemIndex(
-            self.dim,
-            exact_max_items=settings.index.exact_max_items,
-            hnsw_m=settings.index.hnsw_m,
-            hnsw_ef_search=settings.index.hnsw_ef_search,
-            hnsw_ef_construction=settings.index.hnsw_ef_construction,
-        )
+        self.index = ItemIndex.configured(self.dim, settings.index)
         self.knowledge = knowledge or ItemKnowledge(
             rec.trending_half_life_s,
             # The same count on the long-term horizon: an item prior for the fusion.
@@ -311,6 +305,12 @@ class Engine:
     def set_adapter(self, weights: AdapterWeights) -> str | None:
         """Put ``weights`` in use at once (:meth:`ItemSpace.use`); the reason if refused."""
         return self.space.use(weights)
+
+    def prepare_texts(self) -> None:
+        """Encode now what the first batch with a text would: the catalog's label names
+        (new ones only) and the intent prototypes (240 ms on a CPU thread, default model)."""
+        self._vocabulary()
+        self.texts.intent_model()
 
     def _vocabulary(self) -> LabelVocabulary:
         if self._labels_dirty:

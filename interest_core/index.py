@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
+
+if TYPE_CHECKING:
+    from interest_core.settings import IndexSettings
 
 __all__ = ["ItemIndex"]
 
@@ -57,6 +61,17 @@ class ItemIndex:
         self._tombstones = 0
         self.approximate = False
         self._index: faiss.Index = self._new_index(approximate=False)
+
+    @classmethod
+    def configured(cls, dim: int, settings: IndexSettings) -> ItemIndex:
+        """An index of ``dim`` with the thresholds and HNSW parameters of ``settings``."""
+        return cls(
+            dim,
+            exact_max_items=settings.exact_max_items,
+            hnsw_m=settings.hnsw_m,
+            hnsw_ef_search=settings.hnsw_ef_search,
+            hnsw_ef_construction=settings.hnsw_ef_construction,
+        )
 
     # ------------------------------------------------------------------ state
 
