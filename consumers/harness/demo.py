@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import orjson
 
 from consumers.fleet import Fleet, format_status
@@ -88,6 +89,9 @@ class DemoResult:
     processing_s: float = 0.0  # replay start -> last event consumed, wall seconds
     ingest_p50_s: float | None = None
     ingest_p99_s: float | None = None
+    #: Event sent -> its recommendation read back by the demo (the subscriber), seconds,
+    #: one per recommendation read whose trigger event was found: exact, not a histogram.
+    delivered_s: list[float] = field(default_factory=list)
     #: Per stage of ingest -> publish (kafka, batch_wait, process, publish): p50 and p99 s.
     stages_s: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     metrics_urls: list[str] = field(default_factory=list)
@@ -132,6 +136,7 @@ class RecommendationWatcher(threading.Thread):
         self.min_gap_s = min_gap_s
         self.stop_event = threading.Event()
         self.records = 0
+        self.seen: list[tuple[str, float]] = []  # (trigger event id, unix s read) per record
         self.lines = 0
         self.rejected = 0
         self.latest: dict[str, Recommendation] = {}
@@ -174,6 +179,7 @@ class RecommendationWatcher(threading.Thread):
             self.rejected += 1
             return
         self.records += 1
+        self.seen.append((rec.trigger_event_id, time.time()))
         if rec.user_id not in self.watched:
             return
         self.latest[rec.user_id] = rec
@@ -456,6 +462,10 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
         watcher.stop()
         result.recommendations_seen = watcher.records
         result.watched_lines = watcher.lines
+        sent_at = _sent_times(demo)
+        result.delivered_s = [
+            seen - sent_at[event_id] for event_id, seen in watcher.seen if event_id in sent_at
+        ]
 
         samples = _scrape_fleet(fleet)
         result.events_consumed = sample_total(samples, "interest_events_consumed_total")
@@ -506,6 +516,15 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
             f"p99 {_ms(result.ingest_p99_s)} (histogram estimate; the log's own event times "
             "are historical, so event-time latency is not meaningful here)"
         )
+        if result.delivered_s:
+            delivered = np.percentile(result.delivered_s, [50, 99, 100])
+            say(
+                "    event sent -> its recommendation read back here: p50 "
+                + ", p99 ".join(_ms(float(v)) for v in delivered[:2])
+                + f", max {_ms(float(delivered[2]))} (exact, over the "
+                f"{len(result.delivered_s)} recommendations read; each from the event that "
+                "triggered it, its user's newest in the batch)"
+            )
         say(
             "    where it goes, p50 / p99: "
             + ", ".join(
@@ -561,6 +580,41 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
             fleet.stop()
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _sent_times(
+    settings: Settings, quiet_s: float = 1.0, timeout_s: float = 60.0
+) -> dict[str, float]:
+    """Event id -> the unix time its record was sent (the producer's timestamp), for every
+    valid event on the events topic: read from the start until the end offsets are
+    reached and a poll of ``quiet_s`` brings nothing more (the embedded broker's end
+    offsets can fall short), or ``timeout_s`` has passed."""
+    from kafka import TopicPartition
+
+    from producers.kafka_client import make_consumer
+
+    consumer = make_consumer(settings, group_id=None, enable_auto_commit=False)
+    topic = settings.topics.events
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        sent: dict[str, float] = {}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            polled = consumer.poll(timeout_ms=int(quiet_s * 1000), max_records=10_000)
+            for records in polled.values():
+                for record in records:
+                    with contextlib.suppress(ValueError):
+                        event = orjson.loads(record.value or b"")
+                        if isinstance(event, dict) and isinstance(event.get("event_id"), str):
+                            sent[event["event_id"]] = record.timestamp / 1000.0
+            if not polled and all(consumer.position(tp) >= ends[tp] for tp in tps):
+                break
+        return sent
+    finally:
+        consumer.close()
 
 
 def _ms(seconds: float | None) -> str:
