@@ -72,7 +72,7 @@ from consumers.pipeline import PublishPipeline
 from consumers.probes import WorkerProbes, crash_report, write_crash_report
 from consumers.publisher import ProcessSink
 from consumers.residency import Residency, StateSource
-from consumers.runtime import tune_interpreter
+from consumers.runtime import CollectorPolicy, tune_interpreter
 from consumers.sinks import KafkaSink, OutgoingRecord, PublishError, PublishPlan, Sink
 from consumers.state_store import StateReader, signal_partitions
 from consumers.step import BatchStep
@@ -203,6 +203,8 @@ class Worker:
         )
         #: Where :meth:`run` writes a crash report (JSON) when it ends on an exception.
         self.crash_file: str | None = None
+        #: The process's collector policy (``interest worker`` sets it): settled at start.
+        self.collector: CollectorPolicy | None = None
 
     # ------------------------------------------------------------ the step, by hand
 
@@ -243,10 +245,6 @@ class Worker:
     def restore_partitions(self, partitions: Iterable[int]) -> int:
         """Load the users of events ``partitions`` from the state topic; returns users loaded."""
         return self.residency.restore_partitions(partitions)
-
-    def release_partitions(self, partitions: Iterable[int]) -> int:
-        """Drop from memory the users of events ``partitions``; returns how many."""
-        return self.residency.release(partitions)
 
     def restore_pending(self) -> int:
         """Restore the users of partitions paused at assignment, then resume them.
@@ -357,6 +355,8 @@ class Worker:
                 clients.knowledge = self._load_knowledge(stop)
             if stop.is_set():
                 return 0
+            if self.collector is not None:  # what was loaded is scanned now, not in a batch
+                self.collector.settle()
             self._subscribe(clients)
             self._loop(clients, stop)
             self._flush_and_commit()
@@ -812,7 +812,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f" events {settings.topics.events}, Kafka {settings.kafka.bootstrap_servers}",
             file=sys.stderr,
         )
-        tune_interpreter(settings.runtime)  # this process is the worker's alone
+        worker.collector = tune_interpreter(settings.runtime)  # the process is the worker's
         return worker.run(stop)
     except StoppedWhileStarting as stopped:
         signals.caught()

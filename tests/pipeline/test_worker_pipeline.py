@@ -311,7 +311,7 @@ def test_released_partitions_leave_memory(log_data: tuple[list[dict], list[dict]
     records = feed.events(events)
     worker.handle(records, sink)
     in_zero = {r.key.decode() for r in records if r.partition == 0}
-    assert worker.release_partitions([0]) == len(in_zero)
+    assert worker.residency.release([0]) == len(in_zero)
     assert worker.engine.users_held == len({r.key for r in records}) - len(in_zero)
     assert all(worker.engine.describe_user(u) is None for u in in_zero)
 

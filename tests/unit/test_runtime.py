@@ -149,3 +149,18 @@ def test_the_policy_does_not_count_the_frozen_objects(
     finally:
         monkeypatch.undo()
         policy.uninstall()
+
+
+def test_settling_freezes_what_a_process_loaded_before_it_serves(clock: Clock) -> None:
+    """A worker settles its collector after loading (model, catalog) and before its
+    first event: its first full collection in service then scans only newer objects."""
+    policy = CollectorPolicy(600.0, clock=clock).install()
+    try:
+        loaded = [Node() for _ in range(1000)]  # what a worker holds from its start
+        policy.settle()
+        assert gc.get_freeze_count() >= len(loaded)
+        assert policy.full_collections == 1 and policy.complete_passes == 1
+        gc.collect()  # in service: nothing loaded is scanned again
+        assert policy.complete_passes == 1
+    finally:
+        policy.uninstall()
