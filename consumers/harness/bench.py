@@ -69,7 +69,7 @@ from consumers.harness.report import (
     rss_bytes,
 )
 from consumers.latency import processing_load
-from consumers.runtime import tune_interpreter
+from consumers.runtime import CollectorPolicy, tune_interpreter
 from interest_core.encoder import Encoder
 from interest_core.settings import Settings
 
@@ -760,7 +760,9 @@ def bench_stream(
     }
     gc.collect()
     try:
-        return _measure_stream(cfg, stream, out, encoder, backlog_lines, timeout_s, latency_seconds)
+        return _measure_stream(
+            cfg, stream, out, encoder, backlog_lines, timeout_s, latency_seconds, collector
+        )
     finally:
         sys.setswitchinterval(switch_interval)
         if collector is not None:
@@ -777,10 +779,12 @@ def _measure_stream(
     backlog_lines: Sequence[bytes],
     timeout_s: float,
     latency_seconds: float,
+    collector: CollectorPolicy | None = None,
 ) -> dict[str, Any]:
     """:func:`bench_stream` once the topics are filled and the interpreter set: the raw
-    ceiling, the worker on the backlog (``encoder``: the cached catalog), then the latency
-    runs; filled into ``out``."""
+    ceiling, the worker on the backlog (``encoder``: the cached catalog; ``collector``
+    settled after its start as ``interest worker`` does), then the latency runs; filled
+    into ``out``."""
     from kafka import TopicPartition
     from prometheus_client import CollectorRegistry
 
@@ -833,6 +837,7 @@ def _measure_stream(
         worker_id=f"bench-{stream.name}",
         on_published=on_published,
     )
+    worker.collector = collector
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), name="bench-worker", daemon=True)
     started = time.time()
