@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
+from consumers.fleet import histogram_buckets, histogram_quantile
 from consumers.metrics import WorkerMetrics
 
 # The table in docs/ARCHITECTURE.md (counters are exposed with their _total name).
@@ -202,3 +205,25 @@ def test_latency_stages_from_a_batch() -> None:
     assert value("interest_latency_stage_seconds_sum", {"stage": "batch_wait"}) == 0.5
     assert value("interest_latency_stage_seconds_sum", {"stage": "publish"}) == 1.0
     assert value("interest_ingest_to_publish_seconds_sum") == 3.5
+
+
+@pytest.mark.parametrize("median_s", [0.02, 0.06, 0.1])
+def test_the_p99_an_operator_reads_is_close_to_the_true_one(median_s: float) -> None:
+    """histogram_quantile interpolates inside a bucket: the end-to-end buckets are dense
+    where a p99 and its alert thresholds lie (50 ms to 1 s), so the p99 a dashboard reads
+    stays within a tenth of the true one (with buckets at 0.1, 0.25 and 0.5 s alone it
+    read up to 42 % high for these)."""
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    rng = np.random.default_rng(5)
+    latencies = median_s * np.exp(0.8 * rng.standard_normal(20_000))
+    metrics.ingest_to_publish.observe_many(latencies)
+    samples = [
+        (sample.name, sample.labels, sample.value)
+        for family in registry.collect()
+        for sample in family.samples
+    ]
+    buckets = histogram_buckets(samples, "interest_ingest_to_publish_seconds")
+    read = histogram_quantile(0.99, buckets)
+    true = float(np.percentile(latencies, 99))
+    assert read is not None and abs(read / true - 1.0) < 0.1, (read, true)
