@@ -286,6 +286,33 @@ class _Child:
     port_picked: bool = False  # the supervisor picked the metrics port (configured as 0)
 
 
+@dataclass(frozen=True)
+class _Ports:
+    ports: list[int]
+    picked: bool  # by the supervisor (configured as 0): moved if taken (Fleet.poll)
+
+
+def _metrics_ports(
+    settings: Settings, base: int, processes: int, aggregators: int
+) -> tuple[_Ports, _Ports]:
+    """The metrics ports of the workers and trainers (``base`` + i), and of the
+    aggregators (``items.metrics_port`` + i). "Pick a free port" (0) must still be known
+    to the supervisor, so it picks them here; a worker's 0 picks the aggregators' too."""
+    items_base = settings.items.metrics_port
+    items_picked = base == 0 or items_base == 0
+    picked = free_ports(
+        (processes if base == 0 else 0) + (aggregators if items_picked else 0),
+        settings.metrics.host,
+    )
+    if base == 0:
+        ports, picked = _Ports(picked[:processes], True), picked[processes:]
+    else:
+        ports = _Ports([base + i for i in range(processes)], False)
+    if items_picked:
+        return ports, _Ports(picked, True)
+    return ports, _Ports([items_base + i for i in range(aggregators)], False)
+
+
 def _die_with_parent() -> None:
     """In the child before exec: get SIGTERM if the supervisor dies (Linux only)."""
     with contextlib.suppress(Exception):
@@ -330,19 +357,7 @@ class Fleet:
         from consumers.cli import load_settings
 
         base = settings.metrics.port if base_metrics_port is None else base_metrics_port
-        items_base = settings.items.metrics_port
-        # "Pick a free port" must still be known to the supervisor, so pick here; such a
-        # port moves if another process takes it while its child is down (``poll``).
-        picked = free_ports(
-            (n + trainers if base == 0 else 0)
-            + (aggregators if base == 0 or items_base == 0 else 0),
-            settings.metrics.host,
-        )
-        if base == 0:
-            ports, picked = picked[: n + trainers], picked[n + trainers :]
-        else:
-            ports = [base + i for i in range(n + trainers)]
-        items_ports = picked or [items_base + i for i in range(aggregators)]
+        ports, items_ports = _metrics_ports(settings, base, n + trainers, aggregators)
         self.settings = settings
         self.config_path = config_path
         self.worker_args = list(worker_args)
@@ -357,28 +372,32 @@ class Fleet:
         template = backoff or Backoff()
         self._children = (
             [
-                _Child(WorkerStatus(f"fleet-{i}", ports[i]), backoff=dataclasses.replace(template))
+                _Child(
+                    WorkerStatus(f"fleet-{i}", ports.ports[i]),
+                    backoff=dataclasses.replace(template),
+                    port_picked=ports.picked,
+                )
                 for i in range(n)
             ]
             + [
                 _Child(
-                    WorkerStatus(f"fleet-trainer-{i}", ports[n + i]),
+                    WorkerStatus(f"fleet-trainer-{i}", ports.ports[n + i]),
                     backoff=dataclasses.replace(template),
                     role="trainer",
+                    port_picked=ports.picked,
                 )
                 for i in range(trainers)
             ]
             + [
                 _Child(
-                    WorkerStatus(f"fleet-items-{i}", items_ports[i]),
+                    WorkerStatus(f"fleet-items-{i}", items_ports.ports[i]),
                     role="aggregate",
                     backoff=dataclasses.replace(template),
+                    port_picked=items_ports.picked,
                 )
                 for i in range(aggregators)
             ]
         )
-        for child in self._children:
-            child.port_picked = (base == 0) if child.role != "aggregate" else bool(picked)
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None

@@ -464,7 +464,8 @@ def parse_event(
     """Validate one interaction event against the contract.
 
     ``fallback_id`` (usually ``topic/partition/offset``; a function giving it is called
-    only for an event without one) stands in for a missing ``event_id``; ``offset`` is the record's partition offset, kept on the event.
+    only for an event without one) stands in for a missing ``event_id``; ``offset`` is
+    the record's partition offset, kept on the event.
     ``max_text_chars`` bounds ``text`` (characters); ``max_record_bytes``
     bounds the encoded record (bytes). Returns the :class:`Event` or a :class:`Rejected`.
     """

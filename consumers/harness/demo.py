@@ -582,15 +582,13 @@ def run_demo(settings: Settings, options: DemoOptions, out: IO[str] | None = Non
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _sent_times(
-    settings: Settings, quiet_s: float = 1.0, timeout_s: float = 60.0
-) -> dict[str, float]:
+def _sent_times(settings: Settings, timeout_s: float = 60.0) -> dict[str, float]:
     """Event id -> the unix time its record was sent (the producer's timestamp), for every
-    valid event on the events topic: read from the start until the end offsets are
-    reached and a poll of ``quiet_s`` brings nothing more (the embedded broker's end
-    offsets can fall short), or ``timeout_s`` has passed."""
+    valid event on the events topic, read from the start to the end (``read_to_end``: the
+    embedded broker's end offsets can fall short) or until ``timeout_s`` has passed."""
     from kafka import TopicPartition
 
+    from consumers.state_store import read_to_end
     from producers.kafka_client import make_consumer
 
     consumer = make_consumer(settings, group_id=None, enable_auto_commit=False)
@@ -603,14 +601,14 @@ def _sent_times(
         sent: dict[str, float] = {}
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            polled = consumer.poll(timeout_ms=int(quiet_s * 1000), max_records=10_000)
-            for records in polled.values():
+            for records in consumer.poll(timeout_ms=200, max_records=10_000).values():
                 for record in records:
-                    with contextlib.suppress(ValueError):
+                    with contextlib.suppress(ValueError):  # the malformed lines sent on purpose
                         event = orjson.loads(record.value or b"")
-                        if isinstance(event, dict) and isinstance(event.get("event_id"), str):
-                            sent[event["event_id"]] = record.timestamp / 1000.0
-            if not polled and all(consumer.position(tp) >= ends[tp] for tp in tps):
+                        event_id = event.get("event_id") if isinstance(event, dict) else None
+                        if isinstance(event_id, str) and record.timestamp > 0:
+                            sent[event_id] = record.timestamp / 1000.0
+            if all(read_to_end(consumer, tp, ends[tp]) for tp in tps):
                 break
         return sent
     finally:
