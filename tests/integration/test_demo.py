@@ -50,7 +50,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running() -> None:
     assert result.ingest_p50_s <= result.ingest_p99_s
     # exact: every recommendation read back, timed from the event that triggered it
     assert len(result.delivered_s) == result.recommendations_seen
-    assert all(0.0 < s < 60.0 for s in result.delivered_s)
+    assert all(s > 0.0 for s in result.delivered_s)  # read after sent (no time bound)
     assert "event sent -> its recommendation read back here: p50" in text
     # where the latency goes, stage by stage, from the workers' histograms
     assert list(result.stages_s) == ["kafka", "batch_wait", "process", "publish"]
