@@ -241,6 +241,7 @@ def _add_one_side(
     row: int,
     others: np.ndarray,
     amounts: np.ndarray,
+    each: bool,
     limit: int,
     keep: int,
     start: np.ndarray,
@@ -251,12 +252,15 @@ def _add_one_side(
     meta: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
     """:meth:`CoOccurrence.add_one_side`'s pairs: 0, or (nothing changed) the pool
-    entries it needs free when the pool has fewer."""
+    entries it needs free when the pool has fewer. With ``each``, a pruning follows
+    every pair that leaves the block over ``limit``, as one call per pair would."""
     need = 4 * (cap[row] + others.shape[0]) + 2 * _FIRST_BLOCK
     if meta[_TOP] + need > prow.shape[0]:
         return need
     for j in range(others.shape[0]):
         _bump(row, others[j], amounts[j], start, cap, size, prow, pcnt, meta)
+        if each and size[row] > limit:
+            _keep_strongest(row, keep, start, size, prow, pcnt)
     if size[row] > limit:
         _keep_strongest(row, keep, start, size, prow, pcnt)
     return 0
@@ -524,11 +528,19 @@ class CoOccurrence:
         self._decays.append(decay)
 
     def add_one_side(
-        self, row: int, count: float, others: Sequence[int], amounts: Sequence[float]
+        self,
+        row: int,
+        count: float,
+        others: Sequence[int],
+        amounts: Sequence[float],
+        *,
+        pair_by_pair: bool = False,
     ) -> None:
         """Add ``count`` to ``n_row`` and ``amounts`` to ``row``'s pairs with ``others``,
         on ``row``'s side only (one item's share of :meth:`add`, as the item-keyed stage
-        splits it); prunes as :meth:`add` does."""
+        splits it); prunes as :meth:`add` does, once the pairs are in. ``pair_by_pair``:
+        prunes after each pair instead, so that the table ends as after one call per pair
+        (``count`` 0 but the first), to the last bit, in one compiled call."""
         self._settle()
         rows = np.asarray(others, dtype=np.int64)
         values = np.asarray(amounts, dtype=np.float64)
@@ -543,6 +555,7 @@ class CoOccurrence:
             row,
             rows,
             values,
+            pair_by_pair,
             limit,
             keep,
             self._start,

@@ -192,6 +192,44 @@ def test_the_compiled_table_is_the_plain_one(ops, max_neighbours) -> None:  # ty
     assert got_scores.tolist() == want_scores.tolist()  # the same sums, bit for bit
 
 
+_pair_runs = st.lists(
+    st.tuples(
+        st.integers(0, 9),
+        st.lists(
+            st.tuples(st.integers(0, 11), st.sampled_from([0.25, 0.5, 1.0, 3.0])), max_size=12
+        ),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_pair_runs, st.sampled_from([1, 2, 3]))
+def test_pairs_added_in_one_call_pair_by_pair_end_as_one_call_each(runs, max_neighbours) -> None:  # type: ignore[no-untyped-def]
+    """A journal replays each partner's pair as its own update; ``pair_by_pair`` makes a
+    run of them one call that prunes where the separate calls would (small blocks here:
+    a pruning falls inside most runs) and leaves the same pairs, in the same order, to
+    the last bit. Repeated partners included."""
+    one_call = CoOccurrence(max_neighbours=max_neighbours)
+    each_call = CoOccurrence(max_neighbours=max_neighbours)
+    for row, pairs in runs:
+        pairs = [(other, amount) for other, amount in pairs if other != row]
+        others, amounts = [o for o, _ in pairs], [a for _, a in pairs]
+        one_call.add_one_side(row, 0.0, others, amounts, pair_by_pair=True)
+        for other, amount in pairs:
+            each_call.add_one_side(row, 0.0, [other], [amount])
+    for row in range(12):
+        assert list(one_call.pairs(row).items()) == list(each_call.pairs(row).items())
+        assert one_call.counts[row] == each_call.counts[row]
+    # Without it, one call prunes once at its end: not the same table (the check above
+    # would catch a pair_by_pair that did nothing).
+    late, early = CoOccurrence(max_neighbours=1), CoOccurrence(max_neighbours=1)
+    late.add_one_side(0, 0.0, [1, 2, 3, 3, 3], [1.0] * 5)
+    early.add_one_side(0, 0.0, [1, 2, 3, 3, 3], [1.0] * 5, pair_by_pair=True)
+    assert list(late.pairs(0).items()) == [(3, 3.0)]  # pruned once, at the end
+    assert list(early.pairs(0).items()) == [(1, 1.0), (3, 2.0)]  # pruned at the third
+
+
 def test_the_pool_grows_and_compacts_without_losing_a_pair() -> None:
     """Many items with long histories: blocks move and the pool is repacked many times;
     every pair count is still the plain table's."""
