@@ -206,6 +206,7 @@ class Engine:
             settings.model.long_term_half_life_s,
             learn_pairs="cooccurrence" in self.features,
             learn_popularity="popularity" in self.features,
+            background_pairs=settings.runtime.cooccurrence_thread,
         )
         self.fusion = FusionWeights(
             FEATURES, self.features, learning_rate=rec.fusion_learning_rate, initial=INITIAL_FUSION

@@ -28,7 +28,9 @@ class ItemKnowledge:
 
     ``trending_half_life_s`` and ``popularity_half_life_s`` (seconds of event time) set
     how fast the two counts forget; ``learn_pairs`` / ``learn_popularity`` switch the
-    co-occurrence and popularity updates off for strategies that do not read them.
+    co-occurrence and popularity updates off for strategies that do not read them;
+    ``background_pairs`` applies the co-occurrence updates on a thread of their own
+    (:class:`~interest_core.cooccurrence.CoOccurrence`'s ``background``).
     """
 
     def __init__(
@@ -38,8 +40,9 @@ class ItemKnowledge:
         *,
         learn_pairs: bool = True,
         learn_popularity: bool = True,
+        background_pairs: bool = False,
     ) -> None:
-        self.cooccurrence = CoOccurrence()
+        self.cooccurrence = CoOccurrence(background=background_pairs)
         self.trending = Trending(trending_half_life_s)
         self.popularity = Trending(popularity_half_life_s)
         self.learn_pairs = learn_pairs

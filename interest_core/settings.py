@@ -384,6 +384,10 @@ class RuntimeSettings:
     # other several-fold (two workers on 2 cores: 147 ms per small encode instead of
     # 20 ms, docs/RESULTS.md); `interest fleet` gives each worker cores / workers.
     torch_threads: int = 0
+    # The engine's co-occurrence updates applied by a thread of their own, in chunks,
+    # while the batch goes on (the compiled update releases the interpreter lock; every
+    # read of the table waits for them: the same results either way).
+    cooccurrence_thread: bool = True
 
     def __post_init__(self) -> None:
         _check(self.torch_threads >= 0, "torch_threads", f"must be >= 0, got {self.torch_threads}")

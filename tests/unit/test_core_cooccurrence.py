@@ -3,11 +3,15 @@ update path against a plain reference."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Future
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from interest_core import cooccurrence
 from interest_core.cooccurrence import CoOccurrence
 from tests.unit.cooccurrence_reference import ReferenceCoOccurrence
 
@@ -258,3 +262,103 @@ def test_neighbours_beyond_every_row_seen_so_far_are_read_safely() -> None:
     assert scores.tolist() == [4.0, 0.5]
     assert co.similarities([3], 5_000).tolist() == [4.0]
     assert len(co.counts) > 7_000
+
+
+class _HeldChunk(Future):  # type: ignore[type-arg]
+    """A chunk that stays in flight until it is waited for: the reads in between see the
+    table while the background thread has not applied it (its worst case)."""
+
+    def __init__(self, apply: Callable[..., None], args: tuple[object, ...]) -> None:
+        super().__init__()
+        self._apply, self._args = apply, args
+
+    def done(self) -> bool:
+        return False
+
+    def result(self, timeout: float | None = None) -> None:
+        self._apply(*self._args)
+
+
+class _HoldingPool:
+    def submit(self, apply: Callable[..., None], *args: object) -> Future:  # type: ignore[type-arg]
+        return _HeldChunk(apply, args)
+
+
+_background_ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("add"),
+            st.integers(0, 11),
+            st.lists(st.integers(0, 11), max_size=8),
+            st.sampled_from([1.0, 0.85]),
+        ),
+        st.tuples(st.just("count"), st.integers(0, 13)),
+        st.tuples(st.just("scores"), st.lists(st.integers(0, 11), max_size=5)),
+        st.tuples(
+            st.just("one_side"),
+            st.integers(0, 9),
+            st.lists(st.integers(0, 11), max_size=4),
+        ),
+        st.tuples(st.just("remove"), st.integers(0, 11)),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_background_ops, st.sampled_from(["held", "thread"]))
+def test_a_background_table_reads_as_the_table_without_its_thread(ops, pool) -> None:  # type: ignore[no-untyped-def]
+    """Adds handed to the background thread in chunks of 2: every read between them (the
+    new item's count the engine reads per event included) and the final table are those
+    of a table that applies its queue itself; with chunks held in flight until a read
+    waits for them, and with the real thread."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cooccurrence, "_CHUNK", 2)
+        if pool == "held":
+            patch.setattr(cooccurrence, "_settler_pool", _HoldingPool)
+        background = CoOccurrence(max_neighbours=2, background=True)
+        plain = CoOccurrence(max_neighbours=2)
+        for op in ops:
+            if op[0] == "add":
+                _, row, history, decay = op
+                background.add(row, history, decay=decay)
+                plain.add(row, history, decay=decay)
+            elif op[0] == "count":
+                assert background.count_of(op[1]) == plain.count_of(op[1])
+            elif op[0] == "scores":
+                history = op[1]
+                weights = [0.5 + i for i in range(len(history))]
+                got, want = (
+                    background.sparse_scores(history, weights),
+                    plain.sparse_scores(history, weights),
+                )
+                assert got[0].tolist() == want[0].tolist()
+                assert got[1].tolist() == want[1].tolist()
+            elif op[0] == "one_side":
+                _, row, others = op
+                others = [o for o in others if o != row]
+                background.add_one_side(row, 1.0, others, [1.0] * len(others))
+                plain.add_one_side(row, 1.0, others, [1.0] * len(others))
+            else:
+                background.remove(op[1])
+                plain.remove(op[1])
+        for row in range(12):
+            assert list(background.pairs(row).items()) == list(plain.pairs(row).items())
+            assert background.counts[row] == plain.counts[row]
+        assert background._flight is None  # the reads above waited for the last chunk
+
+
+def test_the_count_read_while_a_chunk_is_in_flight_includes_it() -> None:
+    """The count the engine reads per event, while the thread has not applied a chunk:
+    it includes the chunk (the table's own counts do not yet)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cooccurrence, "_CHUNK", 2)
+        patch.setattr(cooccurrence, "_settler_pool", _HoldingPool)
+        co = CoOccurrence(background=True)
+        co.add(5, [1, 2])
+        co.add(5, [3])  # two queued: handed over, held in flight
+        assert co._flight is not None and co._counts[5] == 0.0
+        co.add(6, [5])
+        assert co.count_of(5) == 2.0 and co.count_of(6) == 1.0 and co.count_of(7) == 0.0
+        assert co.counts[5] == 2.0 and co._flight is None  # a read waits for the chunk
+        assert co.pairs(5) == {1: 1.0, 2: 1.0, 3: 1.0, 6: 1.0}

@@ -269,3 +269,37 @@ def test_prepared_texts_leave_the_first_text_batch_its_own_texts_alone() -> None
     # unprepared: the query, then the intent prototypes and the label names
     assert unprepared[0][0] == ["jazz records"] and len(unprepared[0]) > 2
     assert prepared[1] == unprepared[1]  # the same recommendations either way
+
+
+def test_the_cooccurrence_thread_changes_no_recommendation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``[runtime] cooccurrence_thread`` hands the co-occurrence updates to a thread (in
+    chunks, here of 4 so that many are in flight between the engine's reads): every
+    record, score and reason is the engine's without it, batch after batch."""
+    from interest_core import cooccurrence
+
+    monkeypatch.setattr(cooccurrence, "_CHUNK", 4)
+    rng = np.random.default_rng(3)
+    batches = []
+    for b in range(12):
+        batch = []
+        for j in range(40):
+            user, item = f"u{rng.integers(8)}", f"i{rng.integers(60)}"
+            batch.append(Event(user, b * 100.0 + j, "click", f"e{b}-{j}", item_id=item))
+        batches.append(batch)
+    outcomes: dict[bool, list[Any]] = {}
+    for thread in (False, True):
+        engine = Engine(
+            HashingEncoder(dim=64),
+            Settings().replace(runtime={"cooccurrence_thread": thread}),
+            strategy="hybrid",
+        )
+        engine.upsert_items(catalog(60))
+        assert engine.knowledge.cooccurrence.background is thread
+        outcomes[thread] = [
+            [(r.user_id, r.items, r.interests) for r in engine.process(batch).recommendations]
+            for batch in batches
+        ]
+        assert engine.knowledge.cooccurrence.counts.sum() > 0  # pairs were learned
+    assert outcomes[True] == outcomes[False]
