@@ -44,7 +44,8 @@ _POOL_START = 1 << 14  # entries of the pool at first
 # meta[]: the pool's first free entry, the entries held by live blocks (capacity)
 _TOP, _HELD = 0, 1
 # Queued adds handed to the background thread at once (background tables). A hand-over
-# costs the caller some 20-30 us; a chunk of 64 takes the thread about 0.4 ms.
+# costs the caller about 45 us; a chunk of 64 takes the thread about 0.4 ms (32, 128 and
+# 256 were slower: docs/RESULTS.md, round 19).
 _CHUNK = 64
 
 _settler: tuple[int, ThreadPoolExecutor] | None = None
