@@ -157,7 +157,6 @@ def _add_one(
     decay: float,
     limit: int,
     keep: int,
-    counts: np.ndarray,
     start: np.ndarray,
     cap: np.ndarray,
     size: np.ndarray,
@@ -168,14 +167,14 @@ def _add_one(
     others: np.ndarray,
     amounts: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """One :meth:`CoOccurrence.add` (the pool has room: see :func:`_need`).
+    """One :meth:`CoOccurrence.add`'s pairs (the pool has room: see :func:`_need`; the
+    add itself counts ``n_row``).
 
     ``row``'s side takes one scan of its block for all of the history (``mark``, zero
     per row between calls, holds each distinct other's place in ``others``) instead of
     one scan per pair; its new pairs are appended in history order afterwards, as the
     pair-by-pair loop appended them. Each other's side is one scan of that other's
     block. ``others`` and ``amounts`` are scratch of the history's length or more."""
-    counts[row] += 1.0
     distinct = 0
     amount = 1.0
     for j in range(history.shape[0]):
@@ -218,7 +217,6 @@ def _add_many(
     decays: np.ndarray,
     limit: int,
     keep: int,
-    counts: np.ndarray,
     start: np.ndarray,
     cap: np.ndarray,
     size: np.ndarray,
@@ -248,7 +246,6 @@ def _add_many(
             decays[k],
             limit,
             keep,
-            counts,
             start,
             cap,
             size,
@@ -444,11 +441,9 @@ class CoOccurrence:
         self._histories: list[int] = []
         self._ends: list[int] = []
         self._decays: list[float] = []
-        self._queued_by_row: dict[int, int] = {}  # queued adds per row (count_of's part)
-        # The chunk being applied by the background thread, and for each row it adds to,
-        # n_i once it is applied (count_of reads these while the thread changes counts).
+        # The chunk being applied by the background thread (which never touches _counts:
+        # an add counts n_i itself, so count_of reads it while pairs are in flight).
         self._flight: Future[None] | None = None
-        self._flying: dict[int, float] = {}
         # Scratch of sparse_scores: a sum and a mark per row, zero between calls.
         self._sums = np.zeros(0, dtype=np.float64)
         self._seen = np.zeros(0, dtype=np.bool_)
@@ -460,13 +455,8 @@ class CoOccurrence:
         return self._counts
 
     def count_of(self, row: int) -> float:
-        """``n_row`` with the queued adds, without applying them (one event's read)."""
-        flying = self._flying.get(row) if self._flight is not None else None
-        if flying is not None:
-            settled = flying
-        else:
-            settled = float(self._counts[row]) if 0 <= row < len(self._counts) else 0.0
-        return settled + self._queued_by_row.get(row, 0)
+        """``n_row`` with the queued adds, without applying their pairs (one event's read)."""
+        return float(self._counts[row]) if 0 <= row < len(self._counts) else 0.0
 
     # ------------------------------------------------------------------ storage
 
@@ -508,7 +498,6 @@ class CoOccurrence:
         ends = np.array(self._ends, dtype=np.int64)
         decays = np.array(self._decays, dtype=np.float64)
         self._queued, self._histories, self._ends, self._decays = [], [], [], []
-        self._queued_by_row = {}
         self._grow(max(int(rows.max()), int(histories.max()) if len(histories) else 0))
         return rows, histories, ends, decays
 
@@ -527,7 +516,6 @@ class CoOccurrence:
                 decays,
                 limit,
                 keep,
-                self._counts,
                 self._start,
                 self._cap,
                 self._size,
@@ -547,7 +535,6 @@ class CoOccurrence:
         flight = self._flight
         if flight is not None:
             self._flight = None
-            self._flying = {}
             flight.result()
 
     def _hand_over(self) -> None:
@@ -556,14 +543,7 @@ class CoOccurrence:
             if not self._flight.done():
                 return
             self._land()
-        counts = self._counts
-        flying = {
-            row: (float(counts[row]) if row < len(counts) else 0.0) + n
-            for row, n in self._queued_by_row.items()
-        }
-        taken = self._take_queue()
-        self._flying = flying
-        self._flight = _settler_pool().submit(self._apply_queued, *taken)
+        self._flight = _settler_pool().submit(self._apply_queued, *self._take_queue())
 
     def _settle(self) -> None:
         """Apply the queued adds, in order (after the chunk in flight)."""
@@ -591,8 +571,13 @@ class CoOccurrence:
         newest first: the pair with the ``i``-th newest distinct other row counts
         ``decay ** i`` (1.0 each when ``decay`` is 1); ``row`` itself and repeats are
         skipped, so items consumed close together count most."""
+        if not 0 <= row < len(self._counts):
+            if row < 0:
+                raise ValueError(f"rows must not be negative, got {row}")
+            self._land()  # the per-row arrays are replaced: not under a chunk in flight
+            self._grow(row)
+        self._counts[row] += 1.0
         self._queued.append(row)
-        self._queued_by_row[row] = self._queued_by_row.get(row, 0) + 1
         self._histories += history
         self._ends.append(len(self._histories))
         self._decays.append(decay)

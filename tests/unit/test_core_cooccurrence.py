@@ -349,16 +349,20 @@ def test_a_background_table_reads_as_the_table_without_its_thread(ops, pool) -> 
 
 
 def test_the_count_read_while_a_chunk_is_in_flight_includes_it() -> None:
-    """The count the engine reads per event, while the thread has not applied a chunk:
-    it includes the chunk (the table's own counts do not yet)."""
+    """The count the engine reads per event, while the thread has not applied a chunk's
+    pairs: it includes the chunk's adds (an add counts them itself)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cooccurrence, "_CHUNK", 2)
         patch.setattr(cooccurrence, "_settler_pool", _HoldingPool)
         co = CoOccurrence(background=True)
         co.add(5, [1, 2])
         co.add(5, [3])  # two queued: handed over, held in flight
-        assert co._flight is not None and co._counts[5] == 0.0
+        assert co._flight is not None and co._size[5] == 0  # no pair applied yet
         co.add(6, [5])
         assert co.count_of(5) == 2.0 and co.count_of(6) == 1.0 and co.count_of(7) == 0.0
         assert co.counts[5] == 2.0 and co._flight is None  # a read waits for the chunk
         assert co.pairs(5) == {1: 1.0, 2: 1.0, 3: 1.0, 6: 1.0}
+        co.add(5_000, [5])  # past every row held: the arrays grow, nothing in flight
+        assert co.count_of(5_000) == 1.0 and co.similarity(5_000, 5) > 0.0
+        with pytest.raises(ValueError, match="negative"):
+            co.add(-1, [5])
