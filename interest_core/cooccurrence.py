@@ -41,6 +41,9 @@ _EMPTY_ROWS = np.empty(0, dtype=np.int64)
 _EMPTY_SIMS = np.empty(0, dtype=np.float64)
 _FIRST_BLOCK = 8  # entries a new item's block holds
 _POOL_START = 1 << 14  # entries of the pool at first
+# sparse_scores lists its rows by a pass over every row's mark instead of sorting them
+# when it touched at least one row in this many.
+_SCAN_OVER_SORT = 16
 # meta[]: the pool's first free entry, the entries held by live blocks (capacity)
 _TOP, _HELD = 0, 1
 # Queued adds handed to the background thread at once (background tables). A hand-over
@@ -362,8 +365,21 @@ def _sparse_scores(
                 touched[n_touched] = other
                 n_touched += 1
             sums[other] += weight * (pcnt[j] / math.sqrt(max(counts[h] * counts[other], 1.0)))
-    rows = np.sort(touched[:n_touched])
     scores = np.empty(n_touched, dtype=np.float64)
+    if n_touched * _SCAN_OVER_SORT >= seen.shape[0]:
+        # Many rows touched: one pass over the marks gives them in order, cheaper than a
+        # sort (bench stream, 2,048 rows, ~1,300 touched: 29 us a call against 72).
+        rows = np.empty(n_touched, dtype=np.int64)
+        k = 0
+        for row in range(seen.shape[0]):
+            if seen[row]:
+                rows[k] = row
+                scores[k] = sums[row]
+                sums[row] = 0.0
+                seen[row] = False
+                k += 1
+        return rows, scores
+    rows = np.sort(touched[:n_touched])
     for k in range(n_touched):
         scores[k] = sums[rows[k]]
         sums[rows[k]] = 0.0

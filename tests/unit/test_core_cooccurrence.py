@@ -366,3 +366,27 @@ def test_the_count_read_while_a_chunk_is_in_flight_includes_it() -> None:
         assert co.count_of(5_000) == 1.0 and co.similarity(5_000, 5) > 0.0
         with pytest.raises(ValueError, match="negative"):
             co.add(-1, [5])
+
+
+def test_sparse_scores_list_rows_the_same_whether_scanned_or_sorted() -> None:
+    """Many rows touched: the rows come from a pass over every row's mark; few: from a
+    sort. Both give the plain table's rows and sums, bit for bit."""
+    rng = np.random.default_rng(11)
+    fast, plain = CoOccurrence(max_neighbours=50), ReferenceCoOccurrence(max_neighbours=50)
+    for _ in range(2_000):
+        row = int(rng.integers(300))
+        history = [int(x) for x in rng.integers(300, size=int(rng.integers(1, 20)))]
+        fast.add(row, history, decay=0.85)
+        plain.add(row, history, decay=0.85)
+    fast.add(1_000, [1, 2])  # a row with two neighbours
+    plain.add(1_000, [1, 2])
+    width = len(fast.counts)
+    for history in ([int(x) for x in rng.integers(300, size=30)], [1_000]):
+        weights = [0.9**i for i in range(len(history))]
+        got_rows, got_scores = fast.sparse_scores(history, weights)
+        want_rows, want_scores = plain.sparse_scores(history, weights)
+        assert got_rows.tolist() == want_rows.tolist()
+        assert got_scores.tolist() == want_scores.tolist()
+        scanned = len(got_rows) * cooccurrence._SCAN_OVER_SORT >= width
+        assert scanned == (len(history) == 30)  # the long history scans, the short sorts
+        assert not fast._sums.any() and not fast._seen.any()  # the scratch is left clean
