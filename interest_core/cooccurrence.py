@@ -434,10 +434,11 @@ def _strongest(
 class CoOccurrence:
     """Bounded, online item-item co-occurrence counts keyed by item row.
 
-    :meth:`add` only queues its event (a few list appends); the queue is applied, in
-    order and in one compiled call, before anything else reads or changes the table, so
-    every read sees every add made before it (the engine reads the table once per
-    fusion lesson and once per ranking, not once per event).
+    :meth:`add` counts its item and queues its pairs (a few list appends); the queue is
+    applied, in order and in one compiled call, before anything else reads or changes the
+    table, so every read sees every add made before it (the engine reads the table once
+    per fusion lesson and once per ranking, not once per event). ``background``: the
+    queue goes to a thread in chunks meanwhile (see the module's doc).
     """
 
     def __init__(self, max_neighbours: int = 200, *, background: bool = False) -> None:
