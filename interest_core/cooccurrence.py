@@ -47,8 +47,9 @@ _SCAN_OVER_SORT = 16
 # meta[]: the pool's first free entry, the entries held by live blocks (capacity)
 _TOP, _HELD = 0, 1
 # Queued adds handed to the background thread at once (background tables). A hand-over
-# costs the caller about 45 us; a chunk of 64 takes the thread about 0.4 ms (32, 128 and
-# 256 were slower: docs/RESULTS.md, round 19).
+# cost the caller 0.5-0.7 us an event (~45 us a chunk); a chunk of 64 is some 0.5 ms of
+# the thread's (7.7 us an add replayed); 32, 128 and 256 were slower (docs/RESULTS.md,
+# round 19).
 _CHUNK = 64
 
 _settler: tuple[int, ThreadPoolExecutor] | None = None
@@ -560,7 +561,11 @@ class CoOccurrence:
             if not self._flight.done():
                 return
             self._land()
-        self._flight = _settler_pool().submit(self._apply_queued, *self._take_queue())
+        taken = self._take_queue()
+        try:
+            self._flight = _settler_pool().submit(self._apply_queued, *taken)
+        except RuntimeError:  # the interpreter is shutting down: no new threads' work
+            self._apply_queued(*taken)
 
     def _settle(self) -> None:
         """Apply the queued adds, in order (after the chunk in flight)."""

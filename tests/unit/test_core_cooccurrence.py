@@ -234,16 +234,26 @@ def test_pairs_added_in_one_call_pair_by_pair_end_as_one_call_each(runs, max_nei
     assert list(early.pairs(0).items()) == [(1, 1.0), (3, 2.0)]  # pruned at the third
 
 
+def _twin_tables(
+    *, seed: int, rows: int, adds: int, longest: int, max_neighbours: int
+) -> tuple[CoOccurrence, ReferenceCoOccurrence]:
+    """The compiled and the plain table after the same random adds (histories of 0 to
+    ``longest - 1`` rows below ``rows``)."""
+    rng = np.random.default_rng(seed)
+    fast = CoOccurrence(max_neighbours=max_neighbours)
+    plain = ReferenceCoOccurrence(max_neighbours=max_neighbours)
+    for _ in range(adds):
+        row = int(rng.integers(rows))
+        history = [int(x) for x in rng.integers(rows, size=int(rng.integers(0, longest)))]
+        fast.add(row, history, decay=0.85)
+        plain.add(row, history, decay=0.85)
+    return fast, plain
+
+
 def test_the_pool_grows_and_compacts_without_losing_a_pair() -> None:
     """Many items with long histories: blocks move and the pool is repacked many times;
     every pair count is still the plain table's."""
-    rng = np.random.default_rng(7)
-    fast, plain = CoOccurrence(max_neighbours=30), ReferenceCoOccurrence(max_neighbours=30)
-    for _ in range(3_000):
-        row = int(rng.integers(500))
-        history = [int(x) for x in rng.integers(500, size=int(rng.integers(0, 40)))]
-        fast.add(row, history, decay=0.85)
-        plain.add(row, history, decay=0.85)
+    fast, plain = _twin_tables(seed=7, rows=500, adds=3_000, longest=40, max_neighbours=30)
     for row in range(500):
         assert list(fast.pairs(row).items()) == list(plain.pairs(row).items())
     assert len(fast._rows) > 1 << 14  # the pool grew past its first size
@@ -371,13 +381,8 @@ def test_the_count_read_while_a_chunk_is_in_flight_includes_it() -> None:
 def test_sparse_scores_list_rows_the_same_whether_scanned_or_sorted() -> None:
     """Many rows touched: the rows come from a pass over every row's mark; few: from a
     sort. Both give the plain table's rows and sums, bit for bit."""
-    rng = np.random.default_rng(11)
-    fast, plain = CoOccurrence(max_neighbours=50), ReferenceCoOccurrence(max_neighbours=50)
-    for _ in range(2_000):
-        row = int(rng.integers(300))
-        history = [int(x) for x in rng.integers(300, size=int(rng.integers(1, 20)))]
-        fast.add(row, history, decay=0.85)
-        plain.add(row, history, decay=0.85)
+    fast, plain = _twin_tables(seed=11, rows=300, adds=2_000, longest=20, max_neighbours=50)
+    rng = np.random.default_rng(12)
     fast.add(1_000, [1, 2])  # a row with two neighbours
     plain.add(1_000, [1, 2])
     width = len(fast.counts)
@@ -390,3 +395,21 @@ def test_sparse_scores_list_rows_the_same_whether_scanned_or_sorted() -> None:
         scanned = len(got_rows) * cooccurrence._SCAN_OVER_SORT >= width
         assert scanned == (len(history) == 30)  # the long history scans, the short sorts
         assert not fast._sums.any() and not fast._seen.any()  # the scratch is left clean
+
+
+class _ShutDownPool:
+    def submit(self, apply: Callable[..., None], *args: object) -> Future:  # type: ignore[type-arg]
+        raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+
+def test_a_chunk_the_thread_cannot_take_is_applied_in_place() -> None:
+    """While the interpreter shuts down the executor takes no work: the chunk is applied
+    by the caller instead of failing the batch or being lost."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cooccurrence, "_CHUNK", 2)
+        patch.setattr(cooccurrence, "_settler_pool", _ShutDownPool)
+        co = CoOccurrence(background=True)
+        co.add(5, [1, 2])
+        co.add(5, [3])
+        assert co._flight is None and not co._queued  # applied, nothing in flight
+        assert co.pairs(5) == {1: 1.0, 2: 1.0, 3: 1.0} and co.count_of(5) == 2.0
