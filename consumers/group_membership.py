@@ -32,6 +32,7 @@ __all__ = [
     "close_group_consumer",
     "group_poll_ms",
     "leave_would_wedge_group",
+    "rebalancing",
 ]
 
 #: Range (ms) a group consumer's poll waits, drawn afresh each time, while it owns no
@@ -110,12 +111,12 @@ def group_poll_ms(consumer: Any, idle_ms: int) -> int:
     while nothing is owned there is nothing else to wait for (without a join in
     progress, an unassigned consumer's poll returns after ``retry_backoff_ms``).
     """
-    if consumer.assignment() and not _rebalancing(consumer):
+    if consumer.assignment() and not rebalancing(consumer):
         return idle_ms
     return random.randint(*JOINING_POLL_MS)
 
 
-def _rebalancing(consumer: Any) -> bool:
+def rebalancing(consumer: Any) -> bool:
     """True while the consumer's group membership is not stable (a join round under way).
 
     Under the eager protocol a member keeps its old partitions in ``assignment()`` until

@@ -71,6 +71,7 @@ from consumers.params_follower import ParamsFollower
 from consumers.pipeline import PublishPipeline
 from consumers.probes import WorkerProbes, crash_report, write_crash_report
 from consumers.publisher import ProcessSink
+from consumers.read_ahead import ConsumerSource, EventSource, ReaderSource, start_reader
 from consumers.residency import Residency, StateSource
 from consumers.runtime import CollectorPolicy, tune_interpreter
 from consumers.sinks import KafkaSink, OutgoingRecord, PublishError, PublishPlan, Sink
@@ -190,6 +191,7 @@ class Worker:
         )
         self._sink: Sink | None = None
         self._consumer: Any = None
+        self._source: EventSource | None = None  # where the loop takes its events
         self.subscribed = False  # set once run() has joined the events group; never reset
         self._stop = threading.Event()
         self._next_eviction = time.monotonic() + self.residency.eviction_interval()
@@ -455,6 +457,7 @@ class Worker:
             client_id=f"{settings.kafka.client_id}-{self.worker_id}",
         )
         self._consumer = consumer
+        self._source = _open_source(settings, consumer, self.worker_id, self.residency, clients)
         self.subscribed = True
         self.probes.last_broker_ok = time.monotonic()
         self.step.signal_partitions = signal_partitions(consumer, settings)
@@ -463,6 +466,8 @@ class Worker:
     def _loop(self, clients: _Clients, stop: threading.Event) -> None:
         """Poll, restore, process, publish and commit until ``stop`` is set."""
         consumer, follower = self._consumer, clients.follower
+        if self._source is None:
+            self._source = ConsumerSource(consumer, self.settings.topics.events)
         while not stop.is_set():
             self.probes.tick()
             left = self.batcher.time_left()
@@ -474,12 +479,10 @@ class Worker:
                 timeout_ms = max(0, int(left * 1000))
             else:
                 timeout_ms = group_poll_ms(consumer, IDLE_POLL_MS)  # longer while joining
-            room = max(1, self.batcher.room)
-            self._take(consumer.poll(timeout_ms=timeout_ms, max_records=room), room)
+            self._take(timeout_ms, max(1, self.batcher.room))
             wait_ms = self.batcher.second_look()
             if wait_ms is not None:
-                room = self.batcher.room
-                self._take(consumer.poll(timeout_ms=wait_ms, max_records=room), room)
+                self._take(wait_ms, self.batcher.room)
             if self.residency.restoring:
                 # Paused partitions: none of their events is in hand yet.
                 self.restore_pending()
@@ -498,39 +501,31 @@ class Worker:
                     clients.knowledge.poll(0)
                 self._housekeeping()
 
-    def _take(self, polled: dict[Any, list[Any]], asked: int | None = None) -> None:
-        """Add polled consumer records to the micro-batch; fewer than ``asked`` means the
-        consumer had no more buffered (an adaptive batch is then due)."""
-        now = time.time()
-        make = InputRecord.from_consumer_record
-        taken = [make(record, now) for records in polled.values() for record in records]
+    def _take(self, timeout_ms: int, room: int) -> None:
+        """Add up to ``room`` records to the micro-batch, waiting up to ``timeout_ms``;
+        a source with no more buffered makes an adaptive batch due."""
+        assert self._source is not None
+        taken, drained = self._source.poll(timeout_ms, room)
         self.batcher.extend(taken)
-        if polled:
+        if taken:
             self._broker_ok()
-        if asked is not None and len(taken) < asked:
+        if drained:
             self.batcher.drained()
 
     def _resume(self, partitions: Iterable[int]) -> None:
-        if (consumer := self._consumer) is None:
-            return
-        owned = set(consumer.assignment())
-        tps = [TopicPartition(self.settings.topics.events, p) for p in partitions]
-        tps = [tp for tp in tps if tp in owned]
-        if tps:
-            consumer.resume(*tps)
+        if self._source is not None:
+            self._source.resume(list(partitions))
 
     def _keep_polling(self) -> None:
         """Poll the events consumer now and then during a restore (no records of paused
         partitions come back; the others' join the batch in hand)."""
-        consumer = self._consumer
         now = time.monotonic()
-        if consumer is None or now < self._next_keep_alive:
+        if self._source is None or now < self._next_keep_alive:
             return
         self._next_keep_alive = now + RESTORE_KEEP_ALIVE_S
         self.probes.tick()
-        room = self.batcher.room
-        if room > 0:
-            self._take(consumer.poll(timeout_ms=0, max_records=room), room)
+        if self.batcher.room > 0:
+            self._take(0, self.batcher.room)
 
     def _flush_and_commit(self, *, from_listener: bool = False) -> None:
         """Process the batch in hand, finish the one in flight (acknowledged, committed),
@@ -567,7 +562,7 @@ class Worker:
             self.metrics.set_ready(self.ready)
 
     def _refresh_lag(self) -> None:
-        reached, lags = _measure_lag(self._consumer, self.settings.topics.events)
+        reached, lags = _measure_lag(self._consumer, self.settings.topics.events, self._source)
         if reached:
             self._broker_ok()
         if lags is not None:
@@ -586,6 +581,7 @@ class _Clients:
         self.models: ParamsFollower | None = None  # only without clients.knowledge
         self.knowledge: Any = None  # consumers.knowledge_follower.SharedKnowledge
         self.reader: StateReader | None = None
+        self.source: ReaderSource | None = None  # the events' reader process
 
     def close(self) -> None:
         """Leave the group and close every client (each failure logged, none raised)."""
@@ -597,7 +593,7 @@ class _Clients:
             except Exception:
                 log.exception("closing the events consumer failed")
             self.consumer = None
-        for closing in (self.follower, self.models, self.knowledge, self.reader):
+        for closing in (self.source, self.follower, self.models, self.knowledge, self.reader):
             if closing is not None:
                 try:
                     closing.close()
@@ -631,12 +627,29 @@ def _open_sink(settings: Settings, worker_id: str, clients: _Clients) -> Sink:
     return KafkaSink(clients.producer)
 
 
+def _open_source(
+    settings: Settings, consumer: Any, worker_id: str, residency: Residency, clients: _Clients
+) -> EventSource:
+    """Where the loop takes its events: a reader process (``[consumer] read_ahead``) or
+    the group consumer itself."""
+    topic = settings.topics.events
+    if not settings.consumer.read_ahead:
+        return ConsumerSource(consumer, topic)
+    client_id = f"{settings.kafka.client_id}-{worker_id}-reader"
+    conn, process = start_reader(settings, client_id=client_id, name=f"reader-{worker_id}")
+    clients.source = ReaderSource(
+        consumer, topic, conn, process, restoring=lambda: residency.restoring
+    )
+    return clients.source
+
+
 def _measure_lag(
-    consumer: Any, events_topic: str
+    consumer: Any, events_topic: str, source: EventSource | None = None
 ) -> tuple[bool, dict[tuple[str, int], int] | None]:
     """``(reached, lags)``: whether the broker answered, and the records between the
-    consumer's position and the end of each assigned partition (None when unmeasured).
-    With nothing assigned the broker is probed all the same (readiness)."""
+    consumer's position (or the ``source``'s, where it reads a partition itself) and the
+    end of each assigned partition (None when unmeasured). With nothing assigned the
+    broker is probed all the same (readiness)."""
     assigned = list(consumer.assignment())
     if not assigned:
         try:
@@ -650,12 +663,18 @@ def _measure_lag(
     except KafkaError as exc:
         log.debug("lag refresh failed: %s", exc)
         return False, None
+    positions = source.positions() if source is not None else {}
+    highwaters = source.highwaters() if source is not None else {}
     try:
         lags = {}
         for tp in assigned:
             # the fetch high watermark backs up ListOffsets (see state_store.read_to_end)
-            end = max(int(ends.get(tp, 0)), int(consumer.highwater(tp) or 0))
-            lags[(tp.topic, tp.partition)] = end - int(consumer.position(tp, timeout_ms=2000))
+            seen = highwaters.get(tp.partition, 0) if tp.topic == events_topic else 0
+            end = max(int(ends.get(tp, 0)), int(consumer.highwater(tp) or 0), seen)
+            read = positions.get(tp.partition) if tp.topic == events_topic else None
+            if read is None:
+                read = int(consumer.position(tp, timeout_ms=2000))
+            lags[(tp.topic, tp.partition)] = end - read
     except KafkaError as exc:
         log.debug("lag refresh failed: %s", exc)
         return True, None
@@ -713,9 +732,8 @@ class _Rebalance(ConsumerRebalanceListener):
         worker = self.worker
         mine = self._events_partitions(assigned, "assigned")
         new = worker.residency.assign(mine)
-        if new and worker._consumer is not None:
-            events = worker.settings.topics.events
-            worker._consumer.pause(*(TopicPartition(events, p) for p in new))
+        if worker._source is not None:
+            worker._source.assigned(mine, new)
         worker._update_gauges()
         log.info("%s: partitions %s assigned (%s to restore)", worker.worker_id, sorted(mine), new)
 
@@ -729,6 +747,8 @@ class _Rebalance(ConsumerRebalanceListener):
     def _give_up(self, partitions: set[int]) -> None:
         """Revoked or lost: their users leave memory, their lag series go."""
         worker = self.worker
+        if worker._source is not None:
+            worker._source.released(partitions)
         worker.residency.release(partitions)
         worker.metrics.partitions_released((worker.settings.topics.events, p) for p in partitions)
         worker._update_gauges()

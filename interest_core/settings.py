@@ -159,6 +159,15 @@ class ConsumerSettings:
     # fetch costs the broker and the reader's process CPU (an idle fleet of one worker
     # spent 0.68 of a core at 10 ms everywhere, docs/RESULTS.md round 9).
     background_fetch_max_wait_ms: int = 250
+    # A child process polls the worker's events all the time and hands them over a pipe
+    # (consumers/read_ahead.py): records as fresh as the broker gives them, and
+    # kafka-python's decoding off the worker's thread. False: the worker's group
+    # consumer polls them itself, between batches.
+    read_ahead: bool = True
+    # While the worker is busy with a batch, the reader's polls start at least this far
+    # apart (each is a fetch the broker answers; records read sooner only wait in the
+    # pipe); a worker that waits for records, or a backlog, is read at once.
+    read_ahead_pace_ms: int = 25
 
     def __post_init__(self) -> None:
         _check(bool(self.group_id.strip()), "group_id", "must not be empty")
@@ -170,7 +179,7 @@ class ConsumerSettings:
             "fetch_max_bytes",
             "max_partition_fetch_bytes",
         )
-        for name in ("fetch_max_wait_ms", "background_fetch_max_wait_ms"):
+        for name in ("fetch_max_wait_ms", "background_fetch_max_wait_ms", "read_ahead_pace_ms"):
             _check(0 <= getattr(self, name) <= 60_000, name, "must be 0 to 60000 milliseconds")
         _check(
             self.heartbeat_interval_ms < self.session_timeout_ms,

@@ -201,7 +201,14 @@ def expected_counts(events: list[dict]) -> dict[str, dict[str, int]]:
     return {u: dict(c) for u, c in out.items()}
 
 
-def test_two_workers_apply_every_event_once_and_dead_letter_the_bad(settings: Settings) -> None:
+@pytest.mark.parametrize("read_ahead", [True, False], ids=["reader-process", "group-consumer"])
+def test_two_workers_apply_every_event_once_and_dead_letter_the_bad(
+    settings: Settings, read_ahead: bool
+) -> None:
+    """Either source of events (a reader process ahead of the worker, or its group
+    consumer polling between batches): every event applied once across the rebalance of
+    the second worker joining, every bad record dead-lettered once."""
+    settings = settings.replace(consumer={"read_ahead": read_ahead})
     catalog, events = movielens_log(users=40, per_user=7)
     produce_catalog(settings, catalog)
     with workers(settings, "w1", "w2") as (w1, w2):

@@ -1,0 +1,142 @@
+"""The worker's read-ahead: records of an order that no longer holds are never taken.
+
+The test plays the child's end of the pipe; the group consumer is a fake that owns the
+partitions it is told and answers committed offsets and positions."""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import Any
+
+import pytest
+from kafka import TopicPartition
+
+from consumers.read_ahead import ReaderError, ReaderSource
+
+TOPIC = "interest.events"
+
+
+class GroupConsumer:
+    def __init__(self, owned: set[int], committed: dict[int, int]) -> None:
+        self.owned = owned
+        self.committed_at = committed
+        self.paused: set[int] = set()
+        self.fetched: dict[TopicPartition, list[Any]] = {}
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(TOPIC, p) for p in self.owned}
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
+        fetched, self.fetched = self.fetched, {}
+        return fetched
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused |= {tp.partition for tp in tps}
+
+    def committed(self, tp: TopicPartition, timeout_ms: int | None = None) -> int | None:
+        return self.committed_at.get(tp.partition)
+
+    def position(self, tp: TopicPartition, timeout_ms: int | None = None) -> int:
+        return 0  # nothing committed: the reset policy (earliest)
+
+
+def _rows(partition: int, offsets: range) -> list[tuple[Any, ...]]:
+    return [(partition, o, b"u", b"{}", 1_700_000_000_000 + o, ()) for o in offsets]
+
+
+def _setup(owned: set[int], committed: dict[int, int], restoring: set[int] | None = None):
+    consumer = GroupConsumer(owned, committed)
+    here, child = multiprocessing.Pipe()
+    waiting = restoring if restoring is not None else set()
+    source = ReaderSource(consumer, TOPIC, here, restoring=lambda: frozenset(waiting))
+    source.assigned(owned, owned)
+    return consumer, source, child, waiting
+
+
+def _order(child: Any) -> tuple[int, dict[int, int]]:
+    """The next order to the child (what the worker says of its own state skipped)."""
+    while True:
+        assert child.poll(1.0), "no order sent"
+        message = child.recv()
+        if message[0] != "waiting":
+            break
+    kind, epoch, offsets = message
+    assert kind == "read"
+    return epoch, offsets
+
+
+def _offsets(records: list[Any]) -> list[tuple[int, int]]:
+    return [(r.partition, r.offset) for r in records]
+
+
+def test_records_read_ahead_for_an_old_order_are_never_taken() -> None:
+    consumer, source, child, _ = _setup({0, 1}, {0: 5})
+    assert consumer.paused == {0, 1}  # the group consumer fetches nothing itself
+    assert source.poll(0, 10) == ([], True)
+    assert _order(child) == (1, {0: 5, 1: 0})  # committed offset, else the position
+
+    child.send(("records", 1, 1.0, _rows(0, range(5, 10)), {0: 10}))
+    taken, drained = source.poll(100, 3)
+    assert _offsets(taken) == [(0, 5), (0, 6), (0, 7)] and not drained
+    assert taken[0].ingested_at == pytest.approx(1_700_000_000.005)
+    assert taken[0].polled_at == 1.0
+
+    # Partition 1 is revoked: a new order reads partition 0 from after the last record
+    # taken (8), not from where the child had read to (10).
+    consumer.owned = {0}
+    source.released({1})
+    child.send(("records", 1, 2.0, _rows(0, range(10, 12)), {0: 12}))  # read for order 1
+    assert source.poll(0, 10) == ([], True)
+    assert _order(child) == (2, {0: 8})
+    child.send(("records", 2, 3.0, _rows(0, range(8, 11)), {0: 12}))
+    taken, drained = source.poll(100, 10)
+    assert _offsets(taken) == [(0, 8), (0, 9), (0, 10)] and drained
+    assert source.dropped == 4  # 8 and 9 held back, 10 and 11 of the old order
+    assert source.positions() == {0: 11}
+    assert source.highwaters() == {0: 12}
+
+
+def test_a_partition_is_read_only_once_restored() -> None:
+    _, source, child, waiting = _setup({0, 1}, {0: 3, 1: 7}, restoring={1})
+    source.poll(0, 10)
+    assert _order(child) == (1, {0: 3})
+    child.send(("records", 1, 1.0, _rows(0, range(3, 5)), {}))
+    assert _offsets(source.poll(100, 10)[0]) == [(0, 3), (0, 4)]
+    waiting.clear()
+    source.resume([1])
+    source.poll(0, 10)
+    assert _order(child) == (2, {0: 5, 1: 7})
+
+
+def test_a_record_the_group_consumer_fetches_is_paused_and_left_to_the_reader() -> None:
+    consumer, source, child, _ = _setup({0}, {0: 0})
+    consumer.paused.clear()  # say the pause was lost
+    consumer.fetched = {TopicPartition(TOPIC, 0): ["a record"]}
+    assert source.poll(0, 10) == ([], True)
+    assert consumer.paused == {0}
+    assert _order(child) == (1, {0: 0})
+
+
+def test_a_reader_that_fails_or_dies_fails_the_loop() -> None:
+    _, source, child, _ = _setup({0}, {0: 0})
+    source.poll(0, 10)
+    child.send(("error", "KafkaError: broken"))
+    with pytest.raises(ReaderError, match="KafkaError: broken"):
+        source.poll(100, 10)
+    child.close()
+    with pytest.raises(ReaderError):
+        source.poll(100, 10)
+
+
+def test_the_child_is_told_when_the_worker_waits_for_records_and_when_it_is_busy() -> None:
+    _, source, child, _ = _setup({0}, {0: 0})
+    source.poll(0, 10)
+    assert _order(child) == (1, {0: 0})
+    assert not child.poll(0.05)  # waiting from the start: nothing to say
+    child.send(("records", 1, 1.0, _rows(0, range(3)), {}))
+    assert len(source.poll(100, 10)[0]) == 3
+    assert child.recv() == ("waiting", False)  # busy with a batch: read at its pace
+    assert source.poll(0, 10) == ([], True)
+    assert child.recv() == ("waiting", True)  # nothing left: read at once
+    assert source.poll(0, 10) == ([], True)
+    assert not child.poll(0.05)  # told once per change
