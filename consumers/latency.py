@@ -7,7 +7,7 @@ batch's records by the broker (``acked``). The stages between them:
 
 ==============  ==========================================================================
 ``kafka``       ingested -> polled: producer linger, broker, fetch wait, consumer buffer
-``batch_wait``  polled -> started: in the micro-batch, and behind the previous batch
+``batch_wait``  polled -> started: in the reader's pipe, the micro-batch, behind the previous batch
 ``process``     started -> processed: parse, encode, update, search, rank, serialise
 ``publish``     processed -> acked: sending, the previous batch's acknowledgement, this
                 batch's acknowledgement (``acks=all``)

@@ -33,7 +33,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol
 
 from kafka import TopicPartition
@@ -142,7 +142,9 @@ class ReaderSource:
     """Records read ahead by a child process (see the module's docstring).
 
     ``conn`` is the worker's end of the pipe to the child (:func:`start_reader`);
-    ``restoring`` says which owned partitions still wait for their restore.
+    ``readable`` says which partitions the worker owns with their users restored: only
+    those are read (under the eager protocol the group consumer's ``assignment()`` still
+    lists revoked partitions until the next round assigns, and their users are gone).
     """
 
     def __init__(
@@ -152,14 +154,14 @@ class ReaderSource:
         conn: Any,
         process: Any = None,
         *,
-        restoring: Any = frozenset,
+        readable: Callable[[], Collection[int]],
         group_poll_s: float = GROUP_POLL_S,
     ) -> None:
         self.consumer = consumer
         self.topic = topic
         self._conn = conn
         self._process = process
-        self._restoring = restoring
+        self._readable = readable
         self._group_poll_s = group_poll_s
         self._next_group_poll = 0.0
         self.epoch = 0
@@ -195,7 +197,7 @@ class ReaderSource:
     def _order(self) -> None:
         """Tell the child which partitions to read from which offsets (a new epoch)."""
         owned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topic}
-        wanted = sorted(owned - set(self._restoring()))
+        wanted = sorted(owned & set(self._readable()))
         reading: dict[int, int] = {}
         try:
             for partition in wanted:
@@ -289,6 +291,11 @@ class ReaderSource:
         for partition in partitions:
             self._reading.pop(partition, None)
             self._highwater.pop(partition, None)
+        # What was read under the current order is void now, even if the next order
+        # cannot be sent yet (no broker for a committed offset): their users are gone.
+        self.epoch += 1
+        self.dropped += len(self._ahead)
+        self._ahead.clear()
         self._dirty = True
 
     def resume(self, partitions: Collection[int]) -> None:

@@ -638,7 +638,7 @@ def _open_source(
     client_id = f"{settings.kafka.client_id}-{worker_id}-reader"
     conn, process = start_reader(settings, client_id=client_id, name=f"reader-{worker_id}")
     clients.source = ReaderSource(
-        consumer, topic, conn, process, restoring=lambda: residency.restoring
+        consumer, topic, conn, process, readable=lambda: residency.assigned - residency.restoring
     )
     return clients.source
 

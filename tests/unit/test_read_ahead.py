@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError
 
 from consumers.read_ahead import ReaderError, ReaderSource
 
@@ -45,12 +46,19 @@ def _rows(partition: int, offsets: range) -> list[tuple[Any, ...]]:
 
 
 def _setup(owned: set[int], committed: dict[int, int], restoring: set[int] | None = None):
+    """A reader source over a group consumer owning ``owned``; the worker owns them too,
+    ``restoring`` (a set the test may change) still wait for their users."""
     consumer = GroupConsumer(owned, committed)
     here, child = multiprocessing.Pipe()
     waiting = restoring if restoring is not None else set()
-    source = ReaderSource(consumer, TOPIC, here, restoring=lambda: frozenset(waiting))
+    worker_owns = set(owned)
+
+    def readable() -> set[int]:
+        return worker_owns - waiting
+
+    source = ReaderSource(consumer, TOPIC, here, readable=readable)
     source.assigned(owned, owned)
-    return consumer, source, child, waiting
+    return consumer, source, child, waiting, worker_owns
 
 
 def _order(child: Any) -> tuple[int, dict[int, int]]:
@@ -70,7 +78,7 @@ def _offsets(records: list[Any]) -> list[tuple[int, int]]:
 
 
 def test_records_read_ahead_for_an_old_order_are_never_taken() -> None:
-    consumer, source, child, _ = _setup({0, 1}, {0: 5})
+    consumer, source, child, _, worker_owns = _setup({0, 1}, {0: 5})
     assert consumer.paused == {0, 1}  # the group consumer fetches nothing itself
     assert source.poll(0, 10) == ([], True)
     assert _order(child) == (1, {0: 5, 1: 0})  # committed offset, else the position
@@ -82,13 +90,15 @@ def test_records_read_ahead_for_an_old_order_are_never_taken() -> None:
     assert taken[0].polled_at == 1.0
 
     # Partition 1 is revoked: a new order reads partition 0 from after the last record
-    # taken (8), not from where the child had read to (10).
-    consumer.owned = {0}
+    # taken (8), not from where the child had read to (10). Under the eager protocol the
+    # group consumer still lists partition 1 until the next assignment: its users are
+    # gone from the worker, so it is not read.
+    worker_owns.discard(1)
     source.released({1})
     child.send(("records", 1, 2.0, _rows(0, range(10, 12)), {0: 12}))  # read for order 1
     assert source.poll(0, 10) == ([], True)
-    assert _order(child) == (2, {0: 8})
-    child.send(("records", 2, 3.0, _rows(0, range(8, 11)), {0: 12}))
+    assert _order(child) == (3, {0: 8})  # a revoke voids the order at once: epoch 2
+    child.send(("records", 3, 3.0, _rows(0, range(8, 11)), {0: 12}))
     taken, drained = source.poll(100, 10)
     assert _offsets(taken) == [(0, 8), (0, 9), (0, 10)] and drained
     assert source.dropped == 4  # 8 and 9 held back, 10 and 11 of the old order
@@ -97,7 +107,7 @@ def test_records_read_ahead_for_an_old_order_are_never_taken() -> None:
 
 
 def test_a_partition_is_read_only_once_restored() -> None:
-    _, source, child, waiting = _setup({0, 1}, {0: 3, 1: 7}, restoring={1})
+    _, source, child, waiting, _ = _setup({0, 1}, {0: 3, 1: 7}, restoring={1})
     source.poll(0, 10)
     assert _order(child) == (1, {0: 3})
     child.send(("records", 1, 1.0, _rows(0, range(3, 5)), {}))
@@ -109,7 +119,7 @@ def test_a_partition_is_read_only_once_restored() -> None:
 
 
 def test_a_record_the_group_consumer_fetches_is_paused_and_left_to_the_reader() -> None:
-    consumer, source, child, _ = _setup({0}, {0: 0})
+    consumer, source, child, _, _ = _setup({0}, {0: 0})
     consumer.paused.clear()  # say the pause was lost
     consumer.fetched = {TopicPartition(TOPIC, 0): ["a record"]}
     assert source.poll(0, 10) == ([], True)
@@ -118,7 +128,7 @@ def test_a_record_the_group_consumer_fetches_is_paused_and_left_to_the_reader() 
 
 
 def test_a_reader_that_fails_or_dies_fails_the_loop() -> None:
-    _, source, child, _ = _setup({0}, {0: 0})
+    _, source, child, _, _ = _setup({0}, {0: 0})
     source.poll(0, 10)
     child.send(("error", "KafkaError: broken"))
     with pytest.raises(ReaderError, match="KafkaError: broken"):
@@ -129,7 +139,7 @@ def test_a_reader_that_fails_or_dies_fails_the_loop() -> None:
 
 
 def test_the_child_is_told_when_the_worker_waits_for_records_and_when_it_is_busy() -> None:
-    _, source, child, _ = _setup({0}, {0: 0})
+    _, source, child, _, _ = _setup({0}, {0: 0})
     source.poll(0, 10)
     assert _order(child) == (1, {0: 0})
     assert not child.poll(0.05)  # waiting from the start: nothing to say
@@ -140,3 +150,21 @@ def test_the_child_is_told_when_the_worker_waits_for_records_and_when_it_is_busy
     assert child.recv() == ("waiting", True)  # nothing left: read at once
     assert source.poll(0, 10) == ([], True)
     assert not child.poll(0.05)  # told once per change
+
+
+def test_nothing_read_for_a_void_order_is_taken_while_the_next_cannot_be_sent() -> None:
+    consumer, source, child, _, worker_owns = _setup({0, 1}, {0: 0, 1: 0})
+    source.poll(0, 10)
+    assert _order(child) == (1, {0: 0, 1: 0})
+    worker_owns.discard(1)
+    source.released({1})
+
+    def no_broker(tp: TopicPartition, timeout_ms: int | None = None) -> int:
+        raise KafkaTimeoutError("no answer")
+
+    consumer.committed = no_broker  # type: ignore[method-assign]
+    consumer.owned = {0, 2}  # the next round gave partition 2, whose offset is unknown
+    worker_owns.add(2)
+    child.send(("records", 1, 1.0, _rows(0, range(0, 2)) + _rows(1, range(0, 2)), {}))
+    assert source.poll(100, 10)[0] == []  # read for the void order: dropped
+    assert not child.poll(0.05)  # no order could be sent yet
