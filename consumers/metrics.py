@@ -350,6 +350,12 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        self.read_ahead_dropped = Counter(
+            "interest_read_ahead_dropped_total",
+            "Records the reader process read for partitions that changed hands or were "
+            "paused before the worker took them (read again from the right offset)",
+            registry=r,
+        )
 
     def _add_health(self, r: CollectorRegistry) -> None:
         """Learned parameters, readiness, bounded publication, restarts."""

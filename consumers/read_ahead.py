@@ -155,6 +155,7 @@ class ReaderSource:
         process: Any = None,
         *,
         readable: Callable[[], Collection[int]],
+        on_dropped: Callable[[int], None] = lambda _count: None,
         group_poll_s: float = GROUP_POLL_S,
     ) -> None:
         self.consumer = consumer
@@ -162,6 +163,7 @@ class ReaderSource:
         self._conn = conn
         self._process = process
         self._readable = readable
+        self._on_dropped = on_dropped
         self._group_poll_s = group_poll_s
         self._next_group_poll = 0.0
         self.epoch = 0
@@ -208,7 +210,7 @@ class ReaderSource:
             return
         self.epoch += 1
         self._reading = reading
-        self.dropped += len(self._ahead)
+        self._drop(len(self._ahead))
         self._ahead.clear()
         self._send(("read", self.epoch, reading))
         self._dirty = False
@@ -246,6 +248,11 @@ class ReaderSource:
             self._send(("waiting", waiting))
         return taken, drained
 
+    def _drop(self, count: int) -> None:
+        if count:
+            self.dropped += count
+            self._on_dropped(count)
+
     def _ready(self, wait: float) -> bool:
         try:
             return bool(self._conn.poll(wait))
@@ -262,7 +269,7 @@ class ReaderSource:
             raise ReaderError(f"the reader process failed: {message[1]}")
         _, epoch, polled_at, rows, highwater = message
         if epoch != self.epoch:
-            self.dropped += len(rows)
+            self._drop(len(rows))
             return []
         self._highwater.update(highwater)
         topic = self.topic
@@ -294,7 +301,7 @@ class ReaderSource:
         # What was read under the current order is void now, even if the next order
         # cannot be sent yet (no broker for a committed offset): their users are gone.
         self.epoch += 1
-        self.dropped += len(self._ahead)
+        self._drop(len(self._ahead))
         self._ahead.clear()
         self._dirty = True
 

@@ -457,7 +457,7 @@ class Worker:
             client_id=f"{settings.kafka.client_id}-{self.worker_id}",
         )
         self._consumer = consumer
-        self._source = _open_source(settings, consumer, self.worker_id, self.residency, clients)
+        self._source = _open_source(self, consumer, clients)
         self.subscribed = True
         self.probes.last_broker_ok = time.monotonic()
         self.step.signal_partitions = signal_partitions(consumer, settings)
@@ -627,18 +627,22 @@ def _open_sink(settings: Settings, worker_id: str, clients: _Clients) -> Sink:
     return KafkaSink(clients.producer)
 
 
-def _open_source(
-    settings: Settings, consumer: Any, worker_id: str, residency: Residency, clients: _Clients
-) -> EventSource:
+def _open_source(worker: Worker, consumer: Any, clients: _Clients) -> EventSource:
     """Where the loop takes its events: a reader process (``[consumer] read_ahead``) or
     the group consumer itself."""
+    settings, residency, name = worker.settings, worker.residency, worker.worker_id
     topic = settings.topics.events
     if not settings.consumer.read_ahead:
         return ConsumerSource(consumer, topic)
-    client_id = f"{settings.kafka.client_id}-{worker_id}-reader"
-    conn, process = start_reader(settings, client_id=client_id, name=f"reader-{worker_id}")
+    client_id = f"{settings.kafka.client_id}-{name}-reader"
+    conn, process = start_reader(settings, client_id=client_id, name=f"reader-{name}")
     clients.source = ReaderSource(
-        consumer, topic, conn, process, readable=lambda: residency.assigned - residency.restoring
+        consumer,
+        topic,
+        conn,
+        process,
+        readable=lambda: residency.assigned - residency.restoring,
+        on_dropped=worker.metrics.read_ahead_dropped.inc,
     )
     return clients.source
 

@@ -15,6 +15,7 @@ from kafka.errors import KafkaTimeoutError
 from consumers.read_ahead import ReaderError, ReaderSource
 
 TOPIC = "interest.events"
+DROPS: list[int] = []  # what the sources tell the worker's metric
 
 
 class GroupConsumer:
@@ -56,7 +57,7 @@ def _setup(owned: set[int], committed: dict[int, int], restoring: set[int] | Non
     def readable() -> set[int]:
         return worker_owns - waiting
 
-    source = ReaderSource(consumer, TOPIC, here, readable=readable)
+    source = ReaderSource(consumer, TOPIC, here, readable=readable, on_dropped=DROPS.append)
     source.assigned(owned, owned)
     return consumer, source, child, waiting, worker_owns
 
@@ -102,6 +103,7 @@ def test_records_read_ahead_for_an_old_order_are_never_taken() -> None:
     taken, drained = source.poll(100, 10)
     assert _offsets(taken) == [(0, 8), (0, 9), (0, 10)] and drained
     assert source.dropped == 4  # 8 and 9 held back, 10 and 11 of the old order
+    assert DROPS[-2:] == [2, 2]  # the metric counts them
     assert source.positions() == {0: 11}
     assert source.highwaters() == {0: 12}
 
