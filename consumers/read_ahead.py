@@ -33,7 +33,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from kafka import TopicPartition
@@ -59,8 +59,9 @@ CHILD_POLL_MS = 20
 #: Milliseconds the worker waits for the position of a partition new to it.
 POSITION_TIMEOUT_MS = 5000
 
-# One record on the pipe: (partition, offset, key, value, timestamp ms, headers).
-_Row = tuple[int, int, bytes | None, bytes | None, int, tuple[tuple[str, bytes], ...]]
+# One record on the pipe: (partition, offset, key, value, ingested at, headers), as
+# InputRecord.from_consumer_record makes them in the child.
+_Row = tuple[int, int, bytes | None, bytes | None, float, tuple[tuple[str, bytes], ...]]
 
 
 class ReaderError(RuntimeError):
@@ -156,7 +157,6 @@ class ReaderSource:
         *,
         readable: Callable[[], Collection[int]],
         on_dropped: Callable[[int], None] = lambda _count: None,
-        group_poll_s: float = GROUP_POLL_S,
     ) -> None:
         self.consumer = consumer
         self.topic = topic
@@ -164,14 +164,12 @@ class ReaderSource:
         self._process = process
         self._readable = readable
         self._on_dropped = on_dropped
-        self._group_poll_s = group_poll_s
         self._next_group_poll = 0.0
         self.epoch = 0
         self._dirty = False
         self._reading: dict[int, int] = {}  # partition -> next offset to take
         self._highwater: dict[int, int] = {}
         self._ahead: deque[InputRecord] = deque()  # read, not yet taken (current epoch)
-        self.dropped = 0  # records of an older epoch, never taken
         self._waiting = True  # what the child was last told: the worker waits for records
 
     # ------------------------------------------------------------ the worker's loop
@@ -184,7 +182,7 @@ class ReaderSource:
             self._group_poll(timeout_ms)
             timeout_ms = 0
         elif now >= self._next_group_poll:
-            self._next_group_poll = now + self._group_poll_s
+            self._next_group_poll = now + GROUP_POLL_S
             self._group_poll(0)
         if self._dirty:
             self._order()
@@ -208,10 +206,8 @@ class ReaderSource:
         except KafkaError as exc:  # the broker did not answer: the next poll asks again
             log.warning("read-ahead: no position for the partitions to read (%s)", exc)
             return
-        self.epoch += 1
+        self._void()
         self._reading = reading
-        self._drop(len(self._ahead))
-        self._ahead.clear()
         self._send(("read", self.epoch, reading))
         self._dirty = False
         log.debug("read-ahead: epoch %d reads %s", self.epoch, reading)
@@ -248,9 +244,14 @@ class ReaderSource:
             self._send(("waiting", waiting))
         return taken, drained
 
+    def _void(self) -> None:
+        """A new epoch: what was read under the last order will not be taken."""
+        self.epoch += 1
+        self._drop(len(self._ahead))
+        self._ahead.clear()
+
     def _drop(self, count: int) -> None:
         if count:
-            self.dropped += count
             self._on_dropped(count)
 
     def _ready(self, wait: float) -> bool:
@@ -274,17 +275,8 @@ class ReaderSource:
         self._highwater.update(highwater)
         topic = self.topic
         return [
-            InputRecord(
-                topic,
-                partition,
-                offset,
-                key,
-                value,
-                timestamp / 1000.0 if timestamp > 0 else polled_at,
-                headers,
-                polled_at,
-            )
-            for partition, offset, key, value, timestamp, headers in rows
+            InputRecord(topic, partition, offset, key, value, ingested_at, headers, polled_at)
+            for partition, offset, key, value, ingested_at, headers in rows
         ]
 
     # ------------------------------------------------------------ partition changes
@@ -300,9 +292,7 @@ class ReaderSource:
             self._highwater.pop(partition, None)
         # What was read under the current order is void now, even if the next order
         # cannot be sent yet (no broker for a committed offset): their users are gone.
-        self.epoch += 1
-        self._drop(len(self._ahead))
-        self._ahead.clear()
+        self._void()
         self._dirty = True
 
     def resume(self, partitions: Collection[int]) -> None:
@@ -338,20 +328,14 @@ class ReaderSource:
         self._conn.close()
 
 
-def start_reader(
-    settings: Settings, *, client_id: str, name: str = "reader", pace_s: float | None = None
-) -> tuple[Any, Any]:
+def start_reader(settings: Settings, *, client_id: str, name: str = "reader") -> tuple[Any, Any]:
     """Start the child reading ``settings.topics.events``; returns ``(conn, process)``
-    once it is connected (:class:`ReaderError` if it does not start). ``pace_s``: the
-    child's polls start at least this far apart while the worker is busy (default
-    ``consumer.read_ahead_pace_ms``)."""
-    if pace_s is None:
-        pace_s = settings.consumer.read_ahead_pace_ms / 1000.0
+    once it is connected (:class:`ReaderError` if it does not start)."""
     context = multiprocessing.get_context("spawn")  # no fork of a threaded process
     conn, child = context.Pipe()
     process = context.Process(
         target=_serve,
-        args=(child, settings, client_id, pace_s),
+        args=(child, settings, client_id),
         name=f"{name}-{os.getpid()}",
         daemon=True,
     )
@@ -375,12 +359,12 @@ def start_reader(
 # ---------------------------------------------------------------------- the child
 
 
-def _serve(conn: Any, settings: Settings, client_id: str, pace_s: float) -> None:
+def _serve(conn: Any, settings: Settings, client_id: str) -> None:
     """The child: reads the partitions of the latest ``("read", epoch, {partition:
     offset})`` order and sends ``("records", epoch, polled at, rows, highwaters)`` per
     poll; ``("waiting", flag)`` says whether the worker waits for records (read at once)
-    or is busy with a batch (read every ``pace_s``); ``None`` or the pipe closing ends
-    it."""
+    or is busy with a batch (read every ``consumer.read_ahead_pace_ms``); ``None`` or the
+    pipe closing ends it."""
     from producers.kafka_client import make_consumer
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker's to handle
@@ -399,6 +383,7 @@ def _serve(conn: Any, settings: Settings, client_id: str, pace_s: float) -> None
         return
     conn.send(("ready", os.getpid()))
     try:
+        pace_s = settings.consumer.read_ahead_pace_ms / 1000.0
         _read_loop(conn, consumer, topic, settings.batch.max_events, pace_s)
     except (EOFError, OSError, BrokenPipeError):
         pass  # the worker is gone
@@ -442,16 +427,11 @@ def _read_loop(conn: Any, consumer: Any, topic: str, max_records: int, pace_s: f
         if not polled:
             continue
         now = time.time()
+        made = [InputRecord.from_consumer_record(r, now) for rs in polled.values() for r in rs]
         rows: list[_Row] = [
-            (r.partition, r.offset, r.key, r.value, r.timestamp or 0, _headers(r.headers))
-            for records in polled.values()
-            for r in records
+            (r.partition, r.offset, r.key, r.value, r.ingested_at, r.headers) for r in made
         ]
         ends = {tp.partition: consumer.highwater(tp) for tp in polled}
         conn.send(("records", epoch, now, rows, {p: e for p, e in ends.items() if e is not None}))
         if len(rows) >= max_records:
             next_poll = 0.0  # a backlog: read on at once
-
-
-def _headers(raw: Iterable[Any] | None) -> tuple[tuple[str, bytes], ...]:
-    return tuple((str(name), bytes(value or b"")) for name, value in raw) if raw else ()

@@ -6,6 +6,7 @@ partitions it is told and answers committed offsets and positions."""
 from __future__ import annotations
 
 import multiprocessing
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -15,7 +16,6 @@ from kafka.errors import KafkaTimeoutError
 from consumers.read_ahead import ReaderError, ReaderSource
 
 TOPIC = "interest.events"
-DROPS: list[int] = []  # what the sources tell the worker's metric
 
 
 class GroupConsumer:
@@ -43,23 +43,36 @@ class GroupConsumer:
 
 
 def _rows(partition: int, offsets: range) -> list[tuple[Any, ...]]:
-    return [(partition, o, b"u", b"{}", 1_700_000_000_000 + o, ()) for o in offsets]
+    return [(partition, o, b"u", b"{}", 1_700_000_000.0 + o, ()) for o in offsets]
 
 
-def _setup(owned: set[int], committed: dict[int, int], restoring: set[int] | None = None):
-    """A reader source over a group consumer owning ``owned``; the worker owns them too,
-    ``restoring`` (a set the test may change) still wait for their users."""
-    consumer = GroupConsumer(owned, committed)
-    here, child = multiprocessing.Pipe()
-    waiting = restoring if restoring is not None else set()
-    worker_owns = set(owned)
+@dataclass
+class Rig:
+    """A reader source over a group consumer; the test plays the child (``child``) and
+    the worker's residency (``owns``, ``restoring``: sets it may change)."""
 
-    def readable() -> set[int]:
-        return worker_owns - waiting
+    consumer: GroupConsumer
+    owns: set[int]
+    restoring: set[int] = field(default_factory=set)
+    drops: list[int] = field(default_factory=list)  # what the worker's metric is told
+    child: Any = field(init=False)
+    source: ReaderSource = field(init=False)
 
-    source = ReaderSource(consumer, TOPIC, here, readable=readable, on_dropped=DROPS.append)
-    source.assigned(owned, owned)
-    return consumer, source, child, waiting, worker_owns
+    def __post_init__(self) -> None:
+        here, self.child = multiprocessing.Pipe()
+        self.source = ReaderSource(
+            self.consumer,
+            TOPIC,
+            here,
+            readable=lambda: self.owns - self.restoring,
+            on_dropped=self.drops.append,
+        )
+        self.source.assigned(self.owns, self.owns)
+
+
+def _setup(owned: set[int], committed: dict[int, int], restoring: set[int] | None = None) -> Rig:
+    """The group consumer and the worker own ``owned``; ``restoring`` wait for users."""
+    return Rig(GroupConsumer(owned, committed), set(owned), set(restoring or ()))
 
 
 def _order(child: Any) -> tuple[int, dict[int, int]]:
@@ -79,7 +92,8 @@ def _offsets(records: list[Any]) -> list[tuple[int, int]]:
 
 
 def test_records_read_ahead_for_an_old_order_are_never_taken() -> None:
-    consumer, source, child, _, worker_owns = _setup({0, 1}, {0: 5})
+    rig = _setup({0, 1}, {0: 5})
+    consumer, source, child = rig.consumer, rig.source, rig.child
     assert consumer.paused == {0, 1}  # the group consumer fetches nothing itself
     assert source.poll(0, 10) == ([], True)
     assert _order(child) == (1, {0: 5, 1: 0})  # committed offset, else the position
@@ -87,14 +101,14 @@ def test_records_read_ahead_for_an_old_order_are_never_taken() -> None:
     child.send(("records", 1, 1.0, _rows(0, range(5, 10)), {0: 10}))
     taken, drained = source.poll(100, 3)
     assert _offsets(taken) == [(0, 5), (0, 6), (0, 7)] and not drained
-    assert taken[0].ingested_at == pytest.approx(1_700_000_000.005)
+    assert taken[0].ingested_at == 1_700_000_005.0
     assert taken[0].polled_at == 1.0
 
     # Partition 1 is revoked: a new order reads partition 0 from after the last record
     # taken (8), not from where the child had read to (10). Under the eager protocol the
     # group consumer still lists partition 1 until the next assignment: its users are
     # gone from the worker, so it is not read.
-    worker_owns.discard(1)
+    rig.owns.discard(1)
     source.released({1})
     child.send(("records", 1, 2.0, _rows(0, range(10, 12)), {0: 12}))  # read for order 1
     assert source.poll(0, 10) == ([], True)
@@ -102,26 +116,27 @@ def test_records_read_ahead_for_an_old_order_are_never_taken() -> None:
     child.send(("records", 3, 3.0, _rows(0, range(8, 11)), {0: 12}))
     taken, drained = source.poll(100, 10)
     assert _offsets(taken) == [(0, 8), (0, 9), (0, 10)] and drained
-    assert source.dropped == 4  # 8 and 9 held back, 10 and 11 of the old order
-    assert DROPS[-2:] == [2, 2]  # the metric counts them
+    assert rig.drops == [2, 2]  # 8 and 9 held back, 10 and 11 of the old order
     assert source.positions() == {0: 11}
     assert source.highwaters() == {0: 12}
 
 
 def test_a_partition_is_read_only_once_restored() -> None:
-    _, source, child, waiting, _ = _setup({0, 1}, {0: 3, 1: 7}, restoring={1})
+    rig = _setup({0, 1}, {0: 3, 1: 7}, restoring={1})
+    source, child = rig.source, rig.child
     source.poll(0, 10)
     assert _order(child) == (1, {0: 3})
     child.send(("records", 1, 1.0, _rows(0, range(3, 5)), {}))
     assert _offsets(source.poll(100, 10)[0]) == [(0, 3), (0, 4)]
-    waiting.clear()
+    rig.restoring.clear()
     source.resume([1])
     source.poll(0, 10)
     assert _order(child) == (2, {0: 5, 1: 7})
 
 
 def test_a_record_the_group_consumer_fetches_is_paused_and_left_to_the_reader() -> None:
-    consumer, source, child, _, _ = _setup({0}, {0: 0})
+    rig = _setup({0}, {0: 0})
+    consumer, source, child = rig.consumer, rig.source, rig.child
     consumer.paused.clear()  # say the pause was lost
     consumer.fetched = {TopicPartition(TOPIC, 0): ["a record"]}
     assert source.poll(0, 10) == ([], True)
@@ -130,7 +145,8 @@ def test_a_record_the_group_consumer_fetches_is_paused_and_left_to_the_reader() 
 
 
 def test_a_reader_that_fails_or_dies_fails_the_loop() -> None:
-    _, source, child, _, _ = _setup({0}, {0: 0})
+    rig = _setup({0}, {0: 0})
+    source, child = rig.source, rig.child
     source.poll(0, 10)
     child.send(("error", "KafkaError: broken"))
     with pytest.raises(ReaderError, match="KafkaError: broken"):
@@ -141,7 +157,8 @@ def test_a_reader_that_fails_or_dies_fails_the_loop() -> None:
 
 
 def test_the_child_is_told_when_the_worker_waits_for_records_and_when_it_is_busy() -> None:
-    _, source, child, _, _ = _setup({0}, {0: 0})
+    rig = _setup({0}, {0: 0})
+    source, child = rig.source, rig.child
     source.poll(0, 10)
     assert _order(child) == (1, {0: 0})
     assert not child.poll(0.05)  # waiting from the start: nothing to say
@@ -155,10 +172,11 @@ def test_the_child_is_told_when_the_worker_waits_for_records_and_when_it_is_busy
 
 
 def test_nothing_read_for_a_void_order_is_taken_while_the_next_cannot_be_sent() -> None:
-    consumer, source, child, _, worker_owns = _setup({0, 1}, {0: 0, 1: 0})
+    rig = _setup({0, 1}, {0: 0, 1: 0})
+    consumer, source, child = rig.consumer, rig.source, rig.child
     source.poll(0, 10)
     assert _order(child) == (1, {0: 0, 1: 0})
-    worker_owns.discard(1)
+    rig.owns.discard(1)
     source.released({1})
 
     def no_broker(tp: TopicPartition, timeout_ms: int | None = None) -> int:
@@ -166,7 +184,8 @@ def test_nothing_read_for_a_void_order_is_taken_while_the_next_cannot_be_sent() 
 
     consumer.committed = no_broker  # type: ignore[method-assign]
     consumer.owned = {0, 2}  # the next round gave partition 2, whose offset is unknown
-    worker_owns.add(2)
+    rig.owns.add(2)
     child.send(("records", 1, 1.0, _rows(0, range(0, 2)) + _rows(1, range(0, 2)), {}))
     assert source.poll(100, 10)[0] == []  # read for the void order: dropped
+    assert rig.drops == [4]
     assert not child.poll(0.05)  # no order could be sent yet
