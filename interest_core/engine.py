@@ -477,8 +477,7 @@ class Engine:
         row = self.catalog.row(event.item_id)
         assert row is not None  # validated
         if weight > 0.0 and self.fusion.learns and self.ranker.teaches(state.user_id, row):
-            self._pending.apply(state.user_id)  # the lesson's features see every earlier event
-            self.fleet.lesson(self.ranker.learn(state, row), source)
+            self.fleet.lesson(self.ranker.learn(state.user_id, row), source)
         if weight > 0.0 and self.on_example:
             self._pending.apply(state.user_id)  # the example is the state before this event
             item = self.catalog.embeddings[row]

@@ -9,10 +9,11 @@ divided by its largest magnitude among the user's candidates, so the learned fus
 weights compare sources, not the sources' units. The fused score orders the list, MMR
 re-ranks it for diversity, and the feature that contributed most explains each item.
 
-The :class:`Ranker` remembers each user's last ranking (bounded LRU): when the user then
-acts on one of those candidates, :meth:`Ranker.learn` takes one listwise step of the
-fusion weights (softmax likelihood of that item among them); the step's gradient is
-returned so an engine sharing its lessons with the fleet can send it on.
+The :class:`Ranker` remembers each user's last ranking (bounded LRU), its best candidates
+with the scaled features they were ranked with: when the user then acts on one of them,
+:meth:`Ranker.learn` takes one listwise step of the fusion weights (softmax likelihood of
+that item among them, on those features); the step's gradient is returned so an engine
+sharing its lessons with the fleet can send it on.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ __all__ = ["POPULAR_REASON", "Ranker"]
 
 POPULAR_REASON = "popular now"
 _RANKED_KEPT = 100  # best-ranked candidates remembered per user for the fusion update
-_RANKINGS_KEPT = 20_000  # users whose last ranking is remembered: <= 8.5 MB (LRU)
+# Users whose last ranking is remembered (LRU): rows and float32 features, about 4.0 KB
+# each with the eight features (tracemalloc), so at most about 81 MB.
+_RANKINGS_KEPT = 20_000
 _ANCHOR_LABELS = 3  # top interest labels a content reason may name
 _CONTENT = ("slot", "short_term", "long_term")
 _TASTE_PRIOR_ITEMS = 2.0  # pseudo-items of the prior share in a user's taste for new items
@@ -72,7 +75,7 @@ class Ranker:
         self.cold_slots = settings.cold_slots if both else 0
         self.cold_interactions = settings.cold_item_interactions
         self.cold_taste = settings.cold_taste
-        # Per user, from the last ranking: best candidates and the feature scales used.
+        # Per user, from the last ranking: best candidates and their scaled features.
         self._shown: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def forget(self, user_id: str) -> None:
@@ -167,7 +170,7 @@ class Ranker:
             features /= scales
             contributions = features * self.fusion.weights
             fused = contributions.sum(axis=1)
-            self._remember(user_id, rows[np.argsort(-fused, kind="stable")], scales)
+            self._remember(user_id, rows, features, np.argsort(-fused, kind="stable"))
             vectors = self.candidates.content_space.vectors
             chosen = mmr(fused, vectors, k, self.mmr_lambda, rows)
             if self.cold_slots:
@@ -241,10 +244,14 @@ class Ranker:
                 del keep[p]
         return keep + best[: k - len(keep)]
 
-    def _remember(self, user_id: str, ordered: np.ndarray, scales: np.ndarray) -> None:
-        """Keep the user's best-ranked rows and feature scales for the next fusion step."""
+    def _remember(
+        self, user_id: str, rows: np.ndarray, features: np.ndarray, order: np.ndarray
+    ) -> None:
+        """Keep the user's best-ranked rows (``order`` of ``rows``, best first) and the
+        scaled features they were ranked with, for the next fusion step."""
+        best = order[:_RANKED_KEPT]
         self._shown.pop(user_id, None)
-        self._shown[user_id] = (ordered[:_RANKED_KEPT].astype(np.int32), scales)
+        self._shown[user_id] = (rows[best].astype(np.int32), features[best].astype(np.float32))
         if len(self._shown) > _RANKINGS_KEPT:
             del self._shown[next(iter(self._shown))]
 
@@ -269,25 +276,25 @@ class Ranker:
         remembered = self._shown.get(user_id)
         return remembered is not None and bool((remembered[0] == row).any())
 
-    def learn(self, state: UserState, row: int) -> np.ndarray | None:
+    def learn(self, user_id: str, row: int) -> np.ndarray | None:
         """Fusion step when the user acts on one of their last ranked candidates: the
-        softmax likelihood of that item among all of them, with features from the state
-        before this event (scaled as in that ranking). An item outside the candidates
-        teaches the ranker nothing it could have ordered. One ranking teaches one step
-        (the first of its candidates acted on); the next ranking is a new lesson."""
-        remembered = self._shown.get(state.user_id)
+        softmax likelihood of that item among all of them, with the features they were
+        ranked with (logged at the ranking, as a learning-to-rank system logs them with
+        the impression: the weights are judged on what the user was shown, and a
+        lesson reads no table). An item outside the candidates teaches the ranker
+        nothing it could have ordered. One ranking teaches one step (the first of its
+        candidates acted on); the next ranking is a new lesson."""
+        remembered = self._shown.get(user_id)
         if remembered is None:
             return None
-        ranked, scales = remembered
-        position = np.flatnonzero(ranked == row)
-        if position.size == 0:
+        ranked, features = remembered
+        if not (ranked == row).any():
             return None
-        del self._shown[state.user_id]
-        candidates = ranked[self.catalog.alive[ranked]]
-        view = self.candidates.view(state, self.candidates.blocked([]), 0)
-        features = self.feature_matrix(view, candidates, self.candidates.trending.dense())
+        del self._shown[user_id]
+        alive = self.catalog.alive[ranked]
+        candidates = ranked[alive]
         step = self.fusion.listwise_gradient(
-            features / scales, int(np.flatnonzero(candidates == row)[0])
+            features[alive].astype(np.float64), int(np.flatnonzero(candidates == row)[0])
         )
         if step is None:
             return None

@@ -29,6 +29,8 @@ class Anchors:
     """A user's recent positive items and texts (unit vectors) and top labels."""
 
     items: list[RecentItem]
+    #: The items' catalog rows (an item is never explained by itself).
+    rows: np.ndarray
     titles: list[str]
     item_vectors: np.ndarray
     texts: list[str]
@@ -57,6 +59,7 @@ class Anchors:
         )
         return cls(
             items=items,
+            rows=np.asarray(rows, dtype=np.int64),
             titles=[catalog.titles[r] for r in rows],
             item_vectors=catalog.embeddings[rows],
             texts=texts,
@@ -71,8 +74,7 @@ def content_reason(anchors: Anchors, catalog: Catalog, row: int) -> str:
     item_cos = anchors.item_vectors @ vector if anchors.items else np.zeros(0)
     if anchors.items:
         # Never explain an item by itself (it may be re-recommended when not filtered).
-        same = [catalog.row(i.item_id) == row for i in anchors.items]
-        item_cos = np.where(same, -2.0, item_cos)
+        item_cos = np.where(anchors.rows == row, -2.0, item_cos)
     best_item = int(np.argmax(item_cos)) if len(item_cos) else -1
     best_cos = float(item_cos[best_item]) if best_item >= 0 else -1.0
     if anchors.texts:

@@ -303,3 +303,41 @@ def test_the_cooccurrence_thread_changes_no_recommendation(
         ]
         assert engine.knowledge.cooccurrence.counts.sum() > 0  # pairs were learned
     assert outcomes[True] == outcomes[False]
+
+
+def test_a_lesson_uses_the_features_the_user_was_ranked_with(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When a user acts on an item of their last ranking, the fusion step judges the
+    weights on the features that ranking used (logged with it), not on features read
+    again: what other users do in between changes the item knowledge but not the
+    lesson, and the lesson reads no co-occurrence table."""
+    lessons: dict[str, list[np.ndarray]] = {}
+    for run in ("alone", "others_between"):
+        engine = engine_with("hybrid")
+        learn = engine.ranker.learn
+        taught = lessons[run] = []
+
+        def spy(user_id: str, row: int, learn: Any = learn, taught: list[Any] = taught) -> Any:
+            step = learn(user_id, row)
+            if step is not None:
+                taught.append(step.copy())
+            return step
+
+        monkeypatch.setattr(engine.ranker, "learn", spy)
+        shown = engine.process(clicks("u0", [0, 4, 8, 12, 16])).recommendations[0].items
+        if run == "others_between":
+            # Other users' events on the shown items move co-occurrence, trending and
+            # popularity (Engine.learn: no ranking, so no lesson of theirs)
+            picked = [int(i.item_id[1:]) for i in shown[:4]]
+            engine.learn(
+                [e for u in range(1, 6) for e in clicks(f"u{u}", [0, *picked], start=10.0 * u)]
+            )
+
+            def no_reads(*_args: Any, **_kwargs: Any) -> Any:
+                raise AssertionError("the lesson read the co-occurrence table")
+
+            monkeypatch.setattr(engine.knowledge.cooccurrence, "sparse_scores", no_reads)
+        engine.learn(clicks("u0", [int(shown[1].item_id[1:])], start=100.0))
+    assert len(lessons["alone"]) == 1
+    np.testing.assert_array_equal(lessons["others_between"][0], lessons["alone"][0])
