@@ -18,8 +18,10 @@ the same order, with the same values.
 
 With ``background=True`` the queue is applied in chunks by a thread of its own while the
 caller goes on (the kernel releases the interpreter lock): once ``_CHUNK`` adds are
-queued and no chunk is in flight, they are handed over; every read or other change
-waits for the chunk in flight first, so reads see exactly what they would see without
+queued and no chunk is in flight, they are handed over, and :meth:`CoOccurrence.hand_over`
+hands over the rest behind them (the engine calls it when a batch's events are applied,
+before the content search that precedes the first read); every read or other change
+waits for the chunks in flight first, so reads see exactly what they would see without
 the thread (another test holds the two to the same table after any mix of adds and reads).
 """
 
@@ -29,6 +31,7 @@ import functools
 import math
 import os
 import threading
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -459,9 +462,10 @@ class CoOccurrence:
         self._histories: list[int] = []
         self._ends: list[int] = []
         self._decays: list[float] = []
-        # The chunk being applied by the background thread (which never touches _counts:
-        # an add counts n_i itself, so count_of reads it while pairs are in flight).
-        self._flight: Future[None] | None = None
+        # The chunks handed to the background thread, oldest first (one thread applies
+        # them in that order; it never touches _counts: an add counts n_i itself, so
+        # count_of reads it while pairs are in flight).
+        self._flights: deque[Future[None]] = deque()
         # Scratch of sparse_scores: a sum and a mark per row, zero between calls.
         self._sums = np.zeros(0, dtype=np.float64)
         self._seen = np.zeros(0, dtype=np.bool_)
@@ -516,7 +520,10 @@ class CoOccurrence:
         ends = np.array(self._ends, dtype=np.int64)
         decays = np.array(self._decays, dtype=np.float64)
         self._queued, self._histories, self._ends, self._decays = [], [], [], []
-        self._grow(max(int(rows.max()), int(histories.max()) if len(histories) else 0))
+        top = max(int(rows.max()), int(histories.max()) if len(histories) else 0)
+        if top >= len(self._counts):
+            self._land()  # the per-row arrays are replaced: not under a chunk in flight
+            self._grow(top)
         return rows, histories, ends, decays
 
     def _apply_queued(
@@ -549,23 +556,32 @@ class CoOccurrence:
             self._repack(int(_need(rows[done], len(history), history, self._cap)))
 
     def _land(self) -> None:
-        """Wait for the chunk in flight (its error, if any, is raised here)."""
-        flight = self._flight
-        if flight is not None:
-            self._flight = None
-            flight.result()
+        """Wait for the chunks in flight, in order (an error is raised here)."""
+        while self._flights:
+            self._flights.popleft().result()
 
-    def _hand_over(self) -> None:
-        """Give the queue to the background thread, unless a chunk is still in flight."""
-        if self._flight is not None:
-            if not self._flight.done():
-                return
-            self._land()
+    def _hand_over(self, *, behind: bool = False) -> None:
+        """Give the queue to the background thread: when it holds no chunk, or
+        (``behind``) after the chunks it holds."""
+        while self._flights and self._flights[0].done():
+            self._flights.popleft().result()  # done: its error, if any, is raised here
+        if self._flights and not behind:
+            return
         taken = self._take_queue()
         try:
-            self._flight = _settler_pool().submit(self._apply_queued, *taken)
+            self._flights.append(_settler_pool().submit(self._apply_queued, *taken))
         except RuntimeError:  # the interpreter is shutting down: no new threads' work
+            self._land()
             self._apply_queued(*taken)
+
+    def hand_over(self) -> None:
+        """Give the queued adds to the background thread now, behind the chunks it holds
+        (a background table; a caller about to do other work before its next read calls
+        this). Fewer than half a chunk stay queued: the hand-over and the thread's start
+        would cost more than applying them at the read (batches of 25 events: some 20
+        adds, 8 us more CPU an event and no less wall time; docs/RESULTS.md, round 21)."""
+        if self.background and len(self._queued) >= max(_CHUNK // 2, 1):
+            self._hand_over(behind=True)
 
     def _settle(self) -> None:
         """Apply the queued adds, in order (after the chunk in flight)."""

@@ -392,6 +392,7 @@ class Engine:
                 batch.event_ts[event.user_id] = newest
         finally:  # what was applied is complete even when an event failed
             self._pending.apply()
+            self.knowledge.cooccurrence.hand_over()  # applied during the content search
         return batch
 
     def _recommendation(

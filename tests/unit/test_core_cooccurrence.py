@@ -310,6 +310,7 @@ _background_ops = st.lists(
             st.lists(st.integers(0, 11), max_size=4),
         ),
         st.tuples(st.just("remove"), st.integers(0, 11)),
+        st.tuples(st.just("hand_over")),
     ),
     max_size=80,
 )
@@ -318,10 +319,11 @@ _background_ops = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(_background_ops, st.sampled_from(["held", "thread"]))
 def test_a_background_table_reads_as_the_table_without_its_thread(ops, pool) -> None:  # type: ignore[no-untyped-def]
-    """Adds handed to the background thread in chunks of 2: every read between them (the
-    new item's count the engine reads per event included) and the final table are those
-    of a table that applies its queue itself; with chunks held in flight until a read
-    waits for them, and with the real thread."""
+    """Adds handed to the background thread in chunks of 2 (and the rest of the queue
+    behind them when told): every read between them (the new item's count the engine
+    reads per event included) and the final table are those of a table that applies its
+    queue itself; with chunks held in flight until a read waits for them (several at
+    once: they must land in order), and with the real thread."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cooccurrence, "_CHUNK", 2)
         if pool == "held":
@@ -349,13 +351,16 @@ def test_a_background_table_reads_as_the_table_without_its_thread(ops, pool) -> 
                 others = [o for o in others if o != row]
                 background.add_one_side(row, 1.0, others, [1.0] * len(others))
                 plain.add_one_side(row, 1.0, others, [1.0] * len(others))
+            elif op[0] == "hand_over":  # the rest of the queue, behind the chunks in flight
+                background.hand_over()
+                plain.hand_over()
             else:
                 background.remove(op[1])
                 plain.remove(op[1])
         for row in range(12):
             assert list(background.pairs(row).items()) == list(plain.pairs(row).items())
             assert background.counts[row] == plain.counts[row]
-        assert background._flight is None  # the reads above waited for the last chunk
+        assert not background._flights  # the reads above waited for the last chunk
 
 
 def test_the_count_read_while_a_chunk_is_in_flight_includes_it() -> None:
@@ -367,10 +372,10 @@ def test_the_count_read_while_a_chunk_is_in_flight_includes_it() -> None:
         co = CoOccurrence(background=True)
         co.add(5, [1, 2])
         co.add(5, [3])  # two queued: handed over, held in flight
-        assert co._flight is not None and co._size[5] == 0  # no pair applied yet
+        assert co._flights and co._size[5] == 0  # no pair applied yet
         co.add(6, [5])
         assert co.count_of(5) == 2.0 and co.count_of(6) == 1.0 and co.count_of(7) == 0.0
-        assert co.counts[5] == 2.0 and co._flight is None  # a read waits for the chunk
+        assert co.counts[5] == 2.0 and not co._flights  # a read waits for the chunk
         assert co.pairs(5) == {1: 1.0, 2: 1.0, 3: 1.0, 6: 1.0}
         co.add(5_000, [5])  # past every row held: the arrays grow, nothing in flight
         assert co.count_of(5_000) == 1.0 and co.similarity(5_000, 5) > 0.0
@@ -411,5 +416,27 @@ def test_a_chunk_the_thread_cannot_take_is_applied_in_place() -> None:
         co = CoOccurrence(background=True)
         co.add(5, [1, 2])
         co.add(5, [3])
-        assert co._flight is None and not co._queued  # applied, nothing in flight
+        assert not co._flights and not co._queued  # applied, nothing in flight
         assert co.pairs(5) == {1: 1.0, 2: 1.0, 3: 1.0} and co.count_of(5) == 2.0
+
+
+def test_chunks_in_flight_land_in_order_before_the_arrays_grow() -> None:
+    """Two chunks held in flight, then an add naming a row past the per-row arrays: both
+    chunks are applied, oldest first, before the arrays are replaced (the thread would
+    otherwise write into arrays the table no longer holds)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cooccurrence, "_CHUNK", 2)
+        patch.setattr(cooccurrence, "_settler_pool", _HoldingPool)
+        co, plain = CoOccurrence(background=True), CoOccurrence()
+        adds = [(5, [1, 2]), (5, [3]), (6, [5, 1])]
+        for row, history in adds:
+            co.add(row, history)
+            plain.add(row, history)
+        co.hand_over()  # the third add, behind the first chunk
+        assert len(co._flights) == 2 and co._size[5] == 0
+        co.add(7, [5_000, 6])  # its history names a row the arrays do not hold yet
+        plain.add(7, [5_000, 6])
+        co.hand_over()
+        assert len(co._flights) == 1  # the older two landed before the arrays grew
+        for row in (1, 5, 6, 7, 5_000):
+            assert list(co.pairs(row).items()) == list(plain.pairs(row).items())
