@@ -29,7 +29,7 @@ from interest_core.history import HistoryWindows
 from interest_core.index import ItemIndex
 from interest_core.interest import InterestModel, UserState
 from interest_core.knowledge import ItemKnowledge
-from interest_core.reasons import Anchors, cooccurrence_reason
+from interest_core.reasons import Anchors, cooccurrence_reasons
 from interest_core.settings import RecommendSettings
 from interest_core.strategies import CONTENT_FEATURES
 
@@ -269,14 +269,14 @@ class CooccurrenceSource:
         allowed = ~view.blocked[rows]
         return top_sparse(rows[allowed], scores[allowed], budget)
 
-    def reason(self, view: UserView, row: int) -> str:
-        """Why ``row``: the history item it co-occurs with most."""
-        return cooccurrence_reason(
+    def reasons(self, view: UserView, rows: Sequence[int]) -> list[str]:
+        """Why each of ``rows``: the history item it co-occurs with most."""
+        return cooccurrence_reasons(
             view.history_rows,
             view.history_weights,
             self.knowledge.cooccurrence,
             self.catalog,
-            row,
+            rows,
         )
 
 

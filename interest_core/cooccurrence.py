@@ -435,6 +435,25 @@ def _strongest(
     return best_at
 
 
+@njit(cache=True, nogil=True)
+def _strongest_each(
+    rows: np.ndarray,
+    weights: np.ndarray,
+    others: np.ndarray,
+    counts: np.ndarray,
+    start: np.ndarray,
+    size: np.ndarray,
+    prow: np.ndarray,
+    pcnt: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """:func:`_strongest` for each of ``others`` (-1 for a row past the table)."""
+    out = np.full(others.shape[0], -1, dtype=np.int64)
+    for m in range(others.shape[0]):
+        if others[m] < counts.shape[0]:
+            out[m] = _strongest(rows, weights, others[m], counts, start, size, prow, pcnt)
+    return out
+
+
 class CoOccurrence:
     """Bounded, online item-item co-occurrence counts keyed by item row.
 
@@ -755,6 +774,28 @@ class CoOccurrence:
                 self._pairs,
             )
         )
+
+    def strongest_each(
+        self, rows: Sequence[int], weights: Sequence[float], others: Sequence[int]
+    ) -> np.ndarray:
+        """:meth:`strongest` for each of ``others``, in one compiled call."""
+        if len(rows) != len(weights):
+            raise ValueError(f"{len(rows)} rows but {len(weights)} weights")
+        self._settle()
+        wanted = np.asarray(others, dtype=np.int64)
+        if not len(rows):
+            return np.full(len(wanted), -1, dtype=np.int64)
+        out: np.ndarray = _strongest_each(
+            np.asarray(rows, dtype=np.int64),
+            np.asarray(weights, dtype=np.float64),
+            wanted,
+            self._counts,
+            self._start,
+            self._size,
+            self._rows,
+            self._pairs,
+        )
+        return out
 
     def scores(self, history: Sequence[int], weights: Sequence[float], width: int) -> np.ndarray:
         """Dense ``(width,)`` array: sum over history rows of weight x similarity."""

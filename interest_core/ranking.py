@@ -26,7 +26,7 @@ from interest_core.diversity import mmr
 from interest_core.fusion import FusionWeights
 from interest_core.interest import UserState
 from interest_core.labels import LabelModel
-from interest_core.reasons import Anchors, content_reason
+from interest_core.reasons import Anchors, content_reasons
 from interest_core.records import RecommendedItem
 from interest_core.settings import RecommendSettings
 from interest_core.strategies import FEATURES
@@ -179,11 +179,14 @@ class Ranker:
             # The chosen items' top contributions and the features giving them, at once.
             explained = contributions[chosen]
             tops, bests = explained.max(axis=1).tolist(), explained.argmax(axis=1).tolist()
-            for n, i in enumerate(chosen):
-                row = int(rows[i])
-                picked.append(row)
-                reason = self.reason(view, row, tops[n], bests[n])
-                items.append(RecommendedItem(self.catalog.item_ids[row], float(fused[i]), reason))
+            picked = rows[chosen].tolist()
+            reasons = self.reasons(view, picked, tops, bests)
+            scores = fused[chosen].tolist()
+            ids = self.catalog.item_ids
+            items = [
+                RecommendedItem(ids[row], score, reason)
+                for row, score, reason in zip(picked, scores, reasons, strict=True)
+            ]
         if len(items) < k:
             taken = set(picked)
             for row in fill.tolist():
@@ -259,17 +262,33 @@ class Ranker:
         """A sentence a person understands, from the feature that contributed most:
         ``top`` is the row's largest contribution, ``feature`` its index in
         :data:`FEATURES`."""
-        if top <= 0.0:
-            return POPULAR_REASON
-        best = FEATURES[feature]
-        if best in ("trending", "popularity"):
-            return POPULAR_REASON
-        if best in ("cooccurrence", "cooccurrence_popular"):
-            return self.candidates.cooccurrence.reason(view, row)
-        if view.anchors is None:
-            shown = [] if view.state is None else self.labels.top(view.state, _ANCHOR_LABELS)
-            view.anchors = Anchors.of(view.state, self.catalog, [label for label, _ in shown])
-        return content_reason(view.anchors, self.catalog, row)
+        return self.reasons(view, [row], [top], [feature])[0]
+
+    def reasons(
+        self, view: UserView, rows: list[int], tops: list[float], features: list[int]
+    ) -> list[str]:
+        """:meth:`reason` of each of ``rows``: the co-occurrence ones in one compiled
+        call, the content ones with one product per kind of anchor."""
+        out = [POPULAR_REASON] * len(rows)
+        cooc: list[int] = []
+        content: list[int] = []
+        for n, (top, feature) in enumerate(zip(tops, features, strict=True)):
+            best = FEATURES[feature]
+            if top <= 0.0 or best in ("trending", "popularity"):
+                continue
+            (cooc if best in ("cooccurrence", "cooccurrence_popular") else content).append(n)
+        if cooc:
+            said = self.candidates.cooccurrence.reasons(view, [rows[n] for n in cooc])
+            for n, reason in zip(cooc, said, strict=True):
+                out[n] = reason
+        if content:
+            if view.anchors is None:
+                shown = [] if view.state is None else self.labels.top(view.state, _ANCHOR_LABELS)
+                view.anchors = Anchors.of(view.state, self.catalog, [label for label, _ in shown])
+            said = content_reasons(view.anchors, self.catalog, [rows[n] for n in content])
+            for n, reason in zip(content, said, strict=True):
+                out[n] = reason
+        return out
 
     def teaches(self, user_id: str, row: int) -> bool:
         """True when acting on ``row`` now would make :meth:`learn` take a step."""

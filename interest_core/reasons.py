@@ -18,7 +18,13 @@ from interest_core.catalog import Catalog
 from interest_core.cooccurrence import CoOccurrence
 from interest_core.interest import RecentItem, UserState
 
-__all__ = ["Anchors", "content_reason", "cooccurrence_reason"]
+__all__ = [
+    "Anchors",
+    "content_reason",
+    "content_reasons",
+    "cooccurrence_reason",
+    "cooccurrence_reasons",
+]
 
 _ANCHOR_ITEMS = 20  # newest positive items a content reason may point at
 _LABEL_REASON_BELOW = 0.6  # a label reason when no single item is at least this similar
@@ -70,17 +76,42 @@ class Anchors:
 
 def content_reason(anchors: Anchors, catalog: Catalog, row: int) -> str:
     """The nearest anchor (item or text) to item ``row``, or a matching top label."""
-    vector = catalog.embeddings[row]
-    item_cos = anchors.item_vectors @ vector if anchors.items else np.zeros(0)
+    return content_reasons(anchors, catalog, [row])[0]
+
+
+def content_reasons(anchors: Anchors, catalog: Catalog, rows: Sequence[int]) -> list[str]:
+    """:func:`content_reason` of each of ``rows``: one product with the item anchors and
+    one with the texts for all of them."""
+    wanted = np.asarray(rows, dtype=np.int64)
+    vectors = catalog.embeddings[wanted]
+    best_items, best_coss = np.full(len(wanted), -1), np.full(len(wanted), -1.0)
     if anchors.items:
+        item_cos = vectors @ anchors.item_vectors.T
         # Never explain an item by itself (it may be re-recommended when not filtered).
-        item_cos = np.where(anchors.rows == row, -2.0, item_cos)
-    best_item = int(np.argmax(item_cos)) if len(item_cos) else -1
-    best_cos = float(item_cos[best_item]) if best_item >= 0 else -1.0
-    if anchors.texts:
-        text_cos = anchors.text_vectors @ vector
-        i = int(np.argmax(text_cos))
-        if float(text_cos[i]) >= best_cos:
+        item_cos = np.where(anchors.rows[None, :] == wanted[:, None], -2.0, item_cos)
+        best_items = item_cos.argmax(axis=1)
+        best_coss = item_cos[np.arange(len(wanted)), best_items]
+    text_cos = vectors @ anchors.text_vectors.T if anchors.texts else None
+    out: list[str] = []
+    for n, row in enumerate(wanted.tolist()):
+        best_item, best_cos = int(best_items[n]), float(best_coss[n])
+        out.append(_content_reason(anchors, catalog, row, best_item, best_cos, text_cos, n))
+    return out
+
+
+def _content_reason(
+    anchors: Anchors,
+    catalog: Catalog,
+    row: int,
+    best_item: int,
+    best_cos: float,
+    text_cos: np.ndarray | None,
+    n: int,
+) -> str:
+    """One row's reason from its nearest item anchor and (row ``n`` of) the text cosines."""
+    if text_cos is not None:
+        i = int(np.argmax(text_cos[n]))
+        if float(text_cos[n, i]) >= best_cos:
             return f"similar to your search '{anchors.texts[i]}'"
     if best_cos < _LABEL_REASON_BELOW:
         item_labels = set(catalog.labels[row])
@@ -104,8 +135,21 @@ def cooccurrence_reason(
 ) -> str:
     """Names the recent item that contributed most to ``row``'s co-occurrence score
     (``ValueError`` when rows and weights differ in number)."""
-    at = cooccurrence.strongest(history_rows, history_weights, row)
-    if at < 0:
-        return "popular now"
-    anchor = history_rows[at]
-    return f"people who liked '{catalog.titles[anchor]}' also liked this"
+    return cooccurrence_reasons(history_rows, history_weights, cooccurrence, catalog, [row])[0]
+
+
+def cooccurrence_reasons(
+    history_rows: Sequence[int],
+    history_weights: Sequence[float],
+    cooccurrence: CoOccurrence,
+    catalog: Catalog,
+    rows: Sequence[int],
+) -> list[str]:
+    """:func:`cooccurrence_reason` of each of ``rows``, in one compiled call."""
+    ats = cooccurrence.strongest_each(history_rows, history_weights, rows).tolist()
+    return [
+        "popular now"
+        if at < 0
+        else f"people who liked '{catalog.titles[history_rows[at]]}' also liked this"
+        for at in ats
+    ]

@@ -388,4 +388,4 @@ def test_the_hybrid_weighs_co_occurrence_without_the_candidates_popularity_disco
     row = int(np.argmax(features[:, 7]))
     # The feature whose contribution is largest: cooccurrence_popular (index 7).
     explained = hybrid.ranker.reason(view, row, 1.0, 7)
-    assert explained == hybrid.candidates.cooccurrence.reason(view, row)
+    assert explained == hybrid.candidates.cooccurrence.reasons(view, [row])[0]

@@ -7,7 +7,13 @@ import numpy as np
 from interest_core.catalog import Catalog
 from interest_core.cooccurrence import CoOccurrence
 from interest_core.interest import RecentItem, UserState
-from interest_core.reasons import Anchors, content_reason, cooccurrence_reason
+from interest_core.reasons import (
+    Anchors,
+    content_reason,
+    content_reasons,
+    cooccurrence_reason,
+    cooccurrence_reasons,
+)
 from interest_core.records import CatalogItem
 
 DIM = 4
@@ -79,3 +85,35 @@ def test_cooccurrence_reason_names_the_history_item_that_contributed_most() -> N
     reason = cooccurrence_reason([a, b], [1.0, 1.0], pairs, catalog, c)
     assert reason == "people who liked 'Title b' also liked this"
     assert cooccurrence_reason([a], [1.0], pairs, catalog, catalog.row("d")) == "popular now"
+
+
+def test_a_list_is_explained_as_each_of_its_items_alone() -> None:
+    """A ranking explains its items together (one product per kind of anchor, one
+    compiled co-occurrence call): each reason is the one the item gets alone, in order,
+    whichever kind of reason it is (item, search, label, none; co-occurrence or not)."""
+    catalog = _catalog()
+    rows = [catalog.row(i) for i in ("a2", "d", "c", "a", "b", "a2")]
+    kinds: set[str] = set()
+    for text in (False, True):
+        state = _state([("a", 3.0, "rated 5"), ("b", 1.0, "viewed")])
+        if text:
+            vector = np.asarray([0, 0, 0.6, 0.8], dtype=np.float32)
+            state.remember_text("late night jazz", vector, 5.0)
+        for labels in ([], ["Jazz"]):
+            anchors = Anchors.of(state, catalog, labels)
+            together = content_reasons(anchors, catalog, rows)
+            assert together == [content_reason(anchors, catalog, row) for row in rows]
+            kinds.update(reason.split(" ")[0] for reason in together)
+    assert kinds == {"because", "matches", "similar"}  # items, labels and searches
+    pairs = CoOccurrence()
+    a, b, c, d = (catalog.row(i) for i in "abcd")
+    for row, history in ((c, [a]), (c, [b]), (c, [b]), (d, [a])):
+        pairs.add(row, history)
+    rows = [c, d, a, 10_000, c]  # a row past the table: no reason of its own
+    together = cooccurrence_reasons([a, b], [1.0, 1.0], pairs, catalog, rows)
+    assert together == [cooccurrence_reason([a, b], [1.0, 1.0], pairs, catalog, r) for r in rows]
+    assert together[:2] == [
+        "people who liked 'Title b' also liked this",
+        "people who liked 'Title a' also liked this",
+    ]
+    assert together[3] == "popular now"
