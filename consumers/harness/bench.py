@@ -896,7 +896,8 @@ def _measure_stream(
                 out[key] = steady_latency(
                     cfg, lines, rate * share, latency_seconds, published, tag=tag
                 )
-            # The broker alone at the half rate: the floor under the "kafka" stage.
+            # The broker alone at the half rate, and a worker that does nothing: the
+            # floors under the "kafka" stage and under ingest -> publish.
             out["broker_hop"] = broker_hop(cfg, lines, rate * 0.5, latency_seconds)
     finally:
         stop.set()
@@ -1027,6 +1028,14 @@ def _stream_rows(name: str, pipe: dict[str, Any]) -> list[str]:
             f"{hop.get('seconds', 0):g} s: ms p50 {_fmt(k.get('p50'), '{:.1f}')} "
             f"p95 {_fmt(k.get('p95'), '{:.1f}')} p99 {_fmt(k.get('p99'), '{:.1f}')}"
         )
+        floor = hop.get("ingest_to_ack_ms") or {}
+        if floor:
+            rows.append(
+                "    a worker that does nothing (the same hop, two records per user of each "
+                f"poll published and awaited): ingest -> acknowledged ms p50 "
+                f"{_fmt(floor.get('p50'), '{:.1f}')} p95 {_fmt(floor.get('p95'), '{:.1f}')} "
+                f"p99 {_fmt(floor.get('p99'), '{:.1f}')}"
+            )
         rows.extend(_window_rows(hop.get("windows") or []))
     return rows
 

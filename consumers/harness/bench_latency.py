@@ -291,41 +291,66 @@ def broker_hop(
     tag: str = "hop",
     drain_timeout_s: float = 30.0,
 ) -> dict[str, Any]:
-    """The broker alone, under the load a latency run puts on it: the same sender sends
-    ``lines`` at ``rate`` events/s for ``seconds`` to a fresh topic with as many
-    partitions as the events topic, and a bare group-less consumer in this process
-    (the fetch settings of the worker's events consumer) takes them. Returns the hop's
-    record timestamp -> poll percentiles (ms) after :data:`WARMUP_S`, and per
-    :data:`WINDOW_S` window: the floor under the worker's ``kafka`` stage.
+    """The broker alone, and a worker that does nothing, under the load a latency run
+    puts on them: the same sender sends ``lines`` at ``rate`` events/s for ``seconds``
+    to a fresh topic with as many partitions as the events topic; a bare group-less
+    consumer in this process (the fetch settings of the worker's events consumer) takes
+    them and, like a worker with nothing to compute, publishes two records per user of
+    each poll (to fresh recommendation and state topics) through the worker's publisher
+    process and waits for their acknowledgement before the next poll. Returns, after
+    :data:`WARMUP_S`, the record timestamp -> poll percentiles (ms; ``kafka_ms``: the
+    floor under the worker's ``kafka`` stage, also per :data:`WINDOW_S` window) and
+    record timestamp -> acknowledged (``ingest_to_ack_ms``: the floor under its ingest
+    -> publish).
 
     On the embedded broker a fetch lists every batch stored in the partition, so this
     floor rises with the partition's history during a run (``docs/RESULTS.md``)."""
     from kafka import TopicPartition
 
+    from consumers.publisher import ProcessSink
+    from consumers.sinks import OutgoingRecord
     from producers.kafka_client import make_consumer
     from producers.topics import create_topics
 
     if rate <= 0 or seconds <= 0 or not lines:
         raise ValueError("rate, seconds and lines must be positive")
-    hop = settings.replace(topics={"events": f"{settings.topics.events}.{tag}"})
+    hop = settings.replace(
+        topics={
+            name: f"{getattr(settings.topics, name)}.{tag}"
+            for name in ("events", "recommendations", "state")
+        }
+    )
     create_topics(hop)
     consumer = make_consumer(hop, group_id=None, auto_offset_reset="earliest")
     partitions = [TopicPartition(hop.topics.events, p) for p in range(hop.topics.events_partitions)]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
+    # The worker's producer settings (consumers.worker._open_sink): linger 0, in a child.
+    publisher = ProcessSink(hop, name=f"bench-{tag}-publisher", linger_ms=0)
     sender, parent = _start_sender(hop, lines, rate, seconds, tag)
     stamped: list[float] = []
     polled: list[float] = []
+    acked: list[float] = []
     expected: int | None = None
     span = 0.0
     deadline = time.monotonic() + seconds + 60.0 + drain_timeout_s
     try:
         while time.monotonic() < deadline and (expected is None or len(stamped) < expected):
-            for records in consumer.poll(timeout_ms=50).values():
-                now = time.time()
+            got = consumer.poll(timeout_ms=50)
+            now = time.time()
+            users: dict[bytes | None, bytes] = {}
+            for records in got.values():
                 for record in records:
                     stamped.append(record.timestamp / 1000.0)
-                    polled.append(now)
+                    users[record.key] = record.value
+            if users:
+                for key, value in users.items():
+                    publisher.send(OutgoingRecord(hop.topics.recommendations, key, value))
+                    publisher.send(OutgoingRecord(hop.topics.state, key, value))
+                publisher.flush()
+                done = time.time()
+                polled.extend([now] * (len(stamped) - len(polled)))
+                acked.extend([done] * (len(stamped) - len(acked)))
             if expected is None and parent.poll(0):
                 try:
                     sent_at, span, _acked = parent.recv()
@@ -335,8 +360,10 @@ def broker_hop(
     finally:
         sender.join(60)
         consumer.close()
+        publisher.close()
     at = np.asarray(stamped, dtype=np.float64)
     hop_s = np.maximum(np.asarray(polled, dtype=np.float64) - at, 0.0)
+    ack_s = np.maximum(np.asarray(acked, dtype=np.float64) - at, 0.0)
     start = float(at.min()) if at.size else 0.0
     keep = at >= start + WARMUP_S
     return {
@@ -347,5 +374,6 @@ def broker_hop(
         "events_received": len(stamped),
         "events_measured": int(keep.sum()),
         "kafka_ms": _percentiles_ms(hop_s[keep]),
+        "ingest_to_ack_ms": _percentiles_ms(ack_s[keep]),
         "windows": latency_windows(at[keep] - start, hop_s[keep]),
     }

@@ -74,11 +74,16 @@ def test_bench_pipeline_two_streams_and_soak(tmp_path: Path) -> None:
             _check_thread_load(latency["worker_thread"])
         if stream["worker_batches"] > 1:  # the backlog's load is counted after batch one
             _check_thread_load(stream["worker_thread"])
-        # the broker alone at the half rate: every event sent came back through it
+        # the broker alone at the half rate (and a worker doing nothing): every event sent
+        # came back through it
         hop = stream["broker_hop"]
         assert hop["rate_events_per_s"] == pytest.approx(stream["latency"]["rate_events_per_s"])
         assert hop["events_sent"] > 0 and hop["events_received"] == hop["events_sent"]
         assert set(hop["kafka_ms"]) == {"p50", "p95", "p99"}
+        # ... and went out again, published and acknowledged: never before it was polled
+        floor = hop["ingest_to_ack_ms"]
+        assert set(floor) == {"p50", "p95", "p99"}
+        assert floor["p50"] >= hop["kafka_ms"]["p50"] and floor["p99"] >= hop["kafka_ms"]["p99"]
         assert sum(w["events"] for w in hop["windows"]) == hop["events_measured"] > 0
         # the worker ran in a process set as `interest worker` sets its own
         assert stream["runtime"]["switch_interval_ms"] == 0.5
