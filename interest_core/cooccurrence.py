@@ -603,7 +603,7 @@ class CoOccurrence:
             self._hand_over(behind=True)
 
     def _settle(self) -> None:
-        """Apply the queued adds, in order (after the chunk in flight)."""
+        """Apply the queued adds, in order (after the chunks in flight)."""
         self._land()
         if self._queued:
             self._apply_queued(*self._take_queue())
@@ -757,23 +757,7 @@ class CoOccurrence:
     def strongest(self, rows: Sequence[int], weights: Sequence[float], other: int) -> int:
         """Index of the row of ``rows`` whose :meth:`similarity` with ``other`` times its
         weight is largest and positive (the first on a tie), or -1 when none is."""
-        if len(rows) != len(weights):
-            raise ValueError(f"{len(rows)} rows but {len(weights)} weights")
-        self._settle()
-        if other >= len(self._counts) or not len(rows):
-            return -1
-        return int(
-            _strongest(
-                np.asarray(rows, dtype=np.int64),
-                np.asarray(weights, dtype=np.float64),
-                other,
-                self._counts,
-                self._start,
-                self._size,
-                self._rows,
-                self._pairs,
-            )
-        )
+        return int(self.strongest_each(rows, weights, [other])[0])
 
     def strongest_each(
         self, rows: Sequence[int], weights: Sequence[float], others: Sequence[int]
