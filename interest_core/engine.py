@@ -488,7 +488,7 @@ class Engine:
         if weight > 0.0:
             history = self.candidates.history_rows(state) if "cooccurrence" in self.features else []
             self.knowledge.observe(row, weight, ts, history)
-            self.fleet.positive(event.item_id, row, history, weight=weight, ts=ts, source=source)
+            self.fleet.positive(row, history, weight=weight, ts=ts, source=source)
         self._pending.defer(state.user_id, self.catalog.embeddings[row], weight, ts)
         self.label_model.add_item(state, self.catalog.labels[row], weight, ts)
         state.remember_item(
@@ -585,7 +585,7 @@ class Engine:
 
     # ------------------------------------------------------------------ shared knowledge
 
-    def take_item_signals(self) -> tuple[list[ItemSignal], list[FusionFeedback]]:
+    def take_item_signals(self) -> tuple[Sequence[ItemSignal], list[FusionFeedback]]:
         """The item signals and fusion lessons of the events applied since the last call
         (empty unless built with ``emit_item_signals``): one own-item signal per positive
         event, which stands for its partners' too

@@ -18,7 +18,7 @@ import numpy as np
 from interest_core.catalog import Catalog
 from interest_core.fusion import FusionWeights
 from interest_core.item_knowledge import ItemRecord
-from interest_core.item_signals import FusionFeedback, ItemSignal, SignalBuffer
+from interest_core.item_signals import FusionFeedback, OwnSignals, SignalBuffer
 from interest_core.item_view import KnowledgeView, Laid
 from interest_core.knowledge import PAIR_DECAY_PER_ITEM, ItemKnowledge
 from interest_core.params import ParamRecord
@@ -56,7 +56,7 @@ class FleetLink:
         self.own_lessons: deque[FusionFeedback] = deque(maxlen=OWN_LESSONS_KEPT)
         # The outbox's signals journalled in the view so far (signals, pair rows): the
         # journal takes them a batch at a time, before any record could need them.
-        self._journalled = (0, 0)
+        self._journalled = 0
 
     def source(self, event: Event) -> tuple[int, int]:
         """The event's ``(partition, offset)`` as its signals name it; (0, 0) without
@@ -71,34 +71,18 @@ class FleetLink:
             self.own_lessons.append(self.outbox.lesson(gradient, source))
 
     def positive(
-        self,
-        item_id: str,
-        row: int,
-        history: Sequence[int],
-        *,
-        weight: float,
-        ts: float,
-        source: tuple[int, int],
+        self, row: int, history: Sequence[int], *, weight: float, ts: float, source: tuple[int, int]
     ) -> None:
-        """Record the signals of a positive event on ``item_id`` (at catalog ``row``)
-        after the user's positive ``history`` (distinct rows, newest first, as
+        """Record the signals of a positive event on the item at catalog ``row`` after the user's positive ``history`` (distinct rows, newest first, as
         :func:`~interest_core.history.recent_history` gives them), ``weight`` at event
         time ``ts`` (unix seconds). They are journalled in the view (so that the fleet's
         older records do not hide them) before any record is applied (:meth:`journal`)."""
         if self.outbox is None:
             return
         # Distinct rows name distinct items: only the event's own item is left out (what
-        # event_signal's general filter would do, at a third of its cost).
-        ids = self.catalog.item_ids
-        rows = [other for other in history if other != row]
-        self.outbox.positive_after(
-            item_id,
-            [ids[other] for other in rows],
-            weight=weight,
-            ts=ts,
-            source=source,
-            rows=(row, rows),
-        )
+        # event_signal's general filter would do); the rows are kept, named only if read.
+        others = [other for other in history if other != row] if row in history else history
+        self.outbox.positive_rows(row, others, weight=weight, ts=ts, source=source)
 
     def journal(self) -> None:
         """Journal in the view the outbox's signals recorded since the last call (one
@@ -106,23 +90,24 @@ class FleetLink:
         if self.outbox is None:
             return
         signals = self.outbox.signals
-        done, done_pairs = self._journalled
+        done = self._journalled
         if len(signals) == done:
             return
-        if signals.own_rows is not None:
-            self.view.own(signals[done:], signals.own_rows[done:], signals.pair_rows[done_pairs:])
+        tail = signals.since(done)
+        if tail.own_rows is not None:
+            self.view.own(tail, tail.own_rows, tail.pair_rows)
         else:  # some signal came without rows: the journal looks them up
-            self.view.own(signals[done:])
-        self._journalled = (len(signals), len(signals.pair_rows))
+            self.view.own(tail)
+        self._journalled = len(signals)
 
-    def take(self) -> tuple[list[ItemSignal], list[FusionFeedback]]:
+    def take(self) -> tuple[OwnSignals, list[FusionFeedback]]:
         """The own-item signals (one per positive event: see
         :class:`~interest_core.item_signals.SignalBuffer`) and fusion lessons recorded
         since the last call."""
         if self.outbox is None:
-            return ([], [])
+            return (OwnSignals(), [])
         self.journal()
-        self._journalled = (0, 0)
+        self._journalled = 0
         return self.outbox.take()
 
     def apply(self, records: Sequence[ItemRecord], laid: Sequence[Laid | None] | None) -> int:

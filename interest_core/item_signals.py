@@ -59,9 +59,9 @@ event-to-item-knowledge latency. :func:`parse_signal_records` is strict and retu
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import orjson
 
@@ -281,29 +281,151 @@ def derive_signals(
     return [own, *partner_signals(own)]
 
 
-class OwnSignals(list[ItemSignal]):
-    """Own-item signals in event order (a list, as :meth:`SignalBuffer.take` hands them
-    out), and, while every one was recorded from catalog rows
-    (:meth:`SignalBuffer.positive_after` with ``rows``), the same events as rows:
-    ``own_rows`` (one per signal), ``pair_rows`` (their pairs', flat, in order) and
-    ``item_ids`` (a row's id; a catalog never gives a row to another id). The columns
-    writer reads the rows instead of hashing every id of every pair. ``own_rows`` is None
-    once a signal came without rows. ``decay``: the buffer's, whose powers the pairs'
-    amounts are."""
+class OwnSignals(Sequence[ItemSignal]):
+    """Own-item signals in event order (as :meth:`SignalBuffer.take` hands them out).
 
-    __slots__ = ("decay", "item_ids", "own_rows", "pair_rows")
+    While every signal was recorded from catalog rows (:meth:`record`,
+    :meth:`SignalBuffer.positive_rows`), they are kept as the events' rows alone:
+    ``own_rows`` (one per signal), ``pair_rows`` (their pairs', flat, in order), ``ends``
+    (each signal's end in ``pair_rows``) and ``heads`` (each one's ``(partition, offset,
+    ts, weight)``); ``item_ids`` names a row (a catalog never gives a row to another id)
+    and ``decay`` is the buffer's, whose powers the pairs' amounts are. An
+    :class:`ItemSignal` is made only when one is read (the columns writer and the
+    journal's coverage checks read the rows instead): a positive event records four
+    numbers and its pairs' rows instead of naming some 18 items (RESULTS.md, round 22).
+    A signal appended as it is (:meth:`append`) turns the whole sequence into a list of
+    signals: ``own_rows`` is None from then on."""
+
+    __slots__ = ("_made", "_named", "decay", "ends", "heads", "item_ids", "own_rows", "pair_rows")
 
     def __init__(self, item_ids: Sequence[str] | None = None, decay: float = 1.0) -> None:
-        super().__init__()
         self.item_ids = item_ids
         self.decay = decay
         self.own_rows: list[int] | None = [] if item_ids is not None else None
         self.pair_rows: list[int] = []
+        self.ends: list[int] = []
+        self.heads: list[tuple[int, int, float, float]] = []
+        # Located: the signals made so far, by index. Named: the signals.
+        self._made: dict[int, ItemSignal] = {}
+        self._named: list[ItemSignal] = []
 
     @property
     def located(self) -> bool:
         """True when every signal came with rows (and there is at least one)."""
         return bool(self) and self.own_rows is not None and 0.0 < self.decay <= 1.0
+
+    def record(
+        self,
+        row: int,
+        others: Sequence[int],
+        head: tuple[int, int, float, float],
+        made: ItemSignal | None = None,
+    ) -> None:
+        """One positive event on ``row`` after the distinct ``others`` rows (newest first,
+        without ``row``), ``head`` its ``(partition, offset, ts, weight)``: the signal
+        :meth:`SignalBuffer.positive_after` makes, kept as rows (``made``: that signal,
+        when the caller has it already)."""
+        own_rows = self.own_rows
+        if own_rows is None:  # a list of signals already: this one joins it made
+            self._named.append(made or self._signal(row, others, head))
+            return
+        if made is not None:
+            self._made[len(own_rows)] = made
+        own_rows.append(row)
+        self.pair_rows += others
+        self.ends.append(len(self.pair_rows))
+        self.heads.append(head)
+
+    def append(self, signal: ItemSignal) -> None:
+        """Add a signal as it is (without rows): every signal is made and kept from now on."""
+        if self.own_rows is not None:
+            self._named = self._all()
+            self.own_rows = None
+            self.pair_rows, self.ends, self.heads, self._made = [], [], [], {}
+        self._named.append(signal)
+
+    def widths(self) -> list[int]:
+        """Each located signal's number of pairs."""
+        ends = self.ends
+        return [end - start for start, end in zip([0, *ends], ends, strict=False)]
+
+    def since(self, start: int) -> OwnSignals:
+        """The signals from the ``start``-th on, as a sequence of their own (the rows
+        copied: this one may grow on)."""
+        tail = OwnSignals(self.item_ids, self.decay)
+        if self.own_rows is None:
+            tail.own_rows = None
+            tail._named = self._named[start:]
+            return tail
+        base = self.ends[start - 1] if start else 0
+        tail.own_rows = self.own_rows[start:]
+        tail.pair_rows = self.pair_rows[base:]
+        tail.ends = [end - base for end in self.ends[start:]] if base else self.ends[start:]
+        tail.heads = self.heads[start:]
+        tail._made = {i - start: signal for i, signal in self._made.items() if i >= start}
+        return tail
+
+    def __len__(self) -> int:
+        return len(self._named) if self.own_rows is None else len(self.ends)
+
+    @overload
+    def __getitem__(self, index: int) -> ItemSignal: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ItemSignal]: ...
+
+    def __getitem__(self, index: int | slice) -> ItemSignal | list[ItemSignal]:
+        if isinstance(index, slice):
+            return self._all()[index]
+        if self.own_rows is None:
+            return self._named[index]
+        n = len(self.ends)
+        at = index + n if index < 0 else index
+        if not 0 <= at < n:
+            raise IndexError("signal index out of range")
+        return self._one(at)
+
+    def __iter__(self) -> Iterator[ItemSignal]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, OwnSignals | list):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a list
+
+    def __repr__(self) -> str:
+        return f"OwnSignals({list(self)!r})"
+
+    def _all(self) -> list[ItemSignal]:
+        """Every signal, in order (made where not made yet)."""
+        if self.own_rows is None:
+            return self._named
+        return [self._one(i) for i in range(len(self.ends))]
+
+    def _one(self, i: int) -> ItemSignal:
+        """The ``i``-th located signal (made once, when first read)."""
+        signal = self._made.get(i)
+        if signal is None:
+            assert self.own_rows is not None
+            start = self.ends[i - 1] if i else 0
+            signal = self._made[i] = self._signal(
+                self.own_rows[i], self.pair_rows[start : self.ends[i]], self.heads[i]
+            )
+        return signal
+
+    def _signal(
+        self, row: int, others: Sequence[int], head: tuple[int, int, float, float]
+    ) -> ItemSignal:
+        """The signal of one recorded event (as :meth:`SignalBuffer.positive_after`)."""
+        assert self.item_ids is not None
+        ids = self.item_ids
+        pairs = tuple(
+            zip([ids[o] for o in others], decay_powers(self.decay, len(others)), strict=False)
+        )
+        partition, offset, ts, weight = head
+        return tuple.__new__(ItemSignal, (ids[row], partition, offset, ts, 0.0, 1.0, weight, pairs))
 
 
 class SignalBuffer:
@@ -355,8 +477,7 @@ class SignalBuffer:
             offset=source[1],
             decay=self.decay,
         )
-        self.signals.append(signal)
-        self.signals.own_rows = None  # named, not located: the columns come from the ids
+        self.signals.append(signal)  # named, not located: the columns come from the ids
         return signal
 
     def positive_after(
@@ -379,15 +500,21 @@ class SignalBuffer:
         signal = tuple.__new__(
             ItemSignal, (item_id, source[0], source[1], ts, 0.0, 1.0, weight, pairs)
         )
-        signals = self.signals
-        signals.append(signal)
-        if signals.own_rows is not None:
-            if rows is None:
-                signals.own_rows = None
-            else:
-                signals.own_rows.append(rows[0])
-                signals.pair_rows += rows[1]
+        if rows is None or self.item_ids is None:
+            self.signals.append(signal)
+        else:
+            self.signals.record(rows[0], rows[1], (source[0], source[1], ts, weight), signal)
         return signal
+
+    def positive_rows(
+        self, row: int, others: Sequence[int], *, weight: float, ts: float, source: tuple[int, int]
+    ) -> None:
+        """:meth:`positive_after` from the rows alone (a buffer with :attr:`item_ids`):
+        the event on ``row`` after the distinct ``others`` rows (newest first, without
+        ``row``; read at once). The signal is made only if it is read."""
+        if self.item_ids is None:
+            raise ValueError("a buffer without item ids cannot record rows")
+        self.signals.record(row, others, (source[0], source[1], ts, weight))
 
     def lesson(self, gradient: Iterable[float], source: tuple[int, int]) -> FusionFeedback:
         """Record one fusion lesson (a listwise gradient, per feature); returns it."""
@@ -395,7 +522,7 @@ class SignalBuffer:
         self.lessons.append(lesson)
         return lesson
 
-    def take(self) -> tuple[list[ItemSignal], list[FusionFeedback]]:
+    def take(self) -> tuple[OwnSignals, list[FusionFeedback]]:
         """Everything recorded since the last call, in order: own-item signals (one per
         positive event; :func:`expand_signals` adds the partners') and lessons."""
         signals, lessons = self.signals, self.lessons

@@ -122,10 +122,7 @@ class KnowledgeView:
             self.newest_ingested_at = max(self.newest_ingested_at, record.ingested_at)
             entries = found.get(row, []) if row is not None else []
             if entries:
-                marks = record.watermarks
-                self.journal.kill(
-                    [e for e in entries if e[0].offset <= marks.get(e[0].partition, -1)]
-                )
+                self.journal.kill(self.journal.covered(entries, record.watermarks))
             self._materialise(record, None if laid is None else laid[i], entries)
             applied += 1
         return applied
@@ -171,9 +168,10 @@ class KnowledgeView:
         partners: list[int] = []
         amounts: list[float] = []
         row_of = self.row_of.get
-        for signal, pair, chunk, index in entries:
+        for sig, pair, chunk, index in entries:
             if not chunk.alive[index]:  # covered meanwhile
                 continue
+            signal = chunk.signals[sig]  # (made here, if kept as rows)
             if pair >= 0:  # the row is a partner's: one pair, no count
                 other_row = row_of(signal.item_id)
                 amount = signal.pairs[pair][1]

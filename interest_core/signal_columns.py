@@ -261,13 +261,16 @@ def _batch_of(own: Sequence[ItemSignal], ingested_at: Mapping[tuple[int, int], f
     """The batch's signals as columns (see :class:`_Batch`); from their rows when the
     engine's buffer kept them (:class:`~interest_core.item_signals.OwnSignals`), else
     from their ids."""
-    names, parts, offsets, ts, own_at, counts, weights, pairs = zip(*own, strict=True)
     n = len(own)
-    widths = np.fromiter(map(len, pairs), np.int64, n)
-    pair_end = np.cumsum(widths)
     pair_amount: tuple[float, np.ndarray] | np.ndarray
     if isinstance(own, OwnSignals) and own.located:
         assert own.own_rows is not None and own.item_ids is not None
+        # Read from the rows and heads: no signal is made.
+        parts, offsets, ts, weights = zip(*own.heads, strict=True)
+        own_at: Any = 0.0  # an own signal's (the engine stamps none)
+        counts: Any = np.ones(n, dtype=np.float64)
+        pair_end = np.asarray(own.ends, dtype=np.int64)
+        widths = np.diff(pair_end, prepend=0)
         ids, event_item, pair_item = _ids_of_rows(own.own_rows, own.pair_rows, own.item_ids)
         if len(pair_item) != int(pair_end[-1]):
             raise ValueError(f"{len(pair_item)} pair rows for {int(pair_end[-1])} pairs")
@@ -279,6 +282,9 @@ def _batch_of(own: Sequence[ItemSignal], ingested_at: Mapping[tuple[int, int], f
         else:
             pair_amount = (own.decay if bool((rank == 1).any()) else 1.0, rank)
     else:
+        names, parts, offsets, ts, own_at, counts, weights, pairs = zip(*own, strict=True)
+        widths = np.fromiter(map(len, pairs), np.int64, n)
+        pair_end = np.cumsum(widths)
         flat = list(chain.from_iterable(pairs))
         ids = list(dict.fromkeys(chain(names, map(_first, flat))))
         index = {item: i for i, item in enumerate(ids)}.__getitem__

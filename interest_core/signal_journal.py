@@ -25,29 +25,68 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping, Sequence
 from itertools import chain, repeat
+from typing import overload
 
 import numpy as np
 
-from interest_core.item_signals import ItemSignal
+from interest_core.item_signals import ItemSignal, OwnSignals
 
 __all__ = ["COMPACT_FROM", "Entry", "SignalJournal"]
 
 #: Entries held (live or covered) below which the chunks are never compacted.
 COMPACT_FROM = 65_536
 
-#: One live entry: (signal, pair position; -1 when the entry is the signal's own item),
-#: with where it lives (chunk, index) so that it can be dropped once covered.
-Entry = tuple[ItemSignal, int, "_Chunk", int]
+#: One live entry: (its signal's index in the chunk, pair position; -1 when the entry is
+#: the signal's own item), with where it lives (chunk, index) so that it can be dropped
+#: once covered. ``chunk.signals[sig]`` is the signal (made when read: see
+#: :class:`~interest_core.item_signals.OwnSignals`); ``chunk.parts[sig]`` and
+#: ``chunk.offsets[sig]`` its event's source, which tell whether a record covers it.
+Entry = tuple[int, int, "_Chunk", int]
+
+
+class _Picked(Sequence[ItemSignal]):
+    """Some signals of other sequences, in order, each read from its own when asked."""
+
+    __slots__ = ("_at",)
+
+    def __init__(self, at: list[tuple[Sequence[ItemSignal], int]]) -> None:
+        self._at = at
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    @overload
+    def __getitem__(self, index: int) -> ItemSignal: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ItemSignal]: ...
+
+    def __getitem__(self, index: int | slice) -> ItemSignal | list[ItemSignal]:
+        if isinstance(index, slice):
+            return [signals[i] for signals, i in self._at[index]]
+        signals, i = self._at[index]
+        return signals[i]
 
 
 class _Chunk:
     """The entries of one batch of signals, in journal order: each signal's own item,
     then its partners."""
 
-    __slots__ = ("alive", "live", "pos", "rows", "sig", "signals", "top")
+    __slots__ = ("alive", "live", "offsets", "parts", "pos", "rows", "sig", "signals", "top")
 
-    def __init__(self, signals: list[ItemSignal], own_rows: np.ndarray, pair_rows: np.ndarray):
-        counts = np.fromiter((len(s.pairs) for s in signals), np.int64, count=len(signals))
+    def __init__(
+        self, signals: Sequence[ItemSignal], own_rows: np.ndarray, pair_rows: np.ndarray
+    ) -> None:
+        if isinstance(signals, OwnSignals) and signals.own_rows is not None:
+            # kept as rows: their widths and sources without making a signal
+            counts = np.asarray(signals.widths(), dtype=np.int64)
+            heads = signals.heads
+            self.parts = [head[0] for head in heads]
+            self.offsets = [head[1] for head in heads]
+        else:
+            counts = np.fromiter((len(s.pairs) for s in signals), np.int64, count=len(signals))
+            self.parts = [s.partition for s in signals]
+            self.offsets = [s.offset for s in signals]
         n = len(signals) + int(counts.sum())
         if len(pair_rows) != n - len(signals):
             raise ValueError(f"{len(pair_rows)} pair rows for {n - len(signals)} pairs")
@@ -62,28 +101,34 @@ class _Chunk:
         self.pos = np.arange(n, dtype=np.int64) - starts[self.sig] - 1  # -1: own item
         self.alive = self.rows >= 0  # an item the catalog did not hold is never asked for
         self.live = int(self.alive.sum())
-        self.signals = signals
+        self.signals: Sequence[ItemSignal] = signals
         self.top = int(self.rows.max()) if n else -1
 
     @classmethod
     def merged(cls, chunks: Sequence[_Chunk]) -> _Chunk:
         """One chunk of the live entries of ``chunks``, in order (the dead ones gone)."""
         merged = cls.__new__(cls)
-        signals: list[ItemSignal] = []
+        picked: list[tuple[Sequence[ItemSignal], int]] = []
+        parts: list[int] = []
+        offsets: list[int] = []
         rows, sig, pos = [], [], []
         for chunk in chunks:
             keep = np.flatnonzero(chunk.alive)
             used, index = np.unique(chunk.sig[keep], return_inverse=True)
             rows.append(chunk.rows[keep])
-            sig.append(index.astype(np.int64) + len(signals))
+            sig.append(index.astype(np.int64) + len(picked))
             pos.append(chunk.pos[keep])
-            signals += [chunk.signals[i] for i in used.tolist()]
+            for i in used.tolist():
+                picked.append((chunk.signals, i))
+                parts.append(chunk.parts[i])
+                offsets.append(chunk.offsets[i])
         merged.rows = np.concatenate(rows) if rows else np.empty(0, np.int64)
         merged.sig = np.concatenate(sig) if sig else np.empty(0, np.int64)
         merged.pos = np.concatenate(pos) if pos else np.empty(0, np.int64)
         merged.alive = np.ones(len(merged.rows), dtype=bool)
         merged.live = len(merged.rows)
-        merged.signals = signals
+        merged.signals = _Picked(picked)
+        merged.parts, merged.offsets = parts, offsets
         merged.top = int(merged.rows.max()) if merged.live else -1
         return merged
 
@@ -124,7 +169,8 @@ class SignalJournal:
         they are looked up by id (an id the catalog does not hold is not journalled)."""
         if not signals:
             return
-        signals = list(signals)
+        if not isinstance(signals, OwnSignals):
+            signals = list(signals)  # (the engine's sequence is its own: a copy)
         if own_rows is None or pair_rows is None:
             get = self.row_of.get
             own_rows = list(map(get, (s.item_id for s in signals), repeat(-1)))
@@ -184,7 +230,6 @@ class SignalJournal:
             hits = np.flatnonzero(chunk.alive & asked[chunk.rows])
             if not len(hits):
                 continue
-            signals = chunk.signals
             for index, row, sig, pos in zip(
                 hits.tolist(),
                 chunk.rows[hits].tolist(),
@@ -192,12 +237,22 @@ class SignalJournal:
                 chunk.pos[hits].tolist(),
                 strict=True,
             ):
-                entry = (signals[sig], pos, chunk, index)
+                entry = (sig, pos, chunk, index)
                 if (held := found.get(row)) is None:
                     found[row] = [entry]
                 else:
                     held.append(entry)
         return found
+
+    @staticmethod
+    def covered(entries: Sequence[Entry], watermarks: Mapping[int, int]) -> list[Entry]:
+        """The ``entries`` whose event is at or below its partition's watermark (what a
+        record with these ``watermarks`` has counted)."""
+        return [
+            entry
+            for entry in entries
+            if entry[2].offsets[entry[0]] <= watermarks.get(entry[2].parts[entry[0]], -1)
+        ]
 
     def kill(self, entries: Sequence[Entry]) -> None:
         """Forget these entries (covered by a record, or their item deleted)."""

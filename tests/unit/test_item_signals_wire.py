@@ -347,12 +347,25 @@ def test_signals_kept_with_their_rows_are_written_as_from_their_ids(
         history = data.draw(st.lists(rows, max_size=12, unique=True))  # distinct, as the engine's
         others = [other for other in history if other != row]
         at = {"weight": 1.0 + offset, "ts": 100.0 + offset, "source": (offset % 3, offset)}
-        mine = located.positive_after(
-            catalog[row], [catalog[o] for o in others], rows=(row, others), **at
-        )
-        assert mine == named.positive(catalog[row], [catalog[h] for h in history], **at)
+        want = named.positive(catalog[row], [catalog[h] for h in history], **at)
+        if data.draw(st.booleans()):  # the engine's way: rows only, the signal made if read
+            located.positive_rows(row, others, **at)
+        else:
+            mine = located.positive_after(
+                catalog[row], [catalog[o] for o in others], rows=(row, others), **at
+            )
+            assert mine == want
     from_rows, from_ids = located.take()[0], named.take()[0]
     assert from_rows == from_ids and from_rows.located and not from_ids.located
+    # read as the list of signals it stands for: by index (any order), slice, tail
+    n = len(from_ids)
+    assert len(from_rows) == n
+    for i in data.draw(st.lists(st.integers(-n, n - 1), max_size=10)):
+        assert from_rows[i] == from_ids[i]
+    cut = data.draw(st.integers(0, n))
+    tail = from_rows.since(cut)
+    assert tail.located == (cut < n) and list(tail) == list(from_ids)[cut:] == from_rows[cut:]
+    assert tail.widths() == [len(s.pairs) for s in list(from_ids)[cut:]]
     partition_of = _partition_of(partitions)
     want = _read_back(encode_columns(from_ids, {}, partition_of, max_bytes, small_pairs=-1))
     assert (
@@ -363,10 +376,16 @@ def test_signals_kept_with_their_rows_are_written_as_from_their_ids(
 
 def test_one_signal_without_rows_makes_the_batch_written_from_its_ids() -> None:
     buffer = SignalBuffer(0.5, ["a", "b", "c"])
-    buffer.positive_after("a", ["b"], weight=1.0, ts=1.0, source=(0, 1), rows=(0, [1]))
+    buffer.positive_rows(0, [1], weight=1.0, ts=1.0, source=(0, 1))
     buffer.positive_after("c", ["a"], weight=1.0, ts=2.0, source=(0, 2))
+    buffer.positive_rows(1, [2, 0], weight=1.0, ts=3.0, source=(0, 3))
     own, _ = buffer.take()
     assert not own.located
+    assert [(s.item_id, s.offset, s.pairs) for s in own] == [
+        ("a", 1, (("b", 1.0),)),
+        ("c", 2, (("a", 1.0),)),
+        ("b", 3, (("c", 1.0), ("a", 0.5))),
+    ]
     assert _read_back(encode_columns(own, {}, _partition_of(1), 1 << 20, small_pairs=-1)) == (
         group_by_item(expand_signals(own))
     )

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interest_core import signal_journal
-from interest_core.item_signals import ItemSignal
+from interest_core.item_signals import ItemSignal, OwnSignals
 from interest_core.signal_journal import SignalJournal
 
 ITEMS = [f"i{n}" for n in range(12)]
@@ -73,7 +73,7 @@ batches = st.lists(
         max_size=12,
     ),
     max_entries=st.integers(1, 40),
-    with_rows=st.booleans(),
+    with_rows=st.sampled_from([False, True, "located"]),
     compact_from=st.sampled_from([1, 8, 65_536]),
 )
 def test_the_journal_finds_what_a_plain_list_holds(  # type: ignore[no-untyped-def]
@@ -90,11 +90,20 @@ def _check(batches, ops, max_entries, with_rows) -> None:  # type: ignore[no-unt
     offset = 0
     for b, batch in enumerate(batches):
         signals = []
+        located = OwnSignals(ITEMS, 0.5)  # the engine's outbox: rows only
         for item, partners in batch:
             partners = [p for p in partners if p != item]
+            if with_rows == "located":  # the engine records live catalog rows only
+                if item == 11:
+                    continue
+                partners = [p for p in partners if p != 11]
+                located.record(item, partners, (offset % 3, offset, float(offset), 1.0))
             signals.append(_signal(offset, item, partners))
             offset += 1
-        if with_rows:  # as the engine gives them: rows -1 for what the catalog lacks
+        if with_rows == "located":
+            assert list(located) == signals
+            journal.add(located, located.own_rows, located.pair_rows)
+        elif with_rows:  # as the engine gives them: rows -1 for what the catalog lacks
             own_rows = [ROW_OF.get(s.item_id, -1) for s in signals]
             pair_rows = [ROW_OF.get(o, -1) for s in signals for o, _ in s.pairs]
             journal.add(signals, own_rows, pair_rows)
@@ -105,14 +114,15 @@ def _check(batches, ops, max_entries, with_rows) -> None:  # type: ignore[no-unt
             op, row, marks = ops[b]
             entries = journal.find([row]).get(row, [])
             if op == "cover":
-                journal.kill([e for e in entries if e[0].offset <= marks.get(e[0].partition, -1)])
+                journal.kill(journal.covered(entries, marks))
                 reference.cover(row, marks)
             else:
                 journal.kill(entries)  # the item deleted: every entry of its row
                 reference.cover(row, {p: 10**9 for p in range(3)})
         found = journal.find(list(range(12)))
         for row in range(12):
-            assert [(s, p) for s, p, _, _ in found.get(row, [])] == reference.of(row)
+            got = [(chunk.signals[s], p) for s, p, chunk, _ in found.get(row, [])]
+            assert got == reference.of(row)
         assert len(journal) == len(reference.entries)
         assert 11 not in found  # never held: never journalled
 
@@ -133,7 +143,7 @@ def test_covered_entries_do_not_stay_held_behind_a_live_one() -> None:
         journal.kill(found[2] + found[3])
     assert len(journal) == 1
     assert journal._held <= 2 * signal_journal.COMPACT_FROM
-    assert [(s.offset, p) for s, p, _, _ in journal.find([1])[1]] == [(0, -1)]
+    assert [(c.signals[s].offset, p) for s, p, c, _ in journal.find([1])[1]] == [(0, -1)]
 
 
 def test_a_deleted_item_takes_its_entries_and_only_its_own() -> None:
@@ -152,4 +162,4 @@ def test_a_deleted_item_takes_its_entries_and_only_its_own() -> None:
     assert view.journalled == 2
     found = view.journal.find([1, 2])
     assert 1 not in found
-    assert [(s, p) for s, p, _, _ in found[2]] == [(a_then_b, 0), (b_then_a, -1)]
+    assert [(c.signals[s], p) for s, p, c, _ in found[2]] == [(a_then_b, 0), (b_then_a, -1)]
