@@ -18,7 +18,10 @@ sharing its lessons with the fleet can send it on.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+from numba import njit
 
 from interest_core.candidates import Candidates, UserView
 from interest_core.catalog import Catalog
@@ -42,6 +45,22 @@ _ANCHOR_LABELS = 3  # top interest labels a content reason may name
 _CONTENT = ("slot", "short_term", "long_term")
 _TASTE_PRIOR_ITEMS = 2.0  # pseudo-items of the prior share in a user's taste for new items
 _COOC, _COOC_POPULAR = FEATURES.index("cooccurrence"), FEATURES.index("cooccurrence_popular")
+
+
+@njit(cache=True, nogil=True)
+def _holds(rows: np.ndarray, row: int) -> bool:  # pragma: no cover - compiled
+    """True when ``row`` is one of ``rows`` (a remembered ranking's): asked on every
+    positive event, where ``(rows == row).any()`` cost some 1.5 us in numpy's calls."""
+    for held in rows:  # noqa: SIM110 - a loop numba compiles, not a generator
+        if held == row:
+            return True
+    return False
+
+
+@functools.cache  # once per process: every ranker calls it
+def _warm_up() -> None:
+    """Load (or compile) :func:`_holds` before the first event asks it."""
+    _holds(np.zeros(1, dtype=np.int32), 0)
 
 
 class Ranker:
@@ -77,6 +96,7 @@ class Ranker:
         self.cold_taste = settings.cold_taste
         # Per user, from the last ranking: best candidates and their scaled features.
         self._shown: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        _warm_up()
 
     def forget(self, user_id: str) -> None:
         """Drop the user's remembered ranking."""
@@ -293,7 +313,7 @@ class Ranker:
     def teaches(self, user_id: str, row: int) -> bool:
         """True when acting on ``row`` now would make :meth:`learn` take a step."""
         remembered = self._shown.get(user_id)
-        return remembered is not None and bool((remembered[0] == row).any())
+        return remembered is not None and _holds(remembered[0], row)
 
     def learn(self, user_id: str, row: int) -> np.ndarray | None:
         """Fusion step when the user acts on one of their last ranked candidates: the

@@ -305,6 +305,24 @@ def test_the_cooccurrence_thread_changes_no_recommendation(
     assert outcomes[True] == outcomes[False]
 
 
+def test_only_an_item_of_the_last_ranking_teaches() -> None:
+    """A fusion lesson is due when the user acts on one of the candidates of their last
+    ranking: not on an item that was no candidate (one they had taken), nor for a user
+    without a ranking."""
+    engine = engine_with("hybrid")
+    shown = engine.process(clicks("u0", [0, 4, 8, 12, 16])).recommendations[0].items
+
+    def row(item_id: str) -> int:
+        found = engine.catalog.row(item_id)
+        assert found is not None
+        return found
+
+    assert engine.ranker.teaches("u0", row(shown[0].item_id))
+    assert engine.ranker.teaches("u0", row(shown[-1].item_id))
+    assert not engine.ranker.teaches("u0", row("i0"))  # taken before: never a candidate
+    assert not engine.ranker.teaches("u1", row(shown[0].item_id))  # no ranking
+
+
 def test_a_lesson_uses_the_features_the_user_was_ranked_with(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
