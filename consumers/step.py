@@ -187,7 +187,7 @@ class BatchStep:
         self.residency.arrive({p.event.user_id: p.record.partition for p in oks})
         stats = BatchStats()
         if oks:
-            outcome = self._run_engine([p.event for p in oks])
+            outcome = self._run_engine([p.event for p in oks], plan, [p.record for p in oks])
             stats = outcome.stats or stats
             plan.duplicates = outcome.duplicates
             errs.extend(Failed(oks[i].record, why) for i, why in outcome.rejected)
@@ -214,7 +214,8 @@ class BatchStep:
 
     def _plan_outcome(self, plan: PublishPlan, kept: list[Parsed], outcome: BatchOutcome) -> None:
         """State, recommendations and tombstones of the outcome; latency inputs of the
-        events the engine kept."""
+        events the engine kept; the item signals not taken yet (the engine took none when
+        it fell back to one event at a time)."""
         for parsed in kept:
             plan.event_times.append(parsed.event.ts)
             plan.ingest_times.append(parsed.record.ingested_at)
@@ -271,15 +272,37 @@ class BatchStep:
         )
         return OutgoingRecord(self.settings.topics.deadletter, record.key, record.value, headers)
 
-    def _run_engine(self, events: list[Event]) -> BatchOutcome:
-        """``Engine.process`` on the batch; if it raises, one event at a time."""
+    def _run_engine(
+        self, events: list[Event], plan: PublishPlan, records: list[InputRecord]
+    ) -> BatchOutcome:
+        """``Engine.process`` on the batch; if it raises, one event at a time.
+
+        The batch's item signals are written once its events are applied
+        (``Engine.on_applied``), while the co-occurrence thread finishes their updates,
+        not after the rankings, whose first read would wait for that thread
+        (docs/RESULTS.md, round 22). An error there is raised once the engine returns, as
+        it was when the plan wrote them."""
+        failed: list[Exception] = []
+
+        def write_signals() -> None:
+            try:
+                self._plan_signals(plan, records)
+            except Exception as exc:  # not the batch's fault: raised below
+                failed.append(exc)
+
+        self.engine.on_applied = write_signals
+        outcome: BatchOutcome | None = None
         try:
-            return self.engine.process(events, published_at=time.time())
+            outcome = self.engine.process(events, published_at=time.time())
         except Exception:
             # A bug the batch tripped on must not lose the others or stop the worker:
             # find the event(s) at fault one by one and dead-letter them.
             log.exception("batch of %d events failed; retrying them one at a time", len(events))
-        return self._one_by_one(events)
+        finally:
+            self.engine.on_applied = None
+        if failed:
+            raise failed[0]
+        return outcome if outcome is not None else self._one_by_one(events)
 
     def _one_by_one(self, events: list[Event]) -> BatchOutcome:
         """Process ``events`` singly; an event that raises is rejected (by its position)

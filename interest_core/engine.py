@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from interest_core import cooccurrence, diversity
+from interest_core import cooccurrence
 from interest_core.adapter import AdapterWeights, ItemSpace, example_queries
 from interest_core.batch_search import BatchSearch
 from interest_core.candidates import Candidates, Clock
@@ -172,11 +172,11 @@ class Engine:
 
     ``encoder`` turns texts into unit vectors; ``settings`` supplies model, index and
     recommendation hyper-parameters; ``strategy`` is one of :data:`STRATEGIES`;
-    ``model_name`` is reported in records (default: the encoder's name);
-    ``knowledge`` is the item knowledge to learn into and read from (default: a fresh
-    one of this engine's own). With ``emit_item_signals`` the engine also records what
-    each applied event teaches about items (:attr:`outbox`, for the item-keyed stage)
-    and takes the fleet's knowledge back (:meth:`apply_item_knowledge`).
+    ``model_name`` is reported in records (default: the encoder's name); ``knowledge``
+    is the item knowledge to learn into and read from (default: a fresh one of its own).
+    With ``emit_item_signals`` the engine also records what each applied event teaches
+    about items (:attr:`outbox`, for the item-keyed stage) and takes the fleet's
+    knowledge back (:meth:`apply_item_knowledge`).
     """
 
     def __init__(
@@ -223,18 +223,17 @@ class Engine:
         )
         self.interest.warm_up()  # and the other compiled loops: the first batch pays none
         cooccurrence.warm_up()
-        diversity.warm_up()
         self.label_model = LabelModel(settings.model.long_term_half_life_s)
         self.vocabulary = LabelVocabulary()
         self._labels_dirty = True
         self.users: dict[str, UserState] = {}
-        # A user's run of interest updates in a batch goes through one compiled call
-        # (InterestModel.apply_many) before anything reads the user's vectors.
+        # A user's interest updates: one compiled run before anything reads them.
         self._pending = PendingUpdates(self.interest, self.users)
         self.clock = Clock()
         self.space = ItemSpace(self.catalog, self.model_name)  # the adaptation layer
         #: Gets (raw query vectors, row) before each positive item event: training examples.
         self.on_example: Callable[[np.ndarray, int], None] | None = None
+        self.on_applied: Callable[[], None] | None = None  # a batch applied, nothing read yet
         self.candidates = Candidates(
             self.catalog,
             self.index,
@@ -339,6 +338,8 @@ class Engine:
         t1 = time.perf_counter()
         batch = self._apply_batch(valid, vectors, intents, published_at)
         t2 = time.perf_counter()
+        if self.on_applied is not None:
+            self.on_applied()
         user_ids = list(batch.touched)
         timings: dict[str, float] = {}
         ranked = self.search.recommend(user_ids, self.settings.recommend.k, True, None, timings)

@@ -26,6 +26,7 @@ from numba import njit
 from interest_core.candidates import Candidates, UserView
 from interest_core.catalog import Catalog
 from interest_core.diversity import mmr
+from interest_core.diversity import warm_up as diversity_warm_up
 from interest_core.fusion import FusionWeights
 from interest_core.interest import UserState
 from interest_core.labels import LabelModel
@@ -101,6 +102,7 @@ class Ranker:
         # Per user, from the last ranking: best candidates and their scaled features.
         self._shown: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         _warm_up()
+        diversity_warm_up()  # the first ranking pays for no compiled loop
 
     def forget(self, user_id: str) -> None:
         """Drop the user's remembered ranking."""

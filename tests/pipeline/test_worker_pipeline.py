@@ -355,3 +355,33 @@ def test_a_worker_restarted_in_a_crash_loop_says_so_until_it_commits(
     assert metric(worker, "interest_worker_restarts_total") == 3
     report = worker.crash_report(RuntimeError("boom"))
     assert report["error"] == "RuntimeError: boom" and report["offsets"] == {}
+
+
+def test_a_failure_writing_the_item_signals_fails_the_batch(
+    log_data: tuple[list[dict], list[dict]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's item signals are written while the batch is processed (once its events
+    are applied, before its users are ranked). An error there fails the batch, as an
+    error of its plan always did (the worker restarts and reads it again from its
+    commits), instead of sending the batch through the engine again one event at a time,
+    with its signals lost and its offsets committed."""
+    import consumers.knowledge_follower as knowledge_follower
+
+    catalog, events = log_data
+    settings = _settings()
+    worker = make_worker(settings, catalog)
+    records = RecordFeed(settings.topics.events, PARTITIONS).events(events[:200])
+    write = knowledge_follower.signal_records
+    calls: list[int] = []
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        raise RuntimeError("the signals writer broke")
+
+    monkeypatch.setattr(knowledge_follower, "signal_records", broken)
+    with pytest.raises(RuntimeError, match="the signals writer broke"):
+        worker.process_records(records[:100])
+    assert calls == [1]  # once, for the whole batch
+    monkeypatch.setattr(knowledge_follower, "signal_records", write)
+    plan = worker.process_records(records[100:])
+    assert plan.signals and not plan.dead_letters
