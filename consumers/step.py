@@ -214,8 +214,8 @@ class BatchStep:
 
     def _plan_outcome(self, plan: PublishPlan, kept: list[Parsed], outcome: BatchOutcome) -> None:
         """State, recommendations and tombstones of the outcome; latency inputs of the
-        events the engine kept; the item signals not taken yet (the engine took none when
-        it fell back to one event at a time)."""
+        events the engine kept; the item signals not written yet (those of a batch the
+        engine ran again one event at a time: see :meth:`_run_engine`)."""
         for parsed in kept:
             plan.event_times.append(parsed.event.ts)
             plan.ingest_times.append(parsed.record.ingested_at)

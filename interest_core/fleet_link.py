@@ -54,7 +54,7 @@ class FleetLink:
         #: :mod:`interest_core.item_signals`), drained by the worker.
         self.outbox = SignalBuffer(PAIR_DECAY_PER_ITEM, catalog.item_ids) if emit else None
         self.own_lessons: deque[FusionFeedback] = deque(maxlen=OWN_LESSONS_KEPT)
-        # The outbox's signals journalled in the view so far (signals, pair rows): the
+        # How many of the outbox's signals are journalled in the view so far: the
         # journal takes them a batch at a time, before any record could need them.
         self._journalled = 0
 
@@ -73,7 +73,8 @@ class FleetLink:
     def positive(
         self, row: int, history: Sequence[int], *, weight: float, ts: float, source: tuple[int, int]
     ) -> None:
-        """Record the signals of a positive event on the item at catalog ``row`` after the user's positive ``history`` (distinct rows, newest first, as
+        """Record the signals of a positive event on the item at catalog ``row`` after the
+        user's positive ``history`` (distinct rows, newest first, as
         :func:`~interest_core.history.recent_history` gives them), ``weight`` at event
         time ``ts`` (unix seconds). They are journalled in the view (so that the fleet's
         older records do not hide them) before any record is applied (:meth:`journal`)."""

@@ -314,23 +314,14 @@ class OwnSignals(Sequence[ItemSignal]):
         """True when every signal came with rows (and there is at least one)."""
         return bool(self) and self.own_rows is not None and 0.0 < self.decay <= 1.0
 
-    def record(
-        self,
-        row: int,
-        others: Sequence[int],
-        head: tuple[int, int, float, float],
-        made: ItemSignal | None = None,
-    ) -> None:
+    def record(self, row: int, others: Sequence[int], head: tuple[int, int, float, float]) -> None:
         """One positive event on ``row`` after the distinct ``others`` rows (newest first,
-        without ``row``), ``head`` its ``(partition, offset, ts, weight)``: the signal
-        :meth:`SignalBuffer.positive_after` makes, kept as rows (``made``: that signal,
-        when the caller has it already)."""
+        without ``row``), ``head`` its ``(partition, offset, ts, weight)``, kept as rows
+        (made at once when the sequence is a list of signals already)."""
         own_rows = self.own_rows
-        if own_rows is None:  # a list of signals already: this one joins it made
-            self._named.append(made or self._signal(row, others, head))
+        if own_rows is None:
+            self._named.append(self._signal(row, others, head))
             return
-        if made is not None:
-            self._made[len(own_rows)] = made
         own_rows.append(row)
         self.pair_rows += others
         self.ends.append(len(self.pair_rows))
@@ -418,7 +409,8 @@ class OwnSignals(Sequence[ItemSignal]):
     def _signal(
         self, row: int, others: Sequence[int], head: tuple[int, int, float, float]
     ) -> ItemSignal:
-        """The signal of one recorded event (as :meth:`SignalBuffer.positive_after`)."""
+        """The signal of one recorded event: :func:`event_signal`'s for the rows' items
+        (distinct and without the event's own, so no filtering is needed)."""
         assert self.item_ids is not None
         ids = self.item_ids
         pairs = tuple(
@@ -443,7 +435,7 @@ class SignalBuffer:
 
     def __init__(self, decay: float = 1.0, item_ids: Sequence[str] | None = None) -> None:
         self.decay = decay
-        #: Names catalog rows (see :meth:`positive_after`); None when no rows are given.
+        #: Names catalog rows (see :meth:`positive_rows`); None when no rows are given.
         self.item_ids = item_ids
         self.signals = OwnSignals(item_ids, decay)
         self.lessons: list[FusionFeedback] = []
@@ -480,38 +472,12 @@ class SignalBuffer:
         self.signals.append(signal)  # named, not located: the columns come from the ids
         return signal
 
-    def positive_after(
-        self,
-        item_id: str,
-        others: Sequence[str],
-        *,
-        weight: float,
-        ts: float,
-        source: tuple[int, int],
-        rows: tuple[int, list[int]] | None = None,
-    ) -> ItemSignal:
-        """:meth:`positive` for a history already without ``item_id`` and without repeats
-        (``others``, newest first: the engine's, named from distinct rows): the same
-        signal, without the filtering :func:`event_signal` does for any history.
-        ``rows``: the item's row and the others' (named by :attr:`item_ids`), kept for the
-        columns writer (see :class:`OwnSignals`)."""
-        pairs = tuple(zip(others, decay_powers(self.decay, len(others)), strict=False))
-        # tuple.__new__ skips the named tuple's Python-level __new__ (one per event).
-        signal = tuple.__new__(
-            ItemSignal, (item_id, source[0], source[1], ts, 0.0, 1.0, weight, pairs)
-        )
-        if rows is None or self.item_ids is None:
-            self.signals.append(signal)
-        else:
-            self.signals.record(rows[0], rows[1], (source[0], source[1], ts, weight), signal)
-        return signal
-
     def positive_rows(
         self, row: int, others: Sequence[int], *, weight: float, ts: float, source: tuple[int, int]
     ) -> None:
-        """:meth:`positive_after` from the rows alone (a buffer with :attr:`item_ids`):
-        the event on ``row`` after the distinct ``others`` rows (newest first, without
-        ``row``; read at once). The signal is made only if it is read."""
+        """:meth:`positive` from catalog rows (a buffer with :attr:`item_ids`): the event
+        on ``row`` after the distinct ``others`` rows (newest first, without ``row``;
+        read at once), kept as rows; its signal is made only if it is read."""
         if self.item_ids is None:
             raise ValueError("a buffer without item ids cannot record rows")
         self.signals.record(row, others, (source[0], source[1], ts, weight))

@@ -274,7 +274,7 @@ def _batch_of(own: Sequence[ItemSignal], ingested_at: Mapping[tuple[int, int], f
         ids, event_item, pair_item = _ids_of_rows(own.own_rows, own.pair_rows, own.item_ids)
         if len(pair_item) != int(pair_end[-1]):
             raise ValueError(f"{len(pair_item)} pair rows for {int(pair_end[-1])} pairs")
-        # Each event's j-th pair has decay ** j (SignalBuffer.positive_after): what
+        # Each event's j-th pair has decay ** j (OwnSignals._signal): what
         # _amounts finds from the amounts, without reading them.
         rank = np.arange(len(pair_item)) - np.repeat(pair_end - widths, widths)
         if not len(rank):

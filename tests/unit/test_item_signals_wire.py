@@ -347,14 +347,8 @@ def test_signals_kept_with_their_rows_are_written_as_from_their_ids(
         history = data.draw(st.lists(rows, max_size=12, unique=True))  # distinct, as the engine's
         others = [other for other in history if other != row]
         at = {"weight": 1.0 + offset, "ts": 100.0 + offset, "source": (offset % 3, offset)}
-        want = named.positive(catalog[row], [catalog[h] for h in history], **at)
-        if data.draw(st.booleans()):  # the engine's way: rows only, the signal made if read
-            located.positive_rows(row, others, **at)
-        else:
-            mine = located.positive_after(
-                catalog[row], [catalog[o] for o in others], rows=(row, others), **at
-            )
-            assert mine == want
+        named.positive(catalog[row], [catalog[h] for h in history], **at)
+        located.positive_rows(row, others, **at)  # the engine's way: the signal made if read
     from_rows, from_ids = located.take()[0], named.take()[0]
     assert from_rows == from_ids and from_rows.located and not from_ids.located
     # read as the list of signals it stands for: by index (any order), slice, tail
@@ -377,7 +371,7 @@ def test_signals_kept_with_their_rows_are_written_as_from_their_ids(
 def test_one_signal_without_rows_makes_the_batch_written_from_its_ids() -> None:
     buffer = SignalBuffer(0.5, ["a", "b", "c"])
     buffer.positive_rows(0, [1], weight=1.0, ts=1.0, source=(0, 1))
-    buffer.positive_after("c", ["a"], weight=1.0, ts=2.0, source=(0, 2))
+    buffer.positive("c", ["a"], weight=1.0, ts=2.0, source=(0, 2))
     buffer.positive_rows(1, [2, 0], weight=1.0, ts=3.0, source=(0, 3))
     own, _ = buffer.take()
     assert not own.located
