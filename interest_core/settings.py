@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
 __all__ = [
+    "COMPRESSION_TYPES",
     "AdapterSettings",
     "BatchSettings",
     "BrokerSettings",
@@ -46,6 +47,10 @@ __all__ = [
 ]
 
 ENV_PREFIX = "INTEREST__"
+
+#: The producers' codecs (``kafka.compression_type``); kafka-python decodes each with
+#: the packages pyproject lists (lz4, zstandard, cramjam for snappy).
+COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
 class SettingsError(ValueError):
@@ -82,11 +87,13 @@ class KafkaSettings:
     retry_backoff_ms: int = 200
     reconnect_backoff_max_ms: int = 5000
     bootstrap_timeout_ms: int = 10000  # first connection; past it, "cannot reach Kafka"
+    compression_type: str = "lz4"  # the producers' codec: none, gzip, snappy, lz4, zstd
 
     def __post_init__(self) -> None:
         _check(bool(self.bootstrap_servers.strip()), "bootstrap_servers", "must not be empty")
         _check_one_of(self, "security_protocol", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
         _check_one_of(self, "sasl_mechanism", ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+        _check_one_of(self, "compression_type", COMPRESSION_TYPES)
         _check_positive(
             self,
             "request_timeout_ms",

@@ -69,9 +69,12 @@ def describe_kafka_error(settings: Settings, exc: BaseException) -> str:
 
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
-    """A producer that waits for all in-sync replicas and retries (idempotent where allowed)."""
+    """A producer that waits for all in-sync replicas and retries (idempotent where allowed),
+    its batches compressed with ``kafka.compression_type``."""
     kwargs: dict[str, Any] = client_kwargs(settings.kafka)
+    codec = settings.kafka.compression_type
     kwargs.update(
+        compression_type=None if codec == "none" else codec,
         acks="all",
         linger_ms=5,
         retries=2**31 - 1,

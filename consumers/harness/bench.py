@@ -735,7 +735,9 @@ def bench_stream(
     }
     encoder, out["catalog_prewarm"] = _prewarm(cfg, stream, model, vector_cache_dir)
     create_topics(cfg)
-    producer = make_producer(cfg, linger_ms=5)
+    # The input as in every round before the producers compressed (the raw ceiling and
+    # the worker read the same records): uncompressed.
+    producer = make_producer(cfg, linger_ms=5, compression_type=None)
     for record in stream.catalog:
         producer.send(
             cfg.topics.catalog, key=str(record["item_id"]).encode(), value=orjson.dumps(record)

@@ -105,8 +105,9 @@ def _send(
     total = len(records)
     # The project's default producer (5 ms linger): one request per record would cost the
     # broker and this process more CPU than the worker being measured. A record's
-    # timestamp is taken at send, so the linger is counted in the "kafka" stage.
-    producer = make_producer(settings)
+    # timestamp is taken at send, so the linger is counted in the "kafka" stage. Its
+    # batches uncompressed, as the backlog's (`run_pipeline`).
+    producer = make_producer(settings, compression_type=None)
     topic = settings.topics.events
     sent_at: dict[str, float] = {}
     acked: list[float] = []  # send -> the broker's acknowledgement, seconds, per record

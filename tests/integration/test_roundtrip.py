@@ -14,7 +14,7 @@ from kafka.partitioner.default import murmur2
 
 from consumers.subscribe import open_reader, subscribe
 from interest_core.records import Recommendation, RecommendedItem
-from interest_core.settings import Settings
+from interest_core.settings import COMPRESSION_TYPES, Settings
 from producers.jsonl import read_lines
 from producers.kafka_client import make_consumer, make_producer
 from producers.movielens import convert_movielens
@@ -22,6 +22,7 @@ from producers.replay import replay
 from producers.synthetic import generate
 from producers.topics import create_topics
 from tests.data_paths import MOVIELENS_SMALL, needs_movielens
+from tests.wire import batch_codecs
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +84,23 @@ def test_replay_loses_nothing_and_keeps_keys_and_order(
         events.sort()
         times = [ts for _, ts in events]
         assert times == sorted(times)  # in offset order, a user's events are in time order
+
+
+@pytest.mark.parametrize("codec", COMPRESSION_TYPES)
+def test_records_are_stored_in_the_configured_codec_and_read_back_whole(
+    kafka_settings: Settings, tmp_path: Path, codec: str
+) -> None:
+    """``kafka.compression_type`` is the codec of every batch our producers write (lz4
+    unless set), and every consumer of the project reads each one back byte for byte."""
+    settings = kafka_settings.replace(kafka={"compression_type": codec})
+    create_topics(settings)
+    made = generate(tmp_path, users=20, items=60, events=400, seed=3)
+    assert replay(made.events_path, settings, progress=False).sent == 400
+    with batch_codecs() as codecs:
+        records = read_back(settings, settings.topics.events, 400)
+    assert set(codecs) == {codec} and codecs[codec] > 0
+    sent = [line for _, line in read_lines(made.events_path)]
+    assert sorted(r.value for r in records) == sorted(sent)
 
 
 def test_send_invalid_puts_bad_lines_on_the_topic(kafka_settings: Settings, tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from producers.kafka_client import make_consumer, make_producer
 from producers.topics import create_topics
 from tests.data_paths import MOVIELENS_SMALL as MOVIELENS
 from tests.data_paths import movielens_log
+from tests.wire import batch_codecs
 
 pytestmark = [
     pytest.mark.integration,
@@ -228,11 +229,21 @@ def test_two_workers_apply_every_event_once_and_dead_letter_the_bad(
             r.stop()
 
     assert state_counts(settings) == expected_counts(events)
-    recs = [
-        parse_recommendation(r.value) for r in read_topic(settings, settings.topics.recommendations)
-    ]
+    with batch_codecs() as codecs:  # what the workers wrote, as the broker keeps it
+        recs = [
+            parse_recommendation(r.value)
+            for r in read_topic(settings, settings.topics.recommendations)
+        ]
+    with batch_codecs() as state_codecs:
+        read_topic(settings, settings.topics.state)
+    with batch_codecs() as letter_codecs:
+        letters = read_topic(settings, settings.topics.deadletter)
+    # lz4 by default (`kafka.compression_type`); kafka-python leaves a batch that would
+    # not shrink (a lone small record) uncompressed
+    assert set(codecs) == {"lz4"} == {settings.kafka.compression_type}
+    assert set(state_codecs) | set(letter_codecs) <= {"lz4", "none"}
+    assert state_codecs["lz4"] > 0 and letter_codecs["lz4"] > 0
     assert {r.user_id for r in recs} == {e["user_id"] for e in events}
-    letters = read_topic(settings, settings.topics.deadletter)
     assert Counter(dict(r.headers)["reason"].decode() for r in letters) == Counter(
         reason for _, _, reason in BAD_RECORDS
     )

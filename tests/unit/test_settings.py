@@ -28,6 +28,10 @@ def test_defaults_and_a_valid_override_load() -> None:
         ({"encoder": {"backend": "onnx"}}, "encoder.backend: must be one of transformer, hashing"),
         ({"topics": {"events_partitions": 0}}, "topics.events_partitions: must be positive"),
         ({"metrics": {"port": 70000}}, "metrics.port: must be in 0..65535"),
+        (
+            {"kafka": {"compression_type": "brotli"}},
+            "kafka.compression_type: must be one of none, gzip, snappy, lz4, zstd",
+        ),
         ({"recommend": {"mmr_lambda": 1.5}}, "recommend.mmr_lambda"),
         (
             {"consumer": {"background_fetch_max_wait_ms": -1}},
