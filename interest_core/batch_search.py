@@ -45,12 +45,11 @@ class BatchSearch:
         views = []
         for user_id in user_ids:
             state = self.users.get(user_id)
-            ids: list[str] = []
-            if state is not None and exclude_seen:
-                ids.extend(state.seen)
-            if exclude is not None and user_id in exclude:
-                ids.extend(exclude[user_id])
-            views.append(self.candidates.view(state, self.candidates.blocked(ids), len(ids)))
+            seen_by = state if exclude_seen else None
+            ids = exclude.get(user_id, ()) if exclude is not None else ()
+            excluded = len(ids) + (len(seen_by.seen) if seen_by is not None else 0)
+            blocked = self.candidates.blocked(ids, seen_by)
+            views.append(self.candidates.view(state, blocked, excluded))
         content = self.candidates.content.candidates(views)
         t1 = time.perf_counter()
         united, fills, trend = self.candidates.gather(views, k, content)

@@ -376,15 +376,31 @@ class Candidates:
         """The rows of :meth:`history` alone (every positive event asks for them)."""
         return self.windows.rows(state)
 
-    def blocked(self, item_ids: Iterable[str]) -> np.ndarray:
-        """Boolean mask over rows: dead items and ``item_ids`` are True."""
+    def blocked(self, item_ids: Iterable[str], seen_by: UserState | None = None) -> np.ndarray:
+        """Boolean mask over rows: dead items, ``item_ids`` and the items ``seen_by`` has
+        seen are True."""
         width = self.catalog.rows_allocated
         blocked = ~self.catalog.alive[:width]
         row_of = self.catalog.row_of
         rows = [r for r in map(row_of.get, item_ids) if r is not None]
         if rows:
             blocked[rows] = True
+        if seen_by is not None and seen_by.seen:
+            blocked[self._seen_rows(seen_by)] = True
         return blocked
+
+    def _seen_rows(self, state: UserState) -> np.ndarray:
+        """The catalog rows of ``state``'s seen items; looked up again, all of them, only
+        when the catalog's layout changed since (an item added or removed: a removed
+        item that comes back has a new row)."""
+        seen, layout = state.seen, self.catalog.layout
+        if state.seen_layout != layout:
+            row_of = self.catalog.row_of
+            for item_id in seen:
+                seen[item_id] = row_of.get(item_id, -1)
+            state.seen_layout = layout
+        rows = np.fromiter(seen.values(), np.intp, len(seen))
+        return rows[rows >= 0]
 
     def view(self, state: UserState | None, blocked: np.ndarray, n_excluded: int) -> UserView:
         """The user's :class:`UserView` at the clock's time (``state`` None: a new user)."""

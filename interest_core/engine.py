@@ -492,10 +492,9 @@ class Engine:
             self.fleet.positive(row, history, weight=weight, ts=ts, source=source)
         self._pending.defer(state.user_id, self.catalog.embeddings[row], weight, ts)
         self.label_model.add_item(state, self.catalog.labels[row], weight, ts)
+        item = RecentItem(event.item_id, ts, weight, action_of(event), before)
         state.remember_item(
-            RecentItem(event.item_id, ts, weight, action_of(event), before),
-            self.settings.model.recent_items,
-            _SEEN_LIMIT,
+            item, self.settings.model.recent_items, _SEEN_LIMIT, row, self.catalog.layout
         )
 
     # ------------------------------------------------------------------ recommending

@@ -89,7 +89,12 @@ class UserState:
     recent: deque[RecentItem] = field(default_factory=deque)
     texts: deque[RecentText] = field(default_factory=deque)
     text_dirs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float16))
-    seen: dict[str, None] = field(default_factory=dict)
+    #: The seen items, oldest first, each with its catalog row (-1: not in the catalog)
+    #: under catalog layout ``seen_layout`` (-1: the rows are not known): the mask of a
+    #: user's seen items is then made without looking each id up
+    #: (:meth:`~interest_core.candidates.Candidates.blocked`).
+    seen: dict[str, int] = field(default_factory=dict)
+    seen_layout: int = -1
     labels: dict[str, float] = field(default_factory=dict)
     labels_ts: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
@@ -130,13 +135,23 @@ class UserState:
 
     # ------------------------------------------------------------------ histories
 
-    def remember_item(self, item: RecentItem, recent_limit: int, seen_limit: int) -> None:
-        """Append to the bounded history and the bounded seen set."""
+    def remember_item(
+        self,
+        item: RecentItem,
+        recent_limit: int,
+        seen_limit: int,
+        row: int = -1,
+        layout: int = -1,
+    ) -> None:
+        """Append to the bounded history and the bounded seen set; ``row`` is the item's
+        catalog row under catalog layout ``layout`` (unknown by default)."""
         self.recent.append(item)
         while len(self.recent) > recent_limit:
             self.recent.popleft()
         self.seen.pop(item.item_id, None)
-        self.seen[item.item_id] = None
+        self.seen[item.item_id] = row
+        if layout != self.seen_layout:
+            self.seen_layout = -1  # rows of two layouts: all looked up again when read
         while len(self.seen) > seen_limit:
             del self.seen[next(iter(self.seen))]
 
@@ -221,7 +236,7 @@ class UserState:
                 recent=_recent_items(meta["r"], meta.get("rb")),
                 texts=deque(RecentText(str(a), float(b)) for a, b in meta["tx"]),
                 text_dirs=parts[2 + n_slots :].copy(),
-                seen=dict.fromkeys(str(s) for s in meta["se"]),
+                seen=dict.fromkeys((str(s) for s in meta["se"]), -1),
                 labels={str(k): float(v) for k, v in meta["lb"].items()},
                 labels_ts=float(meta["lbt"]),
                 counts={str(k): int(v) for k, v in meta["c"].items()},

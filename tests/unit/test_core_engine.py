@@ -77,6 +77,48 @@ def test_deleted_items_never_come_back(strategy: str, data: tuple[list[Event], s
         assert len(items) <= 20 - len(deleted)
 
 
+@st.composite
+def catalog_stories(draw: st.DrawFn) -> list[tuple[str, int]]:
+    """Clicks, deletions, returns and new items in any order, and moves of a user's
+    state to another engine whose catalog has other rows."""
+    kinds = st.sampled_from(["click"] * 6 + ["delete", "return", "add", "move"])
+    return [(draw(kinds), draw(st.integers(0, 29))) for _ in range(draw(st.integers(1, 40)))]
+
+
+@settings(max_examples=60, deadline=None)
+@given(story=catalog_stories())
+def test_the_seen_mask_follows_catalog_changes(story: list[tuple[str, int]]) -> None:
+    """The mask of a user's seen items (made from rows kept with them) always equals
+    the mask made by looking each seen id up in the catalog of the moment: items
+    deleted, items back under a new row, new items, a state restored elsewhere."""
+    engine = engine_with("hybrid", n=20)
+    added = 20
+    for j, (kind, i) in enumerate(story):
+        if kind == "click":
+            engine.learn([Event("u", float(j), "click", f"e{j}", item_id=f"i{i % added}")])
+        elif kind == "delete":
+            engine.delete_items([f"i{i % added}"])
+        elif kind == "return":
+            engine.upsert_items([c for c in catalog(added) if c.item_id == f"i{i % added}"])
+        elif kind == "add":
+            added += 1
+            engine.upsert_items([catalog(added)[-1]])
+        elif (blob := engine.export_user("u")) is not None:  # move
+            moved = Engine(HashingEncoder(dim=64), Settings(), strategy="hybrid")
+            moved.upsert_items(list(reversed(catalog(added))))  # other rows
+            moved.import_user("u", blob)
+            engine = moved
+        state = engine.users.get("u")
+        if state is None:
+            continue
+        mask = engine.candidates.blocked([], state)
+        expected = ~engine.catalog.alive[: engine.catalog.rows_allocated]
+        expected[[r for r in map(engine.catalog.row_of.get, state.seen) if r is not None]] = True
+        assert np.array_equal(mask, expected)
+        listed = {i.item_id for i in engine.recommend(["u"], 40)["u"]}
+        assert not listed & set(state.seen)
+
+
 def test_reupserting_unchanged_items_encodes_nothing() -> None:
     calls: list[int] = []
     inner = HashingEncoder(dim=32)
