@@ -183,3 +183,43 @@ def test_the_common_shapes_take_the_short_way() -> None:
         short = _common_event(raw, "t/0/1", 1, 0, 2000)
         assert isinstance(short, Event), raw
         assert short == _checked_event(raw, "t/0/1", 1, 0, 2000)
+
+
+NUMBERS = [
+    *[
+        "1e-400",
+        "-0",
+        "1E5",
+        "1.0e+2",
+        "01",
+        "1.",
+        ".5",
+        "-",
+        "1e",
+        "0x10",
+        "1_000",
+        "+1",
+        "Infinity",
+        "NaN",
+        "00",
+        "1e309",
+    ],
+    *["2.5e-324", "4102444800.0000000001", "4102444800.00000001", "5.0000000000000001"],
+    *["4.99999999999999999999", "-0.0", "18446744073709551616", "-9223372036854775809"],
+]
+
+
+def test_numbers_spelled_any_way_read_alike() -> None:
+    """JSON numbers as other producers may write them, in the time, the rating and the
+    ids: the same event or the same reason either way."""
+    for number in NUMBERS:
+        for template in (
+            '{"user_id":"u","ts":%s,"type":"click","item_id":"m","event_id":"e"}',
+            '{"user_id":"u","ts":1,"type":"rate","item_id":"m","event_id":"e","rating":%s}',
+            '{"user_id":%s,"ts":1,"type":"click","item_id":%s}',
+        ):
+            raw = (template % ((number,) * template.count("%s"))).encode()
+            checked = _checked_event(raw, "t/0/1", 1, 0, 2000)
+            assert parse_event(raw, fallback_id="t/0/1", offset=1, partition=0) == checked
+            short = _common_event(raw, "t/0/1", 1, 0, 2000)
+            assert short is None or short == checked, raw
