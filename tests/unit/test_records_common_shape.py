@@ -223,3 +223,30 @@ def test_numbers_spelled_any_way_read_alike() -> None:
             assert parse_event(raw, fallback_id="t/0/1", offset=1, partition=0) == checked
             short = _common_event(raw, "t/0/1", 1, 0, 2000)
             assert short is None or short == checked, raw
+
+
+def test_contexts_at_their_bounds_read_alike() -> None:
+    """A context's bounds (keys, string length, integer range) and odd values: the same
+    event or the same reason either way."""
+    big = 2**63
+    values: list[object] = ["abcdef", "abcdefg", "", big - 1, big, -(big - 1), -big]
+    values += [2**64 - 1, 2**64, 1.5, True, None, [1], {"a": 1}]
+    contexts: list[object] = [{"k": value} for value in values]
+    contexts += [{f"k{i}": i for i in range(n)} for n in (0, 32, 33)]
+    for context in contexts:
+        for how in ("orjson", "json"):
+            raw = _dumps(event_with(context), how)
+            checked = _checked_event(raw, None, 1, 0, 6)
+            assert _common_event(raw, None, 1, 0, 6) in (None, checked), raw
+            assert parse_event(raw, offset=1, partition=0, max_text_chars=6) == checked
+
+
+def event_with(context: object) -> dict[str, Any]:
+    return {
+        "event_id": "e",
+        "user_id": "u",
+        "ts": 1,
+        "type": "click",
+        "item_id": "m",
+        "context": context,
+    }
