@@ -325,14 +325,11 @@ def _ts_from(value: Any) -> float | None:
 
 def _clean_id(value: Any) -> str | None:
     """An identifier: a non-empty string, or an integer turned into one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
+    if isinstance(value, str):  # first: three of these for each event
         text = value.strip()
-        if text and len(text) <= _MAX_ID_CHARS and text.isprintable():
-            return text
+        return text if text and len(text) <= _MAX_ID_CHARS and text.isprintable() else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     return None
 
 
@@ -437,24 +434,42 @@ def _event_id(obj: Mapping[str, Any], fallback_id: str | Callable[[], str] | Non
 
 def _event_context(obj: Mapping[str, Any], max_chars: int) -> dict[str, str | float | int]:
     """``context``: at most 32 keys of strings (at most ``max_chars``) or finite numbers."""
+    return _checked_context(obj.get("context"), max_chars)
+
+
+def _checked_context(raw_context: Any, max_chars: int) -> dict[str, str | float | int]:
+    """:func:`_event_context` of the ``context`` value itself (None: empty)."""
     context: dict[str, str | float | int] = {}
-    raw_context = obj.get("context")
     if raw_context is None:
         return context
     if not isinstance(raw_context, dict) or len(raw_context) > _MAX_CONTEXT_KEYS:
         raise _Invalid("bad_type:context", "context must be an object of at most 32 keys")
     for key, value in raw_context.items():
-        name = f"context[{key[:40]!r}]"
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise _Invalid("bad_type:context", f"{name} must be a string or number")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise _Invalid("bad_type:context", f"{name} is not finite")
-        if isinstance(value, int) and abs(value) > _MAX_SAFE_INT:
-            raise _Invalid("bad_value:context", f"{name} is out of range")
-        if isinstance(value, str) and (len(value) > max_chars or _has_lone_surrogate(value)):
-            raise _Invalid("bad_value:context", f"{name} is too long or not Unicode")
+        kind = type(value)
+        if kind is not str and kind is not int and kind is not float:
+            kind = _context_kind(key, value)  # a bool, a subclass, anything else
+        if kind is str:
+            if len(value) > max_chars or _has_lone_surrogate(value):
+                raise _bad_context("bad_value:context", key, "is too long or not Unicode")
+        elif kind is int:
+            if abs(value) > _MAX_SAFE_INT:
+                raise _bad_context("bad_value:context", key, "is out of range")
+        elif not math.isfinite(value):
+            raise _bad_context("bad_type:context", key, "is not finite")
         context[key] = value
     return context
+
+
+def _context_kind(key: str, value: Any) -> type:
+    """str, int or float: the type a context value counts as; raises for others."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _bad_context("bad_type:context", key, "must be a string or number")
+    return str if isinstance(value, str) else int if isinstance(value, int) else float
+
+
+def _bad_context(reason: str, key: str, why: str) -> _Invalid:
+    """The rejection of one context value (its message built only then)."""
+    return _Invalid(reason, f"context[{str(key)[:40]!r}] {why}")
 
 
 class _Common(msgspec.Struct, forbid_unknown_fields=True):
@@ -478,17 +493,13 @@ class _Common(msgspec.Struct, forbid_unknown_fields=True):
 _COMMON = msgspec.json.Decoder(_Common)
 #: The integers orjson reads as integers (beyond them, as floats: not an id).
 _JSON_INTS = range(-(2**63), 2**64)
-#: The integers a context may hold (:func:`_event_context`).
-_SAFE_INTS = range(-_MAX_SAFE_INT, _MAX_SAFE_INT + 1)
 
 
 def _common_id(value: str | int) -> str | None:
-    """:func:`_clean_id` of what orjson would have read for ``value`` (a string or an
-    integer: msgspec gives nothing else), inlined: three of these for each event."""
-    if type(value) is str:
-        text = value.strip()
-        return text if text and len(text) <= _MAX_ID_CHARS and text.isprintable() else None
-    return str(value) if value in _JSON_INTS else None
+    """:func:`_clean_id` of what orjson would have read for ``value``."""
+    if type(value) is int and value not in _JSON_INTS:
+        return None
+    return _clean_id(value)
 
 
 def _common_event(
@@ -532,16 +543,10 @@ def _common_event(
         event_id = fallback_id() if callable(fallback_id) else fallback_id
     if event_id is None:
         return None
-    # msgspec gave string keys, finite numbers and valid Unicode: the bounds are left
-    context = common.context or {}
-    if len(context) > _MAX_CONTEXT_KEYS:
+    try:
+        context = _checked_context(common.context, max_text_chars)
+    except _Invalid:
         return None
-    for value in context.values():
-        if type(value) is str:
-            if len(value) > max_text_chars:
-                return None
-        elif type(value) is int and value not in _SAFE_INTS:
-            return None
     return Event(
         user_id, common.ts, event_type, event_id, item_id, text, rating, context, offset, partition
     )
