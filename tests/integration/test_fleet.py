@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,23 @@ def _eventually(check: Callable[[], bool], fleet: Fleet, timeout_s: float, what:
             return
         time.sleep(0.2)
     raise AssertionError(f"{what}; statuses: {fleet.statuses()}")
+
+
+def _group_members(group: int) -> list[tuple[int, str]]:
+    """The live processes of process group ``group``: pid and command line."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = (Path("/proc") / entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) == group:  # zombies too: killpg still finds them
+                command = (Path("/proc") / entry / "cmdline").read_bytes()
+                members.append((int(entry), command.replace(b"\0", b" ").decode()[:200]))
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+    return members
 
 
 def test_a_killed_worker_is_restarted_and_stop_ends_every_worker(
@@ -77,8 +95,16 @@ def test_a_killed_worker_is_restarted_and_stop_ends_every_worker(
     assert all(s.state == "stopped" for s in fleet.statuses())
     for process in seen:
         assert process.poll() is not None, f"pid {process.pid} still running"
+        # Nothing left in its process group either. A worker's children (its reader and
+        # publisher processes) end on their own once the pipe to it closes, after what
+        # they hold is delivered: the SIGKILLed one's orphans, and on a loaded machine a
+        # stopped one's, may take a few seconds more.
+        deadline = time.monotonic() + 30.0
+        while _group_members(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _group_members(process.pid), (process.pid, _group_members(process.pid))
         with pytest.raises(ProcessLookupError):
-            os.killpg(process.pid, 0)  # nothing left in its process group either
+            os.killpg(process.pid, 0)
     # A worker stopped by SIGTERM exits on its own (status 0), not by SIGKILL.
     last = [p for p in seen if p.pid != victim.pid]
     assert all(p.returncode == 0 for p in last), (
